@@ -1,0 +1,1 @@
+"""Offline evals: replay past incidents against the sandbox fleet and score them."""

@@ -1,0 +1,1 @@
+"""Containment: the guarded executor (``sandbox.executor``) and the sandbox fleet (``sandbox.fleet``)."""

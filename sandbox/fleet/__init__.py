@@ -1,0 +1,1 @@
+"""The sandbox fleet: a simulated GPU cluster served over the real Kubernetes REST API."""

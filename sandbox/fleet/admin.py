@@ -1,0 +1,90 @@
+"""A client for the fleet's admin endpoints (``/sandbox/v1``), found through a kubeconfig."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class AdminError(Exception):
+    """The fleet refused a request; the message is the server's own."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def read_kubeconfig(path: Path) -> tuple[str, str]:
+    """The current context's server URL and bearer token, with errors that say what is wrong."""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise AdminError(2, f"kubeconfig {path} does not exist (start a fleet with `supply-agent sandbox serve`)") from exc
+    except yaml.YAMLError as exc:
+        raise AdminError(2, f"kubeconfig {path} is not valid YAML: {exc}") from exc
+    try:
+        ctx_name = config["current-context"]
+        ctx = next(c["context"] for c in config["contexts"] if c["name"] == ctx_name)
+        cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
+        user = next(u["user"] for u in config["users"] if u["name"] == ctx["user"])
+        return str(cluster["server"]).rstrip("/"), str(user["token"])
+    except (KeyError, TypeError, StopIteration) as exc:
+        raise AdminError(2, f"kubeconfig {path} has no usable current context with a server and a token ({exc})") from exc
+
+
+class AdminClient:
+    def __init__(self, url: str, token: str, timeout: float = 60.0) -> None:
+        self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
+
+    @classmethod
+    def from_kubeconfig(cls, path: Path) -> AdminClient:
+        return cls(*read_kubeconfig(path))
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.url}/sandbox/v1/{path.lstrip('/')}", data=data, method=method,
+                                     headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("message", exc.reason)
+            except (ValueError, AttributeError):
+                message = str(exc.reason)
+            raise AdminError(exc.code, message) from exc
+        except urllib.error.URLError as exc:
+            raise AdminError(2, f"cannot reach the sandbox fleet at {self.url}: {exc.reason}") from exc
+
+    def inject(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return dict(self.request("POST", "faults", {"kind": kind, **{k: v for k, v in fields.items() if v is not None}}))
+
+    def clear(self, node: str | None = None) -> dict[str, Any]:
+        return dict(self.request("POST", "faults/clear", {"node": node} if node else {}))
+
+    def alerts(self, fmt: str = "alertmanager") -> Any:
+        return self.request("GET", f"alerts?format={fmt}")
+
+    def truth(self) -> dict[str, Any]:
+        return dict(self.request("GET", "truth"))
+
+    def meters(self, namespace: str | None = None, pod: str | None = None) -> dict[str, Any]:
+        q = "&".join(f"{k}={v}" for k, v in (("namespace", namespace), ("pod", pod)) if v)
+        return dict(self.request("GET", f"meters{'?' + q if q else ''}"))
+
+    def advance(self, seconds: float) -> dict[str, Any]:
+        return dict(self.request("POST", "clock/advance", {"seconds": seconds}))
+
+    def snapshot(self) -> dict[str, Any]:
+        return dict(self.request("GET", "snapshot"))
+
+    def restore(self, snapshot: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.request("POST", "restore", snapshot))
+
+    def append_log(self, namespace: str, pod: str, lines: list[str]) -> dict[str, Any]:
+        return dict(self.request("POST", f"pods/{namespace}/{pod}/log", {"lines": lines}))

@@ -1,0 +1,114 @@
+"""Serving the fleet: a real HTTP server on loopback, a kubeconfig with a bearer token, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+import yaml
+
+from sandbox.fleet.api import FleetAPI
+from sandbox.fleet.world import Fleet
+
+
+def write_kubeconfig(path: Path, url: str, token: str, cluster: str = "sandbox") -> None:
+    """A kubeconfig that kubectl and the official client both read; private to its owner (0600)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": {"server": url}}],
+        "users": [{"name": f"{cluster}-admin", "user": {"token": token}}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": f"{cluster}-admin", "namespace": "default"}}],
+        "current-context": cluster,
+        "preferences": {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump(config, fh, sort_keys=False)
+
+
+class FleetServer:
+    """The fleet behind uvicorn on 127.0.0.1; ``port=0`` picks a free port."""
+
+    def __init__(self, fleet: Fleet, port: int = 0, token: str | None = None, host: str = "127.0.0.1") -> None:
+        self.api = FleetAPI(fleet, token or secrets.token_urlsafe(32))
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(2048)
+        self.host, self.port = self.sock.getsockname()[:2]
+        config = uvicorn.Config(self.api.app, log_level="warning", access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=2, backlog=2048)
+        self.server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def fleet(self) -> Fleet:
+        return self.api.fleet
+
+    @property
+    def token(self) -> str:
+        return self.api.token
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.fleet.clock.mode == "real":
+                self.fleet.tick()
+
+    async def serve(self, on_ready: Callable[[], Any] | None = None) -> None:
+        ticker = asyncio.create_task(self._ticker())
+
+        async def announce() -> None:
+            while not self.server.started:
+                await asyncio.sleep(0.01)
+            if on_ready:
+                on_ready()
+
+        announcer = asyncio.create_task(announce())
+        try:
+            await self.server.serve(sockets=[self.sock])
+        finally:
+            ticker.cancel()
+            announcer.cancel()
+            self.fleet.store.close_watchers()
+
+    def run(self, on_ready: Callable[[], Any] | None = None) -> None:
+        """Serve in the foreground until SIGINT/SIGTERM (uvicorn installs the handlers)."""
+        asyncio.run(self.serve(on_ready))
+
+    # -- in a background thread, for tests and evals --------------------------------------------
+    def start(self, timeout: float = 30.0) -> FleetServer:
+        ready = threading.Event()
+        self.server.config.install_signal_handlers = False  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=lambda: asyncio.run(self.serve(ready.set)), name="fleet", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise RuntimeError("the sandbox fleet did not start in time")
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> FleetServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,230 @@
+"""The ``supply-agent`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from supply_agent import __version__
+from supply_agent.logging import configure_logging, get_logger
+from supply_agent.settings import get_settings
+
+FAULTS = [
+    "xid", "ecc", "off-bus", "thermal", "notready", "partition", "agent-down", "disk-pressure",
+    "crashloop", "oomkill", "stuck-terminating", "double-metering",
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="supply-agent")
+def main() -> None:
+    """supply-agent: the on-call agent for GPU infrastructure whose every action is checked first."""
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+
+# -- the sandbox fleet -----------------------------------------------------------------------------
+@main.group()
+def sandbox() -> None:
+    """The sandbox fleet: a simulated GPU cluster that speaks the Kubernetes API."""
+
+
+@sandbox.command("serve")
+@click.option("--nodes", type=click.IntRange(1, 50_000), default=12, show_default=True, help="Number of GPU nodes.")
+@click.option("--gpus-per-node", type=click.IntRange(1, 16), default=8, show_default=True)
+@click.option("--pools", type=click.IntRange(1, 64), default=2, show_default=True, help="Node pools.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same fleet.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0 picks a free port.")
+@click.option("--fill", type=click.FloatRange(0.0, 1.0), default=0.7, show_default=True,
+              help="Fraction of GPUs tenant workloads request.")
+@click.option("--clock", "clock_mode", type=click.Choice(["real", "manual"]), default="real", show_default=True,
+              help="real: time passes; manual: only /sandbox/v1/clock/advance moves it.")
+@click.option("--snapshot", "snapshot_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Start from a saved world instead of generating one.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the kubeconfig (bearer token inside, mode 0600).")
+def sandbox_serve(nodes: int, gpus_per_node: int, pools: int, seed: int, port: int, fill: float, clock_mode: str,
+                  snapshot_file: Path | None, kubeconfig: Path) -> None:
+    """Serve a sandbox fleet on 127.0.0.1 until SIGINT or SIGTERM."""
+    from sandbox.fleet.clock import SimClock
+    from sandbox.fleet.server import FleetServer, write_kubeconfig
+    from sandbox.fleet.world import Fleet, FleetSpec
+
+    log = get_logger(component="sandbox")
+    if snapshot_file is not None:
+        try:
+            fleet = Fleet.restore(json.loads(snapshot_file.read_text()), clock_mode=clock_mode)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise click.BadParameter(f"{snapshot_file}: not a fleet snapshot: {exc}", param_hint="--snapshot") from exc
+    else:
+        if pools > nodes:
+            raise click.BadParameter(f"{pools} pools need at least {pools} nodes, not {nodes}", param_hint="--pools")
+        spec = FleetSpec(nodes=nodes, gpus_per_node=gpus_per_node, pools=pools, seed=seed, fill=fill)
+        fleet = Fleet(spec, SimClock("real" if clock_mode == "real" else "manual"))
+        fleet.generate()
+    try:
+        server = FleetServer(fleet, port=port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from exc
+    write_kubeconfig(kubeconfig, server.url, server.token)
+
+    def ready() -> None:
+        click.echo(f"ready {server.url} kubeconfig={kubeconfig} nodes={fleet.store.count('nodes')} "
+                   f"pods={fleet.store.count('pods')}", nl=True)
+        sys.stdout.flush()
+        log.info("fleet serving", url=server.url, nodes=fleet.store.count("nodes"), pods=fleet.store.count("pods"))
+
+    server.run(on_ready=ready)
+    log.info("fleet stopped")
+
+
+def _admin(kubeconfig: Path) -> Any:
+    from sandbox.fleet.admin import AdminClient
+
+    return AdminClient.from_kubeconfig(kubeconfig)
+
+
+def _admin_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from sandbox.fleet.admin import AdminError
+
+    try:
+        return fn(*args, **kwargs)
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+_kubeconfig_option = click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                                  help="The kubeconfig `sandbox serve` wrote.")
+
+
+@sandbox.command("inject")
+@_kubeconfig_option
+@click.argument("fault", type=click.Choice([*FAULTS, "clear"]))
+@click.option("--node", help="Target node (node and GPU faults; `clear --node` clears one node).")
+@click.option("--gpu", type=click.IntRange(0, 15), help="GPU index on the node (GPU faults).")
+@click.option("--code", type=click.IntRange(1, 1000), help="XID code (xid).")
+@click.option("--namespace", "-n", help="Namespace of the pod (pod faults).")
+@click.option("--pod", help="Target pod (crashloop, oomkill, stuck-terminating, double-metering).")
+@click.option("--detail", default="", help="Free text stored with the fault.")
+def sandbox_inject(kubeconfig: Path, fault: str, node: str | None, gpu: int | None, code: int | None,
+                   namespace: str | None, pod: str | None, detail: str) -> None:
+    """Inject FAULT into a running fleet, or `clear` every fault."""
+    admin = _admin(kubeconfig)
+    if fault == "clear":
+        result = _admin_call(admin.clear, node)
+        click.echo(f"cleared {len(result['cleared'])} fault(s)")
+        return
+    missing = {
+        "xid": ["node", "gpu", "code"], "ecc": ["node", "gpu"], "off-bus": ["node", "gpu"], "thermal": ["node", "gpu"],
+    }.get(fault, ["node"] if fault in ("notready", "partition", "agent-down", "disk-pressure") else ["pod"])
+    given = {"node": node, "gpu": gpu, "code": code, "pod": pod}
+    if absent := [m for m in missing if given[m] is None]:
+        raise click.UsageError(f"fault {fault!r} needs {', '.join('--' + a for a in absent)}")
+    result = _admin_call(admin.inject, fault, node=node, gpu=gpu, code=code, namespace=namespace, pod=pod,
+                         detail=detail or None)
+    target = result.get("node") or f"{result.get('namespace')}/{result.get('pod')}"
+    click.echo(f"injected {result['id']} {fault} on {target}" + (f" gpu={gpu}" if gpu is not None else "")
+               + (f" xid={result['code']}" if result.get("code") else ""))
+
+
+@sandbox.command("alerts")
+@_kubeconfig_option
+@click.option("--format", "fmt", type=click.Choice(["alertmanager", "pagerduty", "raw"]), default="alertmanager",
+              show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Write one webhook body per file into this folder instead of printing a JSON array.")
+def sandbox_alerts(kubeconfig: Path, fmt: str, out: Path | None) -> None:
+    """Print the alerts the injected faults fire, as Alertmanager or PagerDuty V3 webhook bodies."""
+    bodies = _admin_call(_admin(kubeconfig).alerts, fmt)
+    if out is None:
+        click.echo(json.dumps(bodies, indent=2))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for i, body in enumerate(bodies):
+        (out / f"{fmt}-{i:03d}.json").write_text(json.dumps(body, indent=2))
+    click.echo(f"wrote {len(bodies)} {fmt} webhook bodies to {out}")
+
+
+@sandbox.command("clock")
+@_kubeconfig_option
+@click.option("--advance", type=click.FloatRange(0), help="Seconds to move the simulated clock forward.")
+def sandbox_clock(kubeconfig: Path, advance: float | None) -> None:
+    """Show the fleet's clock, or advance it."""
+    admin = _admin(kubeconfig)
+    result = _admin_call(admin.advance, advance) if advance is not None else _admin_call(admin.request, "GET", "clock")
+    click.echo(f"{result['now']} ({result['mode']})")
+
+
+@sandbox.command("truth")
+@_kubeconfig_option
+def sandbox_truth(kubeconfig: Path) -> None:
+    """Print the fleet's truth (for evals, never for the agent) as JSON."""
+    click.echo(json.dumps(_admin_call(_admin(kubeconfig).truth), indent=2))
+
+
+@sandbox.command("meters")
+@_kubeconfig_option
+@click.option("--namespace", "-n")
+@click.option("--pod")
+def sandbox_meters(kubeconfig: Path, namespace: str | None, pod: str | None) -> None:
+    """Print the GPU-seconds meters as JSON."""
+    click.echo(json.dumps(_admin_call(_admin(kubeconfig).meters, namespace, pod), indent=2))
+
+
+@sandbox.command("snapshot")
+@_kubeconfig_option
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def sandbox_snapshot(kubeconfig: Path, out: Path) -> None:
+    """Save the whole world to a file."""
+    snap = _admin_call(_admin(kubeconfig).snapshot)
+    out.write_text(json.dumps(snap))
+    click.echo(f"wrote snapshot to {out} ({sum(len(v) for v in snap['objects'].values())} objects)")
+
+
+@sandbox.command("restore")
+@_kubeconfig_option
+@click.argument("snapshot", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def sandbox_restore(kubeconfig: Path, snapshot: Path) -> None:
+    """Replace the running world with a saved one."""
+    try:
+        data = json.loads(snapshot.read_text())
+    except ValueError as exc:
+        raise click.BadParameter(f"{snapshot} is not JSON: {exc}", param_hint="SNAPSHOT") from exc
+    result = _admin_call(_admin(kubeconfig).restore, data)
+    click.echo(f"restored {result['nodes']} nodes, {result['pods']} pods at {result['now']}")
+
+
+# -- the node agent --------------------------------------------------------------------------------
+@main.group("node-agent")
+def node_agent() -> None:
+    """The per-node GPU health agent (runs as a DaemonSet)."""
+
+
+@node_agent.command("serve")
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=9400, show_default=True)
+@click.option("--node", envvar="NODE_NAME", default=lambda: __import__("socket").gethostname(),
+              help="This node's name (env NODE_NAME, as the DaemonSet's downward API sets it).")
+def node_agent_serve(host: str, port: int, node: str) -> None:
+    """Serve this node's GPU health report (NVML) on /health."""
+    from supply_agent.node_agent import serve
+
+    serve(host, port, node)
+
+
+# -- demo ------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--nodes", type=click.IntRange(3, 5000), default=24, show_default=True)
+def demo(nodes: int) -> None:
+    """Start a sandbox fleet, inject faults, and show what the agent's tools see."""
+    from supply_agent.demo import run_demo
+
+    run_demo(nodes)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Tool wrappers: thin typed adapters over real client libraries (kubernetes, NVML, billing)."""
