@@ -51,7 +51,7 @@ def sandbox_serve(nodes: int, gpus_per_node: int, pools: int, seed: int, port: i
                   snapshot_file: Path | None, kubeconfig: Path) -> None:
     """Serve a sandbox fleet on 127.0.0.1 until SIGINT or SIGTERM."""
     from sandbox.fleet.clock import SimClock
-    from sandbox.fleet.server import FleetServer, write_kubeconfig
+    from sandbox.fleet.server import FleetServer
     from sandbox.fleet.world import Fleet, FleetSpec
 
     log = get_logger(component="sandbox")
@@ -70,7 +70,7 @@ def sandbox_serve(nodes: int, gpus_per_node: int, pools: int, seed: int, port: i
         server = FleetServer(fleet, port=port)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from exc
-    write_kubeconfig(kubeconfig, server.url, server.token)
+    server.write_kubeconfig(kubeconfig)
 
     def ready() -> None:
         click.echo(f"ready {server.url} kubeconfig={kubeconfig} nodes={fleet.store.count('nodes')} "

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from sandbox.fleet.admin import AdminClient
 from sandbox.fleet.clock import SimClock
-from sandbox.fleet.server import FleetServer, write_kubeconfig
+from sandbox.fleet.server import FleetServer
 from sandbox.fleet.world import AGENT_NAMESPACE, POOL_LABEL, Fleet, FleetSpec
 
 
@@ -39,7 +39,7 @@ def run_demo(nodes: int = 24) -> None:
     fleet.generate()
     with FleetServer(fleet) as server, tempfile.TemporaryDirectory() as tmp:
         kubeconfig = Path(tmp) / "kubeconfig"
-        write_kubeconfig(kubeconfig, server.url, server.token)
+        server.write_kubeconfig(kubeconfig)
         console.print(f"[bold]sandbox fleet[/] at {server.url}: {fleet.store.count('nodes')} nodes, "
                       f"{fleet.store.count('pods')} pods  (kubectl --kubeconfig {kubeconfig} get nodes)")
         config.load_kube_config(str(kubeconfig))

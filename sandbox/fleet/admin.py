@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,8 +21,8 @@ class AdminError(Exception):
         self.code = code
 
 
-def read_kubeconfig(path: Path) -> tuple[str, str]:
-    """The current context's server URL and bearer token, with errors that say what is wrong."""
+def read_kubeconfig(path: Path) -> tuple[str, str, bytes | None]:
+    """The current context's server URL, bearer token and CA, with errors that say what is wrong."""
     try:
         config = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
@@ -32,14 +34,16 @@ def read_kubeconfig(path: Path) -> tuple[str, str]:
         ctx = next(c["context"] for c in config["contexts"] if c["name"] == ctx_name)
         cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
         user = next(u["user"] for u in config["users"] if u["name"] == ctx["user"])
-        return str(cluster["server"]).rstrip("/"), str(user["token"])
+        ca = cluster.get("certificate-authority-data")
+        return str(cluster["server"]).rstrip("/"), str(user["token"]), base64.b64decode(ca) if ca else None
     except (KeyError, TypeError, StopIteration) as exc:
         raise AdminError(2, f"kubeconfig {path} has no usable current context with a server and a token ({exc})") from exc
 
 
 class AdminClient:
-    def __init__(self, url: str, token: str, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, token: str, ca_pem: bytes | None = None, timeout: float = 60.0) -> None:
         self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
+        self.ssl = ssl.create_default_context(cadata=ca_pem.decode()) if ca_pem else ssl.create_default_context()
 
     @classmethod
     def from_kubeconfig(cls, path: Path) -> AdminClient:
@@ -50,7 +54,7 @@ class AdminClient:
         req = urllib.request.Request(f"{self.url}/sandbox/v1/{path.lstrip('/')}", data=data, method=method,
                                      headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             try:

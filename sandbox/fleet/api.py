@@ -268,7 +268,10 @@ class FleetAPI:
         if sub:
             return await self._subresource(request, res, namespace or "", name, sub, sub_path)
         if method == "GET":
-            return json_response(self._get(res, namespace or "", name))
+            obj = self._get(res, namespace or "", name)
+            if "as=Table" in request.headers.get("accept", ""):
+                return json_response(self._table(res, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}))
+            return json_response(obj)
         if method == "PATCH" and "patch" in res.verbs:
             return self._patch(request, res, namespace or "", name, await request.body())
         if method == "PUT" and "update" in res.verbs:

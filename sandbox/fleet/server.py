@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,15 +19,17 @@ import uvicorn
 import yaml
 
 from sandbox.fleet.api import FleetAPI
+from sandbox.fleet.tls import make_serving_cert
 from sandbox.fleet.world import Fleet
 
 
-def write_kubeconfig(path: Path, url: str, token: str, cluster: str = "sandbox") -> None:
+def write_kubeconfig(path: Path, url: str, token: str, ca_pem: bytes, cluster: str = "sandbox") -> None:
     """A kubeconfig that kubectl and the official client both read; private to its owner (0600)."""
+    ca_data = base64.b64encode(ca_pem).decode()
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": cluster, "cluster": {"server": url}}],
+        "clusters": [{"name": cluster, "cluster": {"server": url, "certificate-authority-data": ca_data}}],
         "users": [{"name": f"{cluster}-admin", "user": {"token": token}}],
         "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": f"{cluster}-admin", "namespace": "default"}}],
         "current-context": cluster,
@@ -46,8 +51,16 @@ class FleetServer:
         self.sock.bind((host, port))
         self.sock.listen(2048)
         self.host, self.port = self.sock.getsockname()[:2]
+        self.cert = make_serving_cert((host, "localhost"))
+        self._certdir = tempfile.mkdtemp(prefix="supply-agent-fleet-")
+        certfile, keyfile = Path(self._certdir, "tls.crt"), Path(self._certdir, "tls.key")
+        certfile.write_bytes(self.cert.cert_pem)
+        fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(self.cert.key_pem)
         config = uvicorn.Config(self.api.app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2, backlog=2048)
+                                timeout_graceful_shutdown=2, backlog=2048,
+                                ssl_certfile=str(certfile), ssl_keyfile=str(keyfile))
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
@@ -61,7 +74,10 @@ class FleetServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"https://{self.host}:{self.port}"
+
+    def write_kubeconfig(self, path: Path) -> None:
+        write_kubeconfig(path, self.url, self.token, self.cert.ca_pem)
 
     async def _ticker(self) -> None:
         while True:
@@ -85,6 +101,7 @@ class FleetServer:
             ticker.cancel()
             announcer.cancel()
             self.fleet.store.close_watchers()
+            shutil.rmtree(self._certdir, ignore_errors=True)
 
     def run(self, on_ready: Callable[[], Any] | None = None) -> None:
         """Serve in the foreground until SIGINT/SIGTERM (uvicorn installs the handlers)."""

@@ -160,6 +160,8 @@ class Fleet:
         self._buckets: dict[str, list[dict[str, None]]] = {}  # pool -> free count -> nodes (ordered)
         self._pending: dict[tuple[str, str], None] = {}
         self._agents: dict[str, tuple[SimNvml, NvmlCollector]] = {}
+        self._reconciling: set[tuple[str, str]] = set()
+        self._restart_base: dict[str, int] = {}  # fault id -> restarts before the crash loop began
 
     # == time ====================================================================================
     def now(self) -> datetime:
@@ -526,6 +528,16 @@ class Fleet:
                 if any(r.get("uid") == owner_uid for r in p["metadata"].get("ownerReferences") or [])]
 
     def reconcile_deployment(self, ns: str, name: str) -> None:
+        # Deleting a pod re-enters the owner's reconcile; one pass at a time per deployment.
+        if (ns, name) in self._reconciling:
+            return
+        self._reconciling.add((ns, name))
+        try:
+            self._reconcile_deployment(ns, name)
+        finally:
+            self._reconciling.discard((ns, name))
+
+    def _reconcile_deployment(self, ns: str, name: str) -> None:
         dep = self.store.get("deployments", ns, name)
         if dep is None:
             return
@@ -557,7 +569,8 @@ class Fleet:
         if len(current) > desired:
             surplus = sorted(current, key=lambda p: (p["status"].get("phase") == "Running", p["metadata"]["creationTimestamp"]))
             for pod in surplus[: len(current) - desired]:
-                self.delete_pod(ns, pod["metadata"]["name"], grace=None, reason="ScaledDown")
+                if self.store.get("pods", ns, pod["metadata"]["name"]) is not None:
+                    self.delete_pod(ns, pod["metadata"]["name"], grace=None, reason="ScaledDown")
         # Old replica sets of the deployment are scaled to zero once the new one is created.
         for other in list(self.store.items("replicasets", ns)):
             if other["metadata"]["name"] == rs_name:
@@ -565,7 +578,7 @@ class Fleet:
             if not any(o.get("uid") == dep["metadata"]["uid"] for o in other["metadata"].get("ownerReferences") or []):
                 continue
             for pod in self._owned_pods(ns, other["metadata"]["uid"]):
-                if not is_terminating(pod):
+                if not is_terminating(pod) and self.store.get("pods", ns, pod["metadata"]["name"]) is not None:
                     self.delete_pod(ns, pod["metadata"]["name"], grace=None, reason="RolloutReplaced")
             if other["spec"].get("replicas"):
                 old = thaw(other)
@@ -1069,6 +1082,7 @@ class Fleet:
             pod = self.store.get("pods", fault.namespace, fault.pod)
             if pod is not None and pod["status"].get("phase") == "Running":
                 new = thaw(pod)
+                self._restart_base[fault.id] = (pod["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0)
                 reason, code = ("OOMKilled", 137) if kind == FaultKind.OOMKILL else ("Error", 1)
                 self._set_crashloop_status(new, reason, code, 1)
                 stored = self.store.put("pods", new)
@@ -1232,7 +1246,7 @@ class Fleet:
                 if pod is not None and pod["status"].get("containerStatuses"):
                     want = 1 + _restarts_after(elapsed)
                     cs = pod["status"]["containerStatuses"][0]
-                    base = fault_restart_base(pod, fault)
+                    base = self._restart_base.get(fault.id, 0)
                     if cs.get("restartCount", 0) < base + want:
                         new = thaw(pod)
                         new["status"]["containerStatuses"][0]["restartCount"] = base + want
@@ -1312,6 +1326,7 @@ class Fleet:
             "writes": self.writes,
             "logs": self.logs,
             "seq": [self._fault_seq, self._event_seq],
+            "restart_base": self._restart_base,
             "rng": self.rng.getstate()[1],
         }
 
@@ -1331,6 +1346,7 @@ class Fleet:
         fleet.meters = {m["id"]: Meter(**m) for m in data["meters"]}
         fleet.disruptions, fleet.writes, fleet.logs = data["disruptions"], data["writes"], data["logs"]
         fleet._fault_seq, fleet._event_seq = data["seq"]
+        fleet._restart_base = dict(data.get("restart_base", {}))
         fleet._unhealthy = {n: set(v) for n, v in data["unhealthy"].items()}
         for node in fleet.store.items("nodes"):
             fleet._gpu_owner[node["metadata"]["name"]] = [None] * fleet.spec.gpus_per_node
@@ -1380,14 +1396,6 @@ def _restarts_after(elapsed: float) -> int:
         count += 1
         delay = min(delay * 2, 300.0)
     return count
-
-
-def fault_restart_base(pod: Obj, fault: Fault) -> int:
-    """Restarts a pod had before the crash-loop fault, kept in an annotation-free way: the fault's detail."""
-    try:
-        return int(fault.detail.split("restarts=")[1]) if "restarts=" in fault.detail else 0
-    except (IndexError, ValueError):
-        return 0
 
 
 def _generated_log(pod: Obj, previous: bool, now: datetime) -> Iterable[str]:
