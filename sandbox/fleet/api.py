@@ -395,17 +395,31 @@ class FleetAPI:
         def visible(obj: Obj) -> bool:
             return (namespace is None or obj["metadata"].get("namespace") == namespace) and match(obj)
 
+        def frame(change: Change) -> bytes | None:
+            """The event this watcher sees, judged on the object before and after (as the cacher does)."""
+            was = change.prev is not None and visible(change.prev)
+            now = change.type != "DELETED" and visible(change.obj)
+            if now:
+                kind = "MODIFIED" if was else "ADDED"
+            elif was:
+                kind = "DELETED"  # deleted, or no longer matching the selector: to this watcher, gone
+            else:
+                return None
+            return orjson.dumps({"type": kind, "object": change.obj}) + b"\n"
+
         watcher = Watcher(res.plural, namespace, visible)
         store.subscribe(watcher)
-        initial: list[tuple[str, Obj]]
+        initial: list[bytes]
         try:
             if rv_param in ("", "0"):
-                initial = [("ADDED", o) for o in self._candidates(request, res, namespace) if visible(o)]
+                initial = [orjson.dumps({"type": "ADDED", "object": o}) + b"\n"
+                           for o in self._candidates(request, res, namespace) if visible(o)]
             else:
                 try:
-                    initial = [(c.type, c.obj) for c in store.since(res.plural, int(rv_param))]
+                    since = store.since(res.plural, int(rv_param))
                 except ValueError as exc:
                     raise _bad(f"resourceVersion must be an integer: {rv_param!r}") from exc
+                initial = [data for c in since if (data := frame(c)) is not None]
         except Gone as exc:
             store.unsubscribe(watcher)
             gone = status_body(410, "Expired", str(exc))
@@ -413,34 +427,13 @@ class FleetAPI:
         except FleetError:
             store.unsubscribe(watcher)
             raise
-        shown: set[tuple[str, str]] = set()
-
-        def frame(change_type: str, obj: Obj) -> bytes | None:
-            key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
-            if change_type == "DELETED":
-                if key in shown or visible(obj):
-                    shown.discard(key)
-                    return orjson.dumps({"type": "DELETED", "object": obj}) + b"\n"
-                return None
-            if visible(obj):
-                t = "MODIFIED" if key in shown else "ADDED"
-                shown.add(key)
-                return orjson.dumps({"type": t, "object": obj}) + b"\n"
-            if key in shown:  # it no longer matches the selector: to this watcher, it is gone
-                shown.discard(key)
-                return orjson.dumps({"type": "DELETED", "object": obj}) + b"\n"
-            return None
 
         async def stream() -> AsyncIterator[bytes]:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
             try:
-                for change_type, obj in initial:
-                    if change_type == "ADDED" and rv_param in ("", "0"):
-                        shown.add((obj["metadata"].get("namespace", ""), obj["metadata"]["name"]))
-                        yield orjson.dumps({"type": "ADDED", "object": obj}) + b"\n"
-                    elif (data := frame(change_type, obj)) is not None:
-                        yield data
+                for data in initial:
+                    yield data
                 while True:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
@@ -453,7 +446,7 @@ class FleetAPI:
                         continue
                     if change is None:
                         return
-                    if (data := frame(change.type, change.obj)) is not None:
+                    if (data := frame(change)) is not None:
                         yield data
             finally:
                 store.unsubscribe(watcher)
@@ -461,9 +454,11 @@ class FleetAPI:
         return StreamingResponse(stream(), media_type="application/json")
 
     # -- writes ---------------------------------------------------------------------------------
-    def _record(self, request: Request, res: Resource, namespace: str, name: str, sub: str, code: int) -> None:
+    def _record(self, request: Request, res: Resource, namespace: str, name: str, sub: str, code: int,
+                dry: bool | None = None) -> None:
         verb = {"PATCH": "patch", "PUT": "update", "DELETE": "delete", "POST": "create"}.get(request.method, request.method)
-        self.fleet.record_write(verb, res.plural, namespace, name, sub, "dryRun" in request.query_params, code)
+        dry_run = "dryRun" in request.query_params if dry is None else dry
+        self.fleet.record_write(verb, res.plural, namespace, name, sub, dry_run, code)
 
     def _check_rv(self, res: Resource, current: Obj, wanted: str | None) -> None:
         if wanted and wanted != current["metadata"]["resourceVersion"]:
@@ -626,7 +621,7 @@ class FleetAPI:
             result = obj if dry else (self.fleet.store.delete(res.plural, namespace, name) or obj)
             if not dry and res.plural == "poddisruptionbudgets":
                 self.fleet._refresh_pdbs(namespace)
-        self._record(request, res, namespace, name, "", 200)
+        self._record(request, res, namespace, name, "", 200, dry)
         return json_response(result)
 
     async def _subresource(self, request: Request, res: Resource, namespace: str, name: str, sub: str,
@@ -644,9 +639,9 @@ class FleetAPI:
             try:
                 fleet.evict(namespace, name, dry_run=dry)
             except FleetError as exc:
-                self._record(request, res, namespace, name, "eviction", exc.code)
+                self._record(request, res, namespace, name, "eviction", exc.code, dry)
                 raise
-            self._record(request, res, namespace, name, "eviction", 201)
+            self._record(request, res, namespace, name, "eviction", 201, dry)
             return json_response(status_body(201, "", ""), 201)
         if res.plural == "pods" and sub == "log" and method == "GET":
             q = request.query_params

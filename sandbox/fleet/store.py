@@ -34,6 +34,7 @@ class Change:
     kind: str
     type: str  # ADDED, MODIFIED, DELETED
     obj: Obj
+    prev: Obj | None = None  # the object before the change: a watcher's filter decides on both
 
 
 @dataclass(eq=False)
@@ -87,7 +88,7 @@ class Store:
         bucket[k[1]] = obj
         if kind == "pods":
             self._index_pod(k, old, obj)
-        self._record(Change(self.rv, kind, "MODIFIED" if old is not None else "ADDED", obj))
+        self._record(Change(self.rv, kind, "MODIFIED" if old is not None else "ADDED", obj, old))
         return obj
 
     def delete(self, kind: str, namespace: str, name: str) -> Obj | None:
@@ -100,7 +101,7 @@ class Store:
             self._index_pod((namespace, name), old, None)
         gone = thaw(old)
         gone["metadata"]["resourceVersion"] = str(self.rv)
-        self._record(Change(self.rv, kind, "DELETED", gone))
+        self._record(Change(self.rv, kind, "DELETED", gone, old))
         return gone
 
     def load(self, kind: str, objs: Iterable[Obj]) -> None:

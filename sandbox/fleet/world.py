@@ -193,7 +193,8 @@ class Fleet:
             self._rebucket(name)
         self._create_daemonset()
         for name in self._gpu_owner:
-            self._ensure_agent_pod(name)
+            self._ensure_agent_pod(name, refresh=False)
+        self._refresh_daemonset_status()
         self._generate_tenants(pools, node_names)
 
     def _node_object(self, name: str, pool: str, region: str, product: str, itype: str, idx: int, at: str) -> Obj:
@@ -651,7 +652,7 @@ class Fleet:
             elif ref.get("kind") == "DaemonSet" and pod["spec"].get("nodeName"):
                 self._ensure_agent_pod(pod["spec"]["nodeName"])
 
-    def _ensure_agent_pod(self, node_name: str) -> None:
+    def _ensure_agent_pod(self, node_name: str, refresh: bool = True) -> None:
         ds = self.store.get("daemonsets", AGENT_NAMESPACE, AGENT_NAME)
         if ds is None or self.store.get("nodes", "", node_name) is None:
             return
@@ -667,7 +668,8 @@ class Fleet:
         if self._agent_down(node_name) or self._node_down(node_name):
             self._set_crashloop_status(pod, "Error", 1, 1)
         self.store.put("pods", pod)
-        self._refresh_daemonset_status()
+        if refresh:
+            self._refresh_daemonset_status()
 
     def _refresh_daemonset_status(self) -> None:
         ds = self.store.get("daemonsets", AGENT_NAMESPACE, AGENT_NAME)
