@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 from rich.console import Console
@@ -17,12 +18,12 @@ from sandbox.fleet.server import FleetServer
 from sandbox.fleet.world import AGENT_NAMESPACE, POOL_LABEL, Fleet, FleetSpec
 
 
-def _gpu_table(report: dict[str, object]) -> Table:
+def _gpu_table(report: dict[str, Any]) -> Table:
     table = Table(title=f"GPU health of {report['node']} (via pods/proxy → node-agent → NVML"
                   f"{', simulated' if report['simulated'] else ''})")
     for col in ("GPU", "UUID", "temp °C", "ECC unc. (vol/agg)", "row remap", "XIDs", "clock events"):
         table.add_column(col)
-    for g in report["gpus"]:  # type: ignore[attr-defined]
+    for g in report["gpus"]:
         rr = g["remapped_rows"] or {}
         table.add_row(str(g["index"]), g["uuid"][:13] + "…", str(g["temperature_c"]),
                       f"{g['ecc_uncorrected_volatile']}/{g['ecc_uncorrected_aggregate']}",
@@ -42,30 +43,33 @@ def run_demo(nodes: int = 24) -> None:
         server.write_kubeconfig(kubeconfig)
         console.print(f"[bold]sandbox fleet[/] at {server.url}: {fleet.store.count('nodes')} nodes, "
                       f"{fleet.store.count('pods')} pods  (kubectl --kubeconfig {kubeconfig} get nodes)")
-        config.load_kube_config(str(kubeconfig))
-        v1 = client.CoreV1Api()
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        v1 = client.CoreV1Api(api)
         admin = AdminClient.from_kubeconfig(kubeconfig)
 
-        nodes_list = v1.list_node().items
-        first = nodes_list[0].metadata.name
+        def get(call: Any, *args: Any, **kwargs: Any) -> Any:
+            """The official client, raw JSON: the demo reads a few fields, not whole typed models."""
+            return json.loads(call(*args, _preload_content=False, **kwargs).data)
+
+        nodes_list = get(v1.list_node)["items"]
+        first = nodes_list[0]["metadata"]["name"]
         console.rule("1. a fatal XID on one node")
         fault = admin.inject("xid", node=first, gpu=3, code=79)
         console.print(f"injected XID {fault['code']} on {first} GPU 3 (customer pod on it: {fault['labels'].get('pod', '-')})")
-        agent = next(p for p in v1.list_namespaced_pod(AGENT_NAMESPACE, field_selector=f"spec.nodeName={first}").items)
-        raw = v1.connect_get_namespaced_pod_proxy_with_path(agent.metadata.name, AGENT_NAMESPACE, "health",
-                                                              _preload_content=False)
-        console.print(_gpu_table(json.loads(raw.data)))
-        node = v1.read_node(first)
-        gpu_cond = next(c for c in node.status.conditions if c.type == "GpuHealthy")
-        console.print(f"node condition GpuHealthy={gpu_cond.status}: {gpu_cond.message}; "
-                      f"allocatable nvidia.com/gpu={node.status.allocatable['nvidia.com/gpu']}")
+        agent = get(v1.list_namespaced_pod, AGENT_NAMESPACE, field_selector=f"spec.nodeName={first}")["items"][0]
+        console.print(_gpu_table(get(v1.connect_get_namespaced_pod_proxy_with_path, agent["metadata"]["name"],
+                                     AGENT_NAMESPACE, "health")))
+        node = get(v1.read_node, first)
+        gpu_cond = next(c for c in node["status"]["conditions"] if c["type"] == "GpuHealthy")
+        console.print(f"node condition GpuHealthy={gpu_cond['status']}: {gpu_cond['message']}; "
+                      f"allocatable nvidia.com/gpu={node['status']['allocatable']['nvidia.com/gpu']}")
         for alert in admin.alerts("raw"):
             console.print(f"  alert [bold]{alert['alertname']}[/] severity={alert['labels']['severity']} node={alert['labels'].get('node')}")
         admin.clear()
 
         console.rule("2. the same XID on a third of a pool at once (a bad driver rollout)")
-        pool = nodes_list[0].metadata.labels[POOL_LABEL]
-        in_pool = [n.metadata.name for n in nodes_list if n.metadata.labels[POOL_LABEL] == pool]
+        pool = nodes_list[0]["metadata"]["labels"][POOL_LABEL]
+        in_pool = [n["metadata"]["name"] for n in nodes_list if n["metadata"]["labels"][POOL_LABEL] == pool]
         hit = in_pool[: max(1, len(in_pool) // 3)]
         for name in hit:
             admin.inject("xid", node=name, gpu=0, code=79)

@@ -32,7 +32,7 @@ from sandbox.fleet.selectors import (
     parse_label_selector,
 )
 from sandbox.fleet.store import Change, Gone, Obj, Watcher, thaw
-from sandbox.fleet.world import Fleet, FleetError, is_ready, is_terminating, not_found
+from sandbox.fleet.world import Fleet, FleetError, is_terminating, not_found
 
 K8S_VERSION = {
     "major": "1", "minor": "31", "gitVersion": "v1.31.4-sandbox", "gitCommit": "supply-agent-sandbox",
@@ -264,7 +264,7 @@ class FleetAPI:
                 return self._list(request, res, namespace)
             if method == "POST" and "create" in res.verbs:
                 return self._create(request, res, namespace, await self._body(request))
-            raise FleetError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+            raise FleetError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if sub:
             return await self._subresource(request, res, namespace or "", name, sub, sub_path)
         if method == "GET":
@@ -409,7 +409,7 @@ class FleetAPI:
 
         watcher = Watcher(res.plural, namespace, visible)
         store.subscribe(watcher)
-        initial: list[bytes]
+        initial: list[bytes | None]
         try:
             if rv_param in ("", "0"):
                 initial = [orjson.dumps({"type": "ADDED", "object": o}) + b"\n"
@@ -419,7 +419,7 @@ class FleetAPI:
                     since = store.since(res.plural, int(rv_param))
                 except ValueError as exc:
                     raise _bad(f"resourceVersion must be an integer: {rv_param!r}") from exc
-                initial = [data for c in since if (data := frame(c)) is not None]
+                initial = [frame(c) for c in since]
         except Gone as exc:
             store.unsubscribe(watcher)
             gone = status_body(410, "Expired", str(exc))
@@ -432,8 +432,9 @@ class FleetAPI:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
             try:
-                for data in initial:
-                    yield data
+                for first in initial:
+                    if first is not None:
+                        yield first
                 while True:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
@@ -488,9 +489,9 @@ class FleetAPI:
             elif ctype == "application/json-patch+json":
                 new = json_patch(current, patch)
             else:
-                raise FleetError(415, "UnsupportedMediaType", f'the body of the request was in an unknown format - '
-                                 f'accepted media types include: application/json-patch+json, application/merge-patch+json, '
-                                 f'application/strategic-merge-patch+json')
+                raise FleetError(415, "UnsupportedMediaType", 'the body of the request was in an unknown format - '
+                                 'accepted media types include: application/json-patch+json, application/merge-patch+json, '
+                                 'application/strategic-merge-patch+json')
         except PatchError as exc:
             raise FleetError(exc.code, "Invalid" if exc.code == 422 else "BadRequest", str(exc)) from exc
         if not isinstance(new, dict):
@@ -526,7 +527,8 @@ class FleetAPI:
         new["status"] = thaw(current.get("status", {}))  # status changes only through the status subresource
         for key, value in (meta.get("labels") or {}).items():
             if not isinstance(value, str) or len(value) > 63:
-                raise _invalid(res.kind, name, res.group, [(f"metadata.labels", f"Invalid value: {value!r}: must be no more than 63 characters")])
+                raise _invalid(res.kind, name, res.group, [(f"metadata.labels[{key}]",
+                                                            f"Invalid value: {value!r}: must be no more than 63 characters")])
         if res.plural == "pods":
             if new.get("spec") != current["spec"]:
                 raise _invalid(res.kind, name, res.group, [("spec", "Forbidden: pod updates may not change fields other than "
@@ -633,7 +635,7 @@ class FleetAPI:
             if not isinstance(body, dict):
                 raise _bad("an eviction body must be a policy/v1 Eviction object")
             if (body.get("metadata") or {}).get("name", name) != name:
-                raise _bad(f"name in URL does not match name in Eviction object")
+                raise _bad("name in URL does not match name in Eviction object")
             opts = body.get("deleteOptions") or {}
             dry = dry or opts.get("dryRun") == ["All"]
             try:
@@ -653,7 +655,7 @@ class FleetAPI:
             text = fleet.pod_log(namespace, name, q.get("container"), tail, q.get("previous") in ("true", "1"))
             data = text.encode()
             return Response(data[:limit] if limit else data, media_type="text/plain")
-        if res.plural == "pods" and sub == "proxy" or (res.plural == "pods" and ":" in name and sub == "proxy"):
+        if (res.plural == "pods" and sub == "proxy") or (res.plural == "pods" and ":" in name and sub == "proxy"):
             pod_name, _, port = name.partition(":")
             code, ctype, data = fleet.proxy(namespace, pod_name, port or None, sub_path)
             return Response(data, status_code=code, media_type=ctype)
@@ -727,7 +729,7 @@ class FleetAPI:
             if not isinstance(body, dict):
                 raise _bad("a fault is a JSON object")
             try:
-                kind = FaultKind(body.get("kind"))
+                kind = FaultKind(str(body.get("kind")))
             except ValueError as exc:
                 raise FleetError(422, "Invalid", f"unknown fault kind {body.get('kind')!r}; known: "
                                  f"{', '.join(k.value for k in FaultKind)}") from exc

@@ -31,8 +31,7 @@ class SimClock:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> SimClock:
-        mode = "real" if data.get("mode") == "real" else "manual"
-        return cls(mode, datetime.fromisoformat(str(data["now"])))
+        return cls("real" if data.get("mode") == "real" else "manual", datetime.fromisoformat(str(data["now"])))
 
 
 def ts(dt: datetime) -> str:

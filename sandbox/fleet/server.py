@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -39,6 +40,16 @@ def write_kubeconfig(path: Path, url: str, token: str, ca_pem: bytes, cluster: s
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         yaml.safe_dump(config, fh, sort_keys=False)
+
+
+class _QuietShutdown(logging.Filter):
+    """uvicorn reports idle TLS keep-alive connections it closes at shutdown as an error; they are not."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "graceful shutdown exceeded" not in record.getMessage()
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietShutdown())
 
 
 class _Server(uvicorn.Server):

@@ -25,7 +25,8 @@ def key_of(obj: Mapping[str, Any]) -> Key:
 
 def thaw(obj: Mapping[str, Any]) -> Obj:
     """A deep, mutable copy of a stored object (orjson round trip: much faster than deepcopy)."""
-    return orjson.loads(orjson.dumps(obj))  # type: ignore[no-any-return]
+    thawed: Obj = orjson.loads(orjson.dumps(obj))
+    return thawed
 
 
 @dataclass(slots=True)
@@ -41,7 +42,7 @@ class Change:
 class Watcher:
     kind: str
     namespace: str | None
-    match: Callable[[Mapping[str, Any]], bool]
+    match: Callable[[Obj], bool]
     queue: asyncio.Queue[Change | None] = field(default_factory=asyncio.Queue)
 
 

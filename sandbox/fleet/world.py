@@ -479,7 +479,7 @@ class Fleet:
                                      "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}],
             },
             "spec": {**pod_template["spec"], "schedulerName": "default-scheduler", "enableServiceLinks": True,
-                     "tolerations": list(pod_template["spec"].get("tolerations") or []) + [
+                     "tolerations": [*(pod_template["spec"].get("tolerations") or []),
                          {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
                           "tolerationSeconds": TOLERATION_SECONDS},
                          {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
@@ -743,7 +743,6 @@ class Fleet:
         pod = self.store.get("pods", ns, name)
         if pod is None:
             raise not_found("pods", name)
-        at = self.stamp()
         marked = thaw(pod)
         if not marked["metadata"].get("deletionTimestamp"):
             grace_s = grace if grace is not None else int(pod["spec"].get("terminationGracePeriodSeconds", 30))
@@ -1009,6 +1008,7 @@ class Fleet:
 
     def _apply(self, fault: Fault) -> None:
         kind = fault.kind
+        pod: Obj | None
         if kind in GPU_FAULTS:
             assert fault.node is not None and fault.gpu is not None
             sim, _ = self.agent(fault.node)
@@ -1089,7 +1089,7 @@ class Fleet:
                 self._set_crashloop_status(new, reason, code, 1)
                 stored = self.store.put("pods", new)
                 if kind == FaultKind.OOMKILL:
-                    self.event(stored, "Warning", "OOMKilling", f"Memory cgroup out of memory: Killed process (python) in container main", "kernel-monitor")
+                    self.event(stored, "Warning", "OOMKilling", "Memory cgroup out of memory: Killed process (python) in container main", "kernel-monitor")
                 self.event(stored, "Warning", "BackOff", f"Back-off restarting failed container main in pod {fault.pod}_{fault.namespace}", "kubelet")
                 self._after_status(stored)
         elif kind == FaultKind.STUCK_TERMINATING:
@@ -1150,8 +1150,9 @@ class Fleet:
                 self._agents[name][0].reset()
             self._unhealthy.pop(name, None)
             self._refresh_node(name)
-            for pod in self.store.pods_on_node(name):
-                self._heal_pod(pod)
+            for on_node in self.store.pods_on_node(name):
+                self._heal_pod(on_node)
+        pod: Obj | None
         for f in cleared:
             if f.kind in (FaultKind.CRASHLOOP, FaultKind.OOMKILL) and f.namespace and f.pod:
                 pod = self.store.get("pods", f.namespace, f.pod)
