@@ -46,9 +46,25 @@ def main() -> int:
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:
         kubeconfig = Path(tmp) / "kubeconfig"
-        cmd = [sys.executable, "-m", "supply_agent.cli", "sandbox", "serve", "--nodes", str(args.nodes),
-               "--gpus-per-node", str(args.gpus_per_node), "--pools", str(args.pools), "--port", "0",
-               "--clock", "manual", "--kubeconfig", str(kubeconfig)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "supply_agent.cli",
+            "sandbox",
+            "serve",
+            "--nodes",
+            str(args.nodes),
+            "--gpus-per-node",
+            str(args.gpus_per_node),
+            "--pools",
+            str(args.pools),
+            "--port",
+            "0",
+            "--clock",
+            "manual",
+            "--kubeconfig",
+            str(kubeconfig),
+        ]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
@@ -71,7 +87,9 @@ def main() -> int:
 
             raw = timed(raw_nodes, 3)
             node = f"{v1.list_node(limit=1).items[0].metadata.name}"
-            per_node = timed(lambda: v1.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}"), 50)
+            per_node = timed(
+                lambda: v1.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}"), 50
+            )
             rss = rss_peak_mib(proc.pid)
         finally:
             proc.terminate()
@@ -84,11 +102,24 @@ def main() -> int:
     rows = [
         ("start (launch → ready line)", f"{start_s:.2f} s", "< 20 s", start_s < 20),
         ("peak RSS of the server", f"{rss:.0f} MiB", "< 2048 MiB", rss < 2048),
-        ("list all nodes, typed models (median of 3)", f"{statistics.median(typed):.2f} s", "< 2 s",
-         statistics.median(typed) < 2),
-        ("list all nodes, raw JSON (median of 3)", f"{statistics.median(raw):.2f} s", "< 2 s", statistics.median(raw) < 2),
-        ("pods on one node, typed (median of 50)", f"{statistics.median(per_node) * 1000:.1f} ms", "< 20 ms",
-         statistics.median(per_node) < 0.020),
+        (
+            "list all nodes, typed models (median of 3)",
+            f"{statistics.median(typed):.2f} s",
+            "< 2 s",
+            statistics.median(typed) < 2,
+        ),
+        (
+            "list all nodes, raw JSON (median of 3)",
+            f"{statistics.median(raw):.2f} s",
+            "< 2 s",
+            statistics.median(raw) < 2,
+        ),
+        (
+            "pods on one node, typed (median of 50)",
+            f"{statistics.median(per_node) * 1000:.1f} ms",
+            "< 20 ms",
+            statistics.median(per_node) < 0.020,
+        ),
     ]
     for name, value, target, ok in rows:
         table.add_row(name, value, target, "[green]yes" if ok else "[red]no")

@@ -14,8 +14,18 @@ from supply_agent.logging import configure_logging, get_logger
 from supply_agent.settings import get_settings
 
 FAULTS = [
-    "xid", "ecc", "off-bus", "thermal", "notready", "partition", "agent-down", "disk-pressure",
-    "crashloop", "oomkill", "stuck-terminating", "double-metering",
+    "xid",
+    "ecc",
+    "off-bus",
+    "thermal",
+    "notready",
+    "partition",
+    "agent-down",
+    "disk-pressure",
+    "crashloop",
+    "oomkill",
+    "stuck-terminating",
+    "double-metering",
 ]
 
 
@@ -34,21 +44,53 @@ def sandbox() -> None:
 
 
 @sandbox.command("serve")
-@click.option("--nodes", type=click.IntRange(1, 50_000), default=12, show_default=True, help="Number of GPU nodes.")
+@click.option(
+    "--nodes", type=click.IntRange(1, 50_000), default=12, show_default=True, help="Number of GPU nodes."
+)
 @click.option("--gpus-per-node", type=click.IntRange(1, 16), default=8, show_default=True)
 @click.option("--pools", type=click.IntRange(1, 64), default=2, show_default=True, help="Node pools.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same fleet.")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0 picks a free port.")
-@click.option("--fill", type=click.FloatRange(0.0, 1.0), default=0.7, show_default=True,
-              help="Fraction of GPUs tenant workloads request.")
-@click.option("--clock", "clock_mode", type=click.Choice(["real", "manual"]), default="real", show_default=True,
-              help="real: time passes; manual: only /sandbox/v1/clock/advance moves it.")
-@click.option("--snapshot", "snapshot_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Start from a saved world instead of generating one.")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the kubeconfig (bearer token inside, mode 0600).")
-def sandbox_serve(nodes: int, gpus_per_node: int, pools: int, seed: int, port: int, fill: float, clock_mode: str,
-                  snapshot_file: Path | None, kubeconfig: Path) -> None:
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0 picks a free port."
+)
+@click.option(
+    "--fill",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.7,
+    show_default=True,
+    help="Fraction of GPUs tenant workloads request.",
+)
+@click.option(
+    "--clock",
+    "clock_mode",
+    type=click.Choice(["real", "manual"]),
+    default="real",
+    show_default=True,
+    help="real: time passes; manual: only /sandbox/v1/clock/advance moves it.",
+)
+@click.option(
+    "--snapshot",
+    "snapshot_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Start from a saved world instead of generating one.",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the kubeconfig (bearer token inside, mode 0600).",
+)
+def sandbox_serve(
+    nodes: int,
+    gpus_per_node: int,
+    pools: int,
+    seed: int,
+    port: int,
+    fill: float,
+    clock_mode: str,
+    snapshot_file: Path | None,
+    kubeconfig: Path,
+) -> None:
     """Serve a sandbox fleet on 127.0.0.1 until SIGINT or SIGTERM."""
     from sandbox.fleet.clock import SimClock
     from sandbox.fleet.server import FleetServer
@@ -59,10 +101,14 @@ def sandbox_serve(nodes: int, gpus_per_node: int, pools: int, seed: int, port: i
         try:
             fleet = Fleet.restore(json.loads(snapshot_file.read_text()), clock_mode=clock_mode)
         except (ValueError, KeyError, TypeError) as exc:
-            raise click.BadParameter(f"{snapshot_file}: not a fleet snapshot: {exc}", param_hint="--snapshot") from exc
+            raise click.BadParameter(
+                f"{snapshot_file}: not a fleet snapshot: {exc}", param_hint="--snapshot"
+            ) from exc
     else:
         if pools > nodes:
-            raise click.BadParameter(f"{pools} pools need at least {pools} nodes, not {nodes}", param_hint="--pools")
+            raise click.BadParameter(
+                f"{pools} pools need at least {pools} nodes, not {nodes}", param_hint="--pools"
+            )
         spec = FleetSpec(nodes=nodes, gpus_per_node=gpus_per_node, pools=pools, seed=seed, fill=fill)
         fleet = Fleet(spec, SimClock("real" if clock_mode == "real" else "manual"))
         fleet.generate()
@@ -73,10 +119,15 @@ def sandbox_serve(nodes: int, gpus_per_node: int, pools: int, seed: int, port: i
     server.write_kubeconfig(kubeconfig)
 
     def ready() -> None:
-        click.echo(f"ready {server.url} kubeconfig={kubeconfig} nodes={fleet.store.count('nodes')} "
-                   f"pods={fleet.store.count('pods')}", nl=True)
+        click.echo(
+            f"ready {server.url} kubeconfig={kubeconfig} nodes={fleet.store.count('nodes')} "
+            f"pods={fleet.store.count('pods')}",
+            nl=True,
+        )
         sys.stdout.flush()
-        log.info("fleet serving", url=server.url, nodes=fleet.store.count("nodes"), pods=fleet.store.count("pods"))
+        log.info(
+            "fleet serving", url=server.url, nodes=fleet.store.count("nodes"), pods=fleet.store.count("pods")
+        )
 
     server.run(on_ready=ready)
     log.info("fleet stopped")
@@ -85,7 +136,7 @@ def sandbox_serve(nodes: int, gpus_per_node: int, pools: int, seed: int, port: i
 def _admin(kubeconfig: Path) -> Any:
     from sandbox.fleet.admin import AdminClient
 
-    return AdminClient.from_kubeconfig(kubeconfig)
+    return _admin_call(AdminClient.from_kubeconfig, kubeconfig)
 
 
 def _admin_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -97,8 +148,12 @@ def _admin_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise click.ClickException(str(exc)) from exc
 
 
-_kubeconfig_option = click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), required=True,
-                                  help="The kubeconfig `sandbox serve` wrote.")
+_kubeconfig_option = click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The kubeconfig `sandbox serve` wrote.",
+)
 
 
 @sandbox.command("inject")
@@ -110,8 +165,16 @@ _kubeconfig_option = click.option("--kubeconfig", type=click.Path(dir_okay=False
 @click.option("--namespace", "-n", help="Namespace of the pod (pod faults).")
 @click.option("--pod", help="Target pod (crashloop, oomkill, stuck-terminating, double-metering).")
 @click.option("--detail", default="", help="Free text stored with the fault.")
-def sandbox_inject(kubeconfig: Path, fault: str, node: str | None, gpu: int | None, code: int | None,
-                   namespace: str | None, pod: str | None, detail: str) -> None:
+def sandbox_inject(
+    kubeconfig: Path,
+    fault: str,
+    node: str | None,
+    gpu: int | None,
+    code: int | None,
+    namespace: str | None,
+    pod: str | None,
+    detail: str,
+) -> None:
     """Inject FAULT into a running fleet, or `clear` every fault."""
     admin = _admin(kubeconfig)
     if fault == "clear":
@@ -119,24 +182,46 @@ def sandbox_inject(kubeconfig: Path, fault: str, node: str | None, gpu: int | No
         click.echo(f"cleared {len(result['cleared'])} fault(s)")
         return
     missing = {
-        "xid": ["node", "gpu", "code"], "ecc": ["node", "gpu"], "off-bus": ["node", "gpu"], "thermal": ["node", "gpu"],
+        "xid": ["node", "gpu", "code"],
+        "ecc": ["node", "gpu"],
+        "off-bus": ["node", "gpu"],
+        "thermal": ["node", "gpu"],
     }.get(fault, ["node"] if fault in ("notready", "partition", "agent-down", "disk-pressure") else ["pod"])
     given = {"node": node, "gpu": gpu, "code": code, "pod": pod}
     if absent := [m for m in missing if given[m] is None]:
         raise click.UsageError(f"fault {fault!r} needs {', '.join('--' + a for a in absent)}")
-    result = _admin_call(admin.inject, fault, node=node, gpu=gpu, code=code, namespace=namespace, pod=pod,
-                         detail=detail or None)
+    result = _admin_call(
+        admin.inject,
+        fault,
+        node=node,
+        gpu=gpu,
+        code=code,
+        namespace=namespace,
+        pod=pod,
+        detail=detail or None,
+    )
     target = result.get("node") or f"{result.get('namespace')}/{result.get('pod')}"
-    click.echo(f"injected {result['id']} {fault} on {target}" + (f" gpu={gpu}" if gpu is not None else "")
-               + (f" xid={result['code']}" if result.get("code") else ""))
+    click.echo(
+        f"injected {result['id']} {fault} on {target}"
+        + (f" gpu={gpu}" if gpu is not None else "")
+        + (f" xid={result['code']}" if result.get("code") else "")
+    )
 
 
 @sandbox.command("alerts")
 @_kubeconfig_option
-@click.option("--format", "fmt", type=click.Choice(["alertmanager", "pagerduty", "raw"]), default="alertmanager",
-              show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Write one webhook body per file into this folder instead of printing a JSON array.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["alertmanager", "pagerduty", "raw"]),
+    default="alertmanager",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one webhook body per file into this folder instead of printing a JSON array.",
+)
 def sandbox_alerts(kubeconfig: Path, fmt: str, out: Path | None) -> None:
     """Print the alerts the injected faults fire, as Alertmanager or PagerDuty V3 webhook bodies."""
     bodies = _admin_call(_admin(kubeconfig).alerts, fmt)
@@ -155,7 +240,11 @@ def sandbox_alerts(kubeconfig: Path, fmt: str, out: Path | None) -> None:
 def sandbox_clock(kubeconfig: Path, advance: float | None) -> None:
     """Show the fleet's clock, or advance it."""
     admin = _admin(kubeconfig)
-    result = _admin_call(admin.advance, advance) if advance is not None else _admin_call(admin.request, "GET", "clock")
+    result = (
+        _admin_call(admin.advance, advance)
+        if advance is not None
+        else _admin_call(admin.request, "GET", "clock")
+    )
     click.echo(f"{result['now']} ({result['mode']})")
 
 
@@ -207,8 +296,12 @@ def node_agent() -> None:
 @node_agent.command("serve")
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=9400, show_default=True)
-@click.option("--node", envvar="NODE_NAME", default=lambda: __import__("socket").gethostname(),
-              help="This node's name (env NODE_NAME, as the DaemonSet's downward API sets it).")
+@click.option(
+    "--node",
+    envvar="NODE_NAME",
+    default=lambda: __import__("socket").gethostname(),
+    help="This node's name (env NODE_NAME, as the DaemonSet's downward API sets it).",
+)
 def node_agent_serve(host: str, port: int, node: str) -> None:
     """Serve this node's GPU health report (NVML) on /health."""
     from supply_agent.node_agent import serve

@@ -19,18 +19,24 @@ from sandbox.fleet.world import AGENT_NAMESPACE, POOL_LABEL, Fleet, FleetSpec
 
 
 def _gpu_table(report: dict[str, Any]) -> Table:
-    table = Table(title=f"GPU health of {report['node']} (via pods/proxy → node-agent → NVML"
-                  f"{', simulated' if report['simulated'] else ''})")
+    table = Table(
+        title=f"GPU health of {report['node']} (via pods/proxy → node-agent → NVML"
+        f"{', simulated' if report['simulated'] else ''})"
+    )
     for col in ("GPU", "UUID", "temp °C", "ECC unc. (vol/agg)", "row remap", "XIDs", "clock events"):
         table.add_column(col)
     for g in report["gpus"]:
         rr = g["remapped_rows"] or {}
-        table.add_row(str(g["index"]), g["uuid"][:13] + "…", str(g["temperature_c"]),
-                      f"{g['ecc_uncorrected_volatile']}/{g['ecc_uncorrected_aggregate']}",
-                      "pending" if rr.get("pending") else ("FAILED" if rr.get("failure") else "ok"),
-                      ",".join(str(x["xid"]) for x in g["xid_events"]) or "-",
-                      ",".join(g["clock_event_reasons"]) or "-",
-                      style="bold red" if g["xid_events"] or g["lost"] else None)
+        table.add_row(
+            str(g["index"]),
+            g["uuid"][:13] + "…",
+            str(g["temperature_c"]),
+            f"{g['ecc_uncorrected_volatile']}/{g['ecc_uncorrected_aggregate']}",
+            "pending" if rr.get("pending") else ("FAILED" if rr.get("failure") else "ok"),
+            ",".join(str(x["xid"]) for x in g["xid_events"]) or "-",
+            ",".join(g["clock_event_reasons"]) or "-",
+            style="bold red" if g["xid_events"] or g["lost"] else None,
+        )
     return table
 
 
@@ -41,8 +47,10 @@ def run_demo(nodes: int = 24) -> None:
     with FleetServer(fleet) as server, tempfile.TemporaryDirectory() as tmp:
         kubeconfig = Path(tmp) / "kubeconfig"
         server.write_kubeconfig(kubeconfig)
-        console.print(f"[bold]sandbox fleet[/] at {server.url}: {fleet.store.count('nodes')} nodes, "
-                      f"{fleet.store.count('pods')} pods  (kubectl --kubeconfig {kubeconfig} get nodes)")
+        console.print(
+            f"[bold]sandbox fleet[/] at {server.url}: {fleet.store.count('nodes')} nodes, "
+            f"{fleet.store.count('pods')} pods  (kubectl --kubeconfig {kubeconfig} get nodes)"
+        )
         api = config.new_client_from_config(config_file=str(kubeconfig))
         v1 = client.CoreV1Api(api)
         admin = AdminClient.from_kubeconfig(kubeconfig)
@@ -55,16 +63,32 @@ def run_demo(nodes: int = 24) -> None:
         first = nodes_list[0]["metadata"]["name"]
         console.rule("1. a fatal XID on one node")
         fault = admin.inject("xid", node=first, gpu=3, code=79)
-        console.print(f"injected XID {fault['code']} on {first} GPU 3 (customer pod on it: {fault['labels'].get('pod', '-')})")
-        agent = get(v1.list_namespaced_pod, AGENT_NAMESPACE, field_selector=f"spec.nodeName={first}")["items"][0]
-        console.print(_gpu_table(get(v1.connect_get_namespaced_pod_proxy_with_path, agent["metadata"]["name"],
-                                     AGENT_NAMESPACE, "health")))
+        console.print(
+            f"injected XID {fault['code']} on {first} GPU 3 (customer pod on it: {fault['labels'].get('pod', '-')})"
+        )
+        agent = get(v1.list_namespaced_pod, AGENT_NAMESPACE, field_selector=f"spec.nodeName={first}")[
+            "items"
+        ][0]
+        console.print(
+            _gpu_table(
+                get(
+                    v1.connect_get_namespaced_pod_proxy_with_path,
+                    agent["metadata"]["name"],
+                    AGENT_NAMESPACE,
+                    "health",
+                )
+            )
+        )
         node = get(v1.read_node, first)
         gpu_cond = next(c for c in node["status"]["conditions"] if c["type"] == "GpuHealthy")
-        console.print(f"node condition GpuHealthy={gpu_cond['status']}: {gpu_cond['message']}; "
-                      f"allocatable nvidia.com/gpu={node['status']['allocatable']['nvidia.com/gpu']}")
+        console.print(
+            f"node condition GpuHealthy={gpu_cond['status']}: {gpu_cond['message']}; "
+            f"allocatable nvidia.com/gpu={node['status']['allocatable']['nvidia.com/gpu']}"
+        )
         for alert in admin.alerts("raw"):
-            console.print(f"  alert [bold]{alert['alertname']}[/] severity={alert['labels']['severity']} node={alert['labels'].get('node')}")
+            console.print(
+                f"  alert [bold]{alert['alertname']}[/] severity={alert['labels']['severity']} node={alert['labels'].get('node')}"
+            )
         admin.clear()
 
         console.rule("2. the same XID on a third of a pool at once (a bad driver rollout)")
@@ -78,7 +102,13 @@ def run_demo(nodes: int = 24) -> None:
         table = Table(title=f"pool {pool}: {len(hit)} of {len(in_pool)} nodes report XID 79")
         for col in ("alerts firing", "GPUs out of service (pool)", "customers affected"):
             table.add_column(col)
-        table.add_row(str(len(alerts)), str(truth["pools"][pool]["gpus_out_of_service"]), str(len(truth["customers_affected"])))
+        table.add_row(
+            str(len(alerts)),
+            str(truth["pools"][pool]["gpus_out_of_service"]),
+            str(len(truth["customers_affected"])),
+        )
         console.print(table)
-        console.print("[dim]A mass failure like this is what the containment gate's short circuit exists for: "
-                      "the likely cause is the rollout, not the GPUs.[/]")
+        console.print(
+            "[dim]A mass failure like this is what the containment gate's short circuit exists for: "
+            "the likely cause is the rollout, not the GPUs.[/]"
+        )

@@ -16,8 +16,9 @@ from sandbox.fleet.world import AGENT_NAMESPACE, GPU_INDICES_ANNOTATION, Fleet
 
 def _health(core: client.CoreV1Api, node: str) -> dict:
     agent = core.list_namespaced_pod(AGENT_NAMESPACE, field_selector=f"spec.nodeName={node}").items[0]
-    raw = core.connect_get_namespaced_pod_proxy_with_path(agent.metadata.name, AGENT_NAMESPACE, "health",
-                                                          _preload_content=False)
+    raw = core.connect_get_namespaced_pod_proxy_with_path(
+        agent.metadata.name, AGENT_NAMESPACE, "health", _preload_content=False
+    )
     return json.loads(raw.data)
 
 
@@ -26,7 +27,10 @@ def _condition(core: client.CoreV1Api, node: str, ctype: str) -> client.V1NodeCo
 
 
 def _events(core: client.CoreV1Api, name: str, namespace: str = "default") -> list[str]:
-    return [e.reason for e in core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items]
+    return [
+        e.reason
+        for e in core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+    ]
 
 
 def _gpu_owner(core: client.CoreV1Api, node: str, gpu: int) -> client.V1Pod | None:
@@ -106,12 +110,17 @@ def test_node_death_versus_partition(core: client.CoreV1Api, admin: AdminClient)
     for name in (dead, cut):
         node = core.read_node(name)
         assert _condition(core, name, "Ready").status == "Unknown"
-        assert {(t.key, t.effect) for t in node.spec.taints} >= {("node.kubernetes.io/unreachable", "NoExecute")}
+        assert {(t.key, t.effect) for t in node.spec.taints} >= {
+            ("node.kubernetes.io/unreachable", "NoExecute")
+        }
         with pytest.raises(ApiException) as err:
             _health(core, name)
         assert err.value.status == 503
-        tenant = [p for p in core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={name}").items
-                  if p.metadata.namespace != AGENT_NAMESPACE]
+        tenant = [
+            p
+            for p in core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={name}").items
+            if p.metadata.namespace != AGENT_NAMESPACE
+        ]
         assert all(c.status == "False" for p in tenant for c in p.status.conditions if c.type == "Ready")
     # What tells them apart: out-of-band signals, and the meters (the partitioned node's work still runs).
     assert "HostUnresponsive" in _events(core, dead) and "ControlPlanePathDown" in _events(core, cut)
@@ -121,8 +130,11 @@ def test_node_death_versus_partition(core: client.CoreV1Api, admin: AdminClient)
     # After the default 300 s toleration, the taint manager evicts; the kubelet cannot confirm, so the pods
     # hang in Terminating and the deployments re-create them elsewhere.
     admin.advance(301)
-    stuck = [p for p in core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={dead}").items
-             if p.metadata.namespace != AGENT_NAMESPACE]
+    stuck = [
+        p
+        for p in core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={dead}").items
+        if p.metadata.namespace != AGENT_NAMESPACE
+    ]
     assert stuck and all(p.metadata.deletion_timestamp for p in stuck)
     alerts = {a["alertname"] for a in admin.alerts("raw") if a["labels"].get("node") == dead}
     cut_alerts = {a["alertname"] for a in admin.alerts("raw") if a["labels"].get("node") == cut}
@@ -193,8 +205,9 @@ def test_bad_fault_requests_say_what_is_wrong(admin: AdminClient) -> None:
     assert err.value.code == 404
 
 
-def test_snapshot_restore_round_trip(core: client.CoreV1Api, admin: AdminClient, fleet_server: FleetServer,
-                                     tmp_path: Path) -> None:
+def test_snapshot_restore_round_trip(
+    core: client.CoreV1Api, admin: AdminClient, fleet_server: FleetServer, tmp_path: Path
+) -> None:
     node, gpu, _ = _busy_gpu(core)
     admin.inject("xid", node=node, gpu=gpu, code=48)
     core.patch_node(node, {"spec": {"unschedulable": True}})
@@ -209,7 +222,8 @@ def test_snapshot_restore_round_trip(core: client.CoreV1Api, admin: AdminClient,
     assert restored.store.count("pods") == fleet_server.fleet.store.count("pods")
     # The restored world schedules as the original did: same free GPUs per node.
     assert {n: restored.free_gpus(n) for n in restored._gpu_owner} == {
-        n: fleet_server.fleet.free_gpus(n) for n in fleet_server.fleet._gpu_owner}
+        n: fleet_server.fleet.free_gpus(n) for n in fleet_server.fleet._gpu_owner
+    }
 
 
 def test_same_seed_same_fleet() -> None:

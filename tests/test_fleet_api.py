@@ -18,8 +18,14 @@ def _status(exc: ApiException) -> dict:
     return json.loads(exc.body)
 
 
-def _raw(server: FleetServer, method: str, path: str, body: bytes | None = None,
-         content_type: str = "application/json", token: str | None = None) -> tuple[int, dict]:
+def _raw(
+    server: FleetServer,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    content_type: str = "application/json",
+    token: str | None = None,
+) -> tuple[int, dict]:
     """A request below the client library, for bodies the client would refuse to send."""
     import urllib.error
     import urllib.request
@@ -27,8 +33,15 @@ def _raw(server: FleetServer, method: str, path: str, body: bytes | None = None,
     from sandbox.fleet.admin import AdminClient
 
     ctx = AdminClient(server.url, "", server.cert.ca_pem).ssl
-    req = urllib.request.Request(f"{server.url}{path}", data=body, method=method, headers={
-        "Authorization": f"Bearer {server.token if token is None else token}", "Content-Type": content_type})
+    req = urllib.request.Request(
+        f"{server.url}{path}",
+        data=body,
+        method=method,
+        headers={
+            "Authorization": f"Bearer {server.token if token is None else token}",
+            "Content-Type": content_type,
+        },
+    )
     try:
         with urllib.request.urlopen(req, context=ctx) as resp:
             return resp.status, json.loads(resp.read())
@@ -47,7 +60,15 @@ def test_discovery_and_version(api_client: client.ApiClient) -> None:
     groups = {g.name for g in client.ApisApi(api_client).get_api_versions().groups}
     assert {"apps", "policy"} <= groups
     core_resources = {r.name for r in client.CoreV1Api(api_client).get_api_resources().resources}
-    assert {"nodes", "pods", "pods/eviction", "pods/log", "pods/proxy", "events", "namespaces"} <= core_resources
+    assert {
+        "nodes",
+        "pods",
+        "pods/eviction",
+        "pods/log",
+        "pods/proxy",
+        "events",
+        "namespaces",
+    } <= core_resources
 
 
 def test_nodes_carry_gpu_fleet_shape(core: client.CoreV1Api, fleet_server: FleetServer) -> None:
@@ -58,12 +79,22 @@ def test_nodes_carry_gpu_fleet_shape(core: client.CoreV1Api, fleet_server: Fleet
     for n in nodes:
         assert n.status.capacity["nvidia.com/gpu"] == "8"
         assert n.metadata.labels["nvidia.com/gpu.product"].startswith("NVIDIA-")
-        assert {c.type for c in n.status.conditions} >= {"Ready", "GpuHealthy", "DiskPressure", "MemoryPressure"}
+        assert {c.type for c in n.status.conditions} >= {
+            "Ready",
+            "GpuHealthy",
+            "DiskPressure",
+            "MemoryPressure",
+        }
     # Every node runs exactly one node-agent pod; tenant pods never oversubscribe GPUs.
     for n in nodes:
         pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={n.metadata.name}").items
         assert sum(1 for p in pods if p.metadata.namespace == AGENT_NAMESPACE) == 1
-        used = [i for p in pods for i in (p.metadata.annotations or {}).get(GPU_INDICES_ANNOTATION, "").split(",") if i]
+        used = [
+            i
+            for p in pods
+            for i in (p.metadata.annotations or {}).get(GPU_INDICES_ANNOTATION, "").split(",")
+            if i
+        ]
         assert len(used) == len(set(used)) <= 8
 
 
@@ -74,9 +105,13 @@ def test_label_and_field_selectors(core: client.CoreV1Api) -> None:
     assert by_label and all(p.metadata.labels["supply-agent.io/customer"] == customer for p in by_label)
     not_label = core.list_pod_for_all_namespaces(label_selector=f"supply-agent.io/customer!={customer}").items
     assert all(p.metadata.labels.get("supply-agent.io/customer") != customer for p in not_label)
-    set_based = core.list_pod_for_all_namespaces(label_selector=f"supply-agent.io/customer in ({customer},nobody)").items
+    set_based = core.list_pod_for_all_namespaces(
+        label_selector=f"supply-agent.io/customer in ({customer},nobody)"
+    ).items
     assert {p.metadata.name for p in set_based} == {p.metadata.name for p in by_label}
-    by_name = core.list_namespaced_pod(pod.metadata.namespace, field_selector=f"metadata.name={pod.metadata.name}").items
+    by_name = core.list_namespaced_pod(
+        pod.metadata.namespace, field_selector=f"metadata.name={pod.metadata.name}"
+    ).items
     assert [p.metadata.name for p in by_name] == [pod.metadata.name]
     running = core.list_pod_for_all_namespaces(field_selector="status.phase=Running").items
     assert running and all(p.status.phase == "Running" for p in running)
@@ -136,8 +171,12 @@ def test_watch_with_field_selector_reports_pod_leaving(core: client.CoreV1Api) -
 
     def consume() -> None:
         w = watch.Watch()
-        for ev in w.stream(core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={node}",
-                           resource_version=pods.metadata.resource_version, timeout_seconds=5):
+        for ev in w.stream(
+            core.list_pod_for_all_namespaces,
+            field_selector=f"spec.nodeName={node}",
+            resource_version=pods.metadata.resource_version,
+            timeout_seconds=5,
+        ):
             seen.append((ev["type"], ev["object"].metadata.name))
             if ev["type"] == "DELETED":
                 w.stop()
@@ -153,11 +192,16 @@ def test_watch_with_field_selector_reports_pod_leaving(core: client.CoreV1Api) -
 def test_merge_strategic_and_json_patch_on_nodes(core: client.CoreV1Api) -> None:
     name = core.list_node().items[1].metadata.name
     # strategic merge (the client's default for dicts)
-    node = core.patch_node(name, {"metadata": {"labels": {"team": "infra"}}},
-                           _content_type="application/strategic-merge-patch+json")
+    node = core.patch_node(
+        name,
+        {"metadata": {"labels": {"team": "infra"}}},
+        _content_type="application/strategic-merge-patch+json",
+    )
     assert node.metadata.labels["team"] == "infra"
     # JSON merge patch: null deletes
-    core.patch_node(name, {"metadata": {"labels": {"team": None}}}, _content_type="application/merge-patch+json")
+    core.patch_node(
+        name, {"metadata": {"labels": {"team": None}}}, _content_type="application/merge-patch+json"
+    )
     assert "team" not in core.read_node(name).metadata.labels
     # JSON patch (RFC 6902), with a failing test op → 422 and no change
     taint = {"key": "supply-agent.io/quarantine", "value": "xid-79", "effect": "NoSchedule"}
@@ -168,7 +212,9 @@ def test_merge_strategic_and_json_patch_on_nodes(core: client.CoreV1Api) -> None
     assert err.value.status in (404, 400, 422)
     # A taint with a bad effect is invalid (422), not stored.
     with pytest.raises(ApiException) as err:
-        core.patch_node(name, [{"op": "replace", "path": "/spec/taints", "value": [{"key": "x", "effect": "Sometimes"}]}])
+        core.patch_node(
+            name, [{"op": "replace", "path": "/spec/taints", "value": [{"key": "x", "effect": "Sometimes"}]}]
+        )
     assert err.value.status == 422
     assert core.read_node(name).spec.taints[0].effect == "NoSchedule"
 
@@ -190,8 +236,9 @@ def test_stale_resource_version_is_a_conflict(core: client.CoreV1Api) -> None:
     assert core.read_node(node.metadata.name).metadata.labels["x"] == "1"
 
 
-def test_dry_run_changes_nothing_on_every_write(core: client.CoreV1Api, apps: client.AppsV1Api,
-                                                fleet_server: FleetServer) -> None:
+def test_dry_run_changes_nothing_on_every_write(
+    core: client.CoreV1Api, apps: client.AppsV1Api, fleet_server: FleetServer
+) -> None:
     node = core.list_node().items[0].metadata.name
     rv_before = core.read_node(node).metadata.resource_version
     dry = core.patch_node(node, {"spec": {"unschedulable": True}}, dry_run="All")
@@ -201,28 +248,48 @@ def test_dry_run_changes_nothing_on_every_write(core: client.CoreV1Api, apps: cl
 
     pod = _tenant_pod_on_node(core)
     core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, dry_run="All")
-    core.create_namespaced_pod_eviction(pod.metadata.name, pod.metadata.namespace, client.V1Eviction(
-        metadata=client.V1ObjectMeta(name=pod.metadata.name, namespace=pod.metadata.namespace),
-        delete_options=client.V1DeleteOptions(dry_run=["All"])))
-    assert core.read_namespaced_pod(pod.metadata.name, pod.metadata.namespace).metadata.uid == pod.metadata.uid
+    core.create_namespaced_pod_eviction(
+        pod.metadata.name,
+        pod.metadata.namespace,
+        client.V1Eviction(
+            metadata=client.V1ObjectMeta(name=pod.metadata.name, namespace=pod.metadata.namespace),
+            delete_options=client.V1DeleteOptions(dry_run=["All"]),
+        ),
+    )
+    assert (
+        core.read_namespaced_pod(pod.metadata.name, pod.metadata.namespace).metadata.uid == pod.metadata.uid
+    )
 
     dep = apps.list_deployment_for_all_namespaces().items[0]
-    apps.patch_namespaced_deployment_scale(dep.metadata.name, dep.metadata.namespace, {"spec": {"replicas": 0}}, dry_run="All")
-    assert apps.read_namespaced_deployment(dep.metadata.name, dep.metadata.namespace).spec.replicas == dep.spec.replicas
+    apps.patch_namespaced_deployment_scale(
+        dep.metadata.name, dep.metadata.namespace, {"spec": {"replicas": 0}}, dry_run="All"
+    )
+    assert (
+        apps.read_namespaced_deployment(dep.metadata.name, dep.metadata.namespace).spec.replicas
+        == dep.spec.replicas
+    )
     with pytest.raises(ApiException) as err:
         core.patch_node(node, {"spec": {"unschedulable": True}}, dry_run="Some")
     assert err.value.status == 400
     assert all(w["dry_run"] for w in fleet_server.fleet.writes if w["code"] < 400)
 
 
-def test_eviction_honours_pdb_with_429(core: client.CoreV1Api, apps: client.AppsV1Api, policy: client.PolicyV1Api) -> None:
+def test_eviction_honours_pdb_with_429(
+    core: client.CoreV1Api, apps: client.AppsV1Api, policy: client.PolicyV1Api
+) -> None:
     dep = max(apps.list_deployment_for_all_namespaces().items, key=lambda d: d.spec.replicas)
     ns, app = dep.metadata.namespace, dep.spec.selector.match_labels["app"]
     for existing in policy.list_namespaced_pod_disruption_budget(ns).items:
         policy.delete_namespaced_pod_disruption_budget(existing.metadata.name, ns)
-    policy.create_namespaced_pod_disruption_budget(ns, client.V1PodDisruptionBudget(
-        metadata=client.V1ObjectMeta(name="strict"),
-        spec=client.V1PodDisruptionBudgetSpec(max_unavailable=0, selector=client.V1LabelSelector(match_labels={"app": app}))))
+    policy.create_namespaced_pod_disruption_budget(
+        ns,
+        client.V1PodDisruptionBudget(
+            metadata=client.V1ObjectMeta(name="strict"),
+            spec=client.V1PodDisruptionBudgetSpec(
+                max_unavailable=0, selector=client.V1LabelSelector(match_labels={"app": app})
+            ),
+        ),
+    )
     pdb = policy.read_namespaced_pod_disruption_budget("strict", ns)
     assert pdb.status.disruptions_allowed == 0 and pdb.status.expected_pods == dep.spec.replicas
     pod = core.list_namespaced_pod(ns, label_selector=f"app={app}").items[0]
@@ -249,12 +316,21 @@ def test_two_pdbs_on_one_pod_is_a_500(core: client.CoreV1Api, policy: client.Pol
     pod = _tenant_pod_on_node(core)
     ns, app = pod.metadata.namespace, pod.metadata.labels["app"]
     for name in ("one", "two"):
-        policy.create_namespaced_pod_disruption_budget(ns, client.V1PodDisruptionBudget(
-            metadata=client.V1ObjectMeta(name=name),
-            spec=client.V1PodDisruptionBudgetSpec(max_unavailable=5, selector=client.V1LabelSelector(match_labels={"app": app}))))
+        policy.create_namespaced_pod_disruption_budget(
+            ns,
+            client.V1PodDisruptionBudget(
+                metadata=client.V1ObjectMeta(name=name),
+                spec=client.V1PodDisruptionBudgetSpec(
+                    max_unavailable=5, selector=client.V1LabelSelector(match_labels={"app": app})
+                ),
+            ),
+        )
     with pytest.raises(ApiException) as err:
-        core.create_namespaced_pod_eviction(pod.metadata.name, ns, client.V1Eviction(
-            metadata=client.V1ObjectMeta(name=pod.metadata.name, namespace=ns)))
+        core.create_namespaced_pod_eviction(
+            pod.metadata.name,
+            ns,
+            client.V1Eviction(metadata=client.V1ObjectMeta(name=pod.metadata.name, namespace=ns)),
+        )
     assert err.value.status == 500
 
 
@@ -270,10 +346,16 @@ def test_deleted_pod_is_recreated_or_left_pending(core: client.CoreV1Api, apps: 
         core.patch_node(n.metadata.name, {"spec": {"unschedulable": True}})
     victim = sorted(after)[0]
     core.delete_namespaced_pod(victim, ns)
-    pending = [p for p in core.list_namespaced_pod(ns, label_selector=f"app={app}").items if p.status.phase == "Pending"]
+    pending = [
+        p
+        for p in core.list_namespaced_pod(ns, label_selector=f"app={app}").items
+        if p.status.phase == "Pending"
+    ]
     assert len(pending) == 1 and pending[0].spec.node_name is None
     assert pending[0].status.conditions[0].reason == "Unschedulable"
-    events = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={pending[0].metadata.name}").items
+    events = core.list_namespaced_event(
+        ns, field_selector=f"involvedObject.name={pending[0].metadata.name}"
+    ).items
     assert any(e.reason == "FailedScheduling" for e in events)
     # Uncordon one node: the scheduler binds the pending pod.
     core.patch_node(core.list_node().items[0].metadata.name, {"spec": {"unschedulable": None}})
@@ -281,7 +363,9 @@ def test_deleted_pod_is_recreated_or_left_pending(core: client.CoreV1Api, apps: 
     phases = {p.status.phase for p in core.list_namespaced_pod(ns, label_selector=f"app={app}").items}
     assert phases == {"Running"} or "Pending" in phases  # it fits only if the uncordoned node is in its pool
     node_pool = core.list_node().items[0].metadata.labels["supply-agent.io/pool"]
-    dep = next(d for d in apps.list_namespaced_deployment(ns).items if d.spec.selector.match_labels["app"] == app)
+    dep = next(
+        d for d in apps.list_namespaced_deployment(ns).items if d.spec.selector.match_labels["app"] == app
+    )
     if dep.spec.template.spec.node_selector["supply-agent.io/pool"] == node_pool:
         assert phases == {"Running"}
 
@@ -297,8 +381,17 @@ def test_scale_and_rollout_restart(apps: client.AppsV1Api, core: client.CoreV1Ap
         apps.patch_namespaced_deployment_scale(name, ns, {"spec": {"replicas": -1}})
     assert err.value.status == 422
     old = core.list_namespaced_pod(ns, label_selector=f"app={name}").items[0]
-    apps.patch_namespaced_deployment(name, ns, {"spec": {"template": {"metadata": {"annotations": {
-        "kubectl.kubernetes.io/restartedAt": "2026-01-01T00:00:00Z"}}}}})
+    apps.patch_namespaced_deployment(
+        name,
+        ns,
+        {
+            "spec": {
+                "template": {
+                    "metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2026-01-01T00:00:00Z"}}
+                }
+            }
+        },
+    )
     pods = core.list_namespaced_pod(ns, label_selector=f"app={name}").items
     assert len(pods) == 1 and pods[0].metadata.name != old.metadata.name
     assert pods[0].metadata.labels["pod-template-hash"] != old.metadata.labels["pod-template-hash"]
@@ -313,13 +406,17 @@ def test_errors_are_kubernetes_status_bodies(core: client.CoreV1Api, fleet_serve
     assert err.value.status == 404 and body["kind"] == "Status" and body["reason"] == "NotFound"
     assert body["message"] == 'nodes "no-such-node" not found'
     node = core.list_node().items[0].metadata.name
-    code, body = _raw(fleet_server, "PATCH", f"/api/v1/nodes/{node}", b"{not json", "application/merge-patch+json")
+    code, body = _raw(
+        fleet_server, "PATCH", f"/api/v1/nodes/{node}", b"{not json", "application/merge-patch+json"
+    )
     assert code == 400 and body["kind"] == "Status" and body["reason"] == "BadRequest"
     code, body = _raw(fleet_server, "PATCH", f"/api/v1/nodes/{node}", b"{}", "application/apply-patch+yaml")
     assert code == 415
     pod = _tenant_pod_on_node(core)
     with pytest.raises(ApiException) as err:
-        core.patch_namespaced_pod(pod.metadata.name, pod.metadata.namespace, {"spec": {"nodeName": "elsewhere"}})
+        core.patch_namespaced_pod(
+            pod.metadata.name, pod.metadata.namespace, {"spec": {"nodeName": "elsewhere"}}
+        )
     assert err.value.status == 422
 
 
@@ -327,9 +424,14 @@ def test_pod_logs_and_proxy_to_node_agent(core: client.CoreV1Api) -> None:
     pod = _tenant_pod_on_node(core)
     log = core.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace, tail_lines=1)
     assert log.count("\n") == 1 and "step=" in log
-    agent = core.list_namespaced_pod(AGENT_NAMESPACE, field_selector=f"spec.nodeName={pod.spec.node_name}").items[0]
-    report = json.loads(core.connect_get_namespaced_pod_proxy_with_path(
-        agent.metadata.name, AGENT_NAMESPACE, "health", _preload_content=False).data)
+    agent = core.list_namespaced_pod(
+        AGENT_NAMESPACE, field_selector=f"spec.nodeName={pod.spec.node_name}"
+    ).items[0]
+    report = json.loads(
+        core.connect_get_namespaced_pod_proxy_with_path(
+            agent.metadata.name, AGENT_NAMESPACE, "health", _preload_content=False
+        ).data
+    )
     assert report["node"] == pod.spec.node_name and report["simulated"] is True
     assert len(report["gpus"]) == 8
     with pytest.raises(ApiException) as err:

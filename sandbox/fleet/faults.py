@@ -53,7 +53,9 @@ class Fault(BaseModel):
     started_at: datetime
     node: str | None = None
     gpu: int | None = None
-    code: int | None = Field(None, description="The XID code, for xid faults (and the XID an ECC/off-bus fault raised).")
+    code: int | None = Field(
+        None, description="The XID code, for xid faults (and the XID an ECC/off-bus fault raised)."
+    )
     namespace: str | None = None
     pod: str | None = None
     labels: dict[str, str] = Field(

@@ -94,7 +94,9 @@ class FieldRequirement:
     value: str
 
 
-def parse_field_selector(text: str | None, supported: frozenset[str], kind: str) -> tuple[FieldRequirement, ...]:
+def parse_field_selector(
+    text: str | None, supported: frozenset[str], kind: str
+) -> tuple[FieldRequirement, ...]:
     """Parse ``spec.nodeName=x,status.phase!=Running``; unsupported fields are an error, as in Kubernetes."""
     if not text:
         return ()
@@ -105,7 +107,7 @@ def parse_field_selector(text: str | None, supported: frozenset[str], kind: str)
             raise SelectorError(f"invalid selector: {part!r}; can't understand {part!r}")
         path, op, value = m.groups()
         if path not in supported:
-            raise SelectorError(f'field label not supported: {path}')
+            raise SelectorError(f"field label not supported: {path}")
         reqs.append(FieldRequirement(path, op != "!=", value))
     return tuple(reqs)
 

@@ -9,10 +9,11 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,12 @@ def write_kubeconfig(path: Path, url: str, token: str, ca_pem: bytes, cluster: s
         "kind": "Config",
         "clusters": [{"name": cluster, "cluster": {"server": url, "certificate-authority-data": ca_data}}],
         "users": [{"name": f"{cluster}-admin", "user": {"token": token}}],
-        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": f"{cluster}-admin", "namespace": "default"}}],
+        "contexts": [
+            {
+                "name": cluster,
+                "context": {"cluster": cluster, "user": f"{cluster}-admin", "namespace": "default"},
+            }
+        ],
         "current-context": cluster,
         "preferences": {},
     }
@@ -62,11 +68,26 @@ class _Server(uvicorn.Server):
             self.on_exit()
         super().handle_exit(sig, frame)
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        """SIGINT/SIGTERM mean a clean stop, exit status 0; uvicorn would re-raise the signal afterwards."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
 
 class FleetServer:
     """The fleet behind uvicorn on 127.0.0.1; ``port=0`` picks a free port."""
 
-    def __init__(self, fleet: Fleet, port: int = 0, token: str | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, fleet: Fleet, port: int = 0, token: str | None = None, host: str = "127.0.0.1"
+    ) -> None:
         self.api = FleetAPI(fleet, token or secrets.token_urlsafe(32))
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -82,9 +103,16 @@ class FleetServer:
         fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(self.cert.key_pem)
-        config = uvicorn.Config(self.api.app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2, backlog=2048,
-                                ssl_certfile=str(certfile), ssl_keyfile=str(keyfile))
+        config = uvicorn.Config(
+            self.api.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            backlog=2048,
+            ssl_certfile=str(certfile),
+            ssl_keyfile=str(keyfile),
+        )
         self.server = _Server(config)
         self.server.on_exit = lambda: self.fleet.store.close_watchers()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -138,7 +166,9 @@ class FleetServer:
     def start(self, timeout: float = 30.0) -> FleetServer:
         ready = threading.Event()
         self.server.config.install_signal_handlers = False  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=lambda: asyncio.run(self.serve(ready.set)), name="fleet", daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self.serve(ready.set)), name="fleet", daemon=True
+        )
         self._thread.start()
         if not ready.wait(timeout):
             raise RuntimeError("the sandbox fleet did not start in time")

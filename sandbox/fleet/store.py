@@ -142,7 +142,9 @@ class Store:
         if rv >= self.rv:
             return []
         if not self._history or self._history[0].rv > rv + 1:
-            raise Gone(f"too old resource version: {rv} ({self._history[0].rv - 1 if self._history else self.rv})")
+            raise Gone(
+                f"too old resource version: {rv} ({self._history[0].rv - 1 if self._history else self.rv})"
+            )
         return [c for c in self._history if c.rv > rv and c.kind == kind]
 
     def subscribe(self, watcher: Watcher) -> None:

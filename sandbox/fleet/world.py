@@ -50,8 +50,26 @@ _POOL_SHAPES = [
     ("eu-l40s", "eu-central-1", "NVIDIA-L40S", "g6e.48xlarge"),
 ]
 _CUSTOMER_WORDS = [
-    "acme", "borealis", "cobalt", "dynamo", "ember", "fathom", "granite", "helix", "ion", "juniper",
-    "kestrel", "lumen", "meridian", "nimbus", "onyx", "prism", "quasar", "relay", "summit", "tundra",
+    "acme",
+    "borealis",
+    "cobalt",
+    "dynamo",
+    "ember",
+    "fathom",
+    "granite",
+    "helix",
+    "ion",
+    "juniper",
+    "kestrel",
+    "lumen",
+    "meridian",
+    "nimbus",
+    "onyx",
+    "prism",
+    "quasar",
+    "relay",
+    "summit",
+    "tundra",
 ]
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _GPU_SIZES = [(1, 60), (2, 25), (4, 10), (8, 5)]
@@ -116,8 +134,12 @@ def _template_hash(template: Any) -> str:
 
 def _condition(ctype: str, status: str, reason: str, message: str, at: str) -> dict[str, str]:
     return {
-        "type": ctype, "status": status, "reason": reason, "message": message,
-        "lastHeartbeatTime": at, "lastTransitionTime": at,
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastHeartbeatTime": at,
+        "lastTransitionTime": at,
     }
 
 
@@ -197,7 +219,9 @@ class Fleet:
         self._refresh_daemonset_status()
         self._generate_tenants(pools, node_names)
 
-    def _node_object(self, name: str, pool: str, region: str, product: str, itype: str, idx: int, at: str) -> Obj:
+    def _node_object(
+        self, name: str, pool: str, region: str, product: str, itype: str, idx: int, at: str
+    ) -> Obj:
         g = str(self.spec.gpus_per_node)
         zone = f"{region}{'abc'[idx % 3]}"
         pool_index = [p[0] for p in (_pool_shape(i) for i in range(self.spec.pools))].index(pool)
@@ -225,8 +249,20 @@ class Fleet:
             },
             "spec": {"providerID": f"sandbox://{region}/{name}"},
             "status": {
-                "capacity": {"cpu": "192", "memory": "2063425Mi", "pods": "110", GPU: g, "ephemeral-storage": "7325904Mi"},
-                "allocatable": {"cpu": "190", "memory": "2000000Mi", "pods": "110", GPU: g, "ephemeral-storage": "7000000Mi"},
+                "capacity": {
+                    "cpu": "192",
+                    "memory": "2063425Mi",
+                    "pods": "110",
+                    GPU: g,
+                    "ephemeral-storage": "7325904Mi",
+                },
+                "allocatable": {
+                    "cpu": "190",
+                    "memory": "2000000Mi",
+                    "pods": "110",
+                    GPU: g,
+                    "ephemeral-storage": "7000000Mi",
+                },
                 "conditions": self._healthy_conditions(at),
                 "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
                 "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
@@ -247,50 +283,83 @@ class Fleet:
 
     def _healthy_conditions(self, at: str) -> list[dict[str, str]]:
         return [
-            _condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available", at),
-            _condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure", at),
-            _condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available", at),
+            _condition(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+                at,
+            ),
+            _condition(
+                "DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure", at
+            ),
+            _condition(
+                "PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available", at
+            ),
             _condition("Ready", "True", "KubeletReady", "kubelet is posting ready status", at),
             _condition("GpuHealthy", "True", "AllGpusHealthy", "node-agent: all GPUs report healthy", at),
         ]
 
     def _create_namespace(self, name: str, labels: dict[str, str]) -> None:
-        self.store.put("namespaces", {
-            "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "uid": self._uid(), "creationTimestamp": self.stamp(),
-                         "labels": {"kubernetes.io/metadata.name": name, **labels}},
-            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"},
-        })
+        self.store.put(
+            "namespaces",
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": name,
+                    "uid": self._uid(),
+                    "creationTimestamp": self.stamp(),
+                    "labels": {"kubernetes.io/metadata.name": name, **labels},
+                },
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"},
+            },
+        )
 
     def _create_daemonset(self) -> None:
         labels = {"app.kubernetes.io/name": AGENT_NAME}
-        self.store.put("daemonsets", {
-            "apiVersion": "apps/v1", "kind": "DaemonSet",
-            "metadata": {"name": AGENT_NAME, "namespace": AGENT_NAMESPACE, "uid": self._uid(),
-                         "creationTimestamp": self.stamp(), "generation": 1, "labels": labels},
-            "spec": {
-                "selector": {"matchLabels": labels},
-                "template": {"metadata": {"labels": labels}, "spec": self._agent_pod_spec()},
-                "updateStrategy": {"type": "RollingUpdate"},
+        self.store.put(
+            "daemonsets",
+            {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "metadata": {
+                    "name": AGENT_NAME,
+                    "namespace": AGENT_NAMESPACE,
+                    "uid": self._uid(),
+                    "creationTimestamp": self.stamp(),
+                    "generation": 1,
+                    "labels": labels,
+                },
+                "spec": {
+                    "selector": {"matchLabels": labels},
+                    "template": {"metadata": {"labels": labels}, "spec": self._agent_pod_spec()},
+                    "updateStrategy": {"type": "RollingUpdate"},
+                },
+                "status": {},
             },
-            "status": {},
-        })
+        )
 
     def _agent_pod_spec(self) -> dict[str, Any]:
         return {
-            "containers": [{
-                "name": AGENT_NAME,
-                "image": "ghcr.io/supply-agent/supply-agent:0.1.0",
-                "args": ["node-agent", "serve", "--port", str(AGENT_PORT)],
-                "ports": [{"containerPort": AGENT_PORT, "name": "health", "protocol": "TCP"}],
-                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
-            }],
+            "containers": [
+                {
+                    "name": AGENT_NAME,
+                    "image": "ghcr.io/supply-agent/supply-agent:0.1.0",
+                    "args": ["node-agent", "serve", "--port", str(AGENT_PORT)],
+                    "ports": [{"containerPort": AGENT_PORT, "name": "health", "protocol": "TCP"}],
+                    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+                }
+            ],
             "tolerations": [{"operator": "Exists"}],
             "priorityClassName": "system-node-critical",
             "serviceAccountName": AGENT_NAME,
         }
 
-    def _generate_tenants(self, pools: list[tuple[str, str, str, str]], node_names: dict[str, list[str]]) -> None:
+    def _generate_tenants(
+        self, pools: list[tuple[str, str, str, str]], node_names: dict[str, list[str]]
+    ) -> None:
         spec = self.spec
         n_customers = spec.customers or max(3, spec.nodes // 10)
         customers = [
@@ -319,35 +388,56 @@ class Fleet:
             self._create_deployment(ns, name, customer, pool, gpus, replicas)
             if replicas > 1 and self.rng.random() < spec.pdb_fraction:
                 budget_field = (
-                    {"maxUnavailable": 1} if self.rng.random() < 0.7 else {"minAvailable": max(1, replicas - 1)}
+                    {"maxUnavailable": 1}
+                    if self.rng.random() < 0.7
+                    else {"minAvailable": max(1, replicas - 1)}
                 )
                 self._create_pdb(ns, name, {"app": name}, budget_field)
         for ns_obj in list(self.store.items("namespaces")):
             self._refresh_pdbs(ns_obj["metadata"]["name"])
 
-    def _create_deployment(self, ns: str, name: str, customer: str, pool: str, gpus: int, replicas: int) -> Obj:
+    def _create_deployment(
+        self, ns: str, name: str, customer: str, pool: str, gpus: int, replicas: int
+    ) -> Obj:
         labels = {"app": name, CUSTOMER_LABEL: customer}
         dep = {
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": ns, "uid": self._uid(), "creationTimestamp": self.stamp(),
-                         "generation": 1, "labels": labels, "annotations": {"deployment.kubernetes.io/revision": "1"}},
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "uid": self._uid(),
+                "creationTimestamp": self.stamp(),
+                "generation": 1,
+                "labels": labels,
+                "annotations": {"deployment.kubernetes.io/revision": "1"},
+            },
             "spec": {
                 "replicas": replicas,
                 "selector": {"matchLabels": {"app": name}},
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
+                },
                 "revisionHistoryLimit": 10,
                 "progressDeadlineSeconds": 600,
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
-                        "containers": [{
-                            "name": "main",
-                            "image": f"registry.{customer}.example/{name.split('-')[0]}:v{self.rng.randint(1, 9)}",
-                            "resources": {
-                                "requests": {"cpu": str(8 * gpus), "memory": f"{64 * gpus}Gi", GPU: str(gpus)},
-                                "limits": {GPU: str(gpus)},
-                            },
-                        }],
+                        "containers": [
+                            {
+                                "name": "main",
+                                "image": f"registry.{customer}.example/{name.split('-')[0]}:v{self.rng.randint(1, 9)}",
+                                "resources": {
+                                    "requests": {
+                                        "cpu": str(8 * gpus),
+                                        "memory": f"{64 * gpus}Gi",
+                                        GPU: str(gpus),
+                                    },
+                                    "limits": {GPU: str(gpus)},
+                                },
+                            }
+                        ],
                         "nodeSelector": {POOL_LABEL: pool},
                         "restartPolicy": "Always",
                         "terminationGracePeriodSeconds": 30,
@@ -364,12 +454,22 @@ class Fleet:
         return dep
 
     def _create_pdb(self, ns: str, name: str, match_labels: dict[str, str], budget: dict[str, Any]) -> Obj:
-        return self.store.put("poddisruptionbudgets", {
-            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-            "metadata": {"name": name, "namespace": ns, "uid": self._uid(), "creationTimestamp": self.stamp(), "generation": 1},
-            "spec": {"selector": {"matchLabels": match_labels}, **budget},
-            "status": {},
-        })
+        return self.store.put(
+            "poddisruptionbudgets",
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": {
+                    "name": name,
+                    "namespace": ns,
+                    "uid": self._uid(),
+                    "creationTimestamp": self.stamp(),
+                    "generation": 1,
+                },
+                "spec": {"selector": {"matchLabels": match_labels}, **budget},
+                "status": {},
+            },
+        )
 
     # == scheduling ==============================================================================
     def node(self, name: str) -> Obj:
@@ -387,7 +487,9 @@ class Fleet:
     def schedulable(self, node: Obj) -> bool:
         if node["spec"].get("unschedulable") or self._node_down(node["metadata"]["name"]):
             return False
-        return not any(t.get("effect") in ("NoSchedule", "NoExecute") for t in node["spec"].get("taints") or [])
+        return not any(
+            t.get("effect") in ("NoSchedule", "NoExecute") for t in node["spec"].get("taints") or []
+        )
 
     def free_gpus(self, name: str) -> list[int]:
         bad = self._unhealthy.get(name, set())
@@ -427,7 +529,9 @@ class Fleet:
         at = self.stamp()
         pod["spec"]["nodeName"] = node_name
         if gpus:
-            pod["metadata"].setdefault("annotations", {})[GPU_INDICES_ANNOTATION] = ",".join(map(str, indices))
+            pod["metadata"].setdefault("annotations", {})[GPU_INDICES_ANNOTATION] = ",".join(
+                map(str, indices)
+            )
         node = self.node(node_name)
         host_ip = node["status"]["addresses"][0]["address"]
         pod["status"] = self._running_status(pod, host_ip, at)
@@ -441,50 +545,99 @@ class Fleet:
             "phase": "Running",
             "conditions": [
                 {"type": t, "status": "True", "lastProbeTime": None, "lastTransitionTime": at}
-                for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")
+                for t in (
+                    "PodReadyToStartContainers",
+                    "Initialized",
+                    "Ready",
+                    "ContainersReady",
+                    "PodScheduled",
+                )
             ],
             "hostIP": host_ip,
             "podIP": f"172.{16 + h[0] % 16}.{h[1]}.{h[2] % 254 + 1}",
             "startTime": at,
             "qosClass": "Burstable",
-            "containerStatuses": [{
-                "name": c["name"], "ready": True, "started": True, "restartCount": restarts,
-                "image": c["image"], "imageID": f"{c['image']}@sha256:{h.hex()}",
-                "containerID": f"containerd://{h.hex()}",
-                "state": {"running": {"startedAt": at}}, "lastState": {},
-            }],
+            "containerStatuses": [
+                {
+                    "name": c["name"],
+                    "ready": True,
+                    "started": True,
+                    "restartCount": restarts,
+                    "image": c["image"],
+                    "imageID": f"{c['image']}@sha256:{h.hex()}",
+                    "containerID": f"containerd://{h.hex()}",
+                    "state": {"running": {"startedAt": at}},
+                    "lastState": {},
+                }
+            ],
         }
 
     def _pending_status(self, message: str) -> dict[str, Any]:
         return {
             "phase": "Pending",
-            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                            "message": message, "lastProbeTime": None, "lastTransitionTime": self.stamp()}],
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": message,
+                    "lastProbeTime": None,
+                    "lastTransitionTime": self.stamp(),
+                }
+            ],
             "qosClass": "Burstable",
         }
 
-    def _new_pod(self, owner_kind: str, owner: Obj, template: dict[str, Any], name: str,
-                 extra_labels: dict[str, str]) -> Obj:
+    def _new_pod(
+        self, owner_kind: str, owner: Obj, template: dict[str, Any], name: str, extra_labels: dict[str, str]
+    ) -> Obj:
         meta = owner["metadata"]
         pod_template = thaw(template)
         labels = {**(pod_template.get("metadata", {}).get("labels") or {}), **extra_labels}
         return {
-            "apiVersion": "v1", "kind": "Pod",
+            "apiVersion": "v1",
+            "kind": "Pod",
             "metadata": {
-                "name": name, "namespace": meta["namespace"], "uid": self._uid(),
-                "creationTimestamp": self.stamp(), "labels": labels,
+                "name": name,
+                "namespace": meta["namespace"],
+                "uid": self._uid(),
+                "creationTimestamp": self.stamp(),
+                "labels": labels,
                 "annotations": dict(pod_template.get("metadata", {}).get("annotations") or {}),
                 "generateName": name.rsplit("-", 1)[0] + "-",
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": meta["name"],
-                                     "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": owner_kind,
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
             },
-            "spec": {**pod_template["spec"], "schedulerName": "default-scheduler", "enableServiceLinks": True,
-                     "tolerations": [*(pod_template["spec"].get("tolerations") or []),
-                         {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
-                          "tolerationSeconds": TOLERATION_SECONDS},
-                         {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
-                          "tolerationSeconds": TOLERATION_SECONDS},
-                     ] if owner_kind != "DaemonSet" else list(pod_template["spec"].get("tolerations") or [])},
+            "spec": {
+                **pod_template["spec"],
+                "schedulerName": "default-scheduler",
+                "enableServiceLinks": True,
+                "tolerations": [
+                    *(pod_template["spec"].get("tolerations") or []),
+                    {
+                        "key": "node.kubernetes.io/not-ready",
+                        "operator": "Exists",
+                        "effect": "NoExecute",
+                        "tolerationSeconds": TOLERATION_SECONDS,
+                    },
+                    {
+                        "key": "node.kubernetes.io/unreachable",
+                        "operator": "Exists",
+                        "effect": "NoExecute",
+                        "tolerationSeconds": TOLERATION_SECONDS,
+                    },
+                ]
+                if owner_kind != "DaemonSet"
+                else list(pod_template["spec"].get("tolerations") or []),
+            },
             "status": {},
         }
 
@@ -494,9 +647,11 @@ class Fleet:
         node_name = self._pick_node(pool, _resource_count(pod))
         if node_name is None:
             ready = len(self._bucket_of)
-            msg = (f"0/{self.store.count('nodes')} nodes are available: {self.store.count('nodes') - ready} node(s) "
-                   f"were unschedulable, {ready} Insufficient {GPU}. preemption: 0/{self.store.count('nodes')} "
-                   "nodes are available: No preemption victims found for incoming pod.")
+            msg = (
+                f"0/{self.store.count('nodes')} nodes are available: {self.store.count('nodes') - ready} node(s) "
+                f"were unschedulable, {ready} Insufficient {GPU}. preemption: 0/{self.store.count('nodes')} "
+                "nodes are available: No preemption victims found for incoming pod."
+            )
             pod["status"] = self._pending_status(msg)
             self._pending[(pod["metadata"]["namespace"], pod["metadata"]["name"])] = None
             stored = self.store.put("pods", pod)
@@ -518,15 +673,24 @@ class Fleet:
                 continue
             self._pending.pop((ns, name), None)
             bound = self.store.put("pods", self._bind(thaw(pod), node_name))
-            self.event(bound, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {node_name}", "default-scheduler")
+            self.event(
+                bound,
+                "Normal",
+                "Scheduled",
+                f"Successfully assigned {ns}/{name} to {node_name}",
+                "default-scheduler",
+            )
             self._start_meter(bound)
             self._refresh_pdbs(ns)
             self._refresh_owner(bound)
 
     # == controllers =============================================================================
     def _owned_pods(self, ns: str, owner_uid: str) -> list[Obj]:
-        return [p for p in self.store.items("pods", ns)
-                if any(r.get("uid") == owner_uid for r in p["metadata"].get("ownerReferences") or [])]
+        return [
+            p
+            for p in self.store.items("pods", ns)
+            if any(r.get("uid") == owner_uid for r in p["metadata"].get("ownerReferences") or [])
+        ]
 
     def reconcile_deployment(self, ns: str, name: str) -> None:
         # Deleting a pod re-enters the owner's reconcile; one pass at a time per deployment.
@@ -548,27 +712,76 @@ class Fleet:
         rs = self.store.get("replicasets", ns, rs_name)
         desired = int(dep["spec"].get("replicas", 1))
         if rs is None:
-            revision = 1 + sum(1 for r in self.store.items("replicasets", ns)
-                               if any(o.get("uid") == dep["metadata"]["uid"] for o in r["metadata"].get("ownerReferences") or []))
-            rs = self.store.put("replicasets", {
-                "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                "metadata": {"name": rs_name, "namespace": ns, "uid": self._uid(), "creationTimestamp": self.stamp(),
-                             "generation": 1, "labels": {**template["metadata"].get("labels", {}), "pod-template-hash": pth},
-                             "annotations": {"deployment.kubernetes.io/revision": str(revision)},
-                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
-                                                  "uid": dep["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]},
-                "spec": {"replicas": desired, "selector": {"matchLabels": {**dep["spec"]["selector"]["matchLabels"], "pod-template-hash": pth}},
-                         "template": thaw(template)},
-                "status": {},
-            })
+            revision = 1 + sum(
+                1
+                for r in self.store.items("replicasets", ns)
+                if any(
+                    o.get("uid") == dep["metadata"]["uid"] for o in r["metadata"].get("ownerReferences") or []
+                )
+            )
+            rs = self.store.put(
+                "replicasets",
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "metadata": {
+                        "name": rs_name,
+                        "namespace": ns,
+                        "uid": self._uid(),
+                        "creationTimestamp": self.stamp(),
+                        "generation": 1,
+                        "labels": {**template["metadata"].get("labels", {}), "pod-template-hash": pth},
+                        "annotations": {"deployment.kubernetes.io/revision": str(revision)},
+                        "ownerReferences": [
+                            {
+                                "apiVersion": "apps/v1",
+                                "kind": "Deployment",
+                                "name": name,
+                                "uid": dep["metadata"]["uid"],
+                                "controller": True,
+                                "blockOwnerDeletion": True,
+                            }
+                        ],
+                    },
+                    "spec": {
+                        "replicas": desired,
+                        "selector": {
+                            "matchLabels": {
+                                **dep["spec"]["selector"]["matchLabels"],
+                                "pod-template-hash": pth,
+                            }
+                        },
+                        "template": thaw(template),
+                    },
+                    "status": {},
+                },
+            )
             if revision > 1:
-                self.event(dep, "Normal", "ScalingReplicaSet", f"Scaled up replica set {rs_name} to {desired}", "deployment-controller")
+                self.event(
+                    dep,
+                    "Normal",
+                    "ScalingReplicaSet",
+                    f"Scaled up replica set {rs_name} to {desired}",
+                    "deployment-controller",
+                )
+        rs_revision = rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+        if (dep["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision") != rs_revision:
+            annotated = thaw(dep)
+            annotated["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/revision"] = (
+                rs_revision
+            )
+            dep = self.store.put("deployments", annotated)
         current = [p for p in self._owned_pods(ns, rs["metadata"]["uid"]) if not is_terminating(p)]
         for _ in range(desired - len(current)):
-            pod = self._new_pod("ReplicaSet", rs, template, f"{rs_name}-{self._suffix()}", {"pod-template-hash": pth})
+            pod = self._new_pod(
+                "ReplicaSet", rs, template, f"{rs_name}-{self._suffix()}", {"pod-template-hash": pth}
+            )
             self._place(pod)
         if len(current) > desired:
-            surplus = sorted(current, key=lambda p: (p["status"].get("phase") == "Running", p["metadata"]["creationTimestamp"]))
+            surplus = sorted(
+                current,
+                key=lambda p: (p["status"].get("phase") == "Running", p["metadata"]["creationTimestamp"]),
+            )
             for pod in surplus[: len(current) - desired]:
                 if self.store.get("pods", ns, pod["metadata"]["name"]) is not None:
                     self.delete_pod(ns, pod["metadata"]["name"], grace=None, reason="ScaledDown")
@@ -576,10 +789,15 @@ class Fleet:
         for other in list(self.store.items("replicasets", ns)):
             if other["metadata"]["name"] == rs_name:
                 continue
-            if not any(o.get("uid") == dep["metadata"]["uid"] for o in other["metadata"].get("ownerReferences") or []):
+            if not any(
+                o.get("uid") == dep["metadata"]["uid"] for o in other["metadata"].get("ownerReferences") or []
+            ):
                 continue
             for pod in self._owned_pods(ns, other["metadata"]["uid"]):
-                if not is_terminating(pod) and self.store.get("pods", ns, pod["metadata"]["name"]) is not None:
+                if (
+                    not is_terminating(pod)
+                    and self.store.get("pods", ns, pod["metadata"]["name"]) is not None
+                ):
                     self.delete_pod(ns, pod["metadata"]["name"], grace=None, reason="RolloutReplaced")
             if other["spec"].get("replicas"):
                 old = thaw(other)
@@ -595,12 +813,19 @@ class Fleet:
         pth = _template_hash(dep["spec"]["template"])
         total = updated = ready = 0
         for rs in list(self.store.items("replicasets", ns)):
-            if not any(o.get("uid") == dep["metadata"]["uid"] for o in rs["metadata"].get("ownerReferences") or []):
+            if not any(
+                o.get("uid") == dep["metadata"]["uid"] for o in rs["metadata"].get("ownerReferences") or []
+            ):
                 continue
             pods = [p for p in self._owned_pods(ns, rs["metadata"]["uid"]) if not is_terminating(p)]
             rs_ready = sum(1 for p in pods if is_ready(p))
-            status = {"replicas": len(pods), "fullyLabeledReplicas": len(pods), "readyReplicas": rs_ready,
-                      "availableReplicas": rs_ready, "observedGeneration": rs["metadata"].get("generation", 1)}
+            status = {
+                "replicas": len(pods),
+                "fullyLabeledReplicas": len(pods),
+                "readyReplicas": rs_ready,
+                "availableReplicas": rs_ready,
+                "observedGeneration": rs["metadata"].get("generation", 1),
+            }
             if rs["status"] != status:
                 new = thaw(rs)
                 new["status"] = status
@@ -614,16 +839,30 @@ class Fleet:
         available = ready >= desired
         status = {
             "observedGeneration": dep["metadata"].get("generation", 1),
-            "replicas": total, "updatedReplicas": updated, "readyReplicas": ready,
-            "availableReplicas": ready, "unavailableReplicas": max(desired - ready, 0),
+            "replicas": total,
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "unavailableReplicas": max(desired - ready, 0),
             "conditions": [
-                {"type": "Available", "status": "True" if available else "False",
-                 "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
-                 "message": "Deployment has minimum availability." if available else "Deployment does not have minimum availability.",
-                 "lastUpdateTime": at, "lastTransitionTime": at},
-                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-                 "message": f'ReplicaSet "{dep_name}-{pth}" has successfully progressed.',
-                 "lastUpdateTime": at, "lastTransitionTime": at},
+                {
+                    "type": "Available",
+                    "status": "True" if available else "False",
+                    "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+                    "message": "Deployment has minimum availability."
+                    if available
+                    else "Deployment does not have minimum availability.",
+                    "lastUpdateTime": at,
+                    "lastTransitionTime": at,
+                },
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "NewReplicaSetAvailable",
+                    "message": f'ReplicaSet "{dep_name}-{pth}" has successfully progressed.',
+                    "lastUpdateTime": at,
+                    "lastTransitionTime": at,
+                },
             ],
         }
         old = {k: v for k, v in dep["status"].items() if k != "conditions"}
@@ -661,8 +900,15 @@ class Fleet:
                 return
         pod = self._new_pod("DaemonSet", ds, ds["spec"]["template"], f"{AGENT_NAME}-{self._suffix()}", {})
         pod["spec"]["nodeName"] = node_name
-        pod["spec"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node_name]}]}]}}}
+        pod["spec"]["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node_name]}]}
+                    ]
+                }
+            }
+        }
         host_ip = self.node(node_name)["status"]["addresses"][0]["address"]
         pod["status"] = self._running_status(pod, host_ip, self.stamp())
         if self._agent_down(node_name) or self._node_down(node_name):
@@ -678,9 +924,16 @@ class Fleet:
         pods = [p for p in self.store.items("pods", AGENT_NAMESPACE) if not is_terminating(p)]
         ready = sum(1 for p in pods if is_ready(p))
         n = self.store.count("nodes")
-        status = {"currentNumberScheduled": len(pods), "desiredNumberScheduled": n, "numberMisscheduled": 0,
-                  "numberReady": ready, "numberAvailable": ready, "numberUnavailable": n - ready,
-                  "updatedNumberScheduled": len(pods), "observedGeneration": 1}
+        status = {
+            "currentNumberScheduled": len(pods),
+            "desiredNumberScheduled": n,
+            "numberMisscheduled": 0,
+            "numberReady": ready,
+            "numberAvailable": ready,
+            "numberUnavailable": n - ready,
+            "updatedNumberScheduled": len(pods),
+            "observedGeneration": 1,
+        }
         if ds["status"] != status:
             new = thaw(ds)
             new["status"] = status
@@ -689,8 +942,11 @@ class Fleet:
     # == disruption budgets ======================================================================
     def pdbs_for(self, pod: Obj) -> list[Obj]:
         labels = pod["metadata"].get("labels") or {}
-        return [pdb for pdb in self.store.items("poddisruptionbudgets", pod["metadata"]["namespace"])
-                if labels_match(selector_from_match_labels(pdb["spec"].get("selector")), labels)]
+        return [
+            pdb
+            for pdb in self.store.items("poddisruptionbudgets", pod["metadata"]["namespace"])
+            if labels_match(selector_from_match_labels(pdb["spec"].get("selector")), labels)
+        ]
 
     def _refresh_pdbs(self, ns: str) -> None:
         pdbs = list(self.store.items("poddisruptionbudgets", ns))
@@ -704,12 +960,23 @@ class Fleet:
             healthy = sum(1 for p in matched if is_ready(p))
             desired = self._desired_healthy(pdb["spec"], expected)
             allowed = max(healthy - desired, 0)
-            status = {"observedGeneration": pdb["metadata"].get("generation", 1), "currentHealthy": healthy,
-                      "desiredHealthy": desired, "expectedPods": expected, "disruptionsAllowed": allowed,
-                      "conditions": [{"type": "DisruptionAllowed", "status": "True" if allowed else "False",
-                                      "reason": "SufficientPods" if allowed else "InsufficientPods",
-                                      "message": "", "observedGeneration": pdb["metadata"].get("generation", 1),
-                                      "lastTransitionTime": self.stamp()}]}
+            status = {
+                "observedGeneration": pdb["metadata"].get("generation", 1),
+                "currentHealthy": healthy,
+                "desiredHealthy": desired,
+                "expectedPods": expected,
+                "disruptionsAllowed": allowed,
+                "conditions": [
+                    {
+                        "type": "DisruptionAllowed",
+                        "status": "True" if allowed else "False",
+                        "reason": "SufficientPods" if allowed else "InsufficientPods",
+                        "message": "",
+                        "observedGeneration": pdb["metadata"].get("generation", 1),
+                        "lastTransitionTime": self.stamp(),
+                    }
+                ],
+            }
             old = {k: v for k, v in pdb["status"].items() if k != "conditions"}
             if old != {k: v for k, v in status.items() if k != "conditions"}:
                 new = thaw(pdb)
@@ -737,15 +1004,22 @@ class Fleet:
         if node and self._node_down(node):
             return False
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
-        return not any(f.kind == FaultKind.STUCK_TERMINATING and (f.namespace, f.pod) == key for f in self.faults.values())
+        return not any(
+            f.kind == FaultKind.STUCK_TERMINATING and (f.namespace, f.pod) == key
+            for f in self.faults.values()
+        )
 
-    def delete_pod(self, ns: str, name: str, grace: int | None, reason: str = "Deleted", dry_run: bool = False) -> Obj:
+    def delete_pod(
+        self, ns: str, name: str, grace: int | None, reason: str = "Deleted", dry_run: bool = False
+    ) -> Obj:
         pod = self.store.get("pods", ns, name)
         if pod is None:
             raise not_found("pods", name)
         marked = thaw(pod)
         if not marked["metadata"].get("deletionTimestamp"):
-            grace_s = grace if grace is not None else int(pod["spec"].get("terminationGracePeriodSeconds", 30))
+            grace_s = (
+                grace if grace is not None else int(pod["spec"].get("terminationGracePeriodSeconds", 30))
+            )
             marked["metadata"]["deletionTimestamp"] = ts(self.now() + timedelta(seconds=grace_s))
             marked["metadata"]["deletionGracePeriodSeconds"] = grace_s
         if dry_run:
@@ -755,7 +1029,13 @@ class Fleet:
                 stored = self.store.put("pods", marked)
                 self._stop_meters(stored)
                 self._record_disruption(stored, reason)
-                self.event(stored, "Normal", "Killing", f"Stopping container {pod['spec']['containers'][0]['name']}", "kubelet")
+                self.event(
+                    stored,
+                    "Normal",
+                    "Killing",
+                    f"Stopping container {pod['spec']['containers'][0]['name']}",
+                    "kubelet",
+                )
                 self._after_pod_change(stored)
             return self.store.get("pods", ns, name) or marked
         self._release(pod)
@@ -792,11 +1072,16 @@ class Fleet:
     def _record_disruption(self, pod: Obj, reason: str) -> None:
         if pod["metadata"]["namespace"] == AGENT_NAMESPACE:
             return
-        self.disruptions.append({
-            "at": self.stamp(), "namespace": pod["metadata"]["namespace"], "pod": pod["metadata"]["name"],
-            "customer": (pod["metadata"].get("labels") or {}).get(CUSTOMER_LABEL, ""),
-            "node": pod["spec"].get("nodeName") or "", "reason": reason,
-        })
+        self.disruptions.append(
+            {
+                "at": self.stamp(),
+                "namespace": pod["metadata"]["namespace"],
+                "pod": pod["metadata"]["name"],
+                "customer": (pod["metadata"].get("labels") or {}).get(CUSTOMER_LABEL, ""),
+                "node": pod["spec"].get("nodeName") or "",
+                "reason": reason,
+            }
+        )
 
     def evict(self, ns: str, name: str, dry_run: bool = False) -> None:
         pod = self.store.get("pods", ns, name)
@@ -806,20 +1091,30 @@ class Fleet:
             return
         pdbs = self.pdbs_for(pod)
         if len(pdbs) > 1:
-            raise FleetError(500, "InternalError",
-                             "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.")
+            raise FleetError(
+                500,
+                "InternalError",
+                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+            )
         if pdbs and pod["status"].get("phase") == "Running":
             pdb = pdbs[0]
             st = pdb["status"]
             healthy_pod = is_ready(pod)
             policy = pdb["spec"].get("unhealthyPodEvictionPolicy", "IfHealthyBudget")
-            unhealthy_ok = not healthy_pod and (policy == "AlwaysAllow" or st.get("currentHealthy", 0) >= st.get("desiredHealthy", 0))
+            unhealthy_ok = not healthy_pod and (
+                policy == "AlwaysAllow" or st.get("currentHealthy", 0) >= st.get("desiredHealthy", 0)
+            )
             if not unhealthy_ok and st.get("disruptionsAllowed", 0) <= 0:
-                msg = (f"The disruption budget {pdb['metadata']['name']} needs {st.get('desiredHealthy', 0)} healthy pods "
-                       f"and has {st.get('currentHealthy', 0)} currently")
-                raise FleetError(429, "TooManyRequests",
-                                 "Cannot evict pod as it would violate the pod's disruption budget.",
-                                 {"causes": [{"reason": "DisruptionBudget", "message": msg}]})
+                msg = (
+                    f"The disruption budget {pdb['metadata']['name']} needs {st.get('desiredHealthy', 0)} healthy pods "
+                    f"and has {st.get('currentHealthy', 0)} currently"
+                )
+                raise FleetError(
+                    429,
+                    "TooManyRequests",
+                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                    {"causes": [{"reason": "DisruptionBudget", "message": msg}]},
+                )
         if dry_run:
             return
         self.event(pod, "Normal", "Evicted", "Evicted by the eviction API", "eviction-api")
@@ -865,28 +1160,40 @@ class Fleet:
                 setc("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure")
             bad = sorted(self._unhealthy.get(name, set()))
             if FaultKind.AGENT_DOWN in kinds:
-                setc("GpuHealthy", "Unknown", "NodeAgentNotReporting", "node-agent is not reporting GPU health")
+                setc(
+                    "GpuHealthy", "Unknown", "NodeAgentNotReporting", "node-agent is not reporting GPU health"
+                )
             elif bad:
                 xids = sorted({f.code for f in faults if f.kind in GPU_FAULTS and f.gpu in bad and f.code})
-                setc("GpuHealthy", "False", "GpuUnhealthy",
-                     f"node-agent: GPU(s) {','.join(map(str, bad))} unhealthy (XID {','.join(map(str, xids))})")
+                setc(
+                    "GpuHealthy",
+                    "False",
+                    "GpuUnhealthy",
+                    f"node-agent: GPU(s) {','.join(map(str, bad))} unhealthy (XID {','.join(map(str, xids))})",
+                )
             else:
                 setc("GpuHealthy", "True", "AllGpusHealthy", "node-agent: all GPUs report healthy")
         node["status"]["conditions"] = list(conditions.values())
         own = {"node.kubernetes.io/unreachable", "node.kubernetes.io/disk-pressure"}
         taints = [t for t in node["spec"].get("taints") or [] if t["key"] not in own]
         if down:
-            taints += [{"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule", "timeAdded": at},
-                       {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": at}]
+            taints += [
+                {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule", "timeAdded": at},
+                {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": at},
+            ]
         if FaultKind.DISK_PRESSURE in kinds and not down:
-            taints.append({"key": "node.kubernetes.io/disk-pressure", "effect": "NoSchedule", "timeAdded": at})
+            taints.append(
+                {"key": "node.kubernetes.io/disk-pressure", "effect": "NoSchedule", "timeAdded": at}
+            )
         old_taints = {(t["key"], t["effect"]): t for t in node["spec"].get("taints") or []}
         taints = [old_taints.get((t["key"], t["effect"]), t) for t in taints]
         if taints:
             node["spec"]["taints"] = taints
         else:
             node["spec"].pop("taints", None)
-        node["status"]["allocatable"][GPU] = str(self.spec.gpus_per_node - len(self._unhealthy.get(name, set())))
+        node["status"]["allocatable"][GPU] = str(
+            self.spec.gpus_per_node - len(self._unhealthy.get(name, set()))
+        )
         stored = self.store.put("nodes", node)
         self._rebucket(name)
         return stored
@@ -896,7 +1203,9 @@ class Fleet:
         """The node's simulated NVML and the real collector over it, created on first use."""
         if node_name not in self._agents:
             node = self.node(node_name)
-            sim = SimNvml.healthy(node_name, self.spec.gpus_per_node, node["metadata"]["labels"][PRODUCT_LABEL], self.spec.seed)
+            sim = SimNvml.healthy(
+                node_name, self.spec.gpus_per_node, node["metadata"]["labels"][PRODUCT_LABEL], self.spec.seed
+            )
             collector = NvmlCollector(node_name, nvml=sim, clock=self.now)
             collector.start()
             self._agents[node_name] = (sim, collector)
@@ -920,10 +1229,16 @@ class Fleet:
         ip = pod.get("status", {}).get("podIP", "")
         target = f"{ip}:{port or AGENT_PORT}"
         if not node_name or self._node_down(node_name):
-            raise FleetError(503, "ServiceUnavailable", f"error trying to reach service: dial tcp {target}: i/o timeout")
+            raise FleetError(
+                503, "ServiceUnavailable", f"error trying to reach service: dial tcp {target}: i/o timeout"
+            )
         is_agent = ns == AGENT_NAMESPACE and (port in (None, "", str(AGENT_PORT), "health"))
         if not is_agent or self._agent_down(node_name) or is_terminating(pod):
-            raise FleetError(503, "ServiceUnavailable", f"error trying to reach service: dial tcp {target}: connect: connection refused")
+            raise FleetError(
+                503,
+                "ServiceUnavailable",
+                f"error trying to reach service: dial tcp {target}: connect: connection refused",
+            )
         path = path.strip("/")
         if path == "healthz":
             return 200, "text/plain", b"ok"
@@ -948,8 +1263,13 @@ class Fleet:
 
     def _gpu_labels(self, node: Obj, gpu: int | None) -> dict[str, str]:
         labels = node["metadata"]["labels"]
-        out = {"node": node["metadata"]["name"], "pool": labels[POOL_LABEL], "region": labels[REGION_LABEL],
-               "gpu_product": labels[PRODUCT_LABEL], "rack": labels[RACK_LABEL]}
+        out = {
+            "node": node["metadata"]["name"],
+            "pool": labels[POOL_LABEL],
+            "region": labels[REGION_LABEL],
+            "gpu_product": labels[PRODUCT_LABEL],
+            "rack": labels[RACK_LABEL],
+        }
         if gpu is not None:
             sim, _ = self.agent(node["metadata"]["name"])
             out["gpu_uuid"] = sim.gpus[gpu].uuid
@@ -962,8 +1282,17 @@ class Fleet:
                     out["customer"] = (pod["metadata"].get("labels") or {}).get(CUSTOMER_LABEL, "")
         return out
 
-    def inject(self, kind: FaultKind, *, node: str | None = None, gpu: int | None = None, code: int | None = None,
-               namespace: str | None = None, pod: str | None = None, detail: str = "") -> Fault:
+    def inject(
+        self,
+        kind: FaultKind,
+        *,
+        node: str | None = None,
+        gpu: int | None = None,
+        code: int | None = None,
+        namespace: str | None = None,
+        pod: str | None = None,
+        detail: str = "",
+    ) -> Fault:
         """Inject a fault; every API (NVML report, conditions, events, pod status, meters) shows it."""
         if kind in NODE_FAULTS:
             if not node:
@@ -973,7 +1302,9 @@ class Fleet:
                 if gpu is None:
                     raise FleetError(422, "Invalid", f"fault {kind.value!r} needs a GPU index")
                 if not 0 <= gpu < self.spec.gpus_per_node:
-                    raise FleetError(422, "Invalid", f"node {node} has GPUs 0..{self.spec.gpus_per_node - 1}, not {gpu}")
+                    raise FleetError(
+                        422, "Invalid", f"node {node} has GPUs 0..{self.spec.gpus_per_node - 1}, not {gpu}"
+                    )
             if kind == FaultKind.XID and (code is None or not 1 <= code <= 1000):
                 raise FleetError(422, "Invalid", "an xid fault needs an XID code between 1 and 1000")
             labels = self._gpu_labels(node_obj, gpu if kind in GPU_FAULTS else None)
@@ -983,9 +1314,12 @@ class Fleet:
             pod_obj = self._find_pod(namespace, pod)
             namespace = pod_obj["metadata"]["namespace"]
             node = pod_obj["spec"].get("nodeName")
-            labels = {"namespace": namespace, "pod": pod,
-                      "customer": (pod_obj["metadata"].get("labels") or {}).get(CUSTOMER_LABEL, ""),
-                      "deployment": (pod_obj["metadata"].get("labels") or {}).get("app", "")}
+            labels = {
+                "namespace": namespace,
+                "pod": pod,
+                "customer": (pod_obj["metadata"].get("labels") or {}).get(CUSTOMER_LABEL, ""),
+                "deployment": (pod_obj["metadata"].get("labels") or {}).get("app", ""),
+            }
             if node:
                 labels["node"] = node
         else:  # pragma: no cover - every kind is a node or a pod fault
@@ -997,8 +1331,18 @@ class Fleet:
         if code is not None:
             labels["xid"] = str(code)
         self._fault_seq += 1
-        fault = Fault(id=f"f{self._fault_seq:04d}", kind=kind, started_at=self.now(), node=node if kind in NODE_FAULTS else None,
-                      gpu=gpu, code=code, namespace=namespace, pod=pod, labels=labels, detail=detail)
+        fault = Fault(
+            id=f"f{self._fault_seq:04d}",
+            kind=kind,
+            started_at=self.now(),
+            node=node if kind in NODE_FAULTS else None,
+            gpu=gpu,
+            code=code,
+            namespace=namespace,
+            pod=pod,
+            labels=labels,
+            detail=detail,
+        )
         if kind in POD_FAULTS and node:
             fault = fault.model_copy(update={"node": None})
             labels["node"] = node
@@ -1024,14 +1368,24 @@ class Fleet:
             elif kind == FaultKind.THERMAL:
                 sim.set_thermal(fault.gpu, True)
             if kind == FaultKind.THERMAL:
-                self.event(node, "Warning", "GpuThermalThrottling",
-                           f"GPU {fault.gpu} ({uuid_}): thermal slowdown active, clocks reduced", "node-agent")
+                self.event(
+                    node,
+                    "Warning",
+                    "GpuThermalThrottling",
+                    f"GPU {fault.gpu} ({uuid_}): thermal slowdown active, clocks reduced",
+                    "node-agent",
+                )
             else:
                 xid = fault.code or 0
                 fatal = xid not in XID_APPLICATION and xid not in XID_INFORMATIONAL
-                self.event(node, "Warning", "GpuXidError",
-                           f"XID {xid} on GPU {fault.gpu} ({uuid_})" + ("" if fatal else " (application error; GPU healthy)"),
-                           "node-agent")
+                self.event(
+                    node,
+                    "Warning",
+                    "GpuXidError",
+                    f"XID {xid} on GPU {fault.gpu} ({uuid_})"
+                    + ("" if fatal else " (application error; GPU healthy)"),
+                    "node-agent",
+                )
                 if fatal:
                     self._unhealthy.setdefault(fault.node, set()).add(fault.gpu)
                     self._refresh_node(fault.node)
@@ -1041,15 +1395,31 @@ class Fleet:
         elif kind in (FaultKind.NOT_READY, FaultKind.PARTITION):
             assert fault.node is not None
             node = self._refresh_node(fault.node)
-            self.event(node, "Normal", "NodeNotReady", f"Node {fault.node} status is now: NodeNotReady", "node-controller")
+            self.event(
+                node,
+                "Normal",
+                "NodeNotReady",
+                f"Node {fault.node} status is now: NodeNotReady",
+                "node-controller",
+            )
             if kind == FaultKind.NOT_READY:
-                self.event(node, "Warning", "HostUnresponsive",
-                           "out-of-band: BMC reports host not responding (power state unknown); no traffic from the "
-                           "node's workloads", "bmc-monitor")
+                self.event(
+                    node,
+                    "Warning",
+                    "HostUnresponsive",
+                    "out-of-band: BMC reports host not responding (power state unknown); no traffic from the "
+                    "node's workloads",
+                    "bmc-monitor",
+                )
             else:
-                self.event(node, "Warning", "ControlPlanePathDown",
-                           f"out-of-band: BMC reports host up; peers in {node['metadata']['labels'][RACK_LABEL]} reach it on "
-                           "the data plane; the control-plane network path is lost", "network-monitor")
+                self.event(
+                    node,
+                    "Warning",
+                    "ControlPlanePathDown",
+                    f"out-of-band: BMC reports host up; peers in {node['metadata']['labels'][RACK_LABEL]} reach it on "
+                    "the data plane; the control-plane network path is lost",
+                    "network-monitor",
+                )
             for pod in self.store.pods_on_node(fault.node):
                 new = thaw(pod)
                 for cond in new["status"].get("conditions") or []:
@@ -1070,27 +1440,55 @@ class Fleet:
                 new = thaw(pod)
                 self._set_crashloop_status(new, "Error", 1, 1)
                 stored = self.store.put("pods", new)
-                self.event(stored, "Warning", "BackOff", f"Back-off restarting failed container {AGENT_NAME} in pod "
-                           f"{pod['metadata']['name']}_{AGENT_NAMESPACE}", "kubelet")
+                self.event(
+                    stored,
+                    "Warning",
+                    "BackOff",
+                    f"Back-off restarting failed container {AGENT_NAME} in pod "
+                    f"{pod['metadata']['name']}_{AGENT_NAMESPACE}",
+                    "kubelet",
+                )
                 self._refresh_daemonset_status()
             self._refresh_node(fault.node)
         elif kind == FaultKind.DISK_PRESSURE:
             assert fault.node is not None
             node = self._refresh_node(fault.node)
-            self.event(node, "Warning", "NodeHasDiskPressure", f"Node {fault.node} status is now: NodeHasDiskPressure", "kubelet")
-            self.event(node, "Warning", "EvictionThresholdMet", "Attempting to reclaim ephemeral-storage", "kubelet")
+            self.event(
+                node,
+                "Warning",
+                "NodeHasDiskPressure",
+                f"Node {fault.node} status is now: NodeHasDiskPressure",
+                "kubelet",
+            )
+            self.event(
+                node, "Warning", "EvictionThresholdMet", "Attempting to reclaim ephemeral-storage", "kubelet"
+            )
         elif kind in (FaultKind.CRASHLOOP, FaultKind.OOMKILL):
             assert fault.namespace and fault.pod
             pod = self.store.get("pods", fault.namespace, fault.pod)
             if pod is not None and pod["status"].get("phase") == "Running":
                 new = thaw(pod)
-                self._restart_base[fault.id] = (pod["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0)
+                self._restart_base[fault.id] = (pod["status"].get("containerStatuses") or [{}])[0].get(
+                    "restartCount", 0
+                )
                 reason, code = ("OOMKilled", 137) if kind == FaultKind.OOMKILL else ("Error", 1)
                 self._set_crashloop_status(new, reason, code, 1)
                 stored = self.store.put("pods", new)
                 if kind == FaultKind.OOMKILL:
-                    self.event(stored, "Warning", "OOMKilling", "Memory cgroup out of memory: Killed process (python) in container main", "kernel-monitor")
-                self.event(stored, "Warning", "BackOff", f"Back-off restarting failed container main in pod {fault.pod}_{fault.namespace}", "kubelet")
+                    self.event(
+                        stored,
+                        "Warning",
+                        "OOMKilling",
+                        "Memory cgroup out of memory: Killed process (python) in container main",
+                        "kernel-monitor",
+                    )
+                self.event(
+                    stored,
+                    "Warning",
+                    "BackOff",
+                    f"Back-off restarting failed container main in pod {fault.pod}_{fault.namespace}",
+                    "kubelet",
+                )
                 self._after_status(stored)
         elif kind == FaultKind.STUCK_TERMINATING:
             assert fault.namespace and fault.pod
@@ -1101,8 +1499,14 @@ class Fleet:
             if pod is not None:
                 base = self.meters.get(f"m-{pod['metadata']['uid']}")
                 if base is not None:
-                    dup = Meter(**{**asdict(base), "id": f"m-{pod['metadata']['uid']}-dup", "accumulated": 0.0,
-                                   "since": self.now().isoformat()})
+                    dup = Meter(
+                        **{
+                            **asdict(base),
+                            "id": f"m-{pod['metadata']['uid']}-dup",
+                            "accumulated": 0.0,
+                            "since": self.now().isoformat(),
+                        }
+                    )
                     self.meters[dup.id] = dup
 
     def _set_crashloop_status(self, pod: Obj, reason: str, exit_code: int, restarts: int) -> None:
@@ -1111,11 +1515,26 @@ class Fleet:
             if cond["type"] in ("Ready", "ContainersReady"):
                 cond["status"], cond["lastTransitionTime"] = "False", at
         for cs in pod["status"].get("containerStatuses") or []:
-            cs.update(ready=False, started=False, restartCount=cs.get("restartCount", 0) + restarts,
-                      state={"waiting": {"reason": "CrashLoopBackOff",
-                                         "message": f"back-off 10s restarting failed container={cs['name']} pod={pod['metadata']['name']}"}},
-                      lastState={"terminated": {"exitCode": exit_code, "reason": reason, "startedAt": at, "finishedAt": at,
-                                                "containerID": cs.get("containerID", "")}})
+            cs.update(
+                ready=False,
+                started=False,
+                restartCount=cs.get("restartCount", 0) + restarts,
+                state={
+                    "waiting": {
+                        "reason": "CrashLoopBackOff",
+                        "message": f"back-off 10s restarting failed container={cs['name']} pod={pod['metadata']['name']}",
+                    }
+                },
+                lastState={
+                    "terminated": {
+                        "exitCode": exit_code,
+                        "reason": reason,
+                        "startedAt": at,
+                        "finishedAt": at,
+                        "containerID": cs.get("containerID", ""),
+                    }
+                },
+            )
 
     def _container_crashed(self, owner: str, message: str) -> None:
         ns, name = owner.split("/", 1)
@@ -1126,8 +1545,15 @@ class Fleet:
         for cs in new["status"].get("containerStatuses") or []:
             started = cs.get("state", {}).get("running", {}).get("startedAt", self.stamp())
             cs["restartCount"] = cs.get("restartCount", 0) + 1
-            cs["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error", "message": message,
-                                              "startedAt": started, "finishedAt": self.stamp()}}
+            cs["lastState"] = {
+                "terminated": {
+                    "exitCode": 1,
+                    "reason": "Error",
+                    "message": message,
+                    "startedAt": started,
+                    "finishedAt": self.stamp(),
+                }
+            }
             cs["state"] = {"running": {"startedAt": self.stamp()}}
         stored = self.store.put("pods", new)
         self._record_disruption(stored, "GpuError")
@@ -1141,10 +1567,16 @@ class Fleet:
         """Clear every fault (or a node's): the underlying problem is repaired, the world heals."""
         if node is not None:
             self.node(node)
-        cleared = [f for f in self.faults.values() if node is None or f.node == node or (f.labels.get("node") == node)]
+        cleared = [
+            f
+            for f in self.faults.values()
+            if node is None or f.node == node or (f.labels.get("node") == node)
+        ]
         for f in cleared:
             del self.faults[f.id]
-        nodes = {f.node for f in cleared if f.node} | {f.labels.get("node") for f in cleared if f.labels.get("node")}
+        nodes = {f.node for f in cleared if f.node} | {
+            f.labels.get("node") for f in cleared if f.labels.get("node")
+        }
         for name in sorted(n for n in nodes if n):
             if name in self._agents:
                 self._agents[name][0].reset()
@@ -1172,7 +1604,9 @@ class Fleet:
     def _heal_pod(self, pod: Obj) -> None:
         if is_terminating(pod):
             if self._kubelet_confirms(pod):
-                self.delete_pod(pod["metadata"]["namespace"], pod["metadata"]["name"], grace=0, reason="Deleted")
+                self.delete_pod(
+                    pod["metadata"]["namespace"], pod["metadata"]["name"], grace=0, reason="Deleted"
+                )
             return
         if pod["status"].get("phase") != "Running" or is_ready(pod):
             return
@@ -1197,9 +1631,17 @@ class Fleet:
         mid = f"m-{pod['metadata']['uid']}"
         meter = self.meters.get(mid)
         if meter is None:
-            self.meters[mid] = Meter(mid, pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"],
-                                     (pod["metadata"].get("labels") or {}).get(CUSTOMER_LABEL, ""), node, gpus, 1,
-                                     self.now().isoformat())
+            self.meters[mid] = Meter(
+                mid,
+                pod["metadata"]["namespace"],
+                pod["metadata"]["name"],
+                pod["metadata"]["uid"],
+                (pod["metadata"].get("labels") or {}).get(CUSTOMER_LABEL, ""),
+                node,
+                gpus,
+                1,
+                self.now().isoformat(),
+            )
         elif not meter.rate:
             meter.set_rate(1, self.now())
 
@@ -1215,9 +1657,19 @@ class Fleet:
         for m in self.meters.values():
             if (namespace and m.namespace != namespace) or (pod and m.pod != pod):
                 continue
-            out.append({"meter": m.id, "namespace": m.namespace, "pod": m.pod, "pod_uid": m.pod_uid,
-                        "customer": m.customer, "node": m.node, "gpus": m.gpus, "running": bool(m.rate),
-                        "gpu_seconds": round(m.reading(now), 3)})
+            out.append(
+                {
+                    "meter": m.id,
+                    "namespace": m.namespace,
+                    "pod": m.pod,
+                    "pod_uid": m.pod_uid,
+                    "customer": m.customer,
+                    "node": m.node,
+                    "gpus": m.gpus,
+                    "running": bool(m.rate),
+                    "gpu_seconds": round(m.reading(now), 3),
+                }
+            )
         return out
 
     # == events ==================================================================================
@@ -1227,16 +1679,37 @@ class Fleet:
         self._event_seq += 1
         at = self.stamp()
         name = f"{meta['name']}.{self._event_seq:016x}"
-        self.store.put("events", {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": name, "namespace": ns, "uid": self._uid(), "creationTimestamp": at},
-            "involvedObject": {"kind": obj["kind"], "name": meta["name"], "namespace": meta.get("namespace", ""),
-                               "uid": meta.get("uid", ""), "apiVersion": obj["apiVersion"]},
-            "reason": reason, "message": message, "type": etype, "count": 1,
-            "firstTimestamp": at, "lastTimestamp": at,
-            "source": {"component": component, **({"host": obj['spec']['nodeName']} if obj["kind"] == "Pod" and obj["spec"].get("nodeName") else {})},
-            "reportingComponent": component, "reportingInstance": "",
-        })
+        self.store.put(
+            "events",
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": name, "namespace": ns, "uid": self._uid(), "creationTimestamp": at},
+                "involvedObject": {
+                    "kind": obj["kind"],
+                    "name": meta["name"],
+                    "namespace": meta.get("namespace", ""),
+                    "uid": meta.get("uid", ""),
+                    "apiVersion": obj["apiVersion"],
+                },
+                "reason": reason,
+                "message": message,
+                "type": etype,
+                "count": 1,
+                "firstTimestamp": at,
+                "lastTimestamp": at,
+                "source": {
+                    "component": component,
+                    **(
+                        {"host": obj["spec"]["nodeName"]}
+                        if obj["kind"] == "Pod" and obj["spec"].get("nodeName")
+                        else {}
+                    ),
+                },
+                "reportingComponent": component,
+                "reportingInstance": "",
+            },
+        )
 
     # == time passing ============================================================================
     def tick(self) -> None:
@@ -1254,11 +1727,26 @@ class Fleet:
                         new = thaw(pod)
                         new["status"]["containerStatuses"][0]["restartCount"] = base + want
                         self.store.put("pods", new)
-            if fault.kind in (FaultKind.NOT_READY, FaultKind.PARTITION) and fault.node and elapsed >= TOLERATION_SECONDS:
+            if (
+                fault.kind in (FaultKind.NOT_READY, FaultKind.PARTITION)
+                and fault.node
+                and elapsed >= TOLERATION_SECONDS
+            ):
                 for pod in self.store.pods_on_node(fault.node):
                     if pod["metadata"]["namespace"] != AGENT_NAMESPACE and not is_terminating(pod):
-                        self.event(pod, "Normal", "TaintManagerEviction", f"Marking for deletion Pod {pod['metadata']['namespace']}/{pod['metadata']['name']}", "taint-eviction-controller")
-                        self.delete_pod(pod["metadata"]["namespace"], pod["metadata"]["name"], grace=None, reason="TaintManagerEviction")
+                        self.event(
+                            pod,
+                            "Normal",
+                            "TaintManagerEviction",
+                            f"Marking for deletion Pod {pod['metadata']['namespace']}/{pod['metadata']['name']}",
+                            "taint-eviction-controller",
+                        )
+                        self.delete_pod(
+                            pod["metadata"]["namespace"],
+                            pod["metadata"]["name"],
+                            grace=None,
+                            reason="TaintManagerEviction",
+                        )
         cutoff = ts(now - timedelta(hours=1))
         for ev in [e for e in self.store.items("events") if e["lastTimestamp"] < cutoff]:
             self.store.delete("events", ev["metadata"]["namespace"], ev["metadata"]["name"])
@@ -1274,15 +1762,26 @@ class Fleet:
         for node in self.store.items("nodes"):
             name = node["metadata"]["name"]
             pool = node["metadata"]["labels"][POOL_LABEL]
-            p = pools.setdefault(pool, {"nodes": 0, "gpus": 0, "gpus_out_of_service": 0, "nodes_cordoned": 0,
-                                        "nodes_not_ready": 0, "nodes_tainted": 0})
+            p = pools.setdefault(
+                pool,
+                {
+                    "nodes": 0,
+                    "gpus": 0,
+                    "gpus_out_of_service": 0,
+                    "nodes_cordoned": 0,
+                    "nodes_not_ready": 0,
+                    "nodes_tainted": 0,
+                },
+            )
             p["nodes"] += 1
             p["gpus"] += self.spec.gpus_per_node
             down = self._node_down(name)
             cordoned = bool(node["spec"].get("unschedulable"))
             p["nodes_cordoned"] += cordoned
             p["nodes_not_ready"] += down
-            p["nodes_tainted"] += any(t["key"].startswith("supply-agent.io/") for t in node["spec"].get("taints") or [])
+            p["nodes_tainted"] += any(
+                t["key"].startswith("supply-agent.io/") for t in node["spec"].get("taints") or []
+            )
             if down or cordoned:
                 p["gpus_out_of_service"] += self.spec.gpus_per_node
             else:
@@ -1293,9 +1792,14 @@ class Fleet:
             if ns == AGENT_NAMESPACE:
                 continue
             if pod["status"].get("phase") != "Running" or not is_ready(pod) or is_terminating(pod):
-                not_ready_pods.append({"namespace": ns, "pod": pod["metadata"]["name"],
-                                       "customer": (pod["metadata"].get("labels") or {}).get(CUSTOMER_LABEL, ""),
-                                       "phase": "Terminating" if is_terminating(pod) else pod["status"].get("phase")})
+                not_ready_pods.append(
+                    {
+                        "namespace": ns,
+                        "pod": pod["metadata"]["name"],
+                        "customer": (pod["metadata"].get("labels") or {}).get(CUSTOMER_LABEL, ""),
+                        "phase": "Terminating" if is_terminating(pod) else pod["status"].get("phase"),
+                    }
+                )
         customers = sorted({d["customer"] for d in self.disruptions + not_ready_pods if d["customer"]})
         return {
             "now": self.stamp(),
@@ -1308,10 +1812,21 @@ class Fleet:
             "writes": self.writes,
         }
 
-    def record_write(self, verb: str, resource: str, namespace: str, name: str, subresource: str, dry_run: bool,
-                     code: int) -> None:
-        self.writes.append({"at": self.stamp(), "verb": verb, "resource": resource, "namespace": namespace,
-                            "name": name, "subresource": subresource, "dry_run": dry_run, "code": code})
+    def record_write(
+        self, verb: str, resource: str, namespace: str, name: str, subresource: str, dry_run: bool, code: int
+    ) -> None:
+        self.writes.append(
+            {
+                "at": self.stamp(),
+                "verb": verb,
+                "resource": resource,
+                "namespace": namespace,
+                "name": name,
+                "subresource": subresource,
+                "dry_run": dry_run,
+                "code": code,
+            }
+        )
 
     # == snapshot ================================================================================
     def snapshot(self) -> dict[str, Any]:
@@ -1336,7 +1851,9 @@ class Fleet:
     @classmethod
     def restore(cls, data: dict[str, Any], clock_mode: str | None = None) -> Fleet:
         if data.get("format") != "supply-agent-fleet/v1":
-            raise ValueError(f"not a fleet snapshot (format {data.get('format')!r}, expected 'supply-agent-fleet/v1')")
+            raise ValueError(
+                f"not a fleet snapshot (format {data.get('format')!r}, expected 'supply-agent-fleet/v1')"
+            )
         clock = SimClock.from_dict(data["clock"])
         if clock_mode in ("real", "manual"):
             clock.mode = clock_mode  # type: ignore[assignment]
@@ -1358,7 +1875,9 @@ class Fleet:
             indices = (pod["metadata"].get("annotations") or {}).get(GPU_INDICES_ANNOTATION)
             if node_name and indices and not (is_terminating(pod) and False):
                 for i in map(int, indices.split(",")):
-                    fleet._gpu_owner[node_name][i] = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+                    fleet._gpu_owner[node_name][i] = (
+                        f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+                    )
             if pod["status"].get("phase") == "Pending":
                 fleet._pending[(pod["metadata"]["namespace"], pod["metadata"]["name"])] = None
         for name in fleet._gpu_owner:
@@ -1378,7 +1897,11 @@ class Fleet:
         if container and container not in names:
             raise FleetError(400, "BadRequest", f"container {container} is not valid for pod {name}")
         if pod["status"].get("phase") == "Pending":
-            raise FleetError(400, "BadRequest", f'container "{names[0]}" in pod "{name}" is waiting to start: ContainerCreating')
+            raise FleetError(
+                400,
+                "BadRequest",
+                f'container "{names[0]}" in pod "{name}" is waiting to start: ContainerCreating',
+            )
         lines = list(_generated_log(pod, previous, self.now()))
         lines += self.logs.get(f"{ns}/{name}", [])
         if tail is not None:
@@ -1419,7 +1942,9 @@ def _generated_log(pod: Obj, previous: bool, now: datetime) -> Iterable[str]:
             yield f'{last["startedAt"]}   File "/app/train.py", line 211, in <module>'
             yield f"{last['finishedAt']} RuntimeError: CUDA error: an illegal memory access was encountered"
             return
-    start = datetime.fromisoformat(pod["status"].get("startTime", meta["creationTimestamp"]).replace("Z", "+00:00"))
+    start = datetime.fromisoformat(
+        pod["status"].get("startTime", meta["creationTimestamp"]).replace("Z", "+00:00")
+    )
     seed = int(hashlib.sha256(meta["uid"].encode()).hexdigest()[:8], 16)
     steps = max(1, min(int((now - start).total_seconds() // 30) + 1, 50))
     for i in range(steps):
