@@ -20,10 +20,15 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
 
 from supply_agent.logging import get_logger
 from supply_agent.models import GpuHealth, GpuHealthReport, NvLinkState, RemappedRows, XidEvent
+
+if TYPE_CHECKING:
+    from tools.kubernetes import KubeTools
 
 # NVML return codes (part of the C ABI, so stable across driver versions).
 ERROR_INVALID_ARGUMENT = 2
@@ -552,3 +557,87 @@ def collect_once(node: str, nvml: ModuleType | Any | None = None) -> GpuHealthRe
         return collector.report()
     finally:
         collector.close()
+
+
+# -- agent side: the node's report, read through the Kubernetes API server -------------------------
+AGENT_NAMESPACE = "supply-agent-system"
+AGENT_SELECTOR = "app.kubernetes.io/name=node-agent"
+AGENT_PORT = 9400
+
+
+class GpuHealthRead(BaseModel):
+    """What the agent learned about a node's GPUs; ``available`` is False when the monitor could not answer."""
+
+    node: str
+    available: bool
+    reason: str = ""
+    agent_pod: str | None = None
+    report: GpuHealthReport | None = None
+
+
+def gpu_health(kube: KubeTools, node: str, namespace: str = AGENT_NAMESPACE) -> GpuHealthRead:
+    """The node-agent's NVML report through ``pods/{name}:{port}/proxy/health`` (one credential, one RBAC).
+
+    A node-agent that does not answer is reported as such, never as a healthy or unhealthy GPU: the
+    monitor being down says nothing about the GPUs.
+    """
+    import json as _json
+
+    from kubernetes.client.rest import ApiException
+
+    from tools.kubernetes import ToolError
+
+    try:
+        pods = kube._call(
+            kube.core.list_namespaced_pod,
+            namespace,
+            label_selector=AGENT_SELECTOR,
+            field_selector=f"spec.nodeName={node}",
+        )["items"]
+    except ToolError as exc:
+        return GpuHealthRead(node=node, available=False, reason=f"cannot list node-agent pods: {exc}")
+    running = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    if not running:
+        return GpuHealthRead(node=node, available=False, reason=f"no node-agent pod on {node} in {namespace}")
+    pod = running[0]["metadata"]["name"]
+    try:
+        resp = kube.core.connect_get_namespaced_pod_proxy_with_path(
+            f"{pod}:{AGENT_PORT}", namespace, "health", _preload_content=False
+        )
+        report = GpuHealthReport.model_validate(_json.loads(resp.data))  # type: ignore[attr-defined]
+    except ApiException as exc:
+        return GpuHealthRead(
+            node=node,
+            available=False,
+            agent_pod=pod,
+            reason=f"node-agent unreachable ({exc.status}): {_api_message(exc)}",
+        )
+    except ValueError as exc:
+        return GpuHealthRead(
+            node=node, available=False, agent_pod=pod, reason=f"node-agent answered with a bad report: {exc}"
+        )
+    if report.node != node:
+        return GpuHealthRead(
+            node=node,
+            available=False,
+            agent_pod=pod,
+            reason=f"node-agent on {node} reported for {report.node!r}: not trusted",
+        )
+    if not report.nvml_available:
+        return GpuHealthRead(
+            node=node,
+            available=False,
+            agent_pod=pod,
+            reason=report.error or "NVML unavailable",
+            report=report,
+        )
+    return GpuHealthRead(node=node, available=True, agent_pod=pod, report=report)
+
+
+def _api_message(exc: Any) -> str:
+    import json as _json
+
+    try:
+        return str(_json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError):
+        return str(exc.reason)
