@@ -1,0 +1,91 @@
+"""The append-only audit log of every write the agent attempted: a SQL table and a structlog line."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from supply_agent.logging import get_logger
+
+
+class AuditBase(DeclarativeBase):
+    pass
+
+
+class AuditRecord(AuditBase):
+    """One row per phase of one attempt: ``before``, then ``after`` (or ``refused``). Never updated."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    phase: Mapped[str] = mapped_column(String(16))  # before | after | refused
+    outcome: Mapped[str] = mapped_column(String(16))  # pending | executed | failed | refused | duplicate
+    incident_id: Mapped[str] = mapped_column(String(128), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    tool: Mapped[str] = mapped_column(String(64))
+    action_hash: Mapped[str] = mapped_column(String(64), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(64), index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    verdict: Mapped[str] = mapped_column(String(8))
+    approver: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    dry_run_ok: Mapped[bool | None] = mapped_column(nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AuditLog:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        AuditBase.metadata.create_all(engine)
+        self.log = get_logger(component="audit")
+
+    @classmethod
+    def from_url(cls, url: str) -> AuditLog:
+        return cls(create_engine(url))
+
+    def append(self, **fields: Any) -> AuditRecord:
+        fields.setdefault("at", datetime.now(UTC))
+        record = AuditRecord(**fields)
+        with Session(self.engine, expire_on_commit=False) as session:
+            session.add(record)
+            session.commit()
+        self.log.info(
+            "audit",
+            incident_id=record.incident_id,
+            step=record.step,
+            tool=record.tool,
+            phase=record.phase,
+            outcome=record.outcome,
+            action_hash=record.action_hash[:16],
+            error=record.error,
+        )
+        return record
+
+    def completed(self, idempotency_key: str) -> AuditRecord | None:
+        """The successful ``after`` row for a key: a repeated or resumed step returns it, never re-runs."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.scalars(
+                select(AuditRecord)
+                .where(AuditRecord.idempotency_key == idempotency_key)
+                .where(AuditRecord.phase == "after")
+                .where(AuditRecord.outcome == "executed")
+                .order_by(AuditRecord.id)
+                .limit(1)
+            ).first()
+
+    def records(self, incident_id: str | None = None) -> list[AuditRecord]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            q = select(AuditRecord).order_by(AuditRecord.id)
+            if incident_id is not None:
+                q = q.where(AuditRecord.incident_id == incident_id)
+            return list(session.scalars(q))
+
+
+def jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

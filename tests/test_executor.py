@@ -1,0 +1,163 @@
+"""The guarded executor against the sandbox fleet: no decision, no write; audit before and after."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from sandbox.executor.audit import AuditLog
+from sandbox.executor.executor import GuardedExecutor
+from sandbox.executor.runners import kube_runners
+from sandbox.fleet.server import FleetServer
+from supply_agent.models import Action, Approval, Decision, Verdict
+from tools.kubernetes import KubeTools
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def kube(kubeconfig: Path) -> Iterator[KubeTools]:
+    tools = KubeTools.from_kubeconfig(kubeconfig)
+    tools._sleep = lambda s: None
+    yield tools
+    tools.close()
+
+
+@pytest.fixture
+def audit(tmp_path: Path) -> AuditLog:
+    return AuditLog.from_url(f"sqlite:///{tmp_path / 'audit.db'}")
+
+
+@pytest.fixture
+def executor(kube: KubeTools, audit: AuditLog) -> Iterator[GuardedExecutor]:
+    ex = GuardedExecutor(kube_runners(kube), audit, approvers=frozenset({"U123"}), clock=lambda: NOW)
+    yield ex
+    ex.close()
+
+
+def _cordon(node: str, step: int = 1) -> Action:
+    return Action(tool="k8s.cordon_node", params={"node": node}, incident_id="inc-1", step=step)
+
+
+def _allow(action: Action) -> Decision:
+    return Decision(verdict=Verdict.ALLOW, action_hash=action.digest(), reasons=("within limits",))
+
+
+def _writes(server: FleetServer) -> list[dict]:
+    return [w for w in server.fleet.writes if not w["dry_run"]]
+
+
+def test_refuses_without_a_matching_decision(
+    executor: GuardedExecutor, kube: KubeTools, fleet_server: FleetServer, audit: AuditLog
+) -> None:
+    node = kube.list_nodes()[0].name
+    action = _cordon(node)
+    other = _cordon(kube.list_nodes()[1].name)
+    for decision in (
+        None,
+        _allow(other),
+        Decision(verdict=Verdict.DENY, action_hash=action.digest(), reasons=("no",)),
+    ):
+        result = executor.execute(action, decision)
+        assert result.outcome == "refused" and result.reasons
+    assert not kube.get_node(node).unschedulable
+    assert _writes(fleet_server) == []
+    assert [r.phase for r in audit.records()] == ["refused"] * 3
+
+
+def test_ask_needs_an_approval_bound_to_the_action(executor: GuardedExecutor, kube: KubeTools) -> None:
+    node = kube.list_nodes()[0].name
+    action = _cordon(node)
+    ask = Decision(verdict=Verdict.ASK, action_hash=action.digest(), reasons=("over the soft limit",))
+
+    def approval(**kw: object) -> Approval:
+        base: dict[str, object] = {
+            "action_hash": action.digest(),
+            "approver": "U123",
+            "approved": True,
+            "decided_at": NOW,
+            "expires_at": NOW + timedelta(minutes=15),
+        }
+        return Approval(**{**base, **kw})
+
+    assert executor.execute(action, ask).outcome == "refused"
+    assert "different action" in executor.execute(action, ask, approval(action_hash="0" * 64)).reasons[0]
+    assert "not an authorised approver" in executor.execute(action, ask, approval(approver="U999")).reasons[0]
+    assert "expired" in executor.execute(action, ask, approval(expires_at=NOW)).reasons[0]
+    assert "rejected" in executor.execute(action, ask, approval(approved=False)).reasons[0]
+    assert not kube.get_node(node).unschedulable
+    assert executor.execute(action, ask, approval()).outcome == "executed"
+    assert kube.get_node(node).unschedulable
+
+
+def test_executes_with_dry_run_first_and_audits_before_and_after(
+    executor: GuardedExecutor, kube: KubeTools, fleet_server: FleetServer, audit: AuditLog
+) -> None:
+    node = kube.list_nodes()[0].name
+    action = _cordon(node)
+    result = executor.execute(action, _allow(action))
+    assert result.outcome == "executed" and result.dry_run_ok is True and result.result["changed"] is True
+    assert kube.get_node(node).unschedulable
+    writes = [w for w in fleet_server.fleet.writes if w["resource"] == "nodes"]
+    assert [w["dry_run"] for w in writes] == [True, False]
+    rows = audit.records("inc-1")
+    assert [(r.phase, r.outcome) for r in rows] == [("before", "pending"), ("after", "executed")]
+    assert rows[1].result["target"] == node and rows[0].action_hash == action.digest()
+
+
+def test_a_repeated_step_never_acts_twice(
+    executor: GuardedExecutor, kube: KubeTools, fleet_server: FleetServer
+) -> None:
+    pod = next(p for p in kube.list_pods_on_node(kube.list_nodes()[0].name) if not p.daemonset)
+    action = Action(
+        tool="k8s.delete_pod",
+        params={"namespace": pod.namespace, "pod": pod.name},
+        incident_id="inc-2",
+        step=3,
+    )
+    assert executor.execute(action, _allow(action)).outcome == "executed"
+    again = executor.execute(action, _allow(action))
+    assert again.outcome == "duplicate" and again.result["changed"] is True
+    deletes = [w for w in _writes(fleet_server) if w["verb"] == "delete"]
+    assert len(deletes) == 1
+
+
+def test_failures_are_recorded_not_raised(executor: GuardedExecutor, audit: AuditLog) -> None:
+    action = _cordon("no-such-node")
+    result = executor.execute(action, _allow(action))
+    assert result.outcome == "failed" and "not found" in (result.error or "")
+    assert [(r.phase, r.outcome) for r in audit.records()] == [("before", "pending"), ("after", "failed")]
+
+
+def test_reads_and_bad_parameters_are_refused(executor: GuardedExecutor) -> None:
+    read = Action(tool="k8s.get_node", params={"node": "x"}, incident_id="inc-3", step=1)
+    assert "read" in executor.execute(read, _allow(read)).reasons[0]
+    bad = Action(
+        tool="k8s.scale_deployment",
+        params={"namespace": "ns", "deployment": "d", "replicas": -3},
+        incident_id="inc-3",
+        step=2,
+    )
+    assert "invalid parameters" in executor.execute(bad, _allow(bad)).reasons[0]
+
+
+def test_timeout_is_enforced(kube: KubeTools, audit: AuditLog) -> None:
+    import time
+
+    from pydantic import BaseModel
+
+    from tools.kubernetes import WriteResult
+
+    def slow(i: BaseModel, dry: bool, key: str) -> BaseModel:
+        if not dry:
+            time.sleep(2)
+        return WriteResult(tool="k8s.cordon_node", target="n1", dry_run=dry, changed=True)
+
+    ex = GuardedExecutor({"k8s.cordon_node": slow}, audit, frozenset(), timeout_s=0.2)
+    action = _cordon("n1")
+    result = ex.execute(action, _allow(action))
+    assert result.outcome == "failed" and "within" in (result.error or "")
+    ex.close()
