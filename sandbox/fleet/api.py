@@ -92,6 +92,16 @@ RESOURCES = [
         _COMMON | {"status.phase"},
     ),
     Resource(
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        "",
+        "v1",
+        True,
+        ("cm",),
+        (*_READ, "create", "patch", "update", "delete"),
+    ),
+    Resource(
         "pods",
         "pod",
         "Pod",
@@ -833,7 +843,8 @@ class FleetAPI:
                     )
                 meta[immutable] = current["metadata"][immutable]
         new["kind"], new["apiVersion"] = current["kind"], current["apiVersion"]
-        new["status"] = thaw(current.get("status", {}))  # status changes only through the status subresource
+        if "status" in current:
+            new["status"] = thaw(current["status"])  # status changes only through the status subresource
         for key, value in (meta.get("labels") or {}).items():
             if not isinstance(value, str) or len(value) > 63:
                 raise _invalid(
@@ -942,8 +953,9 @@ class FleetAPI:
         meta.update(uid=self.fleet._uid(), creationTimestamp=self.fleet.stamp(), generation=1)
         if res.namespaced:
             meta["namespace"] = ns
-        obj.setdefault("spec", {})
-        obj["status"] = {"phase": "Active"} if res.plural == "namespaces" else {}
+        if res.plural != "configmaps":
+            obj.setdefault("spec", {})
+            obj["status"] = {"phase": "Active"} if res.plural == "namespaces" else {}
         if res.plural == "poddisruptionbudgets":
             spec = obj["spec"]
             if "minAvailable" in spec and "maxUnavailable" in spec:
