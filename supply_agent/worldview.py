@@ -1,0 +1,184 @@
+"""What the gate knows about the world and about the agent's own past: plain data, read once per decision
+round, so that ``gate.decide`` stays a pure function of its inputs."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tools.kubernetes import CUSTOMER_LABEL, POOL_LABEL, KubeTools, ToolError
+
+FREEZE_CONFIGMAP = "supply-agent-freeze"
+AGENT_NAMESPACE = "supply-agent-system"
+
+
+class PodRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    name: str
+    customer: str | None = None
+    gpus: int = 0
+    daemonset: bool = False
+    deployment: str | None = None
+
+
+class NodeView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    pool: str
+    gpus: int
+    ready: str = "True"  # "True" | "False" | "Unknown", as the Ready condition says
+    gpu_healthy: str = "True"  # the GpuHealthy condition the node-agent maintains
+    unschedulable: bool = False
+    agent_ready: bool = True  # the node-agent (the GPU monitor) pod is Ready
+    pods: tuple[PodRef, ...] = ()
+
+    def customers(self) -> tuple[str, ...]:
+        return tuple(sorted({p.customer for p in self.pods if p.customer and not p.daemonset}))
+
+
+class WorldView(BaseModel):
+    """The fleet as the gate sees it. Built by ``read_world`` from the cluster (read-only credentials)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    now: datetime
+    nodes: dict[str, NodeView]
+    frozen: bool = False
+    frozen_reason: str = ""
+    alerting_nodes: frozenset[str] = frozenset()  # nodes with a firing alert in the short-circuit window
+
+    def pool_nodes(self, pool: str) -> list[NodeView]:
+        return [n for n in self.nodes.values() if n.pool == pool]
+
+    def pool_sizes(self) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for n in self.nodes.values():
+            sizes[n.pool] = sizes.get(n.pool, 0) + 1
+        return sizes
+
+    def find_pod(self, namespace: str, name: str) -> tuple[NodeView, PodRef] | None:
+        for node in self.nodes.values():
+            for pod in node.pods:
+                if pod.namespace == namespace and pod.name == name:
+                    return node, pod
+        return None
+
+
+class PastAction(BaseModel):
+    """One write the agent executed (from the audit log), with what it touched."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tool: str
+    incident_id: str
+    at: datetime
+    nodes: tuple[str, ...] = ()
+    customers: tuple[str, ...] = ()
+    gpus: int = 0
+    dollars: Decimal = Decimal("0")
+    verified: bool | None = None  # False: its verification failed
+
+
+class History(BaseModel):
+    """The agent's own record: past writes, and the circuit breaker's latched state."""
+
+    model_config = ConfigDict(frozen=True)
+
+    actions: tuple[PastAction, ...] = ()
+    breaker_tripped: bool = False
+    breaker_reason: str = ""
+    uncordoned: tuple[str, ...] = Field(default=(), description="Nodes the agent has since handed back.")
+
+
+def _deployment_of(pod: dict[str, Any]) -> str | None:
+    owner = next((o for o in pod["metadata"].get("ownerReferences") or [] if o.get("controller")), None)
+    if owner and owner["kind"] == "ReplicaSet":
+        return str(owner["name"]).rsplit("-", 1)[0]
+    return None
+
+
+def read_world(kube: KubeTools, now: datetime, alerting_nodes: frozenset[str] = frozenset()) -> WorldView:
+    """One consistent-enough read of the fleet: nodes, pods by node, and the kill switch ConfigMap."""
+    raw_nodes = kube._call(kube.core.list_node)["items"]
+    raw_pods = kube._call(kube.core.list_pod_for_all_namespaces)["items"]
+    by_node: dict[str, list[PodRef]] = {}
+    agent_ready: dict[str, bool] = {}
+    for p in raw_pods:
+        node = (p.get("spec") or {}).get("nodeName")
+        if not node:
+            continue
+        meta = p["metadata"]
+        owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in (p.get("status") or {}).get("conditions") or [])
+        if meta["namespace"] == AGENT_NAMESPACE:
+            agent_ready[node] = ready and not meta.get("deletionTimestamp")
+        gpus = sum(
+            int(((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0)) for c in p["spec"]["containers"]
+        )
+        by_node.setdefault(node, []).append(
+            PodRef(
+                namespace=meta["namespace"],
+                name=meta["name"],
+                customer=(meta.get("labels") or {}).get(CUSTOMER_LABEL),
+                gpus=gpus,
+                daemonset=bool(owner and owner["kind"] == "DaemonSet"),
+                deployment=_deployment_of(p),
+            )
+        )
+    nodes = {}
+    for n in raw_nodes:
+        name = n["metadata"]["name"]
+        conds = {c["type"]: c["status"] for c in (n.get("status") or {}).get("conditions") or []}
+        nodes[name] = NodeView(
+            name=name,
+            pool=(n["metadata"].get("labels") or {}).get(POOL_LABEL, "default"),
+            gpus=int(((n.get("status") or {}).get("capacity") or {}).get("nvidia.com/gpu", 0)),
+            ready=conds.get("Ready", "Unknown"),
+            gpu_healthy=conds.get("GpuHealthy", "Unknown"),
+            unschedulable=bool((n.get("spec") or {}).get("unschedulable")),
+            agent_ready=agent_ready.get(name, False),
+            pods=tuple(sorted(by_node.get(name, []), key=lambda r: (r.namespace, r.name))),
+        )
+    frozen, reason = read_freeze(kube)
+    return WorldView(now=now, nodes=nodes, frozen=frozen, frozen_reason=reason, alerting_nodes=alerting_nodes)
+
+
+def read_freeze(kube: KubeTools) -> tuple[bool, str]:
+    """The kill switch: ConfigMap ``supply-agent-freeze`` with ``frozen: "true"``. Unreadable means frozen."""
+    try:
+        cm = kube._call(kube.core.read_namespaced_config_map, FREEZE_CONFIGMAP, AGENT_NAMESPACE)
+    except ToolError as exc:
+        if exc.status == 404:
+            return False, ""
+        return True, f"cannot read the kill switch ({exc}): failing closed"
+    data = cm.get("data") or {}
+    frozen = str(data.get("frozen", "false")).lower() in ("true", "1", "yes")
+    return frozen, str(data.get("reason", "")) if frozen else ""
+
+
+def set_freeze(kube: KubeTools, frozen: bool, reason: str, by: str) -> None:
+    """Set the kill switch (the CLI's ``supply-agent freeze`` / ``unfreeze``)."""
+    body = {"data": {"frozen": "true" if frozen else "false", "reason": reason, "by": by}}
+    try:
+        kube._call(
+            kube.core.patch_namespaced_config_map,
+            FREEZE_CONFIGMAP,
+            AGENT_NAMESPACE,
+            body,
+            _content_type="application/merge-patch+json",
+        )
+    except ToolError as exc:
+        if exc.status != 404:
+            raise
+        kube._call(
+            kube.core.create_namespaced_config_map,
+            AGENT_NAMESPACE,
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": FREEZE_CONFIGMAP}, **json.loads(json.dumps(body))},
+        )
