@@ -151,7 +151,7 @@ def test_timeout_is_enforced(kube: KubeTools, audit: AuditLog) -> None:
 
     from tools.kubernetes import WriteResult
 
-    def slow(i: BaseModel, dry: bool, key: str) -> BaseModel:
+    def slow(i: BaseModel, dry: bool, action: Action) -> BaseModel:
         if not dry:
             time.sleep(2)
         return WriteResult(tool="k8s.cordon_node", target="n1", dry_run=dry, changed=True)
@@ -161,3 +161,67 @@ def test_timeout_is_enforced(kube: KubeTools, audit: AuditLog) -> None:
     result = ex.execute(action, _allow(action))
     assert result.outcome == "failed" and "within" in (result.error or "")
     ex.close()
+
+
+def test_a_second_credit_with_the_same_key_is_one_credit(tmp_path: Path, audit: AuditLog) -> None:
+    from decimal import Decimal
+
+    from sandbox.executor.runners import billing_runners, notify_runners
+    from tools.billing import Ledger
+    from tools.notify import Outbox
+
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'billing.db'}")
+    ledger.upsert_customer({"id": "acme", "name": "Acme", "price_per_gpu_hour": Decimal("2.50")})
+    outbox = Outbox.from_url(f"sqlite:///{tmp_path / 'outbox.db'}")
+    ex = GuardedExecutor(
+        {**billing_runners(ledger, Decimal("500")), **notify_runners(outbox)}, audit, frozenset()
+    )
+    credit = Action(
+        tool="billing.issue_credit",
+        params={"customer": "acme", "amount_usd": "12.34", "reason": "XID 79"},
+        incident_id="inc-9",
+        step=4,
+    )
+    first = ex.execute(credit, _allow(credit))
+    assert first.outcome == "executed" and first.result["amount_usd"] == "12.34" and first.result["created"] is True
+    # A crash between the write and its audit row: the executor runs the step again; the ledger's key holds.
+    audit_less = GuardedExecutor(
+        billing_runners(ledger, Decimal("500")), AuditLog.from_url("sqlite://"), frozenset()
+    )
+    again = audit_less.execute(credit, _allow(credit))
+    assert again.outcome == "executed" and again.result["created"] is False
+    assert ex.execute(credit, _allow(credit)).outcome == "duplicate"
+    assert ledger.credits_for_incident("inc-9").total_usd == Decimal("12.34")
+    too_much = Action(
+        tool="billing.issue_credit",
+        params={"customer": "acme", "amount_usd": "900", "reason": "x"},
+        incident_id="inc-9",
+        step=5,
+    )
+    assert ex.execute(too_much, _allow(too_much)).outcome == "failed"
+    notice = Action(
+        tool="notify.customer",
+        params={"customer": "acme", "subject": "GPU fault", "body": "We moved your pods."},
+        incident_id="inc-9",
+        step=6,
+    )
+    assert ex.execute(notice, _allow(notice)).outcome == "executed"
+    assert len(outbox.notices("inc-9")) == 1
+    ex.close()
+    audit_less.close()
+
+
+def test_the_catalogue_covers_every_tool_and_gives_llm_schemas() -> None:
+    from tools.catalogue import CATALOGUE, llm_tools
+    from tools.names import TOOLS, Effect
+
+    assert set(CATALOGUE) == set(TOOLS)
+    for name, spec in CATALOGUE.items():
+        assert spec.effect == TOOLS[name]
+        if spec.inverse:
+            assert CATALOGUE[spec.inverse].inverse == name
+    schemas = llm_tools()
+    assert [s["name"] for s in schemas] == sorted(CATALOGUE)
+    drain = next(s for s in schemas if s["name"] == "k8s.drain_node")
+    assert drain["input_schema"]["required"] == ["node"]
+    assert all(CATALOGUE[s["name"]].effect == Effect.READ for s in llm_tools((Effect.READ,)))

@@ -4,8 +4,9 @@ what it touches, its inverse, and how to run it. JSON schemas for LLM tool-calli
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -64,6 +65,32 @@ class NotifyInput(BaseModel):
     customer: str = Field(min_length=1)
     subject: str = Field(min_length=1, max_length=200)
     body: str = Field(min_length=1, max_length=4000)
+
+
+class CreditInput(BaseModel):
+    customer: str = Field(min_length=1)
+    amount_usd: Decimal = Field(
+        gt=0, max_digits=12, decimal_places=2, description="US dollars, at most 2 decimals."
+    )
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class MeteringInput(PodInput):
+    reason: str = ""
+
+
+class PayoutInput(NodeInput):
+    reason: str = ""
+
+
+class UsageInput(BaseModel):
+    customer: str = Field(min_length=1)
+    start: datetime
+    end: datetime
+
+
+class IncidentInput(BaseModel):
+    incident_id: str = Field(min_length=1)
 
 
 class EscalateInput(BaseModel):
@@ -159,6 +186,23 @@ CATALOGUE: dict[str, ToolSpec] = {
         _spec(
             "nvml.gpu_health", "The node-agent's NVML report: XIDs, ECC, remapped rows, thermals.", NodeInput
         ),
+        _spec("billing.usage", "A customer's GPU-seconds and cost in a time window.", UsageInput),
+        _spec("billing.credits_for_incident", "The credits already issued for an incident.", IncidentInput),
+        _spec(
+            "billing.issue_credit", "Credit a customer in US dollars, once per incident step.", CreditInput
+        ),
+        _spec(
+            "billing.pause_metering",
+            "Stop billing a pod's GPU time (e.g. while its node is broken).",
+            MeteringInput,
+        ),
+        _spec("billing.resume_metering", "Resume billing a pod's GPU time.", MeteringInput),
+        _spec(
+            "billing.hold_payout",
+            "Hold the host's payout for a node while it is out of service.",
+            PayoutInput,
+        ),
+        _spec("billing.release_payout", "Release a held payout for a node.", PayoutInput),
         _spec(
             "notify.customer",
             "Send a customer a notice about an incident affecting their workloads.",
@@ -187,6 +231,3 @@ def parse_input(tool: str, params: dict[str, Any]) -> BaseModel:
     if spec is None:
         raise KeyError(f"unknown tool {tool!r}")
     return spec.input.model_validate(params)
-
-
-Runner = Callable[[BaseModel, bool, str], BaseModel]

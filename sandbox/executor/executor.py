@@ -19,7 +19,7 @@ from supply_agent.models import Action, Approval, Decision, Verdict
 from tools.catalogue import CATALOGUE
 from tools.names import Effect
 
-Runner = Callable[[BaseModel, bool, str], BaseModel]  # (input, dry_run, idempotency key) -> result
+Runner = Callable[[BaseModel, bool, Action], BaseModel]  # (parsed input, dry_run, the action) -> result
 
 
 class ExecutionResult(BaseModel):
@@ -135,9 +135,9 @@ class GuardedExecutor:
         dry_ok: bool | None = None
         try:
             if spec.dry_run:
-                self._run(runner, parsed, True, key)
+                self._run(runner, parsed, True, action)
                 dry_ok = True
-            result = self._run(runner, parsed, False, key)
+            result = self._run(runner, parsed, False, action)
         except Exception as exc:  # a failed write is recorded and returned, never raised past the executor
             error = f"{'dry run' if dry_ok is None and spec.dry_run else 'run'} failed: {type(exc).__name__}: {exc}"
             self.audit.append(
@@ -168,8 +168,8 @@ class GuardedExecutor:
             finished_at=self.clock(),
         )
 
-    def _run(self, runner: Runner, parsed: BaseModel, dry_run: bool, key: str) -> BaseModel:
-        future = self._pool.submit(runner, parsed, dry_run, key)
+    def _run(self, runner: Runner, parsed: BaseModel, dry_run: bool, action: Action) -> BaseModel:
+        future = self._pool.submit(runner, parsed, dry_run, action)
         try:
             return future.result(timeout=self.timeout_s)
         except concurrent.futures.TimeoutError as exc:
