@@ -116,11 +116,15 @@ def read_world(kube: KubeTools, now: datetime, alerting_nodes: frozenset[str] = 
             continue
         meta = p["metadata"]
         owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in (p.get("status") or {}).get("conditions") or [])
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in (p.get("status") or {}).get("conditions") or []
+        )
         if meta["namespace"] == AGENT_NAMESPACE:
             agent_ready[node] = ready and not meta.get("deletionTimestamp")
         gpus = sum(
-            int(((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0)) for c in p["spec"]["containers"]
+            int(((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0))
+            for c in p["spec"]["containers"]
         )
         by_node.setdefault(node, []).append(
             PodRef(
@@ -180,5 +184,10 @@ def set_freeze(kube: KubeTools, frozen: bool, reason: str, by: str) -> None:
         kube._call(
             kube.core.create_namespaced_config_map,
             AGENT_NAMESPACE,
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": FREEZE_CONFIGMAP}, **json.loads(json.dumps(body))},
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": FREEZE_CONFIGMAP},
+                **json.loads(json.dumps(body)),
+            },
         )

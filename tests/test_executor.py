@@ -183,7 +183,11 @@ def test_a_second_credit_with_the_same_key_is_one_credit(tmp_path: Path, audit: 
         step=4,
     )
     first = ex.execute(credit, _allow(credit))
-    assert first.outcome == "executed" and first.result["amount_usd"] == "12.34" and first.result["created"] is True
+    assert (
+        first.outcome == "executed"
+        and first.result["amount_usd"] == "12.34"
+        and first.result["created"] is True
+    )
     # A crash between the write and its audit row: the executor runs the step again; the ledger's key holds.
     audit_less = GuardedExecutor(
         billing_runners(ledger, Decimal("500")), AuditLog.from_url("sqlite://"), frozenset()
