@@ -287,6 +287,12 @@ def sandbox_restore(kubeconfig: Path, snapshot: Path) -> None:
     click.echo(f"restored {result['nodes']} nodes, {result['pods']} pods at {result['now']}")
 
 
+# -- playbooks -------------------------------------------------------------------------------------
+from supply_agent.playbooks_cli import register as _register_playbooks  # noqa: E402
+
+_register_playbooks(main)
+
+
 # -- the node agent --------------------------------------------------------------------------------
 @main.group("node-agent")
 def node_agent() -> None:
