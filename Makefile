@@ -20,6 +20,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sandbox_scale.py
+	$(BIN)/python benchmarks/gate.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from tools.kubernetes import CUSTOMER_LABEL, POOL_LABEL, KubeTools, ToolError
 
@@ -53,22 +53,31 @@ class WorldView(BaseModel):
     frozen: bool = False
     frozen_reason: str = ""
     alerting_nodes: frozenset[str] = frozenset()  # nodes with a firing alert in the short-circuit window
+    node_events: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # event reasons seen on a node
+    confirmed_gpu_faults: frozenset[str] = frozenset()  # nodes whose node-agent report confirms the fault
 
-    def pool_nodes(self, pool: str) -> list[NodeView]:
-        return [n for n in self.nodes.values() if n.pool == pool]
+    _pool_sizes: dict[str, int] = PrivateAttr(default_factory=dict)
+    _pods: dict[str, tuple[str, PodRef]] = PrivateAttr(default_factory=dict)
+    _deployments: dict[str, list[PodRef]] = PrivateAttr(default_factory=dict)
 
-    def pool_sizes(self) -> dict[str, int]:
-        sizes: dict[str, int] = {}
-        for n in self.nodes.values():
-            sizes[n.pool] = sizes.get(n.pool, 0) + 1
-        return sizes
+    def model_post_init(self, context: Any, /) -> None:
+        # Indexes, built once per world read, keep every gate lookup O(1) on a 10,000-node fleet.
+        for node in self.nodes.values():
+            self._pool_sizes[node.pool] = self._pool_sizes.get(node.pool, 0) + 1
+            for pod in node.pods:
+                self._pods[f"{pod.namespace}/{pod.name}"] = (node.name, pod)
+                if pod.deployment:
+                    self._deployments.setdefault(f"{pod.namespace}/{pod.deployment}", []).append(pod)
+
+    def pool_size(self, pool: str) -> int:
+        return self._pool_sizes.get(pool, 0)
 
     def find_pod(self, namespace: str, name: str) -> tuple[NodeView, PodRef] | None:
-        for node in self.nodes.values():
-            for pod in node.pods:
-                if pod.namespace == namespace and pod.name == name:
-                    return node, pod
-        return None
+        hit = self._pods.get(f"{namespace}/{name}")
+        return (self.nodes[hit[0]], hit[1]) if hit else None
+
+    def deployment_pods(self, namespace: str, name: str) -> list[PodRef]:
+        return self._deployments.get(f"{namespace}/{name}", [])
 
 
 class PastAction(BaseModel):
