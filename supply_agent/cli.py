@@ -293,6 +293,126 @@ from supply_agent.playbooks_cli import register as _register_playbooks  # noqa: 
 _register_playbooks(main)
 
 
+def _kube(kubeconfig: Path | None, context: str | None = None) -> Any:
+    from tools.kubernetes import KubeTools
+
+    settings = get_settings()
+    path = kubeconfig or settings.kubeconfig
+    if path is None:
+        raise click.UsageError("give --kubeconfig (or set SUPPLY_AGENT_KUBECONFIG)")
+    if not Path(path).exists():
+        raise click.BadParameter(f"{path} does not exist", param_hint="--kubeconfig")
+    return KubeTools.from_kubeconfig(Path(path), context or settings.kube_context)
+
+
+@main.commands["playbooks"].command("explain")  # type: ignore[attr-defined]
+@click.argument("action_json")
+@click.option(
+    "--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), help="The cluster to judge against."
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Playbooks folder (default: SUPPLY_AGENT_PLAYBOOKS_DIR or playbooks/).",
+)
+@click.option("--audit-db", help="SQLAlchemy URL of the audit log, for the agent's own history.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+def playbooks_explain(
+    action_json: str, kubeconfig: Path | None, directory: Path | None, audit_db: str | None, as_json: bool
+) -> None:
+    """Print the gate's decision on ACTION_JSON (a JSON object, or @FILE) and every reason."""
+    from datetime import UTC, datetime
+
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from supply_agent.gate import decide, history_from_audit
+    from supply_agent.models import Action
+    from supply_agent.playbooks import PlaybookSetError, load_playbooks
+    from supply_agent.worldview import History, enrich, read_breaker, read_world
+
+    text = Path(action_json[1:]).read_text() if action_json.startswith("@") else action_json
+    try:
+        raw = json.loads(text)
+        raw.setdefault("incident_id", "explain")
+        raw.setdefault("step", 0)
+        raw.setdefault("proposed_by", "human")
+        action = Action.model_validate(raw)
+    except (ValueError, ValidationError, AttributeError) as exc:
+        raise click.BadParameter(f"not an action: {exc}", param_hint="ACTION_JSON") from exc
+    try:
+        playbooks = load_playbooks(directory or get_settings().playbooks_dir)
+    except PlaybookSetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    kube = _kube(kubeconfig)
+    world = read_world(kube, datetime.now(UTC))
+    node = action.params.get("node")
+    if isinstance(node, str):
+        world = enrich(world, kube, [node])
+    history = History(breaker_tripped=read_breaker(kube)[0], breaker_reason=read_breaker(kube)[1])
+    if audit_db:
+        from sandbox.executor.audit import AuditLog
+
+        history = history_from_audit(AuditLog.from_url(audit_db).records(), world, read_breaker(kube))
+    decision = decide(action, world, history, playbooks)
+    if as_json:
+        click.echo(decision.model_dump_json(indent=2))
+        return
+    colour = {"allow": "green", "ask": "yellow", "deny": "red"}[decision.verdict.value]
+    console = Console()
+    console.print(
+        f"[bold {colour}]{decision.verdict.value.upper()}[/] {action.tool} {json.dumps(action.params)}"
+    )
+    for reason in decision.reasons:
+        console.print(f"  - {reason}")
+    t = decision.targets
+    console.print(
+        f"  targets: nodes={list(t.nodes)} pods={len(t.pods)} customers={list(t.customers)} gpus={t.gpus} "
+        f"dollars={t.dollars}"
+    )
+    console.print(f"  limits consulted: {', '.join(decision.limits_consulted)}")
+
+
+@main.command()
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--reason", required=True, help="Why every write stops now.")
+@click.option("--by", default=lambda: __import__("getpass").getuser(), help="Who froze it.")
+def freeze(kubeconfig: Path | None, reason: str, by: str) -> None:
+    """Kill switch: stop every write of every incident at once (ConfigMap supply-agent-freeze)."""
+    from supply_agent.worldview import set_freeze
+
+    set_freeze(_kube(kubeconfig), True, reason, by)
+    click.echo(f"frozen: every write is denied until `supply-agent unfreeze` ({reason})")
+
+
+@main.command()
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--by", default=lambda: __import__("getpass").getuser())
+def unfreeze(kubeconfig: Path | None, by: str) -> None:
+    """Lift the kill switch."""
+    from supply_agent.worldview import set_freeze
+
+    set_freeze(_kube(kubeconfig), False, "", by)
+    click.echo("unfrozen: writes are decided by the gate again")
+
+
+@main.command()
+@click.argument("what", type=click.Choice(["status", "reset"]))
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--by", default=lambda: __import__("getpass").getuser())
+def breaker(what: str, kubeconfig: Path | None, by: str) -> None:
+    """The circuit breaker: show it, or reset it (a human's call; it never resets itself)."""
+    from supply_agent.worldview import read_breaker, set_breaker
+
+    kube = _kube(kubeconfig)
+    if what == "reset":
+        set_breaker(kube, False, "", by)
+    tripped, reason = read_breaker(kube)
+    click.echo(f"circuit breaker {'TRIPPED: ' + reason if tripped else 'CLOSED'}")
+
+
 # -- the node agent --------------------------------------------------------------------------------
 @main.group("node-agent")
 def node_agent() -> None:

@@ -423,3 +423,35 @@ def _decision(action: Action, r: _Ruling, targets: Targets, now: Any) -> Decisio
         targets=targets,
         decided_at=now,
     )
+
+
+def history_from_audit(
+    records: Iterable[Any], world: WorldView, breaker: tuple[bool, str] = (False, "")
+) -> History:
+    """The agent's past writes, from the audit log's executed rows (targets resolved in today's world)."""
+    actions = []
+    uncordoned: list[str] = []
+    for rec in records:
+        if rec.phase != "after" or rec.outcome != "executed":
+            continue
+        action = Action(tool=rec.tool, params=rec.params, incident_id=rec.incident_id, step=rec.step)
+        t, _ = targets_of(action, world)
+        if rec.tool == "k8s.uncordon_node":
+            uncordoned.extend(t.nodes)
+        actions.append(
+            PastAction(
+                tool=rec.tool,
+                incident_id=rec.incident_id,
+                at=rec.at,
+                nodes=t.nodes,
+                customers=t.customers,
+                gpus=t.gpus,
+                dollars=t.dollars,
+            )
+        )
+    return History(
+        actions=tuple(actions),
+        breaker_tripped=breaker[0],
+        breaker_reason=breaker[1],
+        uncordoned=tuple(uncordoned),
+    )

@@ -17,7 +17,18 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("var"), description="Where the SQLite store and reports live.")
     database_url: str = Field("", description="SQLAlchemy URL; empty means a SQLite file in data_dir.")
-    kubeconfig: Path | None = Field(None, description="Target cluster; empty means a sandbox fleet.")
+    kubeconfig: Path | None = Field(
+        None, description="Target cluster (read-only credentials); empty means a sandbox fleet."
+    )
+    kube_context: str | None = Field(None, description="Context for reads in the kubeconfig.")
+    write_kubeconfig: Path | None = Field(
+        None, description="Credentials for writes; default: the read kubeconfig."
+    )
+    write_context: str | None = Field(None, description="Context for writes.")
+    playbooks_dir: Path = Field(Path("playbooks"), description="Where the playbooks live.")
+    approvers: list[str] = Field(
+        default_factory=list, description="Who may approve (Slack user ids); adds to _global.yaml."
+    )
     planner: Literal["runbook", "anthropic", "openai", "router"] = "runbook"
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -3,7 +3,6 @@ round, so that ``gate.decide`` stays a pure function of its inputs."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -177,14 +176,40 @@ def read_freeze(kube: KubeTools) -> tuple[bool, str]:
 
 
 def set_freeze(kube: KubeTools, frozen: bool, reason: str, by: str) -> None:
-    """Set the kill switch (the CLI's ``supply-agent freeze`` / ``unfreeze``)."""
-    body = {"data": {"frozen": "true" if frozen else "false", "reason": reason, "by": by}}
+    """Set the kill switch (``supply-agent freeze`` / ``unfreeze``)."""
+    _upsert_configmap(
+        kube, FREEZE_CONFIGMAP, {"frozen": "true" if frozen else "false", "reason": reason, "by": by}
+    )
+
+
+BREAKER_CONFIGMAP = "supply-agent-circuit-breaker"
+
+
+def read_breaker(kube: KubeTools) -> tuple[bool, str]:
+    """The latched circuit breaker (NVSentinel keeps it in a ConfigMap too): TRIPPED until a human resets it."""
+    try:
+        cm = kube._call(kube.core.read_namespaced_config_map, BREAKER_CONFIGMAP, AGENT_NAMESPACE)
+    except ToolError as exc:
+        if exc.status == 404:
+            return False, ""
+        return True, f"cannot read the circuit breaker ({exc}): failing closed"
+    data = cm.get("data") or {}
+    return data.get("status") == "TRIPPED", str(data.get("reason", ""))
+
+
+def set_breaker(kube: KubeTools, tripped: bool, reason: str, by: str) -> None:
+    _upsert_configmap(
+        kube, BREAKER_CONFIGMAP, {"status": "TRIPPED" if tripped else "CLOSED", "reason": reason, "by": by}
+    )
+
+
+def _upsert_configmap(kube: KubeTools, name: str, data: dict[str, str]) -> None:
     try:
         kube._call(
             kube.core.patch_namespaced_config_map,
-            FREEZE_CONFIGMAP,
+            name,
             AGENT_NAMESPACE,
-            body,
+            {"data": data},
             _content_type="application/merge-patch+json",
         )
     except ToolError as exc:
@@ -193,10 +218,29 @@ def set_freeze(kube: KubeTools, frozen: bool, reason: str, by: str) -> None:
         kube._call(
             kube.core.create_namespaced_config_map,
             AGENT_NAMESPACE,
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": FREEZE_CONFIGMAP},
-                **json.loads(json.dumps(body)),
-            },
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data},
         )
+
+
+APPLICATION_XIDS = frozenset({13, 31, 43, 45, 68})
+
+
+def enrich(world: WorldView, kube: KubeTools, nodes: list[str]) -> WorldView:
+    """Add what the gate's preconditions need for the nodes an action targets: their event reasons, and
+    whether the node-agent's own NVML report confirms a GPU fault (a lost GPU, uncorrected ECC errors,
+    or a non-application XID)."""
+    from tools.nvml import gpu_health
+
+    events = dict(world.node_events)
+    confirmed = set(world.confirmed_gpu_faults)
+    for name in nodes:
+        if name not in world.nodes:
+            continue
+        events[name] = tuple(sorted({e.reason for e in kube.events_for("Node", name)}))
+        read = gpu_health(kube, name)
+        if read.available and read.report is not None:
+            for gpu in read.report.gpus:
+                xids = {x.xid for x in gpu.xid_events} - APPLICATION_XIDS
+                if gpu.lost or (gpu.ecc_uncorrected_volatile or 0) > 0 or xids:
+                    confirmed.add(name)
+    return world.model_copy(update={"node_events": events, "confirmed_gpu_faults": frozenset(confirmed)})
