@@ -58,6 +58,7 @@ class _Ruling:
     verdict: Verdict = Verdict.ALLOW
     reasons: list[str] = field(default_factory=list)
     consulted: list[str] = field(default_factory=list)
+    trips_breaker: bool = False
 
     def add(self, verdict: Verdict, reason: str) -> None:
         if _ORDER[verdict] > _ORDER[self.verdict]:
@@ -250,6 +251,7 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
             cordoned |= set(targets.nodes)
         failed = sum(1 for a in recent if a.verified is False)
         if breaker.trips(len(cordoned), len(world.nodes), failed):
+            r.trips_breaker = True
             r.add(
                 Verdict.DENY,
                 f"the circuit breaker trips: {len(cordoned)} nodes taken out within "
@@ -422,6 +424,7 @@ def _decision(action: Action, r: _Ruling, targets: Targets, now: Any) -> Decisio
         limits_consulted=tuple(dict.fromkeys(r.consulted)),
         targets=targets,
         decided_at=now,
+        trips_breaker=r.trips_breaker,
     )
 
 

@@ -137,6 +137,7 @@ class Decision(BaseModel):
     limits_consulted: tuple[str, ...] = ()
     targets: Targets = Field(default_factory=Targets)
     decided_at: datetime | None = None
+    trips_breaker: bool = False  # this decision tripped the circuit breaker: latch it until a human resets it
 
 
 class Approval(BaseModel):

@@ -229,3 +229,45 @@ def test_the_catalogue_covers_every_tool_and_gives_llm_schemas() -> None:
     drain = next(s for s in schemas if s["name"] == "k8s.drain_node")
     assert drain["input_schema"]["required"] == ["node"]
     assert all(CATALOGUE[s["name"]].effect == Effect.READ for s in llm_tools((Effect.READ,)))
+
+
+def test_a_tripping_decision_latches_the_breaker_until_a_human_resets_it(
+    kube: KubeTools, audit: AuditLog
+) -> None:
+    from supply_agent.gate import decide
+    from supply_agent.playbooks import load_playbooks
+    from supply_agent.worldview import History, PastAction, read_breaker, read_world, set_breaker
+
+    playbooks = load_playbooks(Path(__file__).resolve().parent.parent / "playbooks")
+    world = read_world(kube, NOW)
+    names = sorted(world.nodes)
+    failed = tuple(
+        PastAction(tool="k8s.cordon_node", incident_id=f"i{i}", at=NOW, nodes=(names[i],), verified=False)
+        for i in range(2)
+    )
+    action = Action(
+        tool="k8s.cordon_node", params={"node": names[5]}, incident_id="i9", step=1, proposed_by="human"
+    )
+    decision = decide(action, world, History(actions=failed), playbooks)
+    assert decision.verdict == Verdict.DENY and decision.trips_breaker
+
+    latched: list[str] = []
+
+    def latch(reason: str) -> None:
+        latched.append(reason)
+        set_breaker(kube, True, reason, "gate")
+
+    ex = GuardedExecutor(kube_runners(kube), audit, frozenset(), clock=lambda: NOW, latch_breaker=latch)
+    assert ex.execute(action, decision).outcome == "refused"
+    assert latched and read_breaker(kube)[0]
+    # An hour later the failures are out of the window, but the latch still blocks every write.
+    later = read_world(kube, NOW + timedelta(hours=1))
+    tripped, why = read_breaker(kube)
+    again = decide(action, later, History(breaker_tripped=tripped, breaker_reason=why), playbooks)
+    assert again.verdict == Verdict.DENY and any("a human must reset it" in r for r in again.reasons)
+    set_breaker(kube, False, "", "sre")
+    assert (
+        decide(action, later, History(breaker_tripped=read_breaker(kube)[0]), playbooks).verdict
+        == Verdict.ALLOW
+    )
+    ex.close()

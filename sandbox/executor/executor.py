@@ -42,12 +42,14 @@ class GuardedExecutor:
         approvers: frozenset[str],
         timeout_s: float = 300.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        latch_breaker: Callable[[str], None] | None = None,
     ) -> None:
         self.runners = runners
         self.audit = audit
         self.approvers = approvers
         self.timeout_s = timeout_s
         self.clock = clock
+        self.latch_breaker = latch_breaker  # persists a tripped breaker (a ConfigMap) until a human resets it
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="executor")
 
     def _refusal(
@@ -99,6 +101,8 @@ class GuardedExecutor:
         self, action: Action, decision: Decision | None, approval: Approval | None = None
     ) -> ExecutionResult:
         started = self.clock()
+        if decision is not None and decision.trips_breaker and self.latch_breaker is not None:
+            self.latch_breaker("; ".join(r for r in decision.reasons if "circuit breaker" in r))
         reasons = self.check(action, decision, approval)
         if reasons:
             return self._refusal(action, decision, reasons, started)
