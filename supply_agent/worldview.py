@@ -162,17 +162,22 @@ def read_world(kube: KubeTools, now: datetime, alerting_nodes: frozenset[str] = 
     return WorldView(now=now, nodes=nodes, frozen=frozen, frozen_reason=reason, alerting_nodes=alerting_nodes)
 
 
+def _read_latch(kube: KubeTools, name: str, what: str) -> dict[str, str] | str:
+    """A control ConfigMap's data ({} when absent), or why it could not be read (callers fail closed)."""
+    try:
+        cm = kube._call(kube.core.read_namespaced_config_map, name, AGENT_NAMESPACE)
+    except ToolError as exc:
+        return {} if exc.status == 404 else f"cannot read the {what} ({exc}): failing closed"
+    return {str(k): str(v) for k, v in (cm.get("data") or {}).items()}
+
+
 def read_freeze(kube: KubeTools) -> tuple[bool, str]:
     """The kill switch: ConfigMap ``supply-agent-freeze`` with ``frozen: "true"``. Unreadable means frozen."""
-    try:
-        cm = kube._call(kube.core.read_namespaced_config_map, FREEZE_CONFIGMAP, AGENT_NAMESPACE)
-    except ToolError as exc:
-        if exc.status == 404:
-            return False, ""
-        return True, f"cannot read the kill switch ({exc}): failing closed"
-    data = cm.get("data") or {}
-    frozen = str(data.get("frozen", "false")).lower() in ("true", "1", "yes")
-    return frozen, str(data.get("reason", "")) if frozen else ""
+    data = _read_latch(kube, FREEZE_CONFIGMAP, "kill switch")
+    if isinstance(data, str):
+        return True, data
+    frozen = data.get("frozen", "false").lower() in ("true", "1", "yes")
+    return frozen, data.get("reason", "") if frozen else ""
 
 
 def set_freeze(kube: KubeTools, frozen: bool, reason: str, by: str) -> None:
@@ -187,14 +192,10 @@ BREAKER_CONFIGMAP = "supply-agent-circuit-breaker"
 
 def read_breaker(kube: KubeTools) -> tuple[bool, str]:
     """The latched circuit breaker (NVSentinel keeps it in a ConfigMap too): TRIPPED until a human resets it."""
-    try:
-        cm = kube._call(kube.core.read_namespaced_config_map, BREAKER_CONFIGMAP, AGENT_NAMESPACE)
-    except ToolError as exc:
-        if exc.status == 404:
-            return False, ""
-        return True, f"cannot read the circuit breaker ({exc}): failing closed"
-    data = cm.get("data") or {}
-    return data.get("status") == "TRIPPED", str(data.get("reason", ""))
+    data = _read_latch(kube, BREAKER_CONFIGMAP, "circuit breaker")
+    if isinstance(data, str):
+        return True, data
+    return data.get("status") == "TRIPPED", data.get("reason", "")
 
 
 def set_breaker(kube: KubeTools, tripped: bool, reason: str, by: str) -> None:
