@@ -16,6 +16,11 @@ from sandbox.fleet.admin import AdminClient
 from sandbox.fleet.clock import SimClock
 from sandbox.fleet.server import FleetServer
 from sandbox.fleet.world import AGENT_NAMESPACE, POOL_LABEL, Fleet, FleetSpec
+from supply_agent.gate import decide
+from supply_agent.models import Action, Decision
+from supply_agent.playbooks import load_playbooks
+from supply_agent.worldview import History, enrich, read_world
+from tools.kubernetes import KubeTools
 
 
 def _gpu_table(report: dict[str, Any]) -> Table:
@@ -38,6 +43,15 @@ def _gpu_table(report: dict[str, Any]) -> Table:
             style="bold red" if g["xid_events"] or g["lost"] else None,
         )
     return table
+
+
+def _show_decision(console: Console, action: Action, decision: Decision) -> None:
+    colour = {"allow": "green", "ask": "yellow", "deny": "red"}[decision.verdict.value]
+    console.print(
+        f"gate: [bold {colour}]{decision.verdict.value.upper()}[/] {action.tool} {action.params['node']}"
+    )
+    for reason in decision.reasons:
+        console.print(f"  - {reason}")
 
 
 def run_demo(nodes: int = 24) -> None:
@@ -89,6 +103,17 @@ def run_demo(nodes: int = 24) -> None:
             console.print(
                 f"  alert [bold]{alert['alertname']}[/] severity={alert['labels']['severity']} node={alert['labels'].get('node')}"
             )
+        kube = KubeTools(api)
+        playbooks = load_playbooks(Path(__file__).resolve().parent.parent / "playbooks")
+        cordon = Action(
+            tool="k8s.cordon_node",
+            params={"node": first},
+            incident_id="demo-1",
+            step=1,
+            playbook_id="xid-fallen-off-bus",
+        )
+        world = enrich(read_world(kube, fleet.now(), frozenset({first})), kube, [first])
+        _show_decision(console, cordon, decide(cordon, world, History(), playbooks))
         admin.clear()
 
         console.rule("2. the same XID on a third of a pool at once (a bad driver rollout)")
@@ -108,7 +133,16 @@ def run_demo(nodes: int = 24) -> None:
             str(len(truth["customers_affected"])),
         )
         console.print(table)
+        cordon = Action(
+            tool="k8s.cordon_node",
+            params={"node": hit[0]},
+            incident_id="demo-2",
+            step=1,
+            playbook_id="xid-fallen-off-bus",
+        )
+        world = enrich(read_world(kube, fleet.now(), frozenset(hit)), kube, [hit[0]])
+        _show_decision(console, cordon, decide(cordon, world, History(), playbooks))
         console.print(
-            "[dim]A mass failure like this is what the containment gate's short circuit exists for: "
-            "the likely cause is the rollout, not the GPUs.[/]"
+            "[dim]The same XID on a third of a pool at once: the likely cause is the rollout, not the GPUs, "
+            "so the gate's short circuit stops and pages a human.[/]"
         )

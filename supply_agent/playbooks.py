@@ -1001,7 +1001,7 @@ class MassFailure(_Strict):
     follow Cluster API ``maxUnhealthy`` (a count or a percentage rounding down); the limit never drops
     below ``always_allow_nodes``, so one failing node is never a mass failure."""
 
-    max_unhealthy_pool: IntOrPercent = IntOrPercent(40, True)
+    max_unhealthy_pool: IntOrPercent = IntOrPercent(20, True)
     max_unhealthy_fleet: IntOrPercent = IntOrPercent(20, True)
     always_allow_nodes: int = Field(1, ge=0)
     window: Duration = timedelta(minutes=10)

@@ -458,7 +458,7 @@ def test_shipped_global(shipped) -> None:
     limits = shipped.limits
     assert limits.kill_switch is False
     assert limits.circuit_breaker.duration == timedelta(minutes=30)
-    assert str(limits.mass_failure.max_unhealthy_pool) == "40%"
+    assert str(limits.mass_failure.max_unhealthy_pool) == "20%"
 
 
 def test_mandatory_denies_cannot_be_removed(tmp_path: Path) -> None:
