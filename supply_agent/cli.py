@@ -292,6 +292,10 @@ from supply_agent.playbooks_cli import register as _register_playbooks  # noqa: 
 
 _register_playbooks(main)
 
+from supply_agent.agent_cli import register as _register_agent  # noqa: E402
+
+_register_agent(main)
+
 
 def _kube(kubeconfig: Path | None, context: str | None = None) -> Any:
     from tools.kubernetes import KubeTools

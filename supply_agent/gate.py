@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -265,7 +265,10 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
     if action.playbook_id and playbook is None:
         r.add(Verdict.DENY, f"unknown playbook {action.playbook_id!r}")
     elif playbook is not None:
-        _playbook_rules(r, playbook, action, targets, node, world, history)
+        subject = node
+        if subject is None and len(world.subject_nodes) == 1:
+            subject = world.nodes.get(next(iter(world.subject_nodes)))
+        _playbook_rules(r, playbook, action, targets, subject, world, history)
     elif action.proposed_by != "human":
         r.add(Verdict.ASK, "no playbook covers this action: a human decides")
 
@@ -332,7 +335,10 @@ def _playbook_rules(
             Verdict.DENY,
             f"incident would write to {len(touched)} nodes; playbook {playbook.id} allows {c.max_nodes}",
         )
-    gpus = sum(a.gpus for a in mine) + targets.gpus
+    # GPUs out of service by this incident: each node once, however many writes took it out.
+    out = {n for a in mine if a.tool in NODE_OUT for n in a.nodes} - set(history.uncordoned)
+    out |= set(targets.nodes)
+    gpus = sum(world.nodes[n].gpus if n in world.nodes else 0 for n in out)
     if action.tool in NODE_OUT and gpus > c.max_gpus:
         r.add(
             Verdict.DENY, f"incident would take {gpus} GPUs out; playbook {playbook.id} allows {c.max_gpus}"
@@ -445,7 +451,7 @@ def history_from_audit(
             PastAction(
                 tool=rec.tool,
                 incident_id=rec.incident_id,
-                at=rec.at,
+                at=rec.at if rec.at.tzinfo else rec.at.replace(tzinfo=UTC),
                 nodes=t.nodes,
                 customers=t.customers,
                 gpus=t.gpus,

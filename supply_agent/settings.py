@@ -34,6 +34,23 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     anthropic_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = Field(None, description="Messages API base URL (a stub in tests).")
+    openai_base_url: str | None = Field(None, description="Chat Completions base URL (a stub in tests).")
+    anthropic_model: str = "claude-sonnet-4-5"
+    openai_model: str = "gpt-4.1"
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description='Model per graph node, e.g. {"plan": "claude-opus-4-1", "triage": "claude-haiku-4-5"}.',
+    )
+    llm_max_turns: int = Field(12, ge=1, le=100, description="Model calls per incident, at most.")
+    llm_max_tokens: int = Field(2048, ge=64, le=32000, description="Output tokens per model call.")
+    llm_timeout_s: float = Field(60.0, gt=0)
+    router_llm: Literal["anthropic", "openai"] = "anthropic"
+    checkpoint_url: str = Field(
+        "", description="LangGraph checkpointer: postgresql://... or a SQLite path; empty: data_dir."
+    )
+    approval_identity: str = Field("", description="Who answers terminal approvals; default terminal:$USER.")
+    verify_cap_s: float = Field(30.0, gt=0, description="Wall-clock cap on one verification poll loop.")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

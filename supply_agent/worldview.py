@@ -54,6 +54,9 @@ class WorldView(BaseModel):
     alerting_nodes: frozenset[str] = frozenset()  # nodes with a firing alert in the short-circuit window
     node_events: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # event reasons seen on a node
     confirmed_gpu_faults: frozenset[str] = frozenset()  # nodes whose node-agent report confirms the fault
+    # The nodes the incident is about: a playbook's node preconditions hold (or not) for an action that
+    # targets no node (a notice, a credit) by looking at the incident's one node.
+    subject_nodes: frozenset[str] = frozenset()
 
     _pool_sizes: dict[str, int] = PrivateAttr(default_factory=dict)
     _pods: dict[str, tuple[str, PodRef]] = PrivateAttr(default_factory=dict)

@@ -87,6 +87,8 @@ class UsageInput(BaseModel):
     customer: str = Field(min_length=1)
     start: datetime
     end: datetime
+    namespace: str | None = Field(None, description="With pod: that one pod's usage, not the customer's.")
+    pod: str | None = None
 
 
 class IncidentInput(BaseModel):
@@ -186,7 +188,11 @@ CATALOGUE: dict[str, ToolSpec] = {
         _spec(
             "nvml.gpu_health", "The node-agent's NVML report: XIDs, ECC, remapped rows, thermals.", NodeInput
         ),
-        _spec("billing.usage", "A customer's GPU-seconds and cost in a time window.", UsageInput),
+        _spec(
+            "billing.usage",
+            "A customer's (or one of their pods') GPU-seconds and cost in a time window.",
+            UsageInput,
+        ),
         _spec("billing.credits_for_incident", "The credits already issued for an incident.", IncidentInput),
         _spec(
             "billing.issue_credit", "Credit a customer in US dollars, once per incident step.", CreditInput

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,8 +41,9 @@ class AuditRecord(AuditBase):
 
 
 class AuditLog:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.engine = engine
+        self.clock = clock  # the executor's clock: a sandbox's simulated time, so windows line up
         AuditBase.metadata.create_all(engine)
         self.log = get_logger(component="audit")
 
@@ -50,7 +52,7 @@ class AuditLog:
         return cls(create_engine(url))
 
     def append(self, **fields: Any) -> AuditRecord:
-        fields.setdefault("at", datetime.now(UTC))
+        fields.setdefault("at", self.clock())
         record = AuditRecord(**fields)
         with Session(self.engine, expire_on_commit=False) as session:
             session.add(record)

@@ -1,0 +1,204 @@
+"""The agent: alerts in, one graph thread per incident, approvals answered, results out.
+
+Alerts are stored before anything else happens. Each incident is a LangGraph thread (thread id =
+incident id) checkpointed after every node, so a crashed process resumes where it stopped and a
+paused approval survives a restart. The incident store mirrors each thread's timeline for people.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import structlog
+from langchain_core.runnables import RunnableConfig
+from langgraph.types import Command
+from pydantic import BaseModel, Field
+
+from supply_agent.graph import GraphDeps, build_graph
+from supply_agent.incident import AlertIn, IncidentState, TimelineEntry, group_alerts, incident_id_for
+from supply_agent.planners.base import Planner
+from supply_agent.runtime import Runtime
+from supply_agent.store import IncidentStore
+
+log = structlog.get_logger("supply_agent.agent")
+
+
+class ApprovalRequest(BaseModel):
+    """What a human is asked: what, why, the blast radius and the gate's reasons; it expires."""
+
+    interrupt_id: str
+    incident_id: str
+    step: int
+    action_hash: str
+    tool: str
+    params: dict[str, Any]
+    why: str
+    planner: str
+    blast_radius: dict[str, Any]
+    reasons: list[str]
+    asked_at: datetime
+    expires_at: datetime
+    approvers: list[str]
+
+
+class ApprovalAnswer(BaseModel):
+    approved: bool
+    approver: str
+    decided_at: datetime
+    channel: str = "terminal"
+    comment: str = ""
+
+
+class Approver(Protocol):
+    def answer(self, request: ApprovalRequest) -> ApprovalAnswer | None:
+        """An answer now, or None to leave the request pending (answered later, e.g. from Slack)."""
+        ...
+
+
+class RunResult(BaseModel):
+    incident_id: str
+    status: Literal["done", "paused", "duplicate"]
+    state: IncidentState
+    pending: ApprovalRequest | None = None
+    agent_s: float = 0.0
+    io_s: float = 0.0
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class Agent:
+    def __init__(
+        self,
+        runtime: Runtime,
+        store: IncidentStore,
+        planner: Planner,
+        checkpointer: Any,
+        on_entry: Callable[[str, TimelineEntry], None] | None = None,
+        max_reads: int = 30,
+    ) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.planner = planner
+        self.on_entry = on_entry
+        window = runtime.playbooks.limits.mass_failure.window
+        self.deps = GraphDeps(
+            runtime=runtime,
+            planner=planner,
+            alerting_nodes=lambda now: store.alerting_nodes(now, window),
+            human_owner=lambda iid: s.human_owner if (s := store.get(iid)) else None,
+            max_reads=max_reads,
+            max_writes=runtime.playbooks.limits.rate_limits.writes_per_incident,
+        )
+        self.graph = build_graph(self.deps, checkpointer)
+
+    # -- intake ------------------------------------------------------------------------------------
+    def open(self, alerts: Iterable[AlertIn], body: dict[str, Any] | None = None) -> list[IncidentState]:
+        """Store the alerts (first), fold them into incidents; the incidents that are new."""
+        now = self.runtime.clock()
+        alerts = list(alerts)
+        for a in alerts:
+            self.store.record_alert(a, body or a.model_dump(mode="json"), now)
+        new = []
+        for group in group_alerts(alerts):
+            iid = incident_id_for(group)
+            state = IncidentState(incident_id=iid, alerts=group, opened_at=now)
+            title = group[0].annotations.get("summary") or group[0].alertname
+            self.store.link_alerts(group, iid)
+            if self.store.open_incident(state, title):
+                new.append(state)
+            else:
+                log.info("alerts joined an open incident", incident_id=iid, alerts=len(group))
+        return new
+
+    # -- running a thread --------------------------------------------------------------------------
+    @staticmethod
+    def config(incident_id: str) -> RunnableConfig:
+        return {"configurable": {"thread_id": incident_id}, "recursion_limit": 200}
+
+    def run(self, incident: IncidentState | str, resume: ApprovalAnswer | None = None) -> RunResult:
+        """Run (or resume) one incident's thread until it ends or pauses for an approval."""
+        import time
+
+        iid = incident if isinstance(incident, str) else incident.incident_id
+        bound = log.bind(incident_id=iid)
+        cfg = self.config(iid)
+        if resume is not None:
+            pending = self.pending(iid)
+            if pending is None:
+                raise ValueError(f"incident {iid} has no pending approval")
+            payload = {pending.interrupt_id: resume.model_dump(mode="json")}
+            graph_input: Any = Command(resume=payload)
+        elif isinstance(incident, IncidentState):
+            graph_input = incident
+        else:
+            graph_input = None  # continue a thread from its last checkpoint (after a crash)
+        self.runtime.io.reset()
+        self.deps.timings.clear()
+        t0 = time.perf_counter()
+        for update in self.graph.stream(graph_input, cfg, stream_mode="updates", durability="sync"):
+            for node, part in update.items():
+                if not isinstance(part, dict):
+                    continue
+                for entry in part.get("timeline") or []:
+                    bound.info(entry.text, graph_node=node, kind=entry.kind)
+                    if self.on_entry is not None:
+                        self.on_entry(iid, entry)
+                if os.environ.get("SUPPLY_AGENT_CRASH_AFTER") == f"{node}" and any(
+                    getattr(e, "kind", "") == "action" for e in part.get("timeline") or []
+                ):
+                    os._exit(137)  # test hook: die right after an action executed and was checkpointed
+        wall = time.perf_counter() - t0
+        state = self.state(iid)
+        pending = self.pending(iid)
+        status: Literal["done", "paused"] = "paused" if pending is not None else "done"
+        self.store.save(
+            state, "paused" if pending else ("closed" if state.outcome else "open"), self.runtime.clock()
+        )
+        io = self.runtime.io.seconds
+        return RunResult(
+            incident_id=iid,
+            status=status,
+            state=state,
+            pending=pending,
+            agent_s=max(0.0, wall - io),
+            io_s=io,
+            timings=dict(self.deps.timings),
+        )
+
+    def state(self, incident_id: str) -> IncidentState:
+        snap = self.graph.get_state(self.config(incident_id))
+        if not snap.values:
+            raise KeyError(f"no checkpointed thread for incident {incident_id}")
+        values = snap.values
+        return values if isinstance(values, IncidentState) else IncidentState.model_validate(values)
+
+    def pending(self, incident_id: str) -> ApprovalRequest | None:
+        snap = self.graph.get_state(self.config(incident_id))
+        for intr in snap.interrupts:
+            value = intr.value
+            if isinstance(value, dict) and value.get("kind") == "approval":
+                return ApprovalRequest(
+                    interrupt_id=intr.id, **{k: v for k, v in value.items() if k != "kind"}
+                )
+        return None
+
+    def unfinished(self, incident_id: str) -> bool:
+        """A thread that started and neither ended nor paused: a crash; ``run(id)`` continues it."""
+        snap = self.graph.get_state(self.config(incident_id))
+        return bool(snap.values) and bool(snap.next) and not snap.interrupts
+
+    # -- the whole job -----------------------------------------------------------------------------
+    def handle(self, alerts: Iterable[AlertIn], approver: Approver | None) -> list[RunResult]:
+        """Open incidents for the alerts and run each until it ends, answering approvals as it goes."""
+        results = []
+        for incident in self.open(alerts):
+            result = self.run(incident)
+            while result.pending is not None and approver is not None:
+                answer = approver.answer(result.pending)
+                if answer is None:
+                    break
+                result = self.run(result.incident_id, resume=answer)
+            results.append(result)
+        return results

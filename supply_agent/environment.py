@@ -1,0 +1,187 @@
+"""Wiring: from settings and a kubeconfig to a :class:`Runtime` (reads, the gate's inputs, the guarded
+executor with the write credentials, billing, the notice outbox).
+
+When the cluster is a sandbox fleet (it answers ``/sandbox/v1/clock`` through the same API server and
+credentials), the agent keeps the fleet's simulated time and reads the fleet's meters into the ledger
+before billing reads, as a metering exporter would feed a real ledger. Nothing from ``sandbox.fleet``
+is imported: the fleet is reached over HTTP only, exactly like a real cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sandbox.executor.audit import AuditLog
+from sandbox.executor.executor import GuardedExecutor
+from sandbox.executor.runners import billing_runners, kube_runners, notify_runners
+from supply_agent.agent import Agent
+from supply_agent.checkpoint import open_checkpointer
+from supply_agent.incident import TimelineEntry
+from supply_agent.planners.base import Planner, make_planner
+from supply_agent.playbooks import PlaybookSet, load_playbooks
+from supply_agent.runtime import Runtime
+from supply_agent.settings import Settings
+from supply_agent.store import IncidentStore
+from supply_agent.worldview import set_breaker
+from tools.billing import Customer, Ledger, MeterReading
+from tools.kubernetes import KubeTools
+from tools.notify import Outbox
+
+REPO_PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+SANDBOX_PRICE_PER_GPU_HOUR = Decimal("2.50")
+
+
+class SandboxLink:
+    """The sandbox fleet's own endpoints (clock, meters, PagerDuty alert details) over the API server."""
+
+    def __init__(self, kube: KubeTools) -> None:
+        self.kube = kube
+
+    def get(self, path: str) -> Any:
+        api = self.kube.api
+        method, url, headers, body, post = api.param_serialize(
+            method="GET", resource_path=f"/sandbox/v1/{path}", auth_settings=["BearerToken"]
+        )
+        resp = api.call_api(
+            method, url, header_params=headers, body=body, post_params=post, _request_timeout=10
+        )
+        resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"/sandbox/v1/{path}: HTTP {resp.status}")
+        return json.loads(resp.data or b"null")
+
+    @classmethod
+    def probe(cls, kube: KubeTools) -> SandboxLink | None:
+        link = cls(kube)
+        try:
+            link.get("clock")
+        except Exception:
+            return None
+        return link
+
+    def now(self) -> datetime:
+        return datetime.fromisoformat(str(self.get("clock")["now"]).replace("Z", "+00:00"))
+
+    def sync_billing(self, ledger: Ledger) -> None:
+        """Read the fleet's meters into the ledger; new customers get the sandbox list price."""
+        data = self.get("meters")
+        at = datetime.fromisoformat(str(data["now"]).replace("Z", "+00:00"))
+        readings = [MeterReading.model_validate(m) for m in data["meters"]]
+        for customer in sorted({r.customer for r in readings if r.customer}):
+            if ledger.customer(customer) is None:
+                ledger.upsert_customer(
+                    Customer(id=customer, name=customer, price_per_gpu_hour=SANDBOX_PRICE_PER_GPU_HOUR)
+                )
+        ledger.ingest_meters(readings, at)
+
+    def pagerduty_incident_alerts(self, incident_id: str) -> dict[str, Any]:
+        return dict(self.get(f"pagerduty/incidents/{incident_id}/alerts"))
+
+
+@dataclass
+class Environment:
+    runtime: Runtime
+    sandbox: SandboxLink | None
+    writer: KubeTools
+
+    def close(self) -> None:
+        self.runtime.executor.close()
+        self.runtime.kube.close()
+        if self.writer is not self.runtime.kube:
+            self.writer.close()
+        self.runtime.ledger.close()
+
+
+def playbooks_for(settings: Settings) -> PlaybookSet:
+    directory = settings.playbooks_dir
+    if not directory.is_absolute() and not directory.exists() and (REPO_PLAYBOOKS).exists():
+        directory = REPO_PLAYBOOKS
+    return load_playbooks(directory)
+
+
+def build_environment(
+    settings: Settings,
+    kubeconfig: Path,
+    *,
+    playbooks: PlaybookSet | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> Environment:
+    """Everything the graph needs to act on the cluster in ``kubeconfig``."""
+    kube = KubeTools.from_kubeconfig(kubeconfig, settings.kube_context)
+    write_cfg = settings.write_kubeconfig or kubeconfig
+    if settings.write_kubeconfig or settings.write_context:
+        writer = KubeTools.from_kubeconfig(write_cfg, settings.write_context or settings.kube_context)
+    else:
+        writer = kube
+    url = settings.resolved_database_url()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    audit = AuditLog.from_url(url)
+    ledger = Ledger.from_url(url)
+    outbox = Outbox.from_url(url)
+    pbs = playbooks or playbooks_for(settings)
+    sandbox = SandboxLink.probe(kube)
+    if sandbox is not None:
+        sandbox.sync_billing(ledger)  # a baseline: later usage is counted from here, not from pod start
+    if clock is None:
+        clock = sandbox.now if sandbox is not None else (lambda: datetime.now(UTC))
+    audit.clock = clock
+    approvers = frozenset(settings.approvers) | frozenset(pbs.limits.approvals.approvers)
+    max_credit = max([Decimal(str(p.containment.max_credit_usd)) for p in pbs] + [Decimal("0")])
+    executor = GuardedExecutor(
+        {**kube_runners(writer), **billing_runners(ledger, max_credit), **notify_runners(outbox)},
+        audit,
+        approvers,
+        clock=clock,
+        latch_breaker=lambda reason: set_breaker(writer, True, reason, "supply-agent"),
+    )
+    runtime = Runtime(
+        kube=kube,
+        executor=executor,
+        audit=audit,
+        ledger=ledger,
+        outbox=outbox,
+        playbooks=pbs,
+        clock=clock,
+        billing_sync=sandbox.sync_billing if sandbox is not None else None,
+        verify_cap_s=settings.verify_cap_s,
+    )
+    return Environment(runtime=runtime, sandbox=sandbox, writer=writer)
+
+
+def checkpoint_url(settings: Settings) -> str:
+    return settings.checkpoint_url or str(settings.data_dir / "checkpoints.sqlite")
+
+
+@contextmanager
+def open_agent(
+    settings: Settings,
+    kubeconfig: Path,
+    *,
+    planner: Planner | None = None,
+    on_entry: Callable[[str, TimelineEntry], None] | None = None,
+    extra_approvers: frozenset[str] = frozenset(),
+    playbooks: PlaybookSet | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> Iterator[tuple[Agent, Environment]]:
+    """An :class:`Agent` on the cluster in ``kubeconfig``, with its store and checkpointer open."""
+    env = build_environment(settings, kubeconfig, playbooks=playbooks, clock=clock)
+    if extra_approvers:
+        env.runtime.executor.approvers = env.runtime.executor.approvers | extra_approvers
+    store = IncidentStore.from_url(settings.resolved_database_url())
+    try:
+        with open_checkpointer(checkpoint_url(settings)) as cp:
+            agent = Agent(
+                env.runtime, store, planner or make_planner(settings.planner, settings), cp, on_entry
+            )
+            yield agent, env
+    finally:
+        store.close()
+        env.close()

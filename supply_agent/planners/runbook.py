@@ -1,0 +1,122 @@
+"""The runbook planner: deterministic, offline, follows the matched playbook step by step.
+
+The graph keeps a cursor into the runbook; this planner renders the step at the cursor (its
+``${...}`` templates filled from the alert, the incident and earlier steps' results) and proposes it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from supply_agent.incident import IncidentState, Proposal
+from supply_agent.planners.base import PlanContext
+
+_TEMPLATE = re.compile(r"\$\{([^}]*)\}")
+_WHOLE = re.compile(r"^\$\{([^}]*)\}$")
+
+
+class TemplateError(ValueError):
+    """A template with no value: names the step, the parameter and the reference."""
+
+
+def step_results(state: IncidentState) -> dict[str, Any]:
+    """Results of earlier runbook steps by step name: reads from the evidence, writes from the steps."""
+    out: dict[str, Any] = {}
+    for ev in state.evidence:
+        if ev.runbook_step and ev.ok:
+            out[ev.runbook_step] = ev.result
+    for st in state.steps:
+        if st.runbook_step and st.result is not None:
+            out[st.runbook_step] = st.result
+    return out
+
+
+def template_scope(state: IncidentState, ctx: PlanContext) -> dict[str, Any]:
+    alert = state.alert
+    pb = ctx.playbook(state)
+    started = alert.starts_at or state.opened_at
+    return {
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "incident": {
+            "id": state.incident_id,
+            "title": alert.annotations.get("summary", alert.alertname),
+            "url": alert.annotations.get("runbook_url", ""),
+            "started_at": started.isoformat(),
+            "now": max(ctx.now, started).isoformat(),
+        },
+        "playbook": {"id": pb.id, "title": pb.title} if pb else {},
+        "steps": step_results(state),
+    }
+
+
+def _lookup(scope: Mapping[str, Any], ref: str) -> Any:
+    value: Any = scope
+    for part in ref.split("."):
+        if isinstance(value, Mapping) and part in value and value[part] is not None:
+            value = value[part]
+        else:
+            raise TemplateError(f"${{{ref}}} has no value")
+    return value
+
+
+def render(value: Any, scope: Mapping[str, Any], where: str = "params") -> Any:
+    """Fill ``${...}`` templates. A parameter that is one whole template keeps the referenced value's
+    type (a number stays a number); templates inside text are substituted as text."""
+    if isinstance(value, str):
+        whole = _WHOLE.match(value)
+        try:
+            if whole:
+                return _lookup(scope, whole.group(1))
+            return _TEMPLATE.sub(lambda m: str(_lookup(scope, m.group(1))), value)
+        except TemplateError as exc:
+            raise TemplateError(f"{where}: {exc}") from None
+    if isinstance(value, Mapping):
+        return {k: render(v, scope, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, scope, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+class RunbookPlanner:
+    name = "runbook"
+
+    def propose(self, state: IncidentState, ctx: PlanContext) -> Proposal:
+        pb = ctx.playbook(state)
+        if pb is None:
+            return Proposal(
+                kind="escalate",
+                planner=self.name,
+                reason=f"no playbook matches {state.alert.alertname}: the runbook planner has nothing to follow",
+            )
+        if state.runbook_cursor >= len(pb.runbook):
+            return Proposal(kind="done", planner=self.name, reason=f"runbook {pb.id} complete")
+        step = pb.runbook[state.runbook_cursor]
+        try:
+            params = render(step.params, template_scope(state, ctx), f"{pb.id}.runbook.{step.name}.params")
+        except TemplateError as exc:
+            return Proposal(kind="escalate", planner=self.name, runbook_step=step.name, reason=str(exc))
+        if step.tool == "billing.issue_credit":
+            try:
+                amount = Decimal(str(params.get("amount_usd")))
+            except (InvalidOperation, ValueError):
+                amount = None
+            if amount is not None and amount <= 0:
+                return Proposal(
+                    kind="skip",
+                    planner=self.name,
+                    runbook_step=step.name,
+                    reason=f"nothing to credit: {step.name} renders ${amount}",
+                )
+        return Proposal(
+            kind="act",
+            tool=step.tool,
+            params=params,
+            planner=self.name,
+            runbook_step=step.name,
+            reason=step.description or f"{pb.title}: runbook step {step.name}",
+            root_cause=pb.id,
+        )
