@@ -95,14 +95,19 @@ class Agent:
 
     # -- intake ------------------------------------------------------------------------------------
     def open(self, alerts: Iterable[AlertIn], body: dict[str, Any] | None = None) -> list[IncidentState]:
-        """Store the alerts (first), fold them into incidents; the incidents that are new."""
+        """Store the alerts (first), fold them into incidents; the incidents that are new.
+
+        A delivery seen before (both senders retry) changes nothing. New alerts of a class whose
+        incident is still open join it; once that incident is closed, they open the next one."""
         now = self.runtime.clock()
-        alerts = list(alerts)
-        for a in alerts:
-            self.store.record_alert(a, body or a.model_dump(mode="json"), now)
+        fresh = [a for a in alerts if self.store.record_alert(a, body or a.model_dump(mode="json"), now)]
         new = []
-        for group in group_alerts(alerts):
-            iid = incident_id_for(group)
+        for group in group_alerts(fresh):
+            base = incident_id_for(group)
+            iid, n = base, 1
+            while (row := self.store.get(iid)) is not None and row.status == "closed":
+                n += 1
+                iid = f"{base}-{n}"
             state = IncidentState(incident_id=iid, alerts=group, opened_at=now)
             title = group[0].annotations.get("summary") or group[0].alertname
             self.store.link_alerts(group, iid)
@@ -128,6 +133,12 @@ class Agent:
             pending = self.pending(iid)
             if pending is None:
                 raise ValueError(f"incident {iid} has no pending approval")
+            if resume.approved and resume.approver not in self.runtime.executor.approvers:
+                # Changes nothing, and is audited: the request stays pending for someone who may approve.
+                text = f"ignored an approval from {resume.approver} via {resume.channel}: not an approver"
+                self.store.note(iid, self.runtime.clock(), text, action_hash=pending.action_hash)
+                bound.warning(text)
+                return RunResult(incident_id=iid, status="paused", state=self.state(iid), pending=pending)
             payload = {pending.interrupt_id: resume.model_dump(mode="json")}
             graph_input: Any = Command(resume=payload)
         elif isinstance(incident, IncidentState):

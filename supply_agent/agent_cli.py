@@ -11,16 +11,8 @@ import click
 from rich.console import Console
 
 from supply_agent.incident import AlertError, AlertIn, pagerduty_alerts, parse_alerts, read_alert_file
+from supply_agent.logging import quiet
 from supply_agent.settings import get_settings
-
-
-def _quiet_logs() -> None:
-    """The live timeline is the human output; log lines below warning would only repeat it."""
-    import logging
-
-    import structlog
-
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 
 def register(main: click.Group) -> None:
@@ -74,7 +66,7 @@ def register(main: click.Group) -> None:
             raise click.BadParameter(str(exc), param_hint="--planner") from exc
         console = Console(stderr=as_json)
         if settings.log_level != "debug":
-            _quiet_logs()
+            quiet()
         identity = settings.approval_identity or default_identity()
         extra = frozenset({identity}) if approve in ("prompt", "auto") else frozenset()
         with open_agent(

@@ -443,7 +443,7 @@ def node_agent_serve(host: str, port: int, node: str) -> None:
 @main.command()
 @click.option("--nodes", type=click.IntRange(3, 5000), default=24, show_default=True)
 def demo(nodes: int) -> None:
-    """Start a sandbox fleet, inject faults, and show what the agent's tools see."""
+    """The agent on a sandbox fleet: one fatal XID mitigated, a bad driver rollout stopped and escalated."""
     from supply_agent.demo import run_demo
 
     run_demo(nodes)

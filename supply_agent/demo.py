@@ -1,148 +1,114 @@
-"""``make demo``: a sandbox fleet, a fatal XID on one node, then on a third of a pool, seen through the
-same Kubernetes API and node-agent path the agent uses. (The agent loop joins it in a later issue.)"""
+"""``make demo``: the agent on a sandbox fleet, on embedded defaults (SQLite, the runbook planner, no key).
+
+1. A fatal XID (79, fell off the bus) on one node: the agent investigates, cordons, tells the customer,
+   drains, asks a human before crediting (answered here), verifies each step, hands the GPU to a human.
+2. The same XID on a third of a pool at once (a bad driver rollout): the gate's mass-failure short
+   circuit stops the first cordon, and the agent escalates instead of draining a third of the pool.
+"""
 
 from __future__ import annotations
 
-import json
 import tempfile
+import time
 from pathlib import Path
-from typing import Any
 
-from kubernetes import client, config
 from rich.console import Console
 from rich.table import Table
 
 from sandbox.fleet.admin import AdminClient
 from sandbox.fleet.clock import SimClock
 from sandbox.fleet.server import FleetServer
-from sandbox.fleet.world import AGENT_NAMESPACE, POOL_LABEL, Fleet, FleetSpec
-from supply_agent.gate import decide
-from supply_agent.models import Action, Decision
-from supply_agent.playbooks import load_playbooks
-from supply_agent.worldview import History, enrich, read_world
-from tools.kubernetes import KubeTools
+from sandbox.fleet.world import POOL_LABEL, Fleet, FleetSpec
+from supply_agent.agent import RunResult
+from supply_agent.approvals import TerminalApprover
+from supply_agent.environment import open_agent
+from supply_agent.incident import AlertIn, parse_alerts
+from supply_agent.logging import quiet
+from supply_agent.planners.runbook import RunbookPlanner
+from supply_agent.report import results_table, timeline_printer
+from supply_agent.settings import Settings
+
+APPROVER = "demo-oncall"
 
 
-def _gpu_table(report: dict[str, Any]) -> Table:
-    table = Table(
-        title=f"GPU health of {report['node']} (via pods/proxy → node-agent → NVML"
-        f"{', simulated' if report['simulated'] else ''})"
-    )
-    for col in ("GPU", "UUID", "temp °C", "ECC unc. (vol/agg)", "row remap", "XIDs", "clock events"):
+def _alerts(admin: AdminClient) -> list[AlertIn]:
+    """What Alertmanager would POST now, read back the way the agent's intake reads it."""
+    out: list[AlertIn] = []
+    for body in admin.alerts("alertmanager"):
+        out += parse_alerts(body)[0]
+    return out
+
+
+def _truth_table(admin: AdminClient) -> Table:
+    """What the fleet itself says happened (never the agent's own claims)."""
+    truth = admin.truth()
+    table = Table(title="the fleet's truth afterwards (/sandbox/v1/truth)")
+    for col in ("pool", "nodes", "cordoned", "GPUs out of service", "nodes not ready"):
         table.add_column(col)
-    for g in report["gpus"]:
-        rr = g["remapped_rows"] or {}
+    for name, pool in sorted(truth["pools"].items()):
         table.add_row(
-            str(g["index"]),
-            g["uuid"][:13] + "…",
-            str(g["temperature_c"]),
-            f"{g['ecc_uncorrected_volatile']}/{g['ecc_uncorrected_aggregate']}",
-            "pending" if rr.get("pending") else ("FAILED" if rr.get("failure") else "ok"),
-            ",".join(str(x["xid"]) for x in g["xid_events"]) or "-",
-            ",".join(g["clock_event_reasons"]) or "-",
-            style="bold red" if g["xid_events"] or g["lost"] else None,
+            name,
+            str(pool["nodes"]),
+            str(pool["nodes_cordoned"]),
+            f"{pool['gpus_out_of_service']} of {pool['gpus']}",
+            str(pool["nodes_not_ready"]),
         )
+    table.caption = (
+        f"{len(truth['writes'])} writes by the agent; pods disrupted: {len(truth['pods_disrupted'])}; "
+        f"customers affected: {len(truth['customers_affected'])}"
+    )
     return table
 
 
-def _show_decision(console: Console, action: Action, decision: Decision) -> None:
-    colour = {"allow": "green", "ask": "yellow", "deny": "red"}[decision.verdict.value]
-    console.print(
-        f"gate: [bold {colour}]{decision.verdict.value.upper()}[/] {action.tool} {action.params['node']}"
-    )
-    for reason in decision.reasons:
-        console.print(f"  - {reason}")
-
-
 def run_demo(nodes: int = 24) -> None:
+    t0 = time.perf_counter()
     console = Console()
+    quiet()
     fleet = Fleet(FleetSpec(nodes=nodes, pools=2, seed=7), SimClock("manual"))
     fleet.generate()
     with FleetServer(fleet) as server, tempfile.TemporaryDirectory() as tmp:
         kubeconfig = Path(tmp) / "kubeconfig"
         server.write_kubeconfig(kubeconfig)
+        admin = AdminClient.from_kubeconfig(kubeconfig)
         console.print(
             f"[bold]sandbox fleet[/] at {server.url}: {fleet.store.count('nodes')} nodes, "
             f"{fleet.store.count('pods')} pods  (kubectl --kubeconfig {kubeconfig} get nodes)"
         )
-        api = config.new_client_from_config(config_file=str(kubeconfig))
-        v1 = client.CoreV1Api(api)
-        admin = AdminClient.from_kubeconfig(kubeconfig)
+        settings = Settings(data_dir=Path(tmp) / "var", approvers=[APPROVER], planner="runbook")
+        nodes_by_pool: dict[str, list[str]] = {}
+        for n in sorted(fleet.store.items("nodes"), key=lambda o: o["metadata"]["name"]):
+            nodes_by_pool.setdefault(n["metadata"]["labels"][POOL_LABEL], []).append(n["metadata"]["name"])
+        first_pool, second_pool = sorted(nodes_by_pool)[:2]
+        results: list[RunResult] = []
+        with open_agent(
+            settings, kubeconfig, planner=RunbookPlanner(), on_entry=timeline_printer(console)
+        ) as (agent, env):
+            approver = TerminalApprover("auto", APPROVER, env.runtime.clock, console)
 
-        def get(call: Any, *args: Any, **kwargs: Any) -> Any:
-            """The official client, raw JSON: the demo reads a few fields, not whole typed models."""
-            return json.loads(call(*args, _preload_content=False, **kwargs).data)
-
-        nodes_list = get(v1.list_node)["items"]
-        first = nodes_list[0]["metadata"]["name"]
-        console.rule("1. a fatal XID on one node")
-        fault = admin.inject("xid", node=first, gpu=3, code=79)
-        console.print(
-            f"injected XID {fault['code']} on {first} GPU 3 (customer pod on it: {fault['labels'].get('pod', '-')})"
-        )
-        agent = get(v1.list_namespaced_pod, AGENT_NAMESPACE, field_selector=f"spec.nodeName={first}")[
-            "items"
-        ][0]
-        console.print(
-            _gpu_table(
-                get(
-                    v1.connect_get_namespaced_pod_proxy_with_path,
-                    agent["metadata"]["name"],
-                    AGENT_NAMESPACE,
-                    "health",
-                )
-            )
-        )
-        node = get(v1.read_node, first)
-        gpu_cond = next(c for c in node["status"]["conditions"] if c["type"] == "GpuHealthy")
-        console.print(
-            f"node condition GpuHealthy={gpu_cond['status']}: {gpu_cond['message']}; "
-            f"allocatable nvidia.com/gpu={node['status']['allocatable']['nvidia.com/gpu']}"
-        )
-        for alert in admin.alerts("raw"):
+            console.rule("1. a fatal XID on one node")
+            target = nodes_by_pool[first_pool][0]
+            fault = admin.inject("xid", node=target, gpu=3, code=79)
             console.print(
-                f"  alert [bold]{alert['alertname']}[/] severity={alert['labels']['severity']} node={alert['labels'].get('node')}"
+                f"injected XID 79 on {target} GPU 3 (customer pod: {fault['labels'].get('pod', '-')})"
             )
-        kube = KubeTools(api)
-        playbooks = load_playbooks(Path(__file__).resolve().parent.parent / "playbooks")
-        cordon = Action(
-            tool="k8s.cordon_node",
-            params={"node": first},
-            incident_id="demo-1",
-            step=1,
-            playbook_id="xid-fallen-off-bus",
-        )
-        world = enrich(read_world(kube, fleet.now(), frozenset({first})), kube, [first])
-        _show_decision(console, cordon, decide(cordon, world, History(), playbooks))
-        admin.clear()
+            admin.advance(120)  # past the alert rule's `for`
+            results += agent.handle(_alerts(admin), approver)
 
-        console.rule("2. the same XID on a third of a pool at once (a bad driver rollout)")
-        pool = nodes_list[0]["metadata"]["labels"][POOL_LABEL]
-        in_pool = [n["metadata"]["name"] for n in nodes_list if n["metadata"]["labels"][POOL_LABEL] == pool]
-        hit = in_pool[: max(1, len(in_pool) // 3)]
-        for name in hit:
-            admin.inject("xid", node=name, gpu=0, code=79)
-        alerts = admin.alerts("raw")
-        truth = admin.truth()
-        table = Table(title=f"pool {pool}: {len(hit)} of {len(in_pool)} nodes report XID 79")
-        for col in ("alerts firing", "GPUs out of service (pool)", "customers affected"):
-            table.add_column(col)
-        table.add_row(
-            str(len(alerts)),
-            str(truth["pools"][pool]["gpus_out_of_service"]),
-            str(len(truth["customers_affected"])),
-        )
-        console.print(table)
-        cordon = Action(
-            tool="k8s.cordon_node",
-            params={"node": hit[0]},
-            incident_id="demo-2",
-            step=1,
-            playbook_id="xid-fallen-off-bus",
-        )
-        world = enrich(read_world(kube, fleet.now(), frozenset(hit)), kube, [hit[0]])
-        _show_decision(console, cordon, decide(cordon, world, History(), playbooks))
-        console.print(
-            "[dim]The same XID on a third of a pool at once: the likely cause is the rollout, not the GPUs, "
-            "so the gate's short circuit stops and pages a human.[/]"
-        )
+            console.rule("2. the same XID on a third of a pool at once (a bad driver rollout)")
+            pool = nodes_by_pool[second_pool]
+            hit = pool[: max(2, len(pool) // 3)]
+            for name in hit:
+                admin.inject("xid", node=name, gpu=0, code=79)
+            console.print(f"injected XID 79 on {len(hit)} of {len(pool)} nodes of pool {second_pool}")
+            admin.advance(120)
+            results += agent.handle(_alerts(admin), approver)
+
+        console.rule("result")
+        console.print(results_table(results))
+        for r in results:
+            if r.state.escalation_reason:
+                console.print(f"[bold red]{r.incident_id} escalated:[/] {r.state.escalation_reason}")
+            if r.state.handoff:
+                console.print(f"[cyan]{r.incident_id} hand-off:[/] {r.state.handoff}")
+        console.print(_truth_table(admin))
+        console.print(f"[dim]demo finished in {time.perf_counter() - t0:.1f} s[/]")

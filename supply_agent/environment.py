@@ -69,6 +69,9 @@ class SandboxLink:
     def now(self) -> datetime:
         return datetime.fromisoformat(str(self.get("clock")["now"]).replace("Z", "+00:00"))
 
+    def meter_readings(self) -> list[MeterReading]:
+        return [MeterReading.model_validate(m) for m in self.get("meters")["meters"]]
+
     def sync_billing(self, ledger: Ledger) -> None:
         """Read the fleet's meters into the ledger; new customers get the sandbox list price."""
         data = self.get("meters")
@@ -151,6 +154,7 @@ def build_environment(
         playbooks=pbs,
         clock=clock,
         billing_sync=sandbox.sync_billing if sandbox is not None else None,
+        meter_readings=sandbox.meter_readings if sandbox is not None else None,
         verify_cap_s=settings.verify_cap_s,
     )
     return Environment(runtime=runtime, sandbox=sandbox, writer=writer)

@@ -154,7 +154,7 @@ def _precondition(cond: Any, node: NodeView | None, world: WorldView) -> str | N
     if node is None:
         return f"precondition {check} needs a node target"
     if isinstance(cond, NodeCondition):
-        actual = {"GpuHealthy": node.gpu_healthy, "Ready": node.ready}.get(cond.condition)
+        actual = {**node.conditions, "GpuHealthy": node.gpu_healthy, "Ready": node.ready}.get(cond.condition)
         return (
             None
             if actual == cond.status

@@ -35,7 +35,14 @@ from supply_agent.playbooks import (
     Verify,
 )
 from supply_agent.runtime import Runtime
-from supply_agent.triage import first_reads, match_playbook, severity, summarise_read, symptom_absent
+from supply_agent.triage import (
+    first_reads,
+    match_playbook,
+    observed,
+    severity,
+    summarise_read,
+    symptom_absent,
+)
 from tools.kubernetes import ToolError
 from tools.names import TOOLS, Effect
 
@@ -130,12 +137,29 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
         timeline = [_entry(deps, "investigate", "evidence", f"{e.tool}: {e.summary}") for e in evidence]
         probe = state.model_copy(update={"evidence": [*state.evidence, *evidence]})
         pb = pbs.get(state.playbook_id) if state.playbook_id else None
-        absent = symptom_absent(probe, pb)
         update: dict[str, Any] = {
             "evidence": evidence,
             "read_budget": state.read_budget - len(evidence),
             "phase": "plan",
         }
+        # What the node showed refines the match: NotReady with ControlPlanePathDown is a partition,
+        # with HostUnresponsive a dead host.
+        conditions, events = observed(probe.evidence, state.alert.node)
+        if conditions is not None or events is not None:
+            refined = match_playbook(pbs, state.alerts, conditions, events)
+            if (refined.id if refined else None) != state.playbook_id:
+                timeline.append(
+                    _entry(
+                        deps,
+                        "investigate",
+                        "triage",
+                        f"what the node shows changes the playbook: {state.playbook_id or 'none'} → "
+                        f"{refined.id if refined else 'none'} (events: {', '.join(events or []) or '-'})",
+                    )
+                )
+                pb = refined
+                update |= {"playbook_id": pb.id if pb else None, "root_cause": pb.id if pb else None}
+        absent = symptom_absent(probe, pb)
         if absent:
             update |= {"outcome": "no_action", "root_cause": "no-fault", "phase": "summarise"}
             timeline.append(_entry(deps, "investigate", "no_action", f"nothing to do: {absent}"))
@@ -423,6 +447,13 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
     # -- endings -----------------------------------------------------------------------------------
     def resolve(state: IncidentState) -> dict[str, Any]:
         acted = [s for s in state.steps if s.outcome in ("executed", "duplicate") and s.verified]
+        if not acted and state.handoff:  # the runbook's answer is a human (a partition, a broken monitor)
+            return {
+                "outcome": "escalated",
+                "escalation_reason": state.handoff,
+                "phase": "summarise",
+                "timeline": [_entry(deps, "resolve", "escalate", f"escalated to a human: {state.handoff}")],
+            }
         outcome = "mitigated" if acted else "no_action"
         text = (
             f"mitigated: {len(acted)} action(s) executed and verified"

@@ -63,17 +63,22 @@ class AlertIn(BaseModel):
         return self.labels.get("node")
 
     def grouping_key(self) -> str:
-        """Alerts of one class fold into one incident: the alert name and what kind of fault (XID code),
-        not the node: the same XID on many nodes at once is one incident (a rollout), not many."""
-        parts = [self.alertname]
-        for name in ("xid", "err_code", "namespace", "customer"):
-            if name in self.labels and (name != "customer" or "node" not in self.labels):
-                parts.append(f"{name}={self.labels[name]}")
-        if not {"xid", "err_code"} & self.labels.keys() and "node" in self.labels:
-            parts.append(f"node={self.labels['node']}")
-        if "pod" in self.labels and "node" not in self.labels:
-            parts.append(f"pod={self.labels['pod']}")
-        return "|".join(parts)
+        """Alerts of one class fold into one incident. A GPU fault groups by alert name and XID, not by
+        node: the same XID on many nodes at once is one incident (a rollout), not many. A pod alert
+        groups by pod, any other node alert by node."""
+        xid = self.labels.get("xid") or self.labels.get("err_code")
+        if xid:
+            return f"{self.alertname}|xid={xid}"
+        if "pod" in self.labels and "namespace" in self.labels and "node" not in self.labels:
+            return f"{self.alertname}|pod={self.labels['namespace']}/{self.labels['pod']}"
+        if self.alertname.startswith("KubePod") and "pod" in self.labels:
+            return f"{self.alertname}|pod={self.labels.get('namespace', '')}/{self.labels['pod']}"
+        if "node" in self.labels:  # NotReady, Unreachable and NodeDown on one node are one incident
+            return f"node={self.labels['node']}"
+        rest = ",".join(
+            f"{k}={v}" for k, v in sorted(self.labels.items()) if k not in ("severity", "cluster")
+        )
+        return f"{self.alertname}|{rest}"
 
 
 def _time(value: Any, where: str) -> datetime | None:

@@ -50,3 +50,9 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
 
 def get_logger(**bound: Any) -> Any:
     return structlog.get_logger().bind(**bound)
+
+
+def quiet() -> None:
+    """Only warnings and errors from here on: a live timeline is the human output, and log lines below
+    warning would only repeat it."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))

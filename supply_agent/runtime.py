@@ -37,7 +37,7 @@ from supply_agent.playbooks import (
     PodsOnNode,
 )
 from supply_agent.worldview import History, WorldView, enrich, read_breaker, read_world
-from tools.billing import Ledger
+from tools.billing import Ledger, MeterReading
 from tools.catalogue import (
     DeploymentInput,
     EventsInput,
@@ -86,6 +86,7 @@ class Runtime:
     playbooks: PlaybookSet
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     billing_sync: Callable[[Ledger], None] | None = None  # feeds meters into the ledger before a billing read
+    meter_readings: Callable[[], list[MeterReading]] | None = None  # the meters as read now
     verify_poll_s: float = 0.25
     verify_cap_s: float = 30.0  # wall-clock cap on one verification, whatever the playbook's timeout
     io: IoMeter = field(default_factory=IoMeter)
@@ -133,6 +134,21 @@ class Runtime:
                     if u.namespace and u.pod:
                         return self.ledger.usage_by_pod(u.namespace, u.pod, u.start, u.end)
                     return self.ledger.usage_by_customer(u.customer, u.start, u.end)
+                case "billing.meter_anomalies":
+                    p = cast(PodInput, parsed)
+                    if self.meter_readings is None:
+                        raise ValueError("no meter feed configured: cannot compare meters")
+                    readings = self.meter_readings()
+                    if self.billing_sync is not None:
+                        self.billing_sync(self.ledger)
+                    found = [
+                        a
+                        for a in self.ledger.meter_anomalies(readings)
+                        if (a.namespace, a.pod) == (p.namespace, p.pod)
+                    ]
+                    if not found:
+                        raise ValueError(f"{p.namespace}/{p.pod} is metered once: no duplicate meters")
+                    return found[0]
                 case "billing.credits_for_incident":
                     return self.ledger.credits_for_incident(cast(IncidentInput, parsed).incident_id)
             raise ValueError(f"{tool} is not a read tool")

@@ -212,10 +212,13 @@ class IncidentStore:
             have = s.scalar(
                 select(func.count())
                 .select_from(TimelineRow)
-                .where(TimelineRow.incident_id == state.incident_id)
+                .where(TimelineRow.incident_id == state.incident_id, TimelineRow.kind != "audit")
+            )
+            top = s.scalar(
+                select(func.max(TimelineRow.seq)).where(TimelineRow.incident_id == state.incident_id)
             )
             new = state.timeline[have or 0 :]
-            for i, entry in enumerate(new, start=have or 0):
+            for i, entry in enumerate(new, start=(top if top is not None else -1) + 1):
                 s.add(
                     TimelineRow(
                         incident_id=state.incident_id,
@@ -228,6 +231,22 @@ class IncidentStore:
                     )
                 )
         return new
+
+    def note(self, incident_id: str, at: datetime, text: str, **data: Any) -> None:
+        """An audit line outside the graph (an ignored click, a refused approver): kind ``audit``."""
+        with Session(self.engine) as s, s.begin():
+            top = s.scalar(select(func.max(TimelineRow.seq)).where(TimelineRow.incident_id == incident_id))
+            s.add(
+                TimelineRow(
+                    incident_id=incident_id,
+                    seq=(top if top is not None else -1) + 1,
+                    at=at,
+                    node="intake",
+                    kind="audit",
+                    text=text,
+                    data=_jsonable(data),
+                )
+            )
 
     def set_owner(self, incident_id: str, owner: str | None) -> None:
         """A human took (or handed back) the incident: the agent makes no more writes on it."""

@@ -14,11 +14,37 @@ from supply_agent.worldview import APPLICATION_XIDS
 SEVERITIES = ("info", "warning", "critical")
 
 
-def match_playbook(playbooks: PlaybookSet, alerts: list[AlertIn]) -> Playbook | None:
-    """The most specific playbook for the incident's first firing alert."""
+def match_playbook(
+    playbooks: PlaybookSet,
+    alerts: list[AlertIn],
+    conditions: dict[str, str] | None = None,
+    events: list[str] | None = None,
+) -> Playbook | None:
+    """The most specific playbook for any of the incident's firing alerts. ``conditions`` and ``events``
+    (what investigation saw on the node) refine the match; None means not observed yet."""
     firing = [a for a in alerts if a.status == "firing"] or alerts
-    hits = playbooks.match(firing[0].alertname, firing[0].labels)
-    return hits[0] if hits else None
+    hits = []
+    for alert in firing:
+        for pb in playbooks:
+            key = pb.match_key(alert.alertname, alert.labels, conditions, events)
+            if key is not None:
+                hits.append((key, pb.id, pb))
+    return min(hits, key=lambda h: (h[0], h[1]))[2] if hits else None
+
+
+def observed(evidence: list[Evidence], node: str | None) -> tuple[dict[str, str] | None, list[str] | None]:
+    """Node conditions and node event reasons from the evidence (None where not read)."""
+    if node is None:
+        return None, None
+    conditions = events = None
+    for e in evidence:
+        if not e.ok:
+            continue
+        if e.tool == "k8s.get_node" and e.params.get("node") == node and isinstance(e.result, dict):
+            conditions = {c["type"]: c["status"] for c in e.result.get("conditions", [])}
+        if e.tool == "k8s.events_for" and e.params.get("kind") == "Node" and e.params.get("name") == node:
+            events = sorted({ev["reason"] for ev in e.result or []})
+    return conditions, events
 
 
 def severity(playbook: Playbook | None, alerts: list[AlertIn]) -> str:

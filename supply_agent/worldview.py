@@ -37,6 +37,7 @@ class NodeView(BaseModel):
     unschedulable: bool = False
     agent_ready: bool = True  # the node-agent (the GPU monitor) pod is Ready
     pods: tuple[PodRef, ...] = ()
+    conditions: dict[str, str] = Field(default_factory=dict)  # every condition type -> status
 
     def customers(self) -> tuple[str, ...]:
         return tuple(sorted({p.customer for p in self.pods if p.customer and not p.daemonset}))
@@ -157,6 +158,7 @@ def read_world(kube: KubeTools, now: datetime, alerting_nodes: frozenset[str] = 
             gpus=int(((n.get("status") or {}).get("capacity") or {}).get("nvidia.com/gpu", 0)),
             ready=conds.get("Ready", "Unknown"),
             gpu_healthy=conds.get("GpuHealthy", "Unknown"),
+            conditions=conds,
             unschedulable=bool((n.get("spec") or {}).get("unschedulable")),
             agent_ready=agent_ready.get(name, False),
             pods=tuple(sorted(by_node.get(name, []), key=lambda r: (r.namespace, r.name))),

@@ -195,6 +195,12 @@ CATALOGUE: dict[str, ToolSpec] = {
         ),
         _spec("billing.credits_for_incident", "The credits already issued for an incident.", IncidentInput),
         _spec(
+            "billing.meter_anomalies",
+            "Whether a pod is metered by more than one running meter, and the credit that refunds "
+            "what the duplicate meters billed (suggested_credit_usd).",
+            PodInput,
+        ),
+        _spec(
             "billing.issue_credit", "Credit a customer in US dollars, once per incident step.", CreditInput
         ),
         _spec(

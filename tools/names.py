@@ -37,6 +37,7 @@ TOOLS: dict[str, Effect] = {
     # Billing
     "billing.usage": Effect.READ,
     "billing.credits_for_incident": Effect.READ,
+    "billing.meter_anomalies": Effect.READ,
     "billing.issue_credit": Effect.IRREVERSIBLE,
     "billing.pause_metering": Effect.REVERSIBLE,
     "billing.resume_metering": Effect.REVERSIBLE,

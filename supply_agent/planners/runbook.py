@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -46,7 +47,8 @@ def template_scope(state: IncidentState, ctx: PlanContext) -> dict[str, Any]:
             "title": alert.annotations.get("summary", alert.alertname),
             "url": alert.annotations.get("runbook_url", ""),
             "started_at": started.isoformat(),
-            "now": max(ctx.now, started).isoformat(),
+            # A window is never empty: an alert handled the moment it fires still has a valid window.
+            "now": max(ctx.now, started + timedelta(seconds=1)).isoformat(),
         },
         "playbook": {"id": pb.id, "title": pb.title} if pb else {},
         "steps": step_results(state),
@@ -95,8 +97,20 @@ class RunbookPlanner:
         if state.runbook_cursor >= len(pb.runbook):
             return Proposal(kind="done", planner=self.name, reason=f"runbook {pb.id} complete")
         step = pb.runbook[state.runbook_cursor]
+        scope = template_scope(state, ctx)
+        if (
+            step.tool == "notify.customer"
+            and "${labels.customer}" in str(step.params.get("customer"))
+            and not scope["labels"].get("customer")
+        ):
+            return Proposal(
+                kind="skip",
+                planner=self.name,
+                runbook_step=step.name,
+                reason="no customer named by the alert: nobody to notify from this step",
+            )
         try:
-            params = render(step.params, template_scope(state, ctx), f"{pb.id}.runbook.{step.name}.params")
+            params = render(step.params, scope, f"{pb.id}.runbook.{step.name}.params")
         except TemplateError as exc:
             return Proposal(kind="escalate", planner=self.name, runbook_step=step.name, reason=str(exc))
         if step.tool == "billing.issue_credit":
