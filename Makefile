@@ -21,6 +21,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sandbox_scale.py
 	$(BIN)/python benchmarks/gate.py
+	$(BIN)/python benchmarks/incident_latency.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -64,6 +64,9 @@ def open_checkpointer(url: str) -> Iterator[BaseCheckpointSaver[Any]]:
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA busy_timeout=5000")
+        # WAL with synchronous=NORMAL survives a killed process (the crash the graph must resume from);
+        # only a power loss can lose the last commits.
+        db.execute("PRAGMA synchronous=NORMAL")
         lite = SqliteSaver(db, serde=serializer())
         lite.setup()
         yield lite

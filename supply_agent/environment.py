@@ -10,6 +10,7 @@ is imported: the fleet is reached over HTTP only, exactly like a real cluster.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from supply_agent.checkpoint import open_checkpointer
 from supply_agent.incident import TimelineEntry
 from supply_agent.planners.base import Planner, make_planner
 from supply_agent.playbooks import PlaybookSet, load_playbooks
-from supply_agent.runtime import Runtime
+from supply_agent.runtime import IoMeter, Runtime
 from supply_agent.settings import Settings
 from supply_agent.store import IncidentStore
 from supply_agent.worldview import set_breaker
@@ -133,8 +134,19 @@ def build_environment(
     sandbox = SandboxLink.probe(kube)
     if sandbox is not None:
         sandbox.sync_billing(ledger)  # a baseline: later usage is counted from here, not from pod start
-    if clock is None:
-        clock = sandbox.now if sandbox is not None else (lambda: datetime.now(UTC))
+    io = IoMeter()
+    if clock is None and sandbox is not None:
+        link = sandbox
+
+        def clock() -> datetime:  # the fleet's simulated time comes over HTTP: that is tool I/O
+            t0 = time.perf_counter()
+            try:
+                return link.now()
+            finally:
+                io.add(time.perf_counter() - t0)
+
+    elif clock is None:
+        clock = lambda: datetime.now(UTC)  # noqa: E731
     audit.clock = clock
     approvers = frozenset(settings.approvers) | frozenset(pbs.limits.approvals.approvers)
     max_credit = max([Decimal(str(p.containment.max_credit_usd)) for p in pbs] + [Decimal("0")])
@@ -156,6 +168,7 @@ def build_environment(
         billing_sync=sandbox.sync_billing if sandbox is not None else None,
         meter_readings=sandbox.meter_readings if sandbox is not None else None,
         verify_cap_s=settings.verify_cap_s,
+        io=io,
     )
     return Environment(runtime=runtime, sandbox=sandbox, writer=writer)
 

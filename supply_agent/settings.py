@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     anthropic_base_url: str | None = Field(None, description="Messages API base URL (a stub in tests).")
     openai_base_url: str | None = Field(None, description="Chat Completions base URL (a stub in tests).")
-    anthropic_model: str = "claude-sonnet-4-5"
+    anthropic_model: str = "claude-sonnet-4-6"
     openai_model: str = "gpt-4.1"
     models: dict[str, str] = Field(
         default_factory=dict,

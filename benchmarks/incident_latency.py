@@ -1,0 +1,99 @@
+"""Alert to verified mitigation for a fatal XID on the sandbox, with the runbook planner.
+
+    .venv/bin/python benchmarks/incident_latency.py [--runs 50]
+
+Each run: a fresh sandbox fleet (24 nodes) on loopback, XID 79 injected on one node, the alert read as
+Alertmanager would POST it, then `Agent.handle` until the incident is mitigated (the credit approval
+answered at once). Wall time is split into tool I/O (every call to the cluster, the node-agent, the
+ledger and the executor, measured where it happens) and the agent's own time (the graph, the gate,
+planning, checkpoints, the incident store). There are no simulated waits: the fleet's clock is manual.
+Targets (issue 4): agent's own time < 100 ms median; total < 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from io import StringIO
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from supply_agent.logging import configure_logging, quiet  # noqa: E402
+from tests.agent_harness import harness  # noqa: E402
+
+
+def one_run(tmp: Path) -> tuple[float, float, float, str]:
+    with harness(tmp) as h:
+        h.inject("xid", node=h.nodes()[0], gpu=1, code=79)
+        alerts = h.alerts(300)
+        from supply_agent.approvals import TerminalApprover
+
+        quiet_console = Console(file=StringIO())
+        approver = TerminalApprover("auto", "oncall-alice", h.env.runtime.clock, quiet_console)
+        t0 = time.perf_counter()
+        h.env.runtime.io.reset()
+        results = []
+        incident = h.agent.open(alerts)[0]
+        r = h.agent.run(incident)
+        results.append(r)
+        while r.pending is not None:
+            answer = approver.answer(r.pending)
+            assert answer is not None
+            r = h.agent.run(r.incident_id, resume=answer)
+            results.append(r)
+        total = time.perf_counter() - t0
+        io = sum(x.io_s for x in results)
+        return total, io, total - io, r.state.outcome or "-"
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=50)
+    args = ap.parse_args()
+    configure_logging("json", "warning")
+    quiet()
+    console = Console()
+    totals, ios, agents, outcomes = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        one_run(Path(tmp) / "warmup")  # imports, first connections
+        for i in track(range(args.runs), description="incidents", console=console):
+            total, io, agent, outcome = one_run(Path(tmp) / f"r{i}")
+            totals.append(total)
+            ios.append(io)
+            agents.append(agent)
+            outcomes.append(outcome)
+    table = Table(title=f"fatal XID, alert → verified mitigation, runbook planner, {args.runs} runs")
+    for col in ("", "median ms", "p90 ms", "max ms", "target"):
+        table.add_column(col)
+    for name, xs, target in (
+        ("agent's own time", agents, "< 100 ms median"),
+        ("tool I/O", ios, ""),
+        ("total", totals, "< 1000 ms"),
+    ):
+        table.add_row(
+            name,
+            f"{statistics.median(xs) * 1000:.1f}",
+            f"{pct(xs, 90) * 1000:.1f}",
+            f"{max(xs) * 1000:.1f}",
+            target,
+        )
+    console.print(table)
+    console.print(f"outcomes: { {o: outcomes.count(o) for o in set(outcomes)} }")
+
+
+if __name__ == "__main__":
+    main()
