@@ -7,7 +7,7 @@ paused approval survives a restart. The incident store mirrors each thread's tim
 
 from __future__ import annotations
 
-import os
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -77,11 +77,13 @@ class Agent:
         checkpointer: Any,
         on_entry: Callable[[str, TimelineEntry], None] | None = None,
         max_reads: int = 30,
+        on_update: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.store = store
         self.planner = planner
         self.on_entry = on_entry
+        self.on_update = on_update  # called after each graph node's update is checkpointed
         window = runtime.playbooks.limits.mass_failure.window
         self.deps = GraphDeps(
             runtime=runtime,
@@ -124,8 +126,6 @@ class Agent:
 
     def run(self, incident: IncidentState | str, resume: ApprovalAnswer | None = None) -> RunResult:
         """Run (or resume) one incident's thread until it ends or pauses for an approval."""
-        import time
-
         iid = incident if isinstance(incident, str) else incident.incident_id
         bound = log.bind(incident_id=iid)
         cfg = self.config(iid)
@@ -156,10 +156,8 @@ class Agent:
                     bound.info(entry.text, graph_node=node, kind=entry.kind)
                     if self.on_entry is not None:
                         self.on_entry(iid, entry)
-                if os.environ.get("SUPPLY_AGENT_CRASH_AFTER") == f"{node}" and any(
-                    getattr(e, "kind", "") == "action" for e in part.get("timeline") or []
-                ):
-                    os._exit(137)  # test hook: die right after an action executed and was checkpointed
+                if self.on_update is not None:
+                    self.on_update(node, part)
         wall = time.perf_counter() - t0
         state = self.state(iid)
         pending = self.pending(iid)

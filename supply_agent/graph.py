@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -559,18 +560,11 @@ def _escalation_reason(state: IncidentState) -> str:
     return "the agent could not finish the incident"
 
 
-Outcome = Literal["mitigated", "escalated", "no_action"]
-
-
 def summary_of(state: IncidentState, now: datetime) -> dict[str, Any]:
     """The incident report: what happened, the evidence, each proposal with its decision, each action
     with its result, time and cost."""
     tokens = sum(c.input_tokens + c.output_tokens for c in state.llm_calls)
-    cost = (
-        sum((c.cost_usd for c in state.llm_calls), start=type(state.llm_calls[0].cost_usd)(0))
-        if state.llm_calls
-        else 0
-    )
+    cost = sum((c.cost_usd for c in state.llm_calls), Decimal(0))
     return {
         "incident_id": state.incident_id,
         "alert": state.alert.alertname,

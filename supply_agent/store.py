@@ -6,7 +6,6 @@ SQLAlchemy 2 over a SQLite file by default, Postgres by URL. The graph's checkpo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from sandbox.executor.audit import jsonable
 from supply_agent.incident import AlertIn, IncidentState, TimelineEntry
 
 
@@ -41,6 +41,7 @@ class AlertRow(_Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     dedup_key: Mapped[str] = mapped_column(String(200))
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     source: Mapped[str] = mapped_column(String(32))
     alertname: Mapped[str] = mapped_column(String(200))
@@ -106,10 +107,6 @@ def _utc(t: datetime | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
 class IncidentStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -142,29 +139,33 @@ class IncidentStore:
             s.add(
                 AlertRow(
                     dedup_key=key[:200],
+                    fingerprint=alert.fingerprint[:64],
                     received_at=received_at,
                     source=alert.source,
                     alertname=alert.alertname,
                     status=alert.status,
                     node=alert.node,
-                    body=_jsonable(body),
+                    body=jsonable(body),
                 )
             )
         return True
 
     def link_alerts(self, alerts: Iterable[AlertIn], incident_id: str) -> None:
-        keys = [a.fingerprint for a in alerts]
+        keys = [a.fingerprint[:64] for a in alerts]
         with Session(self.engine) as s, s.begin():
-            for row in s.scalars(select(AlertRow).where(AlertRow.incident_id.is_(None))):
-                if any(f":{k}:" in row.dedup_key for k in keys):
-                    row.incident_id = incident_id
+            for row in s.scalars(
+                select(AlertRow).where(AlertRow.incident_id.is_(None), AlertRow.fingerprint.in_(keys))
+            ):
+                row.incident_id = incident_id
 
     def alerting_nodes(self, now: datetime, window: timedelta) -> frozenset[str]:
         """Nodes with a firing alert received within the window (the mass-failure short circuit's input)."""
         since = now - window
         with Session(self.engine) as s:
             rows = s.execute(
-                select(AlertRow.node, AlertRow.status, AlertRow.received_at).where(AlertRow.node.is_not(None))
+                select(AlertRow.node, AlertRow.status, AlertRow.received_at).where(
+                    AlertRow.node.is_not(None), AlertRow.received_at >= since
+                )
             ).all()
         latest: dict[str, tuple[datetime, str]] = {}
         for node, status, at in rows:
@@ -209,7 +210,7 @@ class IncidentStore:
             if status == "closed" and row.closed_at is None:
                 row.closed_at = now
             if state.summary is not None:
-                row.summary = _jsonable(state.summary)
+                row.summary = jsonable(state.summary)
             have = s.scalar(
                 select(func.count())
                 .select_from(TimelineRow)
@@ -228,7 +229,7 @@ class IncidentStore:
                         node=entry.node,
                         kind=entry.kind,
                         text=entry.text,
-                        data=_jsonable(entry.data),
+                        data=jsonable(entry.data),
                     )
                 )
         return new
@@ -245,7 +246,7 @@ class IncidentStore:
                     node="intake",
                     kind="audit",
                     text=text,
-                    data=_jsonable(data),
+                    data=jsonable(data),
                 )
             )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -223,6 +224,14 @@ CRASH_SCRIPT = textwrap.dedent(
                 result = agent.run(iid, resume=approver.answer(result.pending))
             print("OUTCOME", result.state.outcome)
         else:
+            import os
+            import signal
+
+            def die_after_first_action(node, update):
+                if node == "execute":
+                    os.kill(os.getpid(), signal.SIGKILL)  # right after the action was checkpointed
+
+            agent.on_update = die_after_first_action
             alerts = parse_alerts(read_alert_file(tmp / "alerts.json"))[0]
             agent.handle(alerts, approver)
             print("NOT KILLED")
@@ -236,12 +245,14 @@ def test_sigkill_after_an_action_resumes_without_repeating_it(tmp_path: Path) ->
         h.admin.advance(1800)
         (tmp_path / "alerts.json").write_text(json.dumps(h.admin.alerts("alertmanager")[0]))
         (tmp_path / "kubeconfig").write_text(h.kubeconfig.read_text())
-        env = {**os.environ, "SUPPLY_AGENT_CRASH_AFTER": "execute", "SUPPLY_AGENT_LOG_LEVEL": "warning"}
+        env = {**os.environ, "SUPPLY_AGENT_LOG_LEVEL": "warning"}
         cmd = [sys.executable, "-c", CRASH_SCRIPT, str(tmp_path)]
         killed = subprocess.run(
             [*cmd, "start"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
         )
-        assert killed.returncode == 137, killed.stdout + killed.stderr  # died right after the first cordon
+        assert killed.returncode == -signal.SIGKILL, (
+            killed.stdout + killed.stderr
+        )  # died right after the first cordon
         assert "NOT KILLED" not in killed.stdout
 
         def node_patches() -> list[dict[str, Any]]:
@@ -252,7 +263,6 @@ def test_sigkill_after_an_action_resumes_without_repeating_it(tmp_path: Path) ->
             ]
 
         assert len(node_patches()) == 1  # the cordon ran, then the process died
-        env.pop("SUPPLY_AGENT_CRASH_AFTER")
         resumed = subprocess.run(
             [*cmd, "resume"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
         )

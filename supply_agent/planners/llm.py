@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -529,7 +530,7 @@ Message = dict[str, str]
 ToolCall = tuple[str | None, Mapping[str, Any] | str | None, LlmCall]
 
 
-class LlmPlanner:
+class LlmPlanner(ABC):
     """Proposes the next step by asking a model for one tool call. Subclasses implement :meth:`_call`
     (one request) and say which exceptions are transient."""
 
@@ -552,9 +553,9 @@ class LlmPlanner:
         self.retry = retry or RetryPolicy()
 
     # -- for subclasses ----------------------------------------------------------------------------
+    @abstractmethod
     def _call(self, model: str, messages: Sequence[Message], graph_node: str) -> ToolCall:
         """One request: the tool the model called (None for none), its arguments, and the call's cost."""
-        raise NotImplementedError
 
     def _transient(self, exc: BaseException) -> bool:
         """Whether ``exc`` is worth another attempt (429, 5xx, timeout, connection error)."""
