@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 import structlog
@@ -96,15 +96,34 @@ class Agent:
         self.graph = build_graph(self.deps, checkpointer)
 
     # -- intake ------------------------------------------------------------------------------------
-    def open(self, alerts: Iterable[AlertIn], body: dict[str, Any] | None = None) -> list[IncidentState]:
+    def open(
+        self,
+        alerts: Iterable[AlertIn],
+        body: dict[str, Any] | None = None,
+        window: timedelta | None = None,
+    ) -> list[IncidentState]:
         """Store the alerts (first), fold them into incidents; the incidents that are new.
 
         A delivery seen before (both senders retry) changes nothing. New alerts of a class whose
-        incident is still open join it; once that incident is closed, they open the next one."""
+        incident is still open join it. With a grouping ``window``, the same alert again (a flap, a storm
+        of re-sends) joins the incident it belonged to if that closed within the window; a resolved
+        alert never opens an incident. Otherwise, once an incident is closed, its class opens the next."""
         now = self.runtime.clock()
         fresh = [a for a in alerts if self.store.record_alert(a, body or a.model_dump(mode="json"), now)]
+        rest = []
+        for a in fresh:
+            since = None if a.status == "resolved" or window is None else now - window
+            known = (
+                self.store.incident_of(a.fingerprint, since)
+                if (window is not None or a.status == "resolved")
+                else None
+            )
+            if known is not None:
+                self.store.link_alerts([a], known)
+            elif a.status == "firing":
+                rest.append(a)
         new = []
-        for group in group_alerts(fresh):
+        for group in group_alerts(rest):
             base = incident_id_for(group)
             iid, n = base, 1
             while (row := self.store.get(iid)) is not None and row.status == "closed":

@@ -296,6 +296,10 @@ from supply_agent.agent_cli import register as _register_agent  # noqa: E402
 
 _register_agent(main)
 
+from supply_agent.serve_cli import register as _register_serve  # noqa: E402
+
+_register_serve(main)
+
 
 def _kube(kubeconfig: Path | None, context: str | None = None) -> Any:
     from tools.kubernetes import KubeTools

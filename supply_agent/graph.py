@@ -71,6 +71,7 @@ class GraphDeps:
     max_reads: int = 30
     max_writes: int = 20
     timings: dict[str, float] = field(default_factory=dict)
+    decided_at_write: dict[str, int] = field(default_factory=dict)  # action hash -> runtime.writes then
 
 
 def _entry(deps: GraphDeps, node: str, kind: str, text: str, **data: Any) -> TimelineEntry:
@@ -276,7 +277,9 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
                 "steps": [*state.steps, record],
                 "timeline": [_entry(deps, "gate", "decision", record.error)],
             }
-        decision = rt.decide(action, deps.alerting_nodes(rt.clock()), frozenset(state.nodes()))
+        with rt.write_lock:
+            decision = rt.decide(action, deps.alerting_nodes(rt.clock()), frozenset(state.nodes()))
+            deps.decided_at_write[action.digest()] = rt.writes
         record.decision = decision
         if decision.verdict == Verdict.DENY:
             record.outcome = "denied"
@@ -383,7 +386,28 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
         last = state.steps[-1]
         assert last.decision is not None
         t0 = time.perf_counter()
-        res = rt.execute(last.action, last.decision, last.approval)
+        with rt.write_lock:
+            decision, blocked = last.decision, ""
+            owner = deps.human_owner(state.incident_id)
+            if owner:
+                blocked = f"{owner} took the incident: the agent makes no more writes on it"
+            elif deps.decided_at_write.get(last.action.digest()) != rt.writes:
+                # Something was written since this decision (another incident, or before a restart or a
+                # wait for approval): decide again on the world as it is now.
+                decision = rt.decide(last.action, deps.alerting_nodes(rt.clock()), frozenset(state.nodes()))
+                if decision.verdict == Verdict.DENY or (
+                    last.decision.verdict == Verdict.ALLOW and decision.verdict != Verdict.ALLOW
+                ):
+                    blocked = "the world changed since the gate's decision: " + "; ".join(decision.reasons)
+            if blocked:
+                record = last.model_copy(update={"outcome": "refused", "error": blocked})
+                return {
+                    "steps": [*state.steps[:-1], record],
+                    "timeline": [_entry(deps, "execute", "decision", blocked, step=last.index)],
+                }
+            res = rt.execute(last.action, decision, last.approval)
+            rt.writes += 1
+            deps.decided_at_write.pop(last.action.digest(), None)
         record = last.model_copy()
         record.outcome = res.outcome
         record.result = res.result

@@ -90,6 +90,11 @@ class Runtime:
     verify_poll_s: float = 0.25
     verify_cap_s: float = 30.0  # wall-clock cap on one verification, whatever the playbook's timeout
     io: IoMeter = field(default_factory=IoMeter)
+    # Graph threads of several incidents share one runtime (``serve``): a decision and the write it allows
+    # happen under this lock, and ``writes`` counts writes, so a decision made before another incident's
+    # write is made again before it is acted on (two incidents cannot spend one blast-radius budget twice).
+    write_lock: threading.RLock = field(default_factory=threading.RLock)
+    writes: int = 0
 
     # -- reads ---------------------------------------------------------------------------------------
     def _timed(self, fn: Callable[[], Any]) -> Any:

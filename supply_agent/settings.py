@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -26,8 +26,9 @@ class Settings(BaseSettings):
     )
     write_context: str | None = Field(None, description="Context for writes.")
     playbooks_dir: Path = Field(Path("playbooks"), description="Where the playbooks live.")
-    approvers: list[str] = Field(
-        default_factory=list, description="Who may approve (Slack user ids); adds to _global.yaml."
+    approvers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Who may approve (Slack user ids), comma-separated; adds to _global.yaml.",
     )
     planner: Literal["runbook", "anthropic", "openai", "router"] = "runbook"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -51,6 +52,47 @@ class Settings(BaseSettings):
     )
     approval_identity: str = Field("", description="Who answers terminal approvals; default terminal:$USER.")
     verify_cap_s: float = Field(30.0, gt=0, description="Wall-clock cap on one verification poll loop.")
+
+    # -- the on-call surface (`supply-agent serve`) ---------------------------------------------------
+    pagerduty_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="V3 webhook signing secrets, comma-separated (several during rotation).",
+    )
+    pagerduty_api_key: SecretStr | None = Field(None, description="REST API key for write-back.")
+    pagerduty_from: str = Field(
+        "", description="Email of the PagerDuty user the agent acts as (From header)."
+    )
+    pagerduty_api_url: str = "https://api.pagerduty.com"
+    pagerduty_ca_file: Path | None = Field(
+        None, description="Extra CA bundle to trust for the PagerDuty API."
+    )
+    pagerduty_escalation_policy: str = Field("", description="Escalation policy id to hand incidents to.")
+    pagerduty_user_id: str = Field(
+        "", description="The agent's own PagerDuty user id (found by email if empty)."
+    )
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_channel: str = Field("", description="Where approval prompts go.")
+    slack_api_url: str = "https://slack.com/api/"
+    slack_approver_groups: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Slack user group ids whose members may approve, comma-separated."
+    )
+    alertmanager_token: SecretStr | None = Field(None, description="Bearer token Alertmanager sends.")
+    workers: int = Field(4, ge=1, le=64, description="Graph threads run at once.")
+    queue_max: int = Field(10_000, ge=1, description="Stored events not yet handled, at most; then 503.")
+    retry_after_s: int = Field(5, ge=1, description="Retry-After on a 503 when the queue is full.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest webhook body accepted (else 413).")
+    grouping_window_s: float = Field(
+        900.0, ge=0, description="The same alert again within this long after its incident closed joins it."
+    )
+    approval_sweep_s: float = Field(10.0, gt=0, description="How often expired approvals are swept.")
+
+    @field_validator("approvers", "slack_approver_groups", "pagerduty_webhook_secrets", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -158,6 +158,43 @@ class IncidentStore:
             ):
                 row.incident_id = incident_id
 
+    def incident_of(self, fingerprint: str, closed_since: datetime | None = None) -> str | None:
+        """The latest incident this alert (by fingerprint) belongs to; with ``closed_since``, only one that is
+        still open or closed since then (the grouping window)."""
+        with Session(self.engine) as s:
+            q = (
+                select(IncidentRow.id, IncidentRow.status, IncidentRow.closed_at)
+                .join(AlertRow, AlertRow.incident_id == IncidentRow.id)
+                .where(AlertRow.fingerprint == fingerprint[:64])
+                .order_by(IncidentRow.opened_at.desc())
+                .limit(1)
+            )
+            row = s.execute(q).first()
+        if row is None:
+            return None
+        iid, status, closed_at = row
+        if (
+            closed_since is not None
+            and status == "closed"
+            and (_utc(closed_at) or closed_since) < closed_since
+        ):
+            return None
+        return str(iid)
+
+    def alerts_for(self, incident_id: str) -> list[AlertIn]:
+        """The alerts linked to an incident, as received (to rebuild a thread that never started)."""
+        with Session(self.engine) as s:
+            rows = s.scalars(
+                select(AlertRow).where(AlertRow.incident_id == incident_id).order_by(AlertRow.id)
+            )
+            out = []
+            for r in rows:
+                try:
+                    out.append(AlertIn.model_validate(r.body))
+                except ValueError:
+                    continue
+            return out
+
     def alerting_nodes(self, now: datetime, window: timedelta) -> frozenset[str]:
         """Nodes with a firing alert received within the window (the mass-failure short circuit's input)."""
         since = now - window

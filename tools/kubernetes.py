@@ -269,6 +269,10 @@ class KubeTools:
     def get_node(self, name: str) -> NodeInfo:
         return _node_info(self._call(self.core.read_node, name))
 
+    def ping(self) -> None:
+        """One cheap authorised read (readiness): raises ToolError or the client's error when unreachable."""
+        self._call(self.core.list_node, limit=1, _request_timeout=5)
+
     @_read_retry
     def list_nodes(self, label_selector: str | None = None) -> list[NodeInfo]:
         """All nodes (raw JSON then typed results: the fast path on a 10,000-node fleet)."""

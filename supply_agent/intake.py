@@ -1,0 +1,233 @@
+"""Intake: a webhook is read, checked, stored durably, and only then acknowledged.
+
+What comes in is untrusted: the body is checked for shape here (a clear 400 says what and where), the
+event is stored as received (the raw bytes) with a dedup key, and a worker handles it later. Both
+senders retry, so a delivery seen before is one event: PagerDuty by its event id, Alertmanager by the
+content of the notification (group key, and each alert's fingerprint, status and start).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import DateTime, Integer, LargeBinary, String, Text, create_engine, event, insert, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from supply_agent.incident import AlertError, parse_alerts
+
+Source = Literal["pagerduty", "alertmanager"]
+
+# PagerDuty V3 incident events the agent acts on: a page opens (or joins) an incident; the rest are what
+# humans do to it. Anything else PagerDuty sends is accepted and ignored.
+PD_TRIGGERS = frozenset({"incident.triggered", "incident.reopened"})
+PD_HUMAN = frozenset(
+    {
+        "incident.acknowledged",
+        "incident.resolved",
+        "incident.reassigned",
+        "incident.escalated",
+        "incident.delegated",
+        "incident.unacknowledged",
+    }
+)
+PD_HANDLED = PD_TRIGGERS | PD_HUMAN
+
+
+class IntakeError(ValueError):
+    """A webhook body that cannot be taken: the HTTP status to answer and why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Classified:
+    """What a checked webhook is: its dedup key, its type, and whether the agent acts on it."""
+
+    source: Source
+    dedup_key: str
+    event_type: str
+    handled: bool
+    reason: str = ""
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError as exc:
+        raise IntakeError(400, f"body is not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    except json.JSONDecodeError as exc:
+        raise IntakeError(
+            400, f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+
+
+def classify_pagerduty(body: bytes) -> Classified:
+    """Check a PagerDuty V3 webhook body; 400 with the reason when it is not one."""
+    data = _json(body)
+    if not isinstance(data, Mapping) or not isinstance(data.get("event"), Mapping):
+        raise IntakeError(400, "body: a PagerDuty V3 webhook is an object with an 'event' object")
+    ev = data["event"]
+    for key in ("id", "event_type"):
+        if not isinstance(ev.get(key), str) or not ev[key]:
+            raise IntakeError(400, f"body.event.{key}: expected a non-empty string")
+    event_type = ev["event_type"]
+    if event_type not in PD_HANDLED:
+        return Classified("pagerduty", f"pd:{ev['id']}", event_type, False, f"{event_type} is not acted on")
+    try:
+        _, refs = parse_alerts(data)
+    except AlertError as exc:
+        raise IntakeError(400, str(exc)) from exc
+    if not refs:
+        return Classified("pagerduty", f"pd:{ev['id']}", event_type, False, "not an incident event")
+    return Classified("pagerduty", f"pd:{ev['id']}", event_type, True)
+
+
+def classify_alertmanager(body: bytes) -> Classified:
+    """Check an Alertmanager (version "4") webhook body; 400 with the reason when it is not one."""
+    data = _json(body)
+    if not isinstance(data, Mapping) or "alerts" not in data:
+        raise IntakeError(400, "body: an Alertmanager webhook is an object with an 'alerts' list")
+    try:
+        alerts, _ = parse_alerts(data)
+    except AlertError as exc:
+        raise IntakeError(400, str(exc)) from exc
+    if not alerts:
+        return Classified("alertmanager", "", "alertmanager", False, "no alerts in the notification")
+    # A retry and a repeat notification carry the same alerts: one event. A flap (a new startsAt) is new.
+    content = json.dumps(
+        [
+            str(data.get("groupKey", "")),
+            sorted(
+                (a.fingerprint, a.status, a.starts_at.isoformat() if a.starts_at else "", a.alertname)
+                for a in alerts
+            ),
+        ]
+    )
+    key = "am:" + hashlib.sha256(content.encode()).hexdigest()[:40]
+    return Classified("alertmanager", key, f"alertmanager.{data.get('status', 'firing')}", True)
+
+
+# -- the event log ------------------------------------------------------------------------------------
+class _Base(DeclarativeBase):
+    pass
+
+
+class EventRow(_Base):
+    __tablename__ = "intake_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dedup_key: Mapped[str] = mapped_column(String(120), unique=True)
+    source: Mapped[str] = mapped_column(String(32))
+    event_type: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int
+    source: Source
+    event_type: str
+    received_at: datetime
+    body: bytes
+    status: str
+
+
+class EventLog:
+    """Every accepted webhook, as received, until a worker has handled it (and after, for the record)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        _Base.metadata.create_all(engine)
+
+    @classmethod
+    def from_url(cls, url: str) -> EventLog:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, future=True)
+        if engine.dialect.name == "sqlite":
+
+            @event.listens_for(engine, "connect")
+            def _wal(dbapi_conn: Any, _: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA busy_timeout=5000")
+                cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process crash
+                cur.close()
+
+        return cls(engine)
+
+    def add(self, c: Classified, body: bytes) -> int | None:
+        """Store one event; its id, or None when this delivery was stored before."""
+        try:
+            with self.engine.begin() as conn:
+                res = conn.execute(
+                    insert(EventRow).values(
+                        dedup_key=c.dedup_key,
+                        source=c.source,
+                        event_type=c.event_type,
+                        received_at=datetime.now(UTC),
+                        body=body,
+                        status="pending",
+                    )
+                )
+                pk = res.inserted_primary_key
+                return int(pk[0]) if pk else None
+        except IntegrityError:
+            return None
+
+    def seen(self, dedup_key: str) -> bool:
+        with Session(self.engine) as s:
+            return s.scalar(select(EventRow.id).where(EventRow.dedup_key == dedup_key)) is not None
+
+    def get(self, event_id: int) -> StoredEvent | None:
+        with Session(self.engine) as s:
+            row = s.get(EventRow, event_id)
+            return _stored(row) if row else None
+
+    def pending(self) -> list[int]:
+        """Events stored and not yet handled, oldest first (what a restart picks up)."""
+        with Session(self.engine) as s:
+            return list(
+                s.scalars(select(EventRow.id).where(EventRow.status == "pending").order_by(EventRow.id))
+            )
+
+    def finish(self, event_id: int, status: Literal["handled", "ignored", "failed"], note: str = "") -> None:
+        with Session(self.engine) as s, s.begin():
+            row = s.get(EventRow, event_id)
+            if row is not None:
+                row.status = status
+                row.note = note[:2000] or None
+                row.handled_at = datetime.now(UTC)
+
+    def counts(self) -> dict[str, int]:
+        from sqlalchemy import func
+
+        with Session(self.engine) as s:
+            return {
+                str(status): int(n)
+                for status, n in s.execute(select(EventRow.status, func.count()).group_by(EventRow.status))
+            }
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _stored(row: EventRow) -> StoredEvent:
+    at = row.received_at if row.received_at.tzinfo else row.received_at.replace(tzinfo=UTC)
+    source: Source = "pagerduty" if row.source == "pagerduty" else "alertmanager"
+    return StoredEvent(row.id, source, row.event_type, at, bytes(row.body), row.status)

@@ -1,0 +1,79 @@
+"""``supply-agent serve``: the on-call surface on uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from supply_agent.logging import get_logger
+from supply_agent.settings import get_settings
+
+
+@contextlib.contextmanager
+def _own_fleet(nodes: int) -> Iterator[Path]:
+    """A sandbox fleet of the service's own (real clock) when no cluster is given; its kubeconfig."""
+    from sandbox.fleet.clock import SimClock
+    from sandbox.fleet.server import FleetServer
+    from sandbox.fleet.world import Fleet, FleetSpec
+
+    fleet = Fleet(FleetSpec(nodes=nodes, pools=2, seed=0), SimClock("real"))
+    fleet.generate()
+    with FleetServer(fleet) as server, tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kubeconfig"
+        server.write_kubeconfig(path)
+        get_logger(component="serve").info("serving a sandbox fleet of its own", url=server.url, nodes=nodes)
+        yield path
+
+
+def register(main: click.Group) -> None:
+    @main.command("serve")
+    @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+    @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+    @click.option(
+        "--kubeconfig",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="The cluster (default: SUPPLY_AGENT_KUBECONFIG, else a sandbox fleet of its own).",
+    )
+    @click.option(
+        "--planner",
+        type=click.Choice(["runbook", "anthropic", "openai", "router"]),
+        help="Who proposes steps (default: SUPPLY_AGENT_PLANNER, else runbook).",
+    )
+    @click.option(
+        "--sandbox-nodes",
+        type=click.IntRange(1, 50_000),
+        default=24,
+        show_default=True,
+        help="Nodes of the sandbox fleet started when no cluster is given.",
+    )
+    def serve(host: str, port: int, kubeconfig: Path | None, planner: str | None, sandbox_nodes: int) -> None:
+        """Webhooks in (PagerDuty, Alertmanager), Slack approvals, PagerDuty write-back, metrics."""
+        import uvicorn
+
+        from supply_agent.planners.base import make_planner
+        from supply_agent.server import create_app
+        from supply_agent.service import open_service
+
+        settings = get_settings()
+        if planner:
+            settings = settings.model_copy(update={"planner": planner})
+        log = get_logger(component="serve")
+        with contextlib.ExitStack() as stack:
+            cluster = kubeconfig or settings.kubeconfig or stack.enter_context(_own_fleet(sandbox_nodes))
+            try:
+                service = stack.enter_context(
+                    open_service(settings, cluster, planner=make_planner(settings.planner, settings))
+                )
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from exc
+            app = create_app(service)
+            config = uvicorn.Config(
+                app, host=host, port=port, log_config=None, access_log=False, lifespan="on"
+            )
+            server = uvicorn.Server(config)
+            log.info("serving", host=host, port=port, cluster=str(cluster))
+            server.run()

@@ -1,0 +1,611 @@
+"""The on-call service behind ``supply-agent serve``: stored events in, graph threads run, humans asked.
+
+- Intake (called from the HTTP handlers) checks and stores each webhook, then answers; it refuses with
+  503 + Retry-After when too many stored events wait, rather than dropping any.
+- One dispatcher thread handles stored events in order: it folds alerts into incidents (one thread, so
+  grouping is deterministic), records what humans did in PagerDuty, and hands graph runs to a pool.
+- A bounded pool runs graph threads, one run per incident at a time. After each run: PagerDuty notes
+  and resolve or escalate, a Slack prompt when the thread paused for an approval, metrics.
+- A Slack click is verified, bound to one pending approval by the action's hash, claimed atomically,
+  and resumes the thread once. A sweeper expires approvals nobody answered.
+- On start, events stored but not handled are handled, claimed clicks are finished, threads a crash
+  interrupted are continued, and paused threads stay paused.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import ssl
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import structlog
+
+from supply_agent.agent import Agent, ApprovalAnswer, ApprovalRequest, RunResult
+from supply_agent.environment import Environment, open_agent
+from supply_agent.incident import (
+    AlertError,
+    AlertIn,
+    IncidentState,
+    TimelineEntry,
+    pagerduty_alerts,
+    parse_alerts,
+)
+from supply_agent.intake import (
+    PD_HUMAN,
+    PD_TRIGGERS,
+    Classified,
+    EventLog,
+    IntakeError,
+    StoredEvent,
+    classify_alertmanager,
+    classify_pagerduty,
+)
+from supply_agent.metrics import Metrics
+from supply_agent.planners.base import Planner
+from supply_agent.prompts import Prompt, PromptStore
+from supply_agent.settings import Settings
+from supply_agent.signing import SignatureError, verify_pagerduty, verify_slack
+from supply_agent.slack_blocks import APPROVE, approval_blocks, decided_blocks, parse_click
+from supply_agent.store import IncidentStore
+from tools.pagerduty import PagerDutyClient, PagerDutyError
+from tools.slack import SlackClient, SlackError, SlackMessage
+
+log = structlog.get_logger("supply_agent.service")
+
+# Timeline kinds that become PagerDuty notes: each finding and each action, and the human answers.
+NOTE_KINDS = frozenset({"evidence", "action", "approval"})
+GROUP_CACHE_S = 60.0
+
+
+@dataclass
+class Reply:
+    """What an HTTP handler answers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        agent: Agent,
+        env: Environment,
+        events: EventLog,
+        prompts: PromptStore,
+        *,
+        pagerduty: PagerDutyClient | None = None,
+        slack: SlackClient | None = None,
+        metrics: Metrics | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.agent = agent
+        self.env = env
+        self.store: IncidentStore = agent.store
+        self.events = events
+        self.prompts = prompts
+        self.pd = pagerduty
+        self.slack = slack
+        self.metrics = metrics or Metrics()
+        self.wall = wall  # Slack's signing window is in real time, whatever the cluster's clock says
+        self.clock = env.runtime.clock
+        self.window = timedelta(seconds=settings.grouping_window_s)
+        self._queue: queue.Queue[int] = queue.Queue()
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="graph")
+        self._incident_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_lock = threading.Lock()
+        self._notes: dict[str, list[TimelineEntry]] = defaultdict(list)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._futures: set[Future[None]] = set()
+        self._static_approvers = frozenset(env.runtime.executor.approvers)
+        self._groups_at = 0.0
+        self._our_acks: set[str] = set()
+        self._own_pd_user: str | None = settings.pagerduty_user_id or None
+        agent.on_entry = self._on_entry
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.pd is not None and self._own_pd_user is None:
+            try:
+                self._own_pd_user = self.pd.own_user_id()
+            except PagerDutyError as exc:
+                log.warning("cannot find the agent's own PagerDuty user", error=str(exc))
+        self.refresh_approvers(force=True)
+        self.recover()
+        for name, target in (("dispatcher", self._dispatch_loop), ("sweeper", self._sweep_loop)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    def drain(self, timeout: float = 60.0) -> bool:
+        """Wait until every stored event is handled and no graph run is in flight (tests, benchmarks)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self._pending_lock:
+                idle = self._pending == 0 and not any(not f.done() for f in list(self._futures))
+            if idle:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def recover(self) -> None:
+        """After a restart: handle stored events, finish claimed clicks, continue interrupted threads."""
+        ids = self.events.pending()
+        with self._pending_lock:
+            self._pending += len(ids)
+        for i in ids:
+            self._queue.put(i)
+        for prompt in self.prompts.with_status("deciding"):
+            self._submit(prompt.incident_id, self._resume, prompt)
+        for row in self.store.incidents(limit=10_000, status="open"):
+            iid = row.id
+            snap = self.agent.graph.get_state(self.agent.config(iid))
+            if not snap.values:
+                alerts = self.store.alerts_for(iid)
+                if alerts:
+                    state = IncidentState(incident_id=iid, alerts=alerts, opened_at=row.opened_at)
+                    self._submit(iid, self._run, state)
+            elif self.agent.unfinished(iid):
+                self._submit(iid, self._run, iid)
+        for row in self.store.incidents(limit=10_000, status="paused"):
+            pending = self.agent.pending(row.id)
+            if pending is not None and self.prompts.get(row.id, pending.action_hash) is None:
+                self._submit(row.id, self._prompt, row.id, pending)
+        if ids:
+            log.info("recovered stored events", events=len(ids))
+
+    # -- intake (HTTP handlers call these; they must answer fast) ------------------------------------
+    def accept_pagerduty(self, body: bytes, signature: str | None) -> Reply:
+        try:
+            verify_pagerduty(
+                body, signature, [s.get_secret_value() for s in self.settings.pagerduty_webhook_secrets]
+            )
+        except SignatureError as exc:
+            self.metrics.events.labels("pagerduty", "bad_signature").inc()
+            return Reply(exc.status, {"error": exc.reason})
+        return self._accept(body, classify_pagerduty)
+
+    def accept_alertmanager(self, body: bytes, authorization: str | None) -> Reply:
+        token = self.settings.alertmanager_token
+        expected = f"Bearer {token.get_secret_value()}" if token else None
+        import hmac
+
+        if expected is None or not hmac.compare_digest((authorization or "").encode(), expected.encode()):
+            self.metrics.events.labels("alertmanager", "unauthorized").inc()
+            why = "no SUPPLY_AGENT_ALERTMANAGER_TOKEN configured" if expected is None else "bad bearer token"
+            return Reply(401, {"error": why}, {"WWW-Authenticate": "Bearer"})
+        return self._accept(body, classify_alertmanager)
+
+    def _accept(self, body: bytes, classify: Callable[[bytes], Classified]) -> Reply:
+        try:
+            c = classify(body)
+        except IntakeError as exc:
+            source = "pagerduty" if classify is classify_pagerduty else "alertmanager"
+            self.metrics.events.labels(source, "bad_request").inc()
+            return Reply(exc.status, {"error": exc.reason})
+        if not c.handled:
+            self.metrics.events.labels(c.source, "ignored").inc()
+            log.info("webhook ignored", source=c.source, event_type=c.event_type, reason=c.reason)
+            return Reply(202, {"status": "ignored", "reason": c.reason})
+        with self._pending_lock:
+            full = self._pending >= self.settings.queue_max
+        if full:
+            if self.events.seen(c.dedup_key):
+                self.metrics.events.labels(c.source, "duplicate").inc()
+                return Reply(200, {"status": "duplicate"})
+            self.metrics.events.labels(c.source, "queue_full").inc()
+            retry = str(self.settings.retry_after_s)
+            return Reply(503, {"error": "the intake queue is full; retry later"}, {"Retry-After": retry})
+        event_id = self.events.add(c, body)
+        if event_id is None:
+            self.metrics.events.labels(c.source, "duplicate").inc()
+            return Reply(200, {"status": "duplicate"})
+        with self._pending_lock:
+            self._pending += 1
+            self.metrics.queue.set(self._pending)
+        self._queue.put(event_id)
+        self.metrics.events.labels(c.source, "accepted").inc()
+        return Reply(202, {"status": "accepted", "event_id": event_id})
+
+    # -- the dispatcher ------------------------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                event_id = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            ev = self.events.get(event_id)
+            if ev is None or ev.status != "pending":
+                self._done_one()
+                continue
+            try:
+                status, note = self._handle(ev)
+            except Exception as exc:  # one bad event must not stop the dispatcher; it is kept, marked
+                log.exception("event failed", event_id=event_id)
+                status, note = "failed", f"{type(exc).__name__}: {exc}"
+            self.events.finish(event_id, status, note)  # type: ignore[arg-type]
+            self.metrics.handled.labels(status).inc()
+            self._done_one()
+
+    def _done_one(self) -> None:
+        with self._pending_lock:
+            self._pending = max(0, self._pending - 1)
+            self.metrics.queue.set(self._pending)
+
+    def _handle(self, ev: StoredEvent) -> tuple[str, str]:
+        data = json.loads(ev.body)
+        if ev.source == "alertmanager":
+            alerts, _ = parse_alerts(data)
+            return self._open(alerts)
+        event = data["event"]
+        event_type = str(event["event_type"])
+        _, refs = parse_alerts(data)
+        ref = refs[0]
+        iid = f"pd-{ref.incident_id}"
+        if event_type in PD_TRIGGERS:
+            details = self._pd_alerts(ref.incident_id)
+            alerts = pagerduty_alerts(ref, details)
+            if not alerts:
+                return "failed", f"PagerDuty incident {ref.incident_id} has no alerts to act on"
+            return self._open(alerts)
+        if event_type in PD_HUMAN:
+            return self._human(iid, ref.incident_id, event_type, event.get("agent"))
+        return "ignored", f"{event_type} is not acted on"
+
+    def _pd_alerts(self, pd_id: str) -> Mapping[str, Any]:
+        if self.pd is not None:
+            return self.pd.incident_alerts(pd_id)
+        if self.env.sandbox is not None:
+            return self.env.sandbox.pagerduty_incident_alerts(pd_id)
+        raise AlertError(f"PagerDuty incident {pd_id}: no PagerDuty API key configured to read its alerts")
+
+    def _open(self, alerts: list[AlertIn]) -> tuple[str, str]:
+        new = self.agent.open(alerts, window=self.window)
+        for state in new:
+            self.metrics.opened.inc()
+            pd_id = _pd_id(state)
+            if pd_id and self.pd is not None:
+                self._pd_call("acknowledge", self.pd.acknowledge, pd_id)
+                self._our_acks.add(pd_id)
+            self._submit(state.incident_id, self._run, state)
+        if new:
+            return "handled", "opened " + ", ".join(s.incident_id for s in new)
+        return "handled", "joined or duplicate"
+
+    def _human(self, iid: str, pd_id: str, event_type: str, agent_ref: Any) -> tuple[str, str]:
+        ref = agent_ref if isinstance(agent_ref, Mapping) else {}
+        if self.store.get(iid) is None:
+            return "ignored", f"{iid} is not an incident the agent handles"
+        if ref.get("type") != "user_reference":
+            return "ignored", f"{event_type} not done by a user ({ref.get('type') or 'no agent'})"
+        if self._own_pd_user and ref.get("id") == self._own_pd_user:
+            return "ignored", f"{event_type} is the agent's own write-back"
+        if not self._own_pd_user and event_type == "incident.acknowledged" and pd_id in self._our_acks:
+            return "ignored", "the agent's own acknowledgement"
+        if event_type == "incident.unacknowledged":
+            return "ignored", "unacknowledged: the incident stays with whoever holds it"
+        who = str(ref.get("summary") or ref.get("id") or "a PagerDuty user")
+        verb = event_type.split(".", 1)[1]
+        self.store.set_owner(iid, f"{who} ({verb} in PagerDuty)")
+        self.store.note(
+            iid, self.clock(), f"{who} {verb} the incident in PagerDuty: the agent makes no more writes"
+        )
+        log.info("a human took the incident", incident_id=iid, who=who, event_type=event_type)
+        return "handled", f"{who} {verb} it"
+
+    # -- graph runs ----------------------------------------------------------------------------------
+    def _submit(self, iid: str, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn(*args)`` on the pool, one run per incident at a time."""
+
+        def job() -> None:
+            with self._locks_lock:
+                lock = self._incident_locks[iid]
+            with lock:
+                fn(*args)
+
+        fut = self._pool.submit(job)
+        with self._pending_lock:
+            self._futures.add(fut)
+        fut.add_done_callback(self._forget)
+
+    def _forget(self, fut: Future[None]) -> None:
+        with self._pending_lock:
+            self._futures.discard(fut)
+        if (exc := fut.exception()) is not None:
+            log.error("graph run failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _on_entry(self, iid: str, entry: TimelineEntry) -> None:
+        if entry.kind in NOTE_KINDS:
+            self._notes[iid].append(entry)
+
+    def _run(self, target: IncidentState | str, resume: ApprovalAnswer | None = None) -> RunResult | None:
+        iid = target if isinstance(target, str) else target.incident_id
+        bound = log.bind(incident_id=iid)
+        try:
+            result = self.agent.run(target, resume=resume)
+        except Exception as exc:
+            bound.exception("graph run failed")
+            self.store.note(iid, self.clock(), f"the graph run failed: {type(exc).__name__}: {exc}")
+            return None
+        self._after(result)
+        return result
+
+    def _after(self, result: RunResult) -> None:
+        iid = result.incident_id
+        state = result.state
+        pd_id = _pd_id(state)
+        notes = self._notes.pop(iid, [])
+        owned = (row := self.store.get(iid)) is not None and bool(row.human_owner)
+        pd = self.pd if pd_id else None
+        if pd is not None:
+            for entry in notes:
+                self._pd_call("note", pd.add_note, pd_id, f"[{entry.kind}] {entry.text}")
+        if result.pending is not None:
+            self._prompt(iid, result.pending)
+            return
+        if result.status != "done" or state.outcome is None:
+            return
+        self.metrics.finished(state)
+        if pd is None:
+            return
+        if owned:
+            self._pd_call("note", pd.add_note, pd_id, f"supply-agent stopped: {_ending(state)}")
+        elif state.outcome in ("mitigated", "no_action"):
+            self._pd_call("note", pd.add_note, pd_id, _ending(state))
+            self._pd_call("resolve", pd.resolve, pd_id)
+        else:
+            reason = state.escalation_reason or "the agent needs a human"
+            self._pd_call("escalate", pd.escalate, pd_id, f"supply-agent escalates: {reason}")
+
+    def _pd_call(self, what: str, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except PagerDutyError as exc:
+            self.metrics.writeback_errors.labels("pagerduty").inc()
+            log.error("PagerDuty write-back failed", call=what, error=str(exc))
+
+    # -- approvals -----------------------------------------------------------------------------------
+    def _prompt(self, iid: str, request: ApprovalRequest) -> None:
+        """Ask in Slack, once per pending approval."""
+        if not self.prompts.add(iid, request.action_hash, request.step, request.asked_at, request.expires_at):
+            return
+        if self.slack is None:
+            log.warning("approval pending and no Slack configured", incident_id=iid, tool=request.tool)
+            return
+        row = self.store.get(iid)
+        title = row.title if row else iid
+        try:
+            state = self.agent.state(iid)
+            evidence = [e.summary for e in state.evidence[-5:]]
+        except KeyError:
+            evidence = []
+        text, blocks = approval_blocks(request, title, evidence)
+        try:
+            msg = self.slack.post(text, blocks)
+        except SlackError as exc:
+            self.metrics.writeback_errors.labels("slack").inc()
+            log.error("Slack prompt failed", incident_id=iid, error=str(exc))
+            return
+        self.prompts.set_message(iid, request.action_hash, msg.channel, msg.ts)
+
+    def refresh_approvers(self, force: bool = False) -> frozenset[str]:
+        """Approvers: the settings' and playbooks' ids, and the members of the Slack approver groups."""
+        now = time.monotonic()
+        if (
+            self.slack is not None
+            and self.settings.slack_approver_groups
+            and (force or now - self._groups_at > GROUP_CACHE_S)
+        ):
+            members: set[str] = set()
+            for group in self.settings.slack_approver_groups:
+                try:
+                    members |= self.slack.usergroup_members(group)
+                except SlackError as exc:
+                    log.error("cannot read a Slack approver group", group=group, error=str(exc))
+            self.env.runtime.executor.approvers = self._static_approvers | frozenset(members)
+            self._groups_at = now
+        return frozenset(self.env.runtime.executor.approvers)
+
+    def click(self, body: bytes, timestamp: str | None, signature: str | None) -> Reply:
+        """A Slack interaction: verified, bound to one pending approval, claimed once, then resumed."""
+        secret = self.settings.slack_signing_secret
+        try:
+            verify_slack(body, timestamp, signature, secret.get_secret_value() if secret else "", self.wall())
+        except SignatureError as exc:
+            self.metrics.events.labels("slack", "bad_signature").inc()
+            return Reply(exc.status, {"error": exc.reason})
+        try:
+            form = parse_qs(body.decode("utf-8"), strict_parsing=True)
+            raw = form.get("payload")
+            if not raw:
+                raise ValueError("form field 'payload' is missing")
+            c = parse_click(json.loads(raw[0]))
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.metrics.events.labels("slack", "bad_request").inc()
+            return Reply(400, {"error": f"not a block_actions interaction: {exc}"})
+        self.metrics.events.labels("slack", "accepted").inc()
+        now = self.clock()
+        who = c.user_id
+        prompt = self.prompts.get(c.incident_id, c.action_hash)
+        if prompt is None:
+            if self.store.get(c.incident_id) is not None:
+                self.store.note(
+                    c.incident_id,
+                    now,
+                    f"ignored a click by {who}: no such approval",
+                    action_hash=c.action_hash,
+                )
+            return Reply(200, {"status": "ignored", "reason": "no such approval"})
+        if prompt.status != "pending":
+            text = f"ignored a click by {who}: the approval was already {prompt.status}"
+            self.store.note(c.incident_id, now, text, action_hash=c.action_hash, action=c.action_id)
+            return Reply(200, {"status": "ignored", "reason": text})
+        if who not in self.refresh_approvers():
+            text = f"ignored a click by {who} via slack: not an approver"
+            self.store.note(c.incident_id, now, text, action_hash=c.action_hash, action=c.action_id)
+            log.warning(text, incident_id=c.incident_id)
+            return Reply(200, {"status": "refused", "reason": text})
+        decision = "approve" if c.action_id == APPROVE else "reject"
+        claimed = self.prompts.claim(c.incident_id, c.action_hash, decision, who, now)
+        if claimed is None:  # a double click, or two people at once: the first one counts
+            text = f"ignored a click by {who}: the approval was answered already"
+            self.store.note(c.incident_id, now, text, action_hash=c.action_hash)
+            return Reply(200, {"status": "ignored", "reason": text})
+        self.metrics.approval_wait.labels(decision).observe(max(0.0, (now - prompt.asked_at).total_seconds()))
+        self._submit(c.incident_id, self._resume, claimed)
+        return Reply(200, {"status": "accepted", "decision": decision})
+
+    def _resume(self, prompt: Prompt) -> None:
+        """Resume a thread with a claimed answer; then say in Slack who decided and when."""
+        iid = prompt.incident_id
+        pending = self.agent.pending(iid)
+        if pending is None or pending.action_hash != prompt.action_hash:
+            self.prompts.finish(iid, prompt.action_hash, "expired")
+            return
+        answer = ApprovalAnswer(
+            approved=prompt.decision == "approve",
+            approver=prompt.decided_by or "unknown",
+            decided_at=prompt.decided_at or self.clock(),
+            channel="slack" if prompt.decision != "expire" else "expiry",
+        )
+        result = self._run(iid, resume=answer)
+        if result is None:
+            return
+        step = next((s for s in result.state.steps if s.action.digest() == prompt.action_hash), None)
+        status = step.approval_state if step is not None else "pending"
+        if status not in (
+            "approved",
+            "rejected",
+            "expired",
+        ):  # not taken (e.g. not an approver after all): open again
+            self.prompts.finish(iid, prompt.action_hash, "pending")
+            return
+        self.prompts.finish(iid, prompt.action_hash, status)
+        if self.slack is not None and prompt.channel and prompt.ts:
+            row = self.store.get(iid)
+            text, blocks = decided_blocks(
+                pending, row.title if row else iid, status, answer.approver, answer.decided_at
+            )
+            try:
+                self.slack.update(SlackMessage(prompt.channel, prompt.ts), text, blocks)
+            except SlackError as exc:
+                self.metrics.writeback_errors.labels("slack").inc()
+                log.error("Slack update failed", incident_id=iid, error=str(exc))
+
+    def sweep(self) -> int:
+        """Expire approvals nobody answered in time; the threads escalate. How many were expired."""
+        now = self.clock()
+        n = 0
+        for prompt in self.prompts.with_status("pending"):
+            if prompt.expires_at > now:
+                continue
+            claimed = self.prompts.claim(
+                prompt.incident_id, prompt.action_hash, "expire", "supply-agent", now
+            )
+            if claimed is not None:
+                n += 1
+                self._submit(prompt.incident_id, self._resume, claimed)
+        return n
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.settings.approval_sweep_s):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("approval sweep failed")
+
+    # -- reads for the API ---------------------------------------------------------------------------
+    def ready(self) -> dict[str, str]:
+        """What is not reachable (empty when ready)."""
+        problems: dict[str, str] = {}
+        try:
+            self.store.incidents(limit=1)
+        except Exception as exc:
+            problems["store"] = f"{type(exc).__name__}: {exc}"
+        try:
+            self.env.runtime.kube.ping()
+        except Exception as exc:
+            problems["cluster"] = f"{type(exc).__name__}: {exc}"
+        return problems
+
+
+def _pd_id(state: IncidentState) -> str | None:
+    a = state.alerts[0] if state.alerts else None
+    return a.source_id if a is not None and a.source == "pagerduty" and a.source_id else None
+
+
+def _ending(state: IncidentState) -> str:
+    acted = [s for s in state.steps if s.outcome in ("executed", "duplicate")]
+    head = f"supply-agent: {state.outcome}"
+    if state.root_cause:
+        head += f" (root cause: {state.root_cause})"
+    lines = [head, *(f"- {s.action.tool} {json.dumps(s.action.params, sort_keys=True)}" for s in acted)]
+    if state.handoff:
+        lines.append(f"hand-off: {state.handoff}")
+    return "\n".join(lines)
+
+
+@contextmanager
+def open_service(
+    settings: Settings, kubeconfig: Path, *, planner: Planner | None = None
+) -> Iterator[Service]:
+    """A :class:`Service` on the cluster in ``kubeconfig`` with PagerDuty and Slack from settings."""
+    pd = None
+    if settings.pagerduty_api_key is not None:
+        if not settings.pagerduty_from:
+            raise ValueError(
+                "SUPPLY_AGENT_PAGERDUTY_FROM: the email of the agent's PagerDuty user is required"
+            )
+        pd = PagerDutyClient(
+            settings.pagerduty_api_key.get_secret_value(),
+            settings.pagerduty_from,
+            base_url=settings.pagerduty_api_url,
+            escalation_policy_id=settings.pagerduty_escalation_policy,
+            verify=(
+                ssl.create_default_context(cafile=str(settings.pagerduty_ca_file))
+                if settings.pagerduty_ca_file
+                else True
+            ),
+        )
+    slack = None
+    if settings.slack_bot_token is not None:
+        if not settings.slack_channel:
+            raise ValueError("SUPPLY_AGENT_SLACK_CHANNEL: the channel for approval prompts is required")
+        slack = SlackClient(
+            settings.slack_bot_token.get_secret_value(),
+            settings.slack_channel,
+            base_url=settings.slack_api_url,
+        )
+    events = EventLog.from_url(settings.resolved_database_url())
+    try:
+        with open_agent(settings, kubeconfig, planner=planner) as (agent, env):
+            service = Service(
+                settings, agent, env, events, PromptStore(agent.store.engine), pagerduty=pd, slack=slack
+            )
+            yield service
+    finally:
+        events.close()
+        if pd is not None:
+            pd.close()
