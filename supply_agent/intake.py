@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import threading
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import DateTime, Integer, LargeBinary, String, Text, create_engine, event, insert, select
+from sqlalchemy import DateTime, Integer, LargeBinary, String, Text, create_engine, event, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from supply_agent.incident import AlertError, parse_alerts
@@ -153,6 +155,17 @@ class EventLog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         _Base.metadata.create_all(engine)
+        if engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            self._insert: Any = pg_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            self._insert = sqlite_insert
+        self._ops: queue.Queue[Any] = queue.Queue()
+        self._writer = threading.Thread(target=self._write_loop, name="intake-writer", daemon=True)
+        self._writer.start()
 
     @classmethod
     def from_url(cls, url: str) -> EventLog:
@@ -171,24 +184,71 @@ class EventLog:
 
         return cls(engine)
 
+    def submit(self, c: Classified, body: bytes) -> Future[int | None]:
+        """Queue one event for the writer; the future's value is its id, or None for a delivery seen before."""
+        fut: Future[int | None] = Future()
+        self._ops.put(("add", (c, body), fut))
+        return fut
+
     def add(self, c: Classified, body: bytes) -> int | None:
-        """Store one event; its id, or None when this delivery was stored before."""
-        try:
-            with self.engine.begin() as conn:
-                res = conn.execute(
-                    insert(EventRow).values(
-                        dedup_key=c.dedup_key,
-                        source=c.source,
-                        event_type=c.event_type,
-                        received_at=datetime.now(UTC),
-                        body=body,
-                        status="pending",
-                    )
+        """Store one event (committed when this returns); its id, or None when stored before."""
+        return self.submit(c, body).result()
+
+    def _write_loop(self) -> None:
+        # One writer, many requests per transaction (group commit): no lock contention on the intake
+        # file, and a burst of webhooks costs one commit per batch instead of one per request.
+        while True:
+            op = self._ops.get()
+            if op is None:
+                return
+            batch = [op]
+            while len(batch) < 512:
+                try:
+                    more = self._ops.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._ops.put(None)
+                    break
+                batch.append(more)
+            results: list[Any] = []
+            try:
+                with self.engine.begin() as conn:
+                    for kind, args, _ in batch:
+                        results.append(self._apply(conn, kind, args))
+            except Exception as exc:  # nothing in this batch was stored: every caller hears so
+                for _, _, fut in batch:
+                    fut.set_exception(exc)
+                continue
+            for (_, _, fut), value in zip(batch, results, strict=True):
+                fut.set_result(value)
+
+    def _apply(self, conn: Any, kind: str, args: tuple[Any, ...]) -> Any:
+        if kind == "add":
+            c, body = args
+            stmt = (
+                self._insert(EventRow)
+                .values(
+                    dedup_key=c.dedup_key,
+                    source=c.source,
+                    event_type=c.event_type,
+                    received_at=datetime.now(UTC),
+                    body=body,
+                    status="pending",
                 )
-                pk = res.inserted_primary_key
-                return int(pk[0]) if pk else None
-        except IntegrityError:
-            return None
+                .on_conflict_do_nothing(index_elements=["dedup_key"])
+                .returning(EventRow.id)
+            )
+            row = conn.execute(stmt).first()
+            return int(row[0]) if row else None
+        now = datetime.now(UTC)
+        for event_id, status, note in args:
+            conn.execute(
+                update(EventRow)
+                .where(EventRow.id == event_id)
+                .values(status=status, note=note[:2000] or None, handled_at=now)
+            )
+        return None
 
     def seen(self, dedup_key: str) -> bool:
         with Session(self.engine) as s:
@@ -207,12 +267,15 @@ class EventLog:
             )
 
     def finish(self, event_id: int, status: Literal["handled", "ignored", "failed"], note: str = "") -> None:
-        with Session(self.engine) as s, s.begin():
-            row = s.get(EventRow, event_id)
-            if row is not None:
-                row.status = status
-                row.note = note[:2000] or None
-                row.handled_at = datetime.now(UTC)
+        self.finish_many([(event_id, status, note)])
+
+    def finish_many(self, done: list[tuple[int, str, str]]) -> None:
+        """Mark events handled (or ignored, or failed: kept, with why); committed when this returns."""
+        if not done:
+            return
+        fut: Future[None] = Future()
+        self._ops.put(("finish", tuple(done), fut))
+        fut.result()
 
     def counts(self) -> dict[str, int]:
         from sqlalchemy import func
@@ -224,6 +287,8 @@ class EventLog:
             }
 
     def close(self) -> None:
+        self._ops.put(None)
+        self._writer.join(10)
         self.engine.dispose()
 
 

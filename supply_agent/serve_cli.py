@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,9 @@ def register(main: click.Group) -> None:
         from supply_agent.server import create_app
         from supply_agent.service import open_service
 
+        # The event loop answers webhooks while worker threads fold alerts and run graphs: a shorter GIL
+        # switch interval keeps a busy worker from holding up an acknowledgement for 5 ms at a time.
+        sys.setswitchinterval(0.001)
         settings = get_settings()
         if planner:
             settings = settings.model_copy(update={"planner": planner})

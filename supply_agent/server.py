@@ -62,12 +62,12 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     @app.post("/webhooks/pagerduty")
     async def pagerduty(request: Request) -> JSONResponse:
         body = await _body(request, limit)
-        return _reply(service.accept_pagerduty(body, request.headers.get("x-pagerduty-signature")))
+        return _reply(await service.accept_pagerduty(body, request.headers.get("x-pagerduty-signature")))
 
     @app.post("/webhooks/alertmanager")
     async def alertmanager(request: Request) -> JSONResponse:
         body = await _body(request, limit)
-        return _reply(service.accept_alertmanager(body, request.headers.get("authorization")))
+        return _reply(await service.accept_alertmanager(body, request.headers.get("authorization")))
 
     @app.post("/slack/interactions")
     async def slack(request: Request) -> JSONResponse:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import ssl
@@ -177,7 +178,7 @@ class Service:
             log.info("recovered stored events", events=len(ids))
 
     # -- intake (HTTP handlers call these; they must answer fast) ------------------------------------
-    def accept_pagerduty(self, body: bytes, signature: str | None) -> Reply:
+    async def accept_pagerduty(self, body: bytes, signature: str | None) -> Reply:
         try:
             verify_pagerduty(
                 body, signature, [s.get_secret_value() for s in self.settings.pagerduty_webhook_secrets]
@@ -185,9 +186,9 @@ class Service:
         except SignatureError as exc:
             self.metrics.events.labels("pagerduty", "bad_signature").inc()
             return Reply(exc.status, {"error": exc.reason})
-        return self._accept(body, classify_pagerduty)
+        return await self._accept(body, classify_pagerduty)
 
-    def accept_alertmanager(self, body: bytes, authorization: str | None) -> Reply:
+    async def accept_alertmanager(self, body: bytes, authorization: str | None) -> Reply:
         token = self.settings.alertmanager_token
         expected = f"Bearer {token.get_secret_value()}" if token else None
         import hmac
@@ -196,9 +197,9 @@ class Service:
             self.metrics.events.labels("alertmanager", "unauthorized").inc()
             why = "no SUPPLY_AGENT_ALERTMANAGER_TOKEN configured" if expected is None else "bad bearer token"
             return Reply(401, {"error": why}, {"WWW-Authenticate": "Bearer"})
-        return self._accept(body, classify_alertmanager)
+        return await self._accept(body, classify_alertmanager)
 
-    def _accept(self, body: bytes, classify: Callable[[bytes], Classified]) -> Reply:
+    async def _accept(self, body: bytes, classify: Callable[[bytes], Classified]) -> Reply:
         try:
             c = classify(body)
         except IntakeError as exc:
@@ -218,7 +219,7 @@ class Service:
             self.metrics.events.labels(c.source, "queue_full").inc()
             retry = str(self.settings.retry_after_s)
             return Reply(503, {"error": "the intake queue is full; retry later"}, {"Retry-After": retry})
-        event_id = self.events.add(c, body)
+        event_id = await asyncio.wrap_future(self.events.submit(c, body))
         if event_id is None:
             self.metrics.events.labels(c.source, "duplicate").inc()
             return Reply(200, {"status": "duplicate"})
@@ -233,46 +234,88 @@ class Service:
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                event_id = self._queue.get(timeout=0.2)
+                ids = [self._queue.get(timeout=0.2)]
             except queue.Empty:
                 continue
+            while len(ids) < 256:  # a burst is handled in batches: one fold, one write per batch
+                try:
+                    ids.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                done = self._handle_batch(ids)
+            except Exception as exc:  # never lose the batch: each event is marked with why
+                log.exception("event batch failed", events=len(ids))
+                done = [(i, "failed", f"{type(exc).__name__}: {exc}") for i in ids]
+            self.events.finish_many(done)
+            for _, status, _ in done:
+                self.metrics.handled.labels(status).inc()
+            with self._pending_lock:
+                self._pending = max(0, self._pending - len(ids))
+                self.metrics.queue.set(self._pending)
+
+    def _handle_batch(self, ids: list[int]) -> list[tuple[int, str, str]]:
+        """Handle stored events in order. Alerts of consecutive events fold together (one call to the
+        agent); a human's action in PagerDuty is applied in its place in the order."""
+        done: list[tuple[int, str, str]] = []
+        held: list[tuple[int, list[AlertIn]]] = []
+
+        def flush() -> None:
+            if not held:
+                return
+            try:
+                status, note = self._open([a for _, alerts in held for a in alerts])
+            except Exception as exc:
+                log.exception("folding alerts failed", events=len(held))
+                status, note = "failed", f"{type(exc).__name__}: {exc}"
+            done.extend((i, status, note) for i, _ in held)
+            held.clear()
+
+        for event_id in ids:
             ev = self.events.get(event_id)
             if ev is None or ev.status != "pending":
-                self._done_one()
-                continue
+                continue  # handled before a restart, or queued twice
             try:
-                status, note = self._handle(ev)
-            except Exception as exc:  # one bad event must not stop the dispatcher; it is kept, marked
+                alerts, human = self._read_event(ev)
+            except Exception as exc:  # one bad event does not stop the others; it is kept, marked
+                log.exception("event failed", event_id=event_id)
+                done.append((event_id, "failed", f"{type(exc).__name__}: {exc}"))
+                continue
+            if alerts is not None:
+                held.append((event_id, alerts))
+                continue
+            flush()
+            try:
+                status, note = human() if human else ("ignored", "nothing to act on")
+            except Exception as exc:
                 log.exception("event failed", event_id=event_id)
                 status, note = "failed", f"{type(exc).__name__}: {exc}"
-            self.events.finish(event_id, status, note)  # type: ignore[arg-type]
-            self.metrics.handled.labels(status).inc()
-            self._done_one()
+            done.append((event_id, status, note))
+        flush()
+        return done
 
-    def _done_one(self) -> None:
-        with self._pending_lock:
-            self._pending = max(0, self._pending - 1)
-            self.metrics.queue.set(self._pending)
-
-    def _handle(self, ev: StoredEvent) -> tuple[str, str]:
+    def _read_event(
+        self, ev: StoredEvent
+    ) -> tuple[list[AlertIn] | None, Callable[[], tuple[str, str]] | None]:
+        """The alerts an event brings, or what a human did (applied later, in order)."""
         data = json.loads(ev.body)
         if ev.source == "alertmanager":
             alerts, _ = parse_alerts(data)
-            return self._open(alerts)
+            return alerts, None
         event = data["event"]
         event_type = str(event["event_type"])
         _, refs = parse_alerts(data)
         ref = refs[0]
         iid = f"pd-{ref.incident_id}"
         if event_type in PD_TRIGGERS:
-            details = self._pd_alerts(ref.incident_id)
-            alerts = pagerduty_alerts(ref, details)
+            alerts = pagerduty_alerts(ref, self._pd_alerts(ref.incident_id))
             if not alerts:
-                return "failed", f"PagerDuty incident {ref.incident_id} has no alerts to act on"
-            return self._open(alerts)
+                raise AlertError(f"PagerDuty incident {ref.incident_id} has no alerts to act on")
+            return alerts, None
         if event_type in PD_HUMAN:
-            return self._human(iid, ref.incident_id, event_type, event.get("agent"))
-        return "ignored", f"{event_type} is not acted on"
+            agent = event.get("agent")
+            return None, lambda: self._human(iid, ref.incident_id, event_type, agent)
+        return None, None
 
     def _pd_alerts(self, pd_id: str) -> Mapping[str, Any]:
         if self.pd is not None:
@@ -598,7 +641,7 @@ def open_service(
             settings.slack_channel,
             base_url=settings.slack_api_url,
         )
-    events = EventLog.from_url(settings.resolved_database_url())
+    events = EventLog.from_url(settings.resolved_intake_url())
     try:
         with open_agent(settings, kubeconfig, planner=planner) as (agent, env):
             service = Service(

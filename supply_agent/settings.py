@@ -94,6 +94,13 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    def resolved_intake_url(self) -> str:
+        """Where webhooks are stored before they are acknowledged: the database, or with the default SQLite
+        store a file of its own, so the intake's writer never waits on the store's."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'intake.db').as_posix()}"
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
