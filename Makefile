@@ -22,6 +22,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sandbox_scale.py
 	$(BIN)/python benchmarks/gate.py
 	$(BIN)/python benchmarks/incident_latency.py
+	$(BIN)/python benchmarks/intake_storm.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
