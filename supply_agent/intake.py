@@ -16,14 +16,14 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import DateTime, Integer, LargeBinary, String, Text, create_engine, event, select, update
+from sqlalchemy import DateTime, Integer, LargeBinary, String, Text, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from supply_agent.incident import AlertError, parse_alerts
+from supply_agent.store import engine_for
 
 Source = Literal["pagerduty", "alertmanager"]
 
@@ -169,20 +169,7 @@ class EventLog:
 
     @classmethod
     def from_url(cls, url: str) -> EventLog:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, future=True)
-        if engine.dialect.name == "sqlite":
-
-            @event.listens_for(engine, "connect")
-            def _wal(dbapi_conn: Any, _: Any) -> None:
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA busy_timeout=5000")
-                cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process crash
-                cur.close()
-
-        return cls(engine)
+        return cls(engine_for(url))
 
     def submit(self, c: Classified, body: bytes) -> Future[int | None]:
         """Queue one event for the writer; the future's value is its id, or None for a delivery seen before."""

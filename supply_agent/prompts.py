@@ -8,13 +8,15 @@ restart finishes what a claimed click began.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import DateTime, Integer, String, UniqueConstraint, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from supply_agent.store import as_utc
 
 Status = Literal["pending", "deciding", "approved", "rejected", "expired"]
 
@@ -57,10 +59,6 @@ class Prompt:
     decided_at: datetime | None
 
 
-def _utc(t: datetime | None) -> datetime | None:
-    return None if t is None else (t if t.tzinfo else t.replace(tzinfo=UTC))
-
-
 def _prompt(r: PromptRow) -> Prompt:
     return Prompt(
         id=r.id,
@@ -70,11 +68,11 @@ def _prompt(r: PromptRow) -> Prompt:
         status=r.status,  # type: ignore[arg-type]
         channel=r.channel,
         ts=r.ts,
-        asked_at=_utc(r.asked_at) or r.asked_at,
-        expires_at=_utc(r.expires_at) or r.expires_at,
+        asked_at=as_utc(r.asked_at) or r.asked_at,
+        expires_at=as_utc(r.expires_at) or r.expires_at,
         decision=r.decision,
         decided_by=r.decided_by,
-        decided_at=_utc(r.decided_at),
+        decided_at=as_utc(r.decided_at),
     )
 
 

@@ -101,7 +101,25 @@ class IncidentSummary(BaseModel):
     summary: dict[str, Any] | None = None
 
 
-def _utc(t: datetime | None) -> datetime | None:
+def engine_for(url: str) -> Engine:
+    """An engine for the store's URL; SQLite in WAL mode, as several processes (CLI, server) share the file."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_conn: Any, _: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process crash
+            cur.close()
+
+    return engine
+
+
+def as_utc(t: datetime | None) -> datetime | None:
     if t is None:
         return None
     return t if t.tzinfo else t.replace(tzinfo=UTC)
@@ -114,20 +132,7 @@ class IncidentStore:
 
     @classmethod
     def from_url(cls, url: str) -> IncidentStore:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, future=True)
-        if engine.dialect.name == "sqlite":
-
-            @event.listens_for(engine, "connect")
-            def _wal(dbapi_conn: Any, _: Any) -> None:  # several processes (CLI, server) share the file
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA busy_timeout=5000")
-                cur.execute("PRAGMA synchronous=NORMAL")
-                cur.close()
-
-        return cls(engine)
+        return cls(engine_for(url))
 
     # -- alerts: stored before anything else happens ---------------------------------------------------
     def record_alert(self, alert: AlertIn, body: dict[str, Any], received_at: datetime) -> bool:
@@ -176,7 +181,7 @@ class IncidentStore:
         if (
             closed_since is not None
             and status == "closed"
-            and (_utc(closed_at) or closed_since) < closed_since
+            and (as_utc(closed_at) or closed_since) < closed_since
         ):
             return None
         return str(iid)
@@ -206,7 +211,7 @@ class IncidentStore:
             ).all()
         latest: dict[str, tuple[datetime, str]] = {}
         for node, status, at in rows:
-            at = _utc(at) or at
+            at = as_utc(at) or at
             if node and (node not in latest or at >= latest[node][0]):
                 latest[node] = (at, status)
         return frozenset(n for n, (at, status) in latest.items() if status == "firing" and at >= since)
@@ -312,7 +317,7 @@ class IncidentStore:
                 select(TimelineRow).where(TimelineRow.incident_id == incident_id).order_by(TimelineRow.seq)
             )
             return [
-                TimelineEntry(at=_utc(r.at) or r.at, node=r.node, kind=r.kind, text=r.text, data=r.data)
+                TimelineEntry(at=as_utc(r.at) or r.at, node=r.node, kind=r.kind, text=r.text, data=r.data)
                 for r in rows
             ]
 
@@ -331,9 +336,9 @@ def _summary(row: IncidentRow) -> IncidentSummary:
         outcome=row.outcome,
         root_cause=row.root_cause,
         escalation_reason=row.escalation_reason,
-        opened_at=_utc(row.opened_at) or row.opened_at,
-        updated_at=_utc(row.updated_at) or row.updated_at,
-        closed_at=_utc(row.closed_at),
+        opened_at=as_utc(row.opened_at) or row.opened_at,
+        updated_at=as_utc(row.updated_at) or row.updated_at,
+        closed_at=as_utc(row.closed_at),
         human_owner=row.human_owner,
         summary=row.summary,
     )
