@@ -122,7 +122,8 @@ class ServeHarness:
 
 
 @contextlib.contextmanager
-def serve_harness(tmp: Path, nodes: int = 24, **extra: Any) -> Iterator[ServeHarness]:
+def outside_world(tmp: Path, nodes: int = 24) -> Iterator[tuple[Fleet, Path, PagerDutyStub, SlackStub]]:
+    """What the service talks to: a sandbox fleet (its kubeconfig), and PagerDuty and Slack stubs."""
     fleet = Fleet(FleetSpec(nodes=nodes, pools=2, seed=11), SimClock("manual"))
     fleet.generate()
     with (
@@ -133,6 +134,12 @@ def serve_harness(tmp: Path, nodes: int = 24, **extra: Any) -> Iterator[ServeHar
         pd.users.append({"id": AGENT_PD_USER, "email": AGENT_EMAIL, "name": "supply-agent", "type": "user"})
         kubeconfig = tmp / "kubeconfig"
         server.write_kubeconfig(kubeconfig)
+        yield fleet, kubeconfig, pd, slack
+
+
+@contextlib.contextmanager
+def serve_harness(tmp: Path, nodes: int = 24, **extra: Any) -> Iterator[ServeHarness]:
+    with outside_world(tmp, nodes) as (fleet, kubeconfig, pd, slack):
         ca = tmp / "pagerduty-ca.pem"
         ca.write_bytes(pd.ca_pem)
         settings = settings_for(tmp, pd, slack, pagerduty_ca_file=ca, **extra)

@@ -17,14 +17,11 @@ from typing import Any
 import httpx
 
 from sandbox.fleet.admin import AdminClient
-from sandbox.fleet.clock import SimClock
-from sandbox.fleet.server import FleetServer
-from sandbox.fleet.world import POOL_LABEL, Fleet, FleetSpec
+from sandbox.fleet.world import POOL_LABEL
 from supply_agent.signing import sign_pagerduty, sign_slack
 from tests.pd_stub import PagerDutyStub
 from tests.service_harness import (
     AGENT_EMAIL,
-    AGENT_PD_USER,
     AM_TOKEN,
     APPROVER,
     PD_KEY,
@@ -32,6 +29,7 @@ from tests.service_harness import (
     POLICY,
     SLACK_SECRET,
     SLACK_TOKEN,
+    outside_world,
 )
 from tests.slack_stub import SlackStub, block_actions_payload, click_body
 
@@ -110,16 +108,7 @@ def _env(tmp: Path, pd: PagerDutyStub, slack: SlackStub) -> dict[str, str]:
 
 
 def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(tmp_path: Path) -> None:
-    fleet = Fleet(FleetSpec(nodes=24, pools=2, seed=11), SimClock("manual"))
-    fleet.generate()
-    with (
-        FleetServer(fleet) as server,
-        PagerDutyStub(api_key=PD_KEY) as pd,
-        SlackStub(token=SLACK_TOKEN) as slack,
-    ):
-        pd.users.append({"id": AGENT_PD_USER, "email": AGENT_EMAIL, "name": "supply-agent", "type": "user"})
-        kubeconfig = tmp_path / "kubeconfig"
-        server.write_kubeconfig(kubeconfig)
+    with outside_world(tmp_path) as (fleet, kubeconfig, pd, slack):
         admin = AdminClient.from_kubeconfig(kubeconfig)
         pools: dict[str, list[str]] = {}
         for n in fleet.store.items("nodes"):
