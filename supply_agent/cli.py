@@ -300,6 +300,10 @@ from supply_agent.serve_cli import register as _register_serve  # noqa: E402
 
 _register_serve(main)
 
+from evals.cli import register as _register_evals  # noqa: E402
+
+_register_evals(main)
+
 
 def _kube(kubeconfig: Path | None, context: str | None = None) -> Any:
     from tools.kubernetes import KubeTools

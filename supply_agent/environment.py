@@ -116,8 +116,11 @@ def build_environment(
     *,
     playbooks: PlaybookSet | None = None,
     clock: Callable[[], datetime] | None = None,
+    enforce_gate: bool = True,
 ) -> Environment:
-    """Everything the graph needs to act on the cluster in ``kubeconfig``."""
+    """Everything the graph needs to act on the cluster in ``kubeconfig``.
+
+    ``enforce_gate=False`` (the evals' ablation) is refused unless the cluster is a sandbox fleet."""
     kube = KubeTools.from_kubeconfig(kubeconfig, settings.kube_context)
     write_cfg = settings.write_kubeconfig or kubeconfig
     if settings.write_kubeconfig or settings.write_context:
@@ -132,6 +135,9 @@ def build_environment(
     outbox = Outbox.from_url(url)
     pbs = playbooks or playbooks_for(settings)
     sandbox = SandboxLink.probe(kube)
+    if not enforce_gate and sandbox is None:
+        kube.close()
+        raise ValueError("the gate can be switched off only against a sandbox fleet, never a real cluster")
     if sandbox is not None:
         sandbox.sync_billing(ledger)  # a baseline: later usage is counted from here, not from pod start
     io = IoMeter()
@@ -156,6 +162,7 @@ def build_environment(
         approvers,
         clock=clock,
         latch_breaker=lambda reason: set_breaker(writer, True, reason, "supply-agent"),
+        enforce=enforce_gate,
     )
     runtime = Runtime(
         kube=kube,
@@ -169,6 +176,7 @@ def build_environment(
         meter_readings=sandbox.meter_readings if sandbox is not None else None,
         verify_cap_s=settings.verify_cap_s,
         io=io,
+        enforce_gate=enforce_gate,
     )
     return Environment(runtime=runtime, sandbox=sandbox, writer=writer)
 
@@ -187,9 +195,10 @@ def open_agent(
     extra_approvers: frozenset[str] = frozenset(),
     playbooks: PlaybookSet | None = None,
     clock: Callable[[], datetime] | None = None,
+    enforce_gate: bool = True,
 ) -> Iterator[tuple[Agent, Environment]]:
     """An :class:`Agent` on the cluster in ``kubeconfig``, with its store and checkpointer open."""
-    env = build_environment(settings, kubeconfig, playbooks=playbooks, clock=clock)
+    env = build_environment(settings, kubeconfig, playbooks=playbooks, clock=clock, enforce_gate=enforce_gate)
     if extra_approvers:
         env.runtime.executor.approvers = env.runtime.executor.approvers | extra_approvers
     store = IncidentStore.from_url(settings.resolved_database_url())

@@ -281,7 +281,10 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
             decision = rt.decide(action, deps.alerting_nodes(rt.clock()), frozenset(state.nodes()))
             deps.decided_at_write[action.digest()] = rt.writes
         record.decision = decision
-        if decision.verdict == Verdict.DENY:
+        unenforced = not rt.enforce_gate and decision.verdict != Verdict.ALLOW
+        if unenforced:
+            pass  # the --no-gate ablation: the decision is logged below and the action goes ahead
+        elif decision.verdict == Verdict.DENY:
             record.outcome = "denied"
         elif decision.verdict == Verdict.ASK:
             record.approval_state = "pending"
@@ -291,6 +294,8 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
         text = f"{decision.verdict.value.upper()} {action.tool} {_short(action.params)}" + (
             f": {'; '.join(decision.reasons)}" if decision.reasons else ""
         )
+        if unenforced:
+            text = "NOT ENFORCED (--no-gate ablation): " + text
         return {
             "steps": [*state.steps, record],
             "root_cause": root,
@@ -395,8 +400,9 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
                 # Something was written since this decision (another incident, or before a restart or a
                 # wait for approval): decide again on the world as it is now.
                 decision = rt.decide(last.action, deps.alerting_nodes(rt.clock()), frozenset(state.nodes()))
-                if decision.verdict == Verdict.DENY or (
-                    last.decision.verdict == Verdict.ALLOW and decision.verdict != Verdict.ALLOW
+                if rt.enforce_gate and (
+                    decision.verdict == Verdict.DENY
+                    or (last.decision.verdict == Verdict.ALLOW and decision.verdict != Verdict.ALLOW)
                 ):
                     blocked = "the world changed since the gate's decision: " + "; ".join(decision.reasons)
             if blocked:

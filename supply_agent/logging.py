@@ -52,7 +52,7 @@ def get_logger(**bound: Any) -> Any:
     return structlog.get_logger().bind(**bound)
 
 
-def quiet() -> None:
-    """Only warnings and errors from here on: a live timeline is the human output, and log lines below
-    warning would only repeat it."""
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+def quiet(level: int = logging.WARNING) -> None:
+    """Only warnings and errors (or only what is at least ``level``) from here on: a live timeline or a
+    progress bar is the human output, and log lines below it would only repeat it."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))

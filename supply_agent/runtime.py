@@ -93,6 +93,8 @@ class Runtime:
     # Graph threads of several incidents share one runtime (``serve``): a decision and the write it allows
     # happen under this lock, and ``writes`` counts writes, so a decision made before another incident's
     # write is made again before it is acted on (two incidents cannot spend one blast-radius budget twice).
+    # False only for the evals' --no-gate ablation (sandbox only): decisions are logged, not enforced.
+    enforce_gate: bool = True
     write_lock: threading.RLock = field(default_factory=threading.RLock)
     writes: int = 0
 

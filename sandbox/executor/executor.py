@@ -43,6 +43,7 @@ class GuardedExecutor:
         timeout_s: float = 300.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         latch_breaker: Callable[[str], None] | None = None,
+        enforce: bool = True,
     ) -> None:
         self.runners = runners
         self.audit = audit
@@ -50,6 +51,9 @@ class GuardedExecutor:
         self.timeout_s = timeout_s
         self.clock = clock
         self.latch_breaker = latch_breaker  # persists a tripped breaker (a ConfigMap) until a human resets it
+        # False only for the evals' --no-gate ablation against a sandbox fleet: the gate's verdict is
+        # audited as it was, and not enforced.
+        self.enforce = enforce
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="executor")
 
     def _refusal(
@@ -87,6 +91,8 @@ class GuardedExecutor:
             return ["no containment decision for this action"]
         if decision.action_hash != action.digest():
             return ["the decision was made for a different action"]
+        if not self.enforce:
+            return []
         if decision.verdict == Verdict.DENY:
             return ["the gate denied it: " + "; ".join(decision.reasons)]
         if decision.verdict == Verdict.ASK:
@@ -101,7 +107,7 @@ class GuardedExecutor:
         self, action: Action, decision: Decision | None, approval: Approval | None = None
     ) -> ExecutionResult:
         started = self.clock()
-        if decision is not None and decision.trips_breaker and self.latch_breaker is not None:
+        if self.enforce and decision is not None and decision.trips_breaker and self.latch_breaker is not None:
             self.latch_breaker("; ".join(r for r in decision.reasons if "circuit breaker" in r))
         reasons = self.check(action, decision, approval)
         if reasons:

@@ -106,3 +106,10 @@ class AdminClient:
 
     def append_log(self, namespace: str, pod: str, lines: list[str]) -> dict[str, Any]:
         return dict(self.request("POST", f"pods/{namespace}/{pod}/log", {"lines": lines}))
+
+    def event(
+        self, kind: str, name: str, reason: str, message: str, namespace: str | None = None, etype: str = "Warning"
+    ) -> dict[str, Any]:
+        """Record a Kubernetes Event on a node or a pod (its text is what a component wrote)."""
+        body = {"kind": kind, "name": name, "namespace": namespace, "reason": reason, "message": message}
+        return dict(self.request("POST", "events", {**body, "type": etype}))

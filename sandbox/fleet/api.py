@@ -1223,6 +1223,22 @@ class FleetAPI:
                 raise FleetError(422, "Invalid", "a log append needs lines: a list of strings")
             fleet.append_log(parts[1], parts[2], lines)
             return json_response({"appended": len(lines)})
+        if path == "events" and method == "POST":
+            body = await self._body(request)
+            if not isinstance(body, dict):
+                raise _bad("an event is a JSON object")
+            obj_kind, name = body.get("kind"), body.get("name")
+            reason, message = body.get("reason"), body.get("message")
+            if obj_kind not in ("Node", "Pod") or not isinstance(name, str) or not name:
+                raise FleetError(422, "Invalid", "an event needs kind (Node or Pod) and name")
+            if not isinstance(reason, str) or not reason or not isinstance(message, str):
+                raise FleetError(422, "Invalid", "an event needs a reason and a message (strings)")
+            etype = body.get("type", "Warning")
+            if etype not in ("Normal", "Warning"):
+                raise FleetError(422, "Invalid", "an event's type is Normal or Warning")
+            obj = fleet.node(name) if obj_kind == "Node" else fleet._find_pod(body.get("namespace"), name)
+            fleet.event(obj, etype, reason, message, str(body.get("component") or "sandbox"))
+            return json_response({"recorded": True}, 201)
         if path == "info" and method == "GET":
             return json_response(
                 {

@@ -1,0 +1,429 @@
+"""The incident file: a past incident as data the runner can replay against a fresh sandbox fleet.
+
+One YAML file per incident in ``evals/incidents/``. It says where the incident comes from, the world it
+starts in (a fleet spec, or a snapshot), what happens on the simulated clock (faults, logs, events,
+alert deliveries, a human taking the incident in PagerDuty), how the humans answer approvals, and what
+a good on-call engineer would have done. Names of nodes and pods are bound once (``bind``) by their
+place in the deterministic fleet and used as ``$name`` everywhere else.
+
+``load_incident`` and ``load_corpus`` raise :class:`IncidentFileError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sandbox.fleet.faults import NODE_FAULTS, POD_FAULTS, FaultKind
+from tools.names import TOOLS
+
+Outcome = Literal["mitigated", "escalated", "no_action"]
+Answer = Literal["approve", "reject", "none"]
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_REF = re.compile(r"\$\{?([a-z][a-z0-9_]*)\}?")
+
+
+class IncidentFileError(ValueError):
+    """A bad incident file: the message names the file and the field."""
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``90``, ``"90s"``, ``"2m"``, ``"1.5h"``, ``"250ms"``: a non-negative duration."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if m is None:
+            raise ValueError(f"{value!r} is not a duration (use 30s, 5m, 1h or seconds)")
+        unit = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]
+        seconds = float(m.group(1)) * unit
+    if seconds < 0:
+        raise ValueError(f"{value!r}: a duration is not negative")
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[timedelta, Field(description="30s, 5m, 1h, or seconds")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """Where the incident comes from: a public postmortem, NVIDIA's XID guidance, an on-call pattern."""
+
+    kind: Literal["postmortem", "nvidia-xid-guide", "on-call-pattern", "vendor-doc"]
+    ref: str = Field(min_length=3, description="A URL or a document and section.")
+    what_happened: str = Field(min_length=10, description="What happened in the real incident.")
+
+
+class FleetWorld(_Strict):
+    nodes: int = Field(24, ge=1, le=2000)
+    pools: int = Field(2, ge=1, le=16)
+    gpus_per_node: int = Field(8, ge=1, le=16)
+    seed: int = 7
+    fill: float = Field(0.7, ge=0.0, le=1.0)
+    pdb_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    customers: int | None = Field(None, ge=1)
+
+
+class NodeRef(_Strict):
+    pool: int = Field(0, ge=0)
+    index: int = Field(0, description="The node's place in its pool (negative: from the end).")
+
+
+class NodesRef(_Strict):
+    pool: int = Field(0, ge=0)
+    count: int | None = Field(None, ge=1)
+    fraction: float | None = Field(None, gt=0, le=1)
+    start: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> NodesRef:
+        if (self.count is None) == (self.fraction is None):
+            raise ValueError("give exactly one of count and fraction")
+        return self
+
+
+class PodRef(_Strict):
+    on: str | None = Field(None, description="A bound node name ($name): a tenant pod running there.")
+    index: int = Field(0, ge=0, description="Which of the matching tenant pods, in name order.")
+    replicas_min: int = Field(1, ge=1, description="Only pods of a deployment with at least this many.")
+
+
+class Binding(_Strict):
+    """One name bound to a node, a list of nodes, or a tenant pod of the generated fleet."""
+
+    node: NodeRef | None = None
+    nodes: NodesRef | None = None
+    tenant_pod: PodRef | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Binding:
+        if sum(x is not None for x in (self.node, self.nodes, self.tenant_pod)) != 1:
+            raise ValueError("a binding is exactly one of node, nodes, tenant_pod")
+        return self
+
+
+class PdbSetup(_Strict):
+    """A PodDisruptionBudget added before the incident: one that blocks every eviction of a deployment."""
+
+    pod: str = Field(description="A bound tenant pod ($name); the PDB covers its deployment.")
+    min_available: Literal["all"] | int = "all"
+
+
+class World(_Strict):
+    fleet: FleetWorld | None = None
+    snapshot: str | None = Field(None, description="A fleet snapshot file, relative to the incident.")
+    bind: dict[str, Binding] = Field(default_factory=dict)
+    pdbs: list[PdbSetup] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one(self) -> World:
+        if (self.fleet is None) == (self.snapshot is None):
+            raise ValueError("give exactly one of fleet and snapshot")
+        for name in self.bind:
+            if not _NAME.match(name):
+                raise ValueError(f"bind: {name!r} is not a name (lower case, digits, _)")
+        return self
+
+
+class FaultStep(_Strict):
+    kind: FaultKind
+    node: str | None = None
+    nodes: str | None = Field(None, description="A bound list of nodes: the same fault on each.")
+    gpu: int | None = Field(None, ge=0)
+    code: int | None = Field(None, ge=1, le=1000)
+    pod: str | None = None
+    detail: str = ""
+
+    @model_validator(mode="after")
+    def _targets(self) -> FaultStep:
+        if self.kind in NODE_FAULTS and (self.node is None) == (self.nodes is None):
+            raise ValueError(f"fault {self.kind.value}: give exactly one of node and nodes")
+        if self.kind in POD_FAULTS and self.pod is None:
+            raise ValueError(f"fault {self.kind.value}: needs a pod")
+        if self.kind == FaultKind.XID and self.code is None:
+            raise ValueError("fault xid: needs a code")
+        gpu_fault = self.kind in (FaultKind.XID, FaultKind.ECC, FaultKind.OFF_BUS, FaultKind.THERMAL)
+        if gpu_fault and self.gpu is None:
+            raise ValueError(f"fault {self.kind.value}: needs a gpu")
+        return self
+
+
+class LogStep(_Strict):
+    pod: str
+    lines: list[str] = Field(min_length=1)
+
+
+class EventStep(_Strict):
+    """A Kubernetes Event on a node or a pod (its message is untrusted text the agent may read)."""
+
+    node: str | None = None
+    pod: str | None = None
+    reason: str = Field(min_length=1)
+    message: str = Field(min_length=1)
+    type: Literal["Normal", "Warning"] = "Warning"
+
+    @model_validator(mode="after")
+    def _one(self) -> EventStep:
+        if (self.node is None) == (self.pod is None):
+            raise ValueError("an event is on exactly one of node and pod")
+        return self
+
+
+class ExtraAlert(_Strict):
+    """An alert that does not come from the fleet's rules (a stale or a mistaken one: noise)."""
+
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    status: Literal["firing", "resolved"] = "firing"
+
+    @field_validator("labels")
+    @classmethod
+    def _name(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v.get("alertname"):
+            raise ValueError("an extra alert needs labels.alertname")
+        return v
+
+
+class DeliverStep(_Strict):
+    """Deliver what Alertmanager would POST now (the fleet's alert rules over its current state)."""
+
+    repeat: int = Field(1, ge=1, le=500, description="Deliver the same bodies this many times.")
+    only: str | None = Field(None, description="Only alerts with this alertname (a glob).")
+    annotate: dict[str, str] = Field(
+        default_factory=dict, description="Annotations added to each alert (untrusted alert text)."
+    )
+    status: Literal["firing", "resolved", "as-is"] = "as-is"
+    extra: list[ExtraAlert] = Field(
+        default_factory=list, description="Alerts the fleet's rules do not raise."
+    )
+
+
+class HumanStep(_Strict):
+    """A human on call does something outside the agent, e.g. acknowledges the incident in PagerDuty."""
+
+    action: Literal["acknowledge"] = "acknowledge"
+    by: str = "oncall-bob"
+    incident: int = Field(0, ge=0, description="Which incident, in the order they were opened.")
+
+
+class TimelineStep(_Strict):
+    at: Duration = Field(description="Simulated time since the start of the incident.")
+    fault: FaultStep | None = None
+    clear: str | None = Field(None, description="Clear the faults on a node ($name), or 'all'.")
+    log: LogStep | None = None
+    event: EventStep | None = None
+    alerts: DeliverStep | None = None
+    human: HumanStep | None = None
+    note: str = ""
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _at(cls, v: Any) -> timedelta:
+        return parse_duration(v)
+
+    @model_validator(mode="after")
+    def _one(self) -> TimelineStep:
+        given = [
+            k for k in ("fault", "clear", "log", "event", "alerts", "human") if getattr(self, k) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "each timeline step does exactly one of fault, clear, log, event, alerts, human"
+                + (f" (this one: {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class ApprovalRule(_Strict):
+    """How the humans answer an approval for a matching action (the first rule that matches)."""
+
+    tool: str = Field("*", description="A glob over the tool name, e.g. billing.*")
+    answer: Answer
+    by: str = "oncall-alice"
+    after: Duration = Field(timedelta(minutes=2), description="How long the human takes to answer.")
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _after(cls, v: Any) -> timedelta:
+        return parse_duration(v)
+
+
+class ActionPattern(_Strict):
+    """Matches executed actions: a glob over the tool, and over a target (node, pod, namespace, customer)."""
+
+    tool: str
+    target: str | None = None
+
+    @field_validator("tool")
+    @classmethod
+    def _tool(cls, v: str) -> str:
+        if not any(_glob(v, t) for t in TOOLS):
+            raise ValueError(f"{v!r} matches no tool in the catalogue")
+        return v
+
+
+class Limits(_Strict):
+    actions: int = Field(20, ge=0, description="Most writes the agent should need.")
+    sim_minutes: float = Field(120, gt=0, description="Simulated minutes to reach the outcome.")
+
+
+class Expect(_Strict):
+    outcome: Outcome
+    outcomes: list[Outcome] | None = Field(
+        None, description="With several incidents: each one's outcome, in the order opened."
+    )
+    incidents: int = Field(1, ge=0, description="How many incidents the agent should open.")
+    root_cause: str = Field(min_length=1, description="The root-cause label (a playbook id, mass-failure …).")
+    must: list[ActionPattern] = Field(default_factory=list)
+    must_not: list[ActionPattern] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Expect:
+        if self.outcomes is not None:
+            if len(self.outcomes) != self.incidents:
+                raise ValueError(f"outcomes lists {len(self.outcomes)} but incidents is {self.incidents}")
+            if self.outcomes and self.outcomes[0] != self.outcome:
+                raise ValueError("outcomes[0] must be the outcome")
+        if self.outcome == "no_action" and self.must:
+            raise ValueError("no_action with actions that must happen")
+        return self
+
+
+class Incident(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{2,63}$")
+    title: str = Field(min_length=5)
+    incident_class: str = Field(alias="class", description="For the report's tables: usually the playbook.")
+    tags: list[str] = Field(default_factory=list)
+    source: Source
+    world: World
+    timeline: list[TimelineStep] = Field(min_length=1)
+    approvals: list[ApprovalRule] = Field(default_factory=list)
+    default_approval: Answer = "approve"
+    expect: Expect
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _refs(self) -> Incident:
+        """Every ``$name`` used is bound, and bound to the right kind of thing."""
+        kinds = {
+            name: ("node" if b.node else "nodes" if b.nodes else "pod") for name, b in self.world.bind.items()
+        }
+
+        def need(where: str, value: str | None, *allowed: str) -> None:
+            if value is None:
+                return
+            for m in _REF.finditer(value):
+                kind = kinds.get(m.group(1))
+                if kind is None:
+                    raise ValueError(f"{where}: ${m.group(1)} is not bound (world.bind)")
+                if allowed and kind not in allowed:
+                    raise ValueError(f"{where}: ${m.group(1)} is a {kind}, expected {' or '.join(allowed)}")
+
+        for name, b in self.world.bind.items():
+            if b.tenant_pod and b.tenant_pod.on:
+                need(f"world.bind.{name}.tenant_pod.on", b.tenant_pod.on, "node")
+        for i, p in enumerate(self.world.pdbs):
+            need(f"world.pdbs[{i}].pod", p.pod, "pod")
+        for i, s in enumerate(self.timeline):
+            w = f"timeline[{i}]"
+            if s.fault:
+                need(f"{w}.fault.node", s.fault.node, "node")
+                need(f"{w}.fault.nodes", s.fault.nodes, "nodes")
+                need(f"{w}.fault.pod", s.fault.pod, "pod")
+            if s.clear and s.clear != "all":
+                need(f"{w}.clear", s.clear, "node")
+            if s.log:
+                need(f"{w}.log.pod", s.log.pod, "pod")
+            if s.alerts:
+                for k, v in s.alerts.annotate.items():
+                    need(f"{w}.alerts.annotate.{k}", v)
+                for j, x in enumerate(s.alerts.extra):
+                    for k, v in x.labels.items():
+                        need(f"{w}.alerts.extra[{j}].labels.{k}", v)
+            if s.event:
+                need(f"{w}.event.node", s.event.node, "node")
+                need(f"{w}.event.pod", s.event.pod, "pod")
+        for i, s in enumerate(self.timeline):
+            if i and s.at < self.timeline[i - 1].at:
+                raise ValueError(f"timeline[{i}]: at {s.at} is before the step before it")
+        if not any(s.alerts for s in self.timeline):
+            raise ValueError("timeline: no alerts step, so nothing ever reaches the agent")
+        for kind, pats in (("must", self.expect.must), ("must_not", self.expect.must_not)):
+            for j, pat in enumerate(pats):
+                need(f"expect.{kind}[{j}].target", pat.target)
+        return self
+
+
+def _glob(pattern: str, value: str) -> bool:
+    from fnmatch import fnmatchcase
+
+    return fnmatchcase(value, pattern)
+
+
+def _where(err: dict[str, Any]) -> str:
+    return ".".join(str(p) for p in err["loc"]) or "(top level)"
+
+
+def load_incident(path: Path) -> Incident:
+    """One incident file, or :class:`IncidentFileError` saying which file and which field."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise IncidentFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise IncidentFileError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise IncidentFileError(f"{path}: expected a mapping at the top, got {type(data).__name__}")
+    try:
+        incident = Incident.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{_where(dict(e))}: {e['msg']}" for e in exc.errors()]
+        raise IncidentFileError(f"{path}: " + "; ".join(lines)) from exc
+    if incident.world.snapshot and not (path.parent / incident.world.snapshot).is_file():
+        raise IncidentFileError(f"{path}: world.snapshot: {incident.world.snapshot} does not exist")
+    if path.stem != incident.id:
+        raise IncidentFileError(f"{path}: id {incident.id!r} differs from the file name {path.stem!r}")
+    return incident
+
+
+def incident_files(path: Path) -> list[Path]:
+    """The incident files at ``path`` (a file, or every ``*.yaml`` under a directory)."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise IncidentFileError(f"{path}: no such file or directory")
+    return sorted(p for p in path.rglob("*.yaml") if not p.name.startswith("_"))
+
+
+def load_corpus(path: Path) -> tuple[list[tuple[Path, Incident]], list[str]]:
+    """Every incident under ``path`` and every error (one per bad file); ids must be unique."""
+    good: list[tuple[Path, Incident]] = []
+    errors: list[str] = []
+    seen: dict[str, Path] = {}
+    for f in incident_files(path):
+        try:
+            inc = load_incident(f)
+        except IncidentFileError as exc:
+            errors.append(str(exc))
+            continue
+        if inc.id in seen:
+            errors.append(f"{f}: id {inc.id!r} is already used by {seen[inc.id]}")
+            continue
+        seen[inc.id] = f
+        good.append((f, inc))
+    return good, errors
