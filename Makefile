@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test eval bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The whole incident corpus, gated and with the --no-gate ablation; the report goes to evals/report/.
+eval: $(STAMP)
+	$(BIN)/supply-agent eval evals/incidents --jobs 2 --no-gate --report evals/report
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sandbox_scale.py

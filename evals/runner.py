@@ -564,15 +564,19 @@ def score(
 # -- one incident, end to end ----------------------------------------------------------------------------
 @contextlib.contextmanager
 def _planner(
-    name: str, settings: Settings, path: Path, incident_id: str, record: bool
+    name: str, settings: Settings, path: Path, incident_id: str, record: bool, gate: bool
 ) -> Iterator[tuple[Planner, Any]]:
-    """The planner, and for an LLM planner the cassette's status (final once the context closes)."""
+    """The planner, and for an LLM planner the cassette's status (final once the context closes).
+
+    The ablation has cassettes of its own: once an action the gate would stop goes ahead, the model
+    sees a different world and is asked different questions."""
     if name == "runbook":
         yield make_planner("runbook", settings), None
         return
     from evals.cassette import cassette_path, llm_planner
 
-    with llm_planner(name, settings, cassette_path(path, name), record, incident_id) as (planner, status):
+    cassette = cassette_path(path, name if gate else f"{name}-nogate")
+    with llm_planner(name, settings, cassette, record, incident_id) as (planner, status):
         yield planner, status
 
 
@@ -592,6 +596,7 @@ def run_incident(
         incident = load_incident(path)
         return _run(incident, path, planner, gate, record, verify_cap_s, settings_overrides or {}, t0)
     except Exception as exc:  # one broken incident must not end the run: it is a row with its error
+        missing = type(exc).__name__ == "CassetteMissing"  # no import: the runbook needs no cassettes
         return EvalResult(
             id=incident.id if incident else path.stem,
             title=incident.title if incident else "",
@@ -603,6 +608,7 @@ def run_incident(
             outcome_correct=False,
             expected_root_cause=incident.expect.root_cause if incident else "",
             wall_s=round(time.perf_counter() - t0, 3),
+            cassette="missing" if missing else None,
             error=f"{type(exc).__name__}: {exc}",
         )
 
@@ -633,7 +639,7 @@ def _run(
             **overrides,
         )
         with (
-            _planner(planner, settings, path, incident.id, record) as (plan, cassette),
+            _planner(planner, settings, path, incident.id, record, gate) as (plan, cassette),
             open_agent(settings, kubeconfig, planner=plan, enforce_gate=gate) as (agent, env),
         ):
             env.runtime.verify_poll_s = 0.02
