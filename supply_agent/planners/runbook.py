@@ -99,15 +99,16 @@ class RunbookPlanner:
         step = pb.runbook[state.runbook_cursor]
         scope = template_scope(state, ctx)
         if (
-            step.tool == "notify.customer"
-            and "${labels.customer}" in str(step.params.get("customer"))
+            step.tool.startswith(("notify.", "billing."))
+            and "${labels.customer}" in str(step.params)
             and not scope["labels"].get("customer")
         ):
+            # A GPU with no customer's job on it: nobody to tell, nothing billed to look up or credit.
             return Proposal(
                 kind="skip",
                 planner=self.name,
                 runbook_step=step.name,
-                reason="no customer named by the alert: nobody to notify from this step",
+                reason=f"no customer named by the alert: nothing for {step.tool} to do in this step",
             )
         try:
             params = render(step.params, scope, f"{pb.id}.runbook.{step.name}.params")
