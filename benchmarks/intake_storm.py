@@ -1,13 +1,15 @@
 """An alert storm against `supply-agent serve` on loopback: is every event kept, and is intake fast?
 
-Starts a sandbox fleet and `supply-agent serve` (a real process, uvicorn, SQLite) on loopback, then
+Starts a sandbox fleet and `supply-agent serve` (real processes: the intake process on the port and
+its worker process; uvicorn, SQLite) on loopback, then
 sends Alertmanager webhooks (bearer token) at a fixed concurrency: one alert per incident group
 flapping (a new startsAt each time), and a share of exact re-deliveries of bodies already sent, in a
 shuffled order, as Alertmanager's retries and repeat notifications would. A 503 is retried after its
 Retry-After, as a sender would.
 
 Prints: lost (acknowledged but never handled; must be 0), incidents opened (must be the group count),
-p50/p99 time to acknowledge, and events per second.
+p50/p99 time to acknowledge, events per second, and how long after the last send every event was
+handled. ``--single-process`` runs `serve --single-process` (intake and agent in one process) to compare.
 
     .venv/bin/python benchmarks/intake_storm.py [--events 5000] [--dup 0.3] [--groups 10] [--concurrency 64]
 """
@@ -116,7 +118,14 @@ async def _send(
             for body in it:
                 while True:
                     t0 = time.perf_counter()
-                    status, headers = await _post(reader, writer, body)
+                    try:
+                        status, headers = await _post(reader, writer, body)
+                    except (asyncio.IncompleteReadError, ConnectionError):
+                        # the server closed a connection idle past its keep-alive (after a Retry-After
+                        # wait): open another and send again, as a sender does
+                        writer.close()
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                        continue
                     dt = time.perf_counter() - t0
                     codes[status] = codes.get(status, 0) + 1
                     if status == 503:  # the queue is full: come back after Retry-After, as a sender does
@@ -153,6 +162,7 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=10)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--single-process", action="store_true", help="serve --single-process, to compare")
     args = ap.parse_args()
     configure_logging("console", "warning")
 
@@ -174,6 +184,8 @@ def main() -> None:
         }
         log = (Path(tmp) / "serve.log").open("wb")
         cmd = [sys.executable, "-m", "supply_agent.cli", "serve", "--port", str(port)]
+        if args.single_process:
+            cmd.append("--single-process")
         proc = subprocess.Popen([*cmd, "--kubeconfig", str(kubeconfig)], env=env, stdout=log, stderr=log)
         try:
             deadline = time.monotonic() + 60
@@ -208,7 +220,8 @@ def main() -> None:
     lost = int(acked_unique - handled)
     print(
         f"intake storm: {args.events} webhooks ({args.dup:.0%} re-deliveries), {args.groups} groups, "
-        f"concurrency {args.concurrency}, serve on loopback (SQLite)"
+        f"concurrency {args.concurrency}, serve on loopback (SQLite, "
+        f"{'one process' if args.single_process else 'intake and worker processes'})"
     )
     print(f"  responses            {dict(sorted(codes.items()))}")
     print(f"  lost                 {lost}  (target 0)")

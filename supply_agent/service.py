@@ -1,7 +1,9 @@
 """The on-call service behind ``supply-agent serve``: stored events in, graph threads run, humans asked.
 
 - Intake (called from the HTTP handlers) checks and stores each webhook, then answers; it refuses with
-  503 + Retry-After when too many stored events wait, rather than dropping any.
+  503 + Retry-After when too many stored events wait, rather than dropping any. ``supply-agent serve``
+  runs intake in a process of its own (:mod:`supply_agent.intake_server`); the service then follows
+  the event log (``follow_log``) instead of being handed each id.
 - One dispatcher thread handles stored events in order: it folds alerts into incidents (one thread, so
   grouping is deterministic), records what humans did in PagerDuty, and hands graph runs to a pool.
 - A bounded pool runs graph threads, one run per incident at a time. After each run: PagerDuty notes
@@ -14,7 +16,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import queue
 import ssl
@@ -24,7 +25,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -45,18 +45,16 @@ from supply_agent.incident import (
 from supply_agent.intake import (
     PD_HUMAN,
     PD_TRIGGERS,
-    Classified,
     EventLog,
-    IntakeError,
+    Intake,
+    Reply,
     StoredEvent,
-    classify_alertmanager,
-    classify_pagerduty,
 )
 from supply_agent.metrics import Metrics
 from supply_agent.planners.base import Planner
 from supply_agent.prompts import Prompt, PromptStore
 from supply_agent.settings import Settings
-from supply_agent.signing import SignatureError, verify_pagerduty, verify_slack
+from supply_agent.signing import SignatureError, verify_slack
 from supply_agent.slack_blocks import APPROVE, approval_blocks, decided_blocks, parse_click
 from supply_agent.store import IncidentStore
 from tools.pagerduty import PagerDutyClient, PagerDutyError
@@ -67,15 +65,10 @@ log = structlog.get_logger("supply_agent.service")
 # Timeline kinds that become PagerDuty notes: each finding and each action, and the human answers.
 NOTE_KINDS = frozenset({"evidence", "action", "approval"})
 GROUP_CACHE_S = 60.0
+FOLLOW_S = 0.05  # how often a service following the event log looks for new events
+RESCAN_S = 5.0  # and how often it looks again at every pending one (none may be passed over)
 
-
-@dataclass
-class Reply:
-    """What an HTTP handler answers."""
-
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
+__all__ = ["Reply", "Service", "open_service"]
 
 
 class Service:
@@ -91,6 +84,7 @@ class Service:
         slack: SlackClient | None = None,
         metrics: Metrics | None = None,
         wall: Callable[[], float] = time.time,
+        follow_log: bool = False,
     ) -> None:
         self.settings = settings
         self.agent = agent
@@ -118,6 +112,12 @@ class Service:
         self._groups_at = 0.0
         self._our_acks: set[str] = set()
         self._own_pd_user: str | None = settings.pagerduty_user_id or None
+        self.follow_log = follow_log
+        self._last_seen = 0  # following the log: the newest event id queued
+        self._queued: set[int] = set()  # queued and not yet finished
+        self.intake = Intake(
+            settings, events, self.metrics, pending=lambda: self._pending, stored=self._enqueue
+        )
         agent.on_entry = self._on_entry
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -129,7 +129,13 @@ class Service:
                 log.warning("cannot find the agent's own PagerDuty user", error=str(exc))
         self.refresh_approvers(force=True)
         self.recover()
-        for name, target in (("dispatcher", self._dispatch_loop), ("sweeper", self._sweep_loop)):
+        loops: list[tuple[str, Callable[[], None]]] = [
+            ("dispatcher", self._dispatch_loop),
+            ("sweeper", self._sweep_loop),
+        ]
+        if self.follow_log:
+            loops.append(("follower", self._follow_loop))
+        for name, target in loops:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -154,10 +160,8 @@ class Service:
     def recover(self) -> None:
         """After a restart: handle stored events, finish claimed clicks, continue interrupted threads."""
         ids = self.events.pending()
-        with self._pending_lock:
-            self._pending += len(ids)
         for i in ids:
-            self._queue.put(i)
+            self._enqueue(i)
         for prompt in self.prompts.with_status("deciding"):
             self._submit(prompt.incident_id, self._resume, prompt)
         for row in self.store.incidents(limit=10_000, status="open"):
@@ -179,56 +183,37 @@ class Service:
 
     # -- intake (HTTP handlers call these; they must answer fast) ------------------------------------
     async def accept_pagerduty(self, body: bytes, signature: str | None) -> Reply:
-        try:
-            verify_pagerduty(
-                body, signature, [s.get_secret_value() for s in self.settings.pagerduty_webhook_secrets]
-            )
-        except SignatureError as exc:
-            self.metrics.events.labels("pagerduty", "bad_signature").inc()
-            return Reply(exc.status, {"error": exc.reason})
-        return await self._accept(body, classify_pagerduty)
+        return await self.intake.pagerduty(body, signature)
 
     async def accept_alertmanager(self, body: bytes, authorization: str | None) -> Reply:
-        token = self.settings.alertmanager_token
-        expected = f"Bearer {token.get_secret_value()}" if token else None
-        import hmac
+        return await self.intake.alertmanager(body, authorization)
 
-        if expected is None or not hmac.compare_digest((authorization or "").encode(), expected.encode()):
-            self.metrics.events.labels("alertmanager", "unauthorized").inc()
-            why = "no SUPPLY_AGENT_ALERTMANAGER_TOKEN configured" if expected is None else "bad bearer token"
-            return Reply(401, {"error": why}, {"WWW-Authenticate": "Bearer"})
-        return await self._accept(body, classify_alertmanager)
-
-    async def _accept(self, body: bytes, classify: Callable[[bytes], Classified]) -> Reply:
-        try:
-            c = classify(body)
-        except IntakeError as exc:
-            source = "pagerduty" if classify is classify_pagerduty else "alertmanager"
-            self.metrics.events.labels(source, "bad_request").inc()
-            return Reply(exc.status, {"error": exc.reason})
-        if not c.handled:
-            self.metrics.events.labels(c.source, "ignored").inc()
-            log.info("webhook ignored", source=c.source, event_type=c.event_type, reason=c.reason)
-            return Reply(202, {"status": "ignored", "reason": c.reason})
+    def _enqueue(self, event_id: int) -> None:
+        """Hand a stored event to the dispatcher (once while it waits)."""
         with self._pending_lock:
-            full = self._pending >= self.settings.queue_max
-        if full:
-            if self.events.seen(c.dedup_key):
-                self.metrics.events.labels(c.source, "duplicate").inc()
-                return Reply(200, {"status": "duplicate"})
-            self.metrics.events.labels(c.source, "queue_full").inc()
-            retry = str(self.settings.retry_after_s)
-            return Reply(503, {"error": "the intake queue is full; retry later"}, {"Retry-After": retry})
-        event_id = await asyncio.wrap_future(self.events.submit(c, body))
-        if event_id is None:
-            self.metrics.events.labels(c.source, "duplicate").inc()
-            return Reply(200, {"status": "duplicate"})
-        with self._pending_lock:
+            if event_id in self._queued:
+                return
+            self._queued.add(event_id)
+            self._last_seen = max(self._last_seen, event_id)
             self._pending += 1
             self.metrics.queue.set(self._pending)
         self._queue.put(event_id)
-        self.metrics.events.labels(c.source, "accepted").inc()
-        return Reply(202, {"status": "accepted", "event_id": event_id})
+
+    def _follow_loop(self) -> None:
+        """Another process stores the events: queue each new one, and now and then every pending one
+        not queued (an id stored out of order, or one whose handling was cut short)."""
+        rescan_at = time.monotonic() + RESCAN_S
+        while not self._stop.wait(FOLLOW_S):
+            try:
+                if time.monotonic() >= rescan_at:
+                    ids = self.events.pending()
+                    rescan_at = time.monotonic() + RESCAN_S
+                else:
+                    ids = self.events.pending(after=self._last_seen)
+                for i in ids:
+                    self._enqueue(i)
+            except Exception:
+                log.exception("reading the event log failed")
 
     # -- the dispatcher ------------------------------------------------------------------------------
     def _dispatch_loop(self) -> None:
@@ -251,6 +236,7 @@ class Service:
             for _, status, _ in done:
                 self.metrics.handled.labels(status).inc()
             with self._pending_lock:
+                self._queued.difference_update(ids)
                 self._pending = max(0, self._pending - len(ids))
                 self.metrics.queue.set(self._pending)
 
@@ -271,8 +257,9 @@ class Service:
             done.extend((i, status, note) for i, _ in held)
             held.clear()
 
+        stored = self.events.get_many(ids)
         for event_id in ids:
-            ev = self.events.get(event_id)
+            ev = stored.get(event_id)
             if ev is None or ev.status != "pending":
                 continue  # handled before a restart, or queued twice
             try:
@@ -612,7 +599,7 @@ def _ending(state: IncidentState) -> str:
 
 @contextmanager
 def open_service(
-    settings: Settings, kubeconfig: Path, *, planner: Planner | None = None
+    settings: Settings, kubeconfig: Path, *, planner: Planner | None = None, follow_log: bool = False
 ) -> Iterator[Service]:
     """A :class:`Service` on the cluster in ``kubeconfig`` with PagerDuty and Slack from settings."""
     pd = None
@@ -645,7 +632,14 @@ def open_service(
     try:
         with open_agent(settings, kubeconfig, planner=planner) as (agent, env):
             service = Service(
-                settings, agent, env, events, PromptStore(agent.store.engine), pagerduty=pd, slack=slack
+                settings,
+                agent,
+                env,
+                events,
+                PromptStore(agent.store.engine),
+                pagerduty=pd,
+                slack=slack,
+                follow_log=follow_log,
             )
             yield service
     finally:

@@ -107,7 +107,12 @@ class GuardedExecutor:
         self, action: Action, decision: Decision | None, approval: Approval | None = None
     ) -> ExecutionResult:
         started = self.clock()
-        if self.enforce and decision is not None and decision.trips_breaker and self.latch_breaker is not None:
+        if (
+            self.enforce
+            and decision is not None
+            and decision.trips_breaker
+            and self.latch_breaker is not None
+        ):
             self.latch_breaker("; ".join(r for r in decision.reasons if "circuit breaker" in r))
         reasons = self.check(action, decision, approval)
         if reasons:

@@ -108,7 +108,13 @@ class AdminClient:
         return dict(self.request("POST", f"pods/{namespace}/{pod}/log", {"lines": lines}))
 
     def event(
-        self, kind: str, name: str, reason: str, message: str, namespace: str | None = None, etype: str = "Warning"
+        self,
+        kind: str,
+        name: str,
+        reason: str,
+        message: str,
+        namespace: str | None = None,
+        etype: str = "Warning",
     ) -> dict[str, Any]:
         """Record a Kubernetes Event on a node or a pod (its text is what a component wrote)."""
         body = {"kind": kind, "name": name, "namespace": namespace, "reason": reason, "message": message}
