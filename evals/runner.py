@@ -562,6 +562,25 @@ def score(
 
 
 # -- one incident, end to end ----------------------------------------------------------------------------
+SIM_POLL_S = 30.0
+
+
+def _waits_on_the_sim_clock(env: Environment, admin: AdminClient) -> None:
+    """A tool that waits for the cluster (a drain retrying evictions a budget blocks) waits on the fleet's
+    simulated clock: the world moves on while it waits, in steps of at least ``SIM_POLL_S``, instead of
+    the replay sitting out the drain's timeout in real time."""
+    t0 = env.runtime.clock()
+
+    def monotonic() -> float:
+        return (env.runtime.clock() - t0).total_seconds()
+
+    def sleep(seconds: float) -> None:
+        admin.advance(max(seconds, SIM_POLL_S))
+
+    for kube in {id(k): k for k in (env.writer, env.runtime.kube)}.values():
+        kube._sleep, kube._monotonic = sleep, monotonic
+
+
 @contextlib.contextmanager
 def _planner(
     name: str, settings: Settings, path: Path, incident_id: str, record: bool, gate: bool
@@ -643,6 +662,7 @@ def _run(
             open_agent(settings, kubeconfig, planner=plan, enforce_gate=gate) as (agent, env),
         ):
             env.runtime.verify_poll_s = 0.02
+            _waits_on_the_sim_clock(env, admin)
             replay = Replay(incident, names, admin, agent, env, timedelta(seconds=settings.grouping_window_s))
             replay.run()
             truth = admin.truth()

@@ -25,6 +25,10 @@ Outcome = Literal["mitigated", "escalated", "no_action"]
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
+# Alerts about the monitoring itself, not the machines: however many nodes fire them, one incident.
+MONITOR_ALERTS = frozenset({"NodeAgentDown"})
+
+
 class AlertError(ValueError):
     """An alert body that cannot be read: says where and what was expected."""
 
@@ -69,6 +73,8 @@ class AlertIn(BaseModel):
         xid = self.labels.get("xid") or self.labels.get("err_code")
         if xid:
             return f"{self.alertname}|xid={xid}"
+        if self.alertname in MONITOR_ALERTS:  # the monitor down on many nodes is one outage, one page
+            return self.alertname
         if "pod" in self.labels and "namespace" in self.labels and "node" not in self.labels:
             return f"{self.alertname}|pod={self.labels['namespace']}/{self.labels['pod']}"
         if self.alertname.startswith("KubePod") and "pod" in self.labels:

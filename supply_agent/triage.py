@@ -76,6 +76,10 @@ def _latest(evidence: list[Evidence], tool: str) -> Evidence | None:
     return next((e for e in reversed(evidence) if e.tool == tool and e.ok), None)
 
 
+# Alerts that say the control plane cannot hear a node's kubelet; a fresh Ready=True says it can.
+NODE_UNREACHABLE_ALERTS = frozenset({"KubeNodeNotReady", "KubeNodeUnreachable"})
+
+
 def symptom_absent(state: IncidentState, playbook: Playbook | None) -> str | None:
     """Why there is nothing to do, or None when the fault is (or may be) there.
 
@@ -84,6 +88,18 @@ def symptom_absent(state: IncidentState, playbook: Playbook | None) -> str | Non
     """
     if all(a.status == "resolved" for a in state.alerts):
         return "every alert of the incident has resolved"
+    if state.alert.alertname in NODE_UNREACHABLE_ALERTS and state.alert.node:
+        node = _latest(state.evidence, "k8s.get_node")
+        if node is not None and node.ok and node.result and node.result.get("name") == state.alert.node:
+            conds = {c["type"]: c["status"] for c in node.result.get("conditions") or []}
+            unreachable = any(
+                t.get("key") == "node.kubernetes.io/unreachable" for t in node.result.get("taints") or []
+            )
+            if conds.get("Ready") == "True" and not unreachable:
+                return (
+                    f"{state.alert.node} is Ready=True with no unreachable taint now: the kubelet reports, "
+                    f"so {state.alert.alertname} is stale or was a blip"
+                )
     if playbook is None:
         return None
     needs_gpu_fault = any(isinstance(p, GpuFaultConfirmed) for p in playbook.containment.preconditions)

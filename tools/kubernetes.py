@@ -233,12 +233,21 @@ def _pod_info(raw: dict[str, Any]) -> PodInfo:
 class KubeTools:
     """Typed tools over one Kubernetes API client (read-only or read-write credentials)."""
 
-    def __init__(self, api_client: client.ApiClient, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.api = api_client
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.policy = client.PolicyV1Api(api_client)
+        # How a wait passes (a drain retrying evictions a budget blocks): real time here; a replay against
+        # a simulated cluster passes it on the cluster's clock instead.
         self._sleep = sleep
+        self._monotonic = monotonic
 
     @classmethod
     def from_kubeconfig(cls, path: Path | None = None, context: str | None = None) -> KubeTools:
@@ -462,7 +471,7 @@ class KubeTools:
 
         Stops at ``timeout_s``; the result lists what was evicted, what a budget blocked, what remains.
         """
-        started = time.monotonic()
+        started = self._monotonic()
         self.cordon_node(name, dry_run=dry_run)
         evicted: list[str] = []
         blocked: dict[str, BlockedPod] = {}
@@ -496,7 +505,7 @@ class KubeTools:
                     else:
                         raise ToolError(f"evicting {key}: {_message(exc)}", exc.status, exc.reason) from exc
             remaining = [f"{p.namespace}/{p.name}" for p in todo if f"{p.namespace}/{p.name}" not in evicted]
-            elapsed = time.monotonic() - started
+            elapsed = self._monotonic() - started
             if dry_run or not remaining or elapsed >= timeout_s:
                 if not dry_run:
                     left = [
