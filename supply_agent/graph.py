@@ -267,7 +267,9 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
             reason=p.reason[:500],
         )
         owner = deps.human_owner(state.incident_id)
-        record = StepRecord(index=index, action=action, planner=p.planner, runbook_step=p.runbook_step)
+        record = StepRecord(
+            index=index, action=action, planner=p.planner, runbook_step=p.runbook_step, more=p.more
+        )
         prior = [s for s in state.steps if s.runbook_step and s.runbook_step == p.runbook_step]
         record.attempts = len(prior) + 1
         if owner:
@@ -455,7 +457,7 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
         update: dict[str, Any] = {"steps": [*state.steps[:-1], record]}
         on_failure: OnFailure = step.on_failure if step else OnFailure()
         if ok:
-            if last.runbook_step:
+            if last.runbook_step and not last.more:
                 update["runbook_cursor"] = state.runbook_cursor + 1
             text = f"verified {last.action.tool}: {seen}"
         elif on_failure.action == "retry" and record.attempts <= (on_failure.retries or 0):

@@ -288,6 +288,7 @@ class Proposal(BaseModel):
     reason: str = ""
     planner: str = "runbook"
     runbook_step: str | None = None  # the playbook step it follows, when it follows one
+    more: bool = False  # the same runbook step has more to do after this action (one notice per customer)
     root_cause: str | None = None
     calls: list[LlmCall] = Field(default_factory=list)
 
@@ -298,6 +299,7 @@ class StepRecord(BaseModel):
     index: int
     action: Action
     planner: str
+    more: bool = False  # the runbook step is not done after this action: the cursor stays
     runbook_step: str | None = None
     decision: Decision | None = None
     approval: Approval | None = None

@@ -23,6 +23,7 @@ SMOKE = [
     "hard-noise-no-fault",
     "hard-monitor-broken-fleetwide",
     "xid79-idle-gpu-no-customer",
+    "hard-node-death-not-partition",
 ]
 
 

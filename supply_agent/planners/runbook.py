@@ -35,6 +35,22 @@ def step_results(state: IncidentState) -> dict[str, Any]:
     return out
 
 
+def customers_on_node(state: IncidentState) -> list[str]:
+    """Customers with tenant pods on the alert's node, from the latest pod listing of that node."""
+    node = state.alert.node
+    for ev in reversed(state.evidence):
+        if ev.tool == "k8s.list_pods_on_node" and ev.ok and ev.params.get("node") == node:
+            pods = ev.result if isinstance(ev.result, list) else []
+            return sorted(
+                {
+                    str(p["customer"])
+                    for p in pods
+                    if isinstance(p, dict) and p.get("customer") and not p.get("daemonset")
+                }
+            )
+    return []
+
+
 def template_scope(state: IncidentState, ctx: PlanContext) -> dict[str, Any]:
     alert = state.alert
     pb = ctx.playbook(state)
@@ -98,6 +114,23 @@ class RunbookPlanner:
             return Proposal(kind="done", planner=self.name, reason=f"runbook {pb.id} complete")
         step = pb.runbook[state.runbook_cursor]
         scope = template_scope(state, ctx)
+        more = False
+        if (
+            step.tool == "notify.customer"
+            and "${labels.customer}" in str(step.params)
+            and not scope["labels"].get("customer")
+        ):
+            # A node alert names no customer: tell each customer whose pods the investigation found on
+            # the node, one notice per customer, this step repeating until all are told.
+            told = {
+                s.action.params.get("customer")
+                for s in state.steps
+                if s.runbook_step == step.name and s.outcome in ("executed", "duplicate")
+            }
+            todo = [c for c in customers_on_node(state) if c not in told]
+            if todo:
+                scope = {**scope, "labels": {**scope["labels"], "customer": todo[0]}}
+                more = len(todo) > 1
         if (
             step.tool.startswith(("notify.", "billing."))
             and "${labels.customer}" in str(step.params)
@@ -132,6 +165,7 @@ class RunbookPlanner:
             params=params,
             planner=self.name,
             runbook_step=step.name,
+            more=more,
             reason=step.description or f"{pb.title}: runbook step {step.name}",
             root_cause=pb.id,
         )
