@@ -33,7 +33,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -41,13 +40,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-import uvicorn
 from pydantic import BaseModel, Field, SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from evals.loopback import LoopbackServer
 from supply_agent.planners.base import Planner, make_planner
 from supply_agent.planners.llm import LlmPlanner
 from supply_agent.planners.router import RouterPlanner
@@ -253,22 +252,14 @@ class CassetteProxy:
         self.record_problems: list[str] = []
         self.auth_refused = False
         self._lock = threading.Lock()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port: int = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
         app = Starlette(
             routes=[
                 Route(ANTHROPIC_PATH, self._handle, methods=["POST"]),
                 Route(OPENAI_PATH, self._handle, methods=["POST"]),
             ]
         )
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", loop="asyncio")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True, name="cassette-proxy"
-        )
+        self._server = LoopbackServer(app, "cassette-proxy")
+        self.port, self.url = self._server.port, self._server.url
 
     # -- serving ---------------------------------------------------------------------------------------
     async def _handle(self, request: Request) -> Response:
@@ -339,21 +330,14 @@ class CassetteProxy:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def __enter__(self) -> CassetteProxy:
-        self._thread.start()
-        for _ in range(1000):
-            if self._server.started:
-                return self
-            if not self._thread.is_alive():
-                break
-            threading.Event().wait(0.01)
-        self.__exit__()
-        raise CassetteError("the cassette proxy did not start")
+        try:
+            self._server.start()
+        except RuntimeError as exc:
+            raise CassetteError(str(exc)) from exc
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        self._sock.close()
+        self._server.stop()
 
 
 # -- writing -------------------------------------------------------------------------------------------------

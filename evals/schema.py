@@ -26,7 +26,8 @@ Outcome = Literal["mitigated", "escalated", "no_action"]
 Answer = Literal["approve", "reject", "none"]
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_REF = re.compile(r"\$\{?([a-z][a-z0-9_]*)\}?")
+# A reference to a bound name: $name or ${name}.
+REF = re.compile(r"\$\{?([a-z][a-z0-9_]*)\}?")
 
 
 class IncidentFileError(ValueError):
@@ -327,7 +328,7 @@ class Incident(_Strict):
         def need(where: str, value: str | None, *allowed: str) -> None:
             if value is None:
                 return
-            for m in _REF.finditer(value):
+            for m in REF.finditer(value):
                 kind = kinds.get(m.group(1))
                 if kind is None:
                     raise ValueError(f"{where}: ${m.group(1)} is not bound (world.bind)")

@@ -19,18 +19,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import socket
 import threading
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from evals.loopback import LoopbackServer
 
 STUB_HEADER = {"x-stub": "llm"}
 _ids = itertools.count(1)
@@ -174,22 +174,16 @@ class LlmStub:
         self.responses: deque[StubResponse] = deque(responses)
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port: int = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        app = Starlette(
-            routes=[
-                Route("/v1/messages", self._handle, methods=["POST"]),
-                Route("/v1/chat/completions", self._handle, methods=["POST"]),
-            ]
+        self._server = LoopbackServer(
+            Starlette(
+                routes=[
+                    Route("/v1/messages", self._handle, methods=["POST"]),
+                    Route("/v1/chat/completions", self._handle, methods=["POST"]),
+                ]
+            ),
+            "llm-stub",
         )
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", loop="asyncio")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
+        self.port, self.url = self._server.port, self._server.url
 
     def script(self, *responses: StubResponse) -> None:
         """Queue more answers."""
@@ -223,16 +217,8 @@ class LlmStub:
         return JSONResponse(out, scripted.status, headers={**STUB_HEADER, **scripted.headers})
 
     def __enter__(self) -> LlmStub:
-        self._thread.start()
-        for _ in range(500):
-            if self._server.started:
-                return self
-            if not self._thread.is_alive():
-                break
-            threading.Event().wait(0.01)
-        raise RuntimeError("the LLM stub server did not start")
+        self._server.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
-        self._sock.close()
+        self._server.stop()
