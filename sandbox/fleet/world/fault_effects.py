@@ -1,0 +1,379 @@
+"""What an injected fault does to the world, and how the world heals when it is cleared. The fault models
+themselves (`FaultKind`, `Fault`) are data in `sandbox.fleet.faults`; this module makes every API show a
+fault: the NVML report, node conditions and taints, events, pod statuses, meters and logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from sandbox.fleet.faults import GPU_FAULTS, NODE_FAULTS, POD_FAULTS, Fault, FaultKind
+from sandbox.fleet.store import Obj, thaw
+from sandbox.fleet.world.meters import Meter
+from sandbox.fleet.world.spec import (
+    AGENT_NAME,
+    AGENT_NAMESPACE,
+    CUSTOMER_LABEL,
+    POOL_LABEL,
+    PRODUCT_LABEL,
+    RACK_LABEL,
+    REGION_LABEL,
+    XID_APPLICATION,
+    XID_INFORMATIONAL,
+    FleetError,
+    is_ready,
+    is_terminating,
+    not_found,
+)
+from sandbox.fleet.world.state import FleetState
+
+
+class FaultEffectsMixin(FleetState):
+    """Injects faults into the world and clears them."""
+
+    def _find_pod(self, namespace: str | None, pod: str) -> Obj:
+        if namespace:
+            found = self.store.get("pods", namespace, pod)
+            if found is None:
+                raise not_found("pods", pod)
+            return found
+        matches = [p for p in self.store.items("pods") if p["metadata"]["name"] == pod]
+        if not matches:
+            raise not_found("pods", pod)
+        if len(matches) > 1:
+            raise FleetError(422, "Invalid", f'pod name "{pod}" is in several namespaces: give the namespace')
+        return matches[0]
+
+    def _gpu_labels(self, node: Obj, gpu: int | None) -> dict[str, str]:
+        labels = node["metadata"]["labels"]
+        out = {
+            "node": node["metadata"]["name"],
+            "pool": labels[POOL_LABEL],
+            "region": labels[REGION_LABEL],
+            "gpu_product": labels[PRODUCT_LABEL],
+            "rack": labels[RACK_LABEL],
+        }
+        if gpu is not None:
+            sim, _ = self.agent(node["metadata"]["name"])
+            out["gpu_uuid"] = sim.gpus[gpu].uuid
+            owner = self._gpu_owner[node["metadata"]["name"]][gpu]
+            if owner:
+                ns, pod_name = owner.split("/", 1)
+                out.update(namespace=ns, pod=pod_name)
+                pod = self.store.get("pods", ns, pod_name)
+                if pod:
+                    out["customer"] = (pod["metadata"].get("labels") or {}).get(CUSTOMER_LABEL, "")
+        return out
+
+    def inject(
+        self,
+        kind: FaultKind,
+        *,
+        node: str | None = None,
+        gpu: int | None = None,
+        code: int | None = None,
+        namespace: str | None = None,
+        pod: str | None = None,
+        detail: str = "",
+    ) -> Fault:
+        """Inject a fault; every API (NVML report, conditions, events, pod status, meters) shows it."""
+        if kind in NODE_FAULTS:
+            if not node:
+                raise FleetError(422, "Invalid", f"fault {kind.value!r} needs a node")
+            node_obj = self.node(node)
+            if kind in GPU_FAULTS:
+                if gpu is None:
+                    raise FleetError(422, "Invalid", f"fault {kind.value!r} needs a GPU index")
+                if not 0 <= gpu < self.spec.gpus_per_node:
+                    raise FleetError(
+                        422, "Invalid", f"node {node} has GPUs 0..{self.spec.gpus_per_node - 1}, not {gpu}"
+                    )
+            if kind == FaultKind.XID and (code is None or not 1 <= code <= 1000):
+                raise FleetError(422, "Invalid", "an xid fault needs an XID code between 1 and 1000")
+            labels = self._gpu_labels(node_obj, gpu if kind in GPU_FAULTS else None)
+        elif kind in POD_FAULTS:
+            if not pod:
+                raise FleetError(422, "Invalid", f"fault {kind.value!r} needs a pod")
+            pod_obj = self._find_pod(namespace, pod)
+            namespace = pod_obj["metadata"]["namespace"]
+            node = pod_obj["spec"].get("nodeName")
+            labels = {
+                "namespace": namespace,
+                "pod": pod,
+                "customer": (pod_obj["metadata"].get("labels") or {}).get(CUSTOMER_LABEL, ""),
+                "deployment": (pod_obj["metadata"].get("labels") or {}).get("app", ""),
+            }
+            if node:
+                labels["node"] = node
+        else:  # pragma: no cover - every kind is a node or a pod fault
+            raise FleetError(422, "Invalid", f"unknown fault {kind}")
+        if kind == FaultKind.ECC:
+            code = 48
+        elif kind == FaultKind.OFF_BUS:
+            code = 79
+        if code is not None:
+            labels["xid"] = str(code)
+        self._fault_seq += 1
+        fault = Fault(
+            id=f"f{self._fault_seq:04d}",
+            kind=kind,
+            started_at=self.now(),
+            node=node if kind in NODE_FAULTS else None,
+            gpu=gpu,
+            code=code,
+            namespace=namespace,
+            pod=pod,
+            labels=labels,
+            detail=detail,
+        )
+        if kind in POD_FAULTS and node:
+            fault = fault.model_copy(update={"node": None})
+            labels["node"] = node
+        self.faults[fault.id] = fault
+        self._apply(fault)
+        return fault
+
+    def _apply(self, fault: Fault) -> None:
+        kind = fault.kind
+        pod: Obj | None
+        if kind in GPU_FAULTS:
+            assert fault.node is not None and fault.gpu is not None
+            sim, _ = self.agent(fault.node)
+            node = self.node(fault.node)
+            uuid_ = sim.gpus[fault.gpu].uuid
+            if kind == FaultKind.XID:
+                assert fault.code is not None
+                sim.inject_xid(fault.gpu, fault.code)
+            elif kind == FaultKind.ECC:
+                sim.inject_ecc_uncorrectable(fault.gpu)
+            elif kind == FaultKind.OFF_BUS:
+                sim.fall_off_bus(fault.gpu)
+            elif kind == FaultKind.THERMAL:
+                sim.set_thermal(fault.gpu, True)
+            if kind == FaultKind.THERMAL:
+                self.event(
+                    node,
+                    "Warning",
+                    "GpuThermalThrottling",
+                    f"GPU {fault.gpu} ({uuid_}): thermal slowdown active, clocks reduced",
+                    "node-agent",
+                )
+            else:
+                xid = fault.code or 0
+                fatal = xid not in XID_APPLICATION and xid not in XID_INFORMATIONAL
+                self.event(
+                    node,
+                    "Warning",
+                    "GpuXidError",
+                    f"XID {xid} on GPU {fault.gpu} ({uuid_})"
+                    + ("" if fatal else " (application error; GPU healthy)"),
+                    "node-agent",
+                )
+                if fatal:
+                    self._unhealthy.setdefault(fault.node, set()).add(fault.gpu)
+                    self._refresh_node(fault.node)
+                owner = self._gpu_owner[fault.node][fault.gpu]
+                if owner and xid not in XID_INFORMATIONAL:
+                    self._container_crashed(owner, f"CUDA error: XID {xid} on GPU {fault.gpu}")
+        elif kind in (FaultKind.NOT_READY, FaultKind.PARTITION):
+            assert fault.node is not None
+            node = self._refresh_node(fault.node)
+            self.event(
+                node,
+                "Normal",
+                "NodeNotReady",
+                f"Node {fault.node} status is now: NodeNotReady",
+                "node-controller",
+            )
+            if kind == FaultKind.NOT_READY:
+                self.event(
+                    node,
+                    "Warning",
+                    "HostUnresponsive",
+                    "out-of-band: BMC reports host not responding (power state unknown); no traffic from the "
+                    "node's workloads",
+                    "bmc-monitor",
+                )
+            else:
+                self.event(
+                    node,
+                    "Warning",
+                    "ControlPlanePathDown",
+                    f"out-of-band: BMC reports host up; peers in {node['metadata']['labels'][RACK_LABEL]} reach it on "
+                    "the data plane; the control-plane network path is lost",
+                    "network-monitor",
+                )
+            for pod in self.store.pods_on_node(fault.node):
+                new = thaw(pod)
+                for cond in new["status"].get("conditions") or []:
+                    if cond["type"] in ("Ready", "ContainersReady"):
+                        cond["status"], cond["lastTransitionTime"] = "False", self.stamp()
+                for cs in new["status"].get("containerStatuses") or []:
+                    cs["ready"] = False
+                stored = self.store.put("pods", new)
+                if kind == FaultKind.NOT_READY:
+                    self._stop_meters(stored)
+                self._refresh_owner(stored)
+                self._refresh_pdbs(stored["metadata"]["namespace"])
+            self._refresh_daemonset_status()
+        elif kind == FaultKind.AGENT_DOWN:
+            assert fault.node is not None
+            pod = self.agent_pod(fault.node)
+            if pod is not None:
+                new = thaw(pod)
+                self._set_crashloop_status(new, "Error", 1, 1)
+                stored = self.store.put("pods", new)
+                self.event(
+                    stored,
+                    "Warning",
+                    "BackOff",
+                    f"Back-off restarting failed container {AGENT_NAME} in pod "
+                    f"{pod['metadata']['name']}_{AGENT_NAMESPACE}",
+                    "kubelet",
+                )
+                self._refresh_daemonset_status()
+            self._refresh_node(fault.node)
+        elif kind == FaultKind.DISK_PRESSURE:
+            assert fault.node is not None
+            node = self._refresh_node(fault.node)
+            self.event(
+                node,
+                "Warning",
+                "NodeHasDiskPressure",
+                f"Node {fault.node} status is now: NodeHasDiskPressure",
+                "kubelet",
+            )
+            self.event(
+                node, "Warning", "EvictionThresholdMet", "Attempting to reclaim ephemeral-storage", "kubelet"
+            )
+        elif kind in (FaultKind.CRASHLOOP, FaultKind.OOMKILL):
+            assert fault.namespace and fault.pod
+            pod = self.store.get("pods", fault.namespace, fault.pod)
+            if pod is not None and pod["status"].get("phase") == "Running":
+                new = thaw(pod)
+                self._restart_base[fault.id] = (pod["status"].get("containerStatuses") or [{}])[0].get(
+                    "restartCount", 0
+                )
+                reason, code = ("OOMKilled", 137) if kind == FaultKind.OOMKILL else ("Error", 1)
+                self._set_crashloop_status(new, reason, code, 1)
+                stored = self.store.put("pods", new)
+                if kind == FaultKind.OOMKILL:
+                    self.event(
+                        stored,
+                        "Warning",
+                        "OOMKilling",
+                        "Memory cgroup out of memory: Killed process (python) in container main",
+                        "kernel-monitor",
+                    )
+                self.event(
+                    stored,
+                    "Warning",
+                    "BackOff",
+                    f"Back-off restarting failed container main in pod {fault.pod}_{fault.namespace}",
+                    "kubelet",
+                )
+                self._after_status(stored)
+        elif kind == FaultKind.STUCK_TERMINATING:
+            assert fault.namespace and fault.pod
+            self.delete_pod(fault.namespace, fault.pod, grace=None, reason="StuckTerminating")
+        elif kind == FaultKind.DOUBLE_METERING:
+            assert fault.namespace and fault.pod
+            pod = self.store.get("pods", fault.namespace, fault.pod)
+            if pod is not None:
+                base = self.meters.get(f"m-{pod['metadata']['uid']}")
+                if base is not None:
+                    dup = Meter(
+                        **{
+                            **asdict(base),
+                            "id": f"m-{pod['metadata']['uid']}-dup",
+                            "accumulated": 0.0,
+                            "since": self.now().isoformat(),
+                        }
+                    )
+                    self.meters[dup.id] = dup
+
+    def _container_crashed(self, owner: str, message: str) -> None:
+        ns, name = owner.split("/", 1)
+        pod = self.store.get("pods", ns, name)
+        if pod is None:
+            return
+        new = thaw(pod)
+        for cs in new["status"].get("containerStatuses") or []:
+            started = cs.get("state", {}).get("running", {}).get("startedAt", self.stamp())
+            cs["restartCount"] = cs.get("restartCount", 0) + 1
+            cs["lastState"] = {
+                "terminated": {
+                    "exitCode": 1,
+                    "reason": "Error",
+                    "message": message,
+                    "startedAt": started,
+                    "finishedAt": self.stamp(),
+                }
+            }
+            cs["state"] = {"running": {"startedAt": self.stamp()}}
+        stored = self.store.put("pods", new)
+        self._record_disruption(stored, "GpuError")
+        self.logs.setdefault(owner, []).append(f"{self.stamp()} RuntimeError: {message}")
+
+    def _after_status(self, pod: Obj) -> None:
+        self._refresh_owner(pod)
+        self._refresh_pdbs(pod["metadata"]["namespace"])
+
+    def clear(self, node: str | None = None) -> list[Fault]:
+        """Clear every fault (or a node's): the underlying problem is repaired, the world heals."""
+        if node is not None:
+            self.node(node)
+        cleared = [
+            f
+            for f in self.faults.values()
+            if node is None or f.node == node or (f.labels.get("node") == node)
+        ]
+        for f in cleared:
+            del self.faults[f.id]
+        nodes = {f.node for f in cleared if f.node} | {
+            f.labels.get("node") for f in cleared if f.labels.get("node")
+        }
+        for name in sorted(n for n in nodes if n):
+            if name in self._agents:
+                self._agents[name][0].reset()
+            self._unhealthy.pop(name, None)
+            self._refresh_node(name)
+            for on_node in self.store.pods_on_node(name):
+                self._heal_pod(on_node)
+        pod: Obj | None
+        for f in cleared:
+            if f.kind in (FaultKind.CRASHLOOP, FaultKind.OOMKILL) and f.namespace and f.pod:
+                pod = self.store.get("pods", f.namespace, f.pod)
+                if pod is not None:
+                    self._heal_pod(pod)
+            elif f.kind == FaultKind.STUCK_TERMINATING and f.namespace and f.pod:
+                if self.store.get("pods", f.namespace, f.pod) is not None:
+                    self.delete_pod(f.namespace, f.pod, grace=0, reason="StuckTerminating")
+            elif f.kind == FaultKind.DOUBLE_METERING:
+                pod = self.store.get("pods", f.namespace or "", f.pod or "")
+                dup = self.meters.get(f"m-{pod['metadata']['uid']}-dup") if pod else None
+                if dup is not None:
+                    dup.set_rate(0, self.now())
+        self.schedule_pending()
+        return cleared
+
+    def _heal_pod(self, pod: Obj) -> None:
+        if is_terminating(pod):
+            if self._kubelet_confirms(pod):
+                self.delete_pod(
+                    pod["metadata"]["namespace"], pod["metadata"]["name"], grace=0, reason="Deleted"
+                )
+            return
+        if pod["status"].get("phase") != "Running" or is_ready(pod):
+            return
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        if any((f.namespace, f.pod) == key for f in self.faults.values()):
+            return
+        new = thaw(pod)
+        restarts = (new["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0)
+        new["status"] = self._running_status(new, new["status"].get("hostIP", ""), self.stamp(), restarts)
+        stored = self.store.put("pods", new)
+        self._start_meter(stored)
+        self._after_status(stored)
+        if key[0] == AGENT_NAMESPACE:
+            self._refresh_daemonset_status()

@@ -1,0 +1,73 @@
+"""What a fleet is made of, before any controller runs: its shape (`FleetSpec`), the label and annotation
+names its objects carry, the XID classes the device plugin acts on, the API error every controller raises,
+and the pod predicates they all share.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from sandbox.fleet.store import Obj
+
+POOL_LABEL = "supply-agent.io/pool"
+RACK_LABEL = "supply-agent.io/rack"
+CUSTOMER_LABEL = "supply-agent.io/customer"
+GPU_INDICES_ANNOTATION = "supply-agent.io/gpu-indices"
+REGION_LABEL = "topology.kubernetes.io/region"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU = "nvidia.com/gpu"
+AGENT_NAMESPACE = "supply-agent-system"
+AGENT_NAME = "node-agent"
+AGENT_PORT = 9400
+TOLERATION_SECONDS = 300  # the default not-ready/unreachable NoExecute toleration of a pod
+
+# NVIDIA's device plugin treats these XIDs as the application's fault and keeps the GPU healthy.
+XID_APPLICATION = frozenset({13, 31, 43, 45, 68})
+# Informational: the GPU keeps serving (63: a row remap was recorded; 92: high single-bit ECC rate).
+XID_INFORMATIONAL = frozenset({63, 92})
+
+_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+class FleetError(Exception):
+    """An API-level failure: rendered as a Kubernetes ``Status`` with this code and reason."""
+
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message, self.details = code, reason, message, details
+
+
+def not_found(kind: str, name: str, group: str = "") -> FleetError:
+    resource = f"{kind}.{group}" if group else kind
+    return FleetError(404, "NotFound", f'{resource} "{name}" not found', {"name": name, "kind": kind})
+
+
+class FleetSpec(BaseModel):
+    nodes: int = Field(12, ge=1, le=50_000)
+    gpus_per_node: int = Field(8, ge=1, le=16)
+    pools: int = Field(2, ge=1, le=64)
+    seed: int = 0
+    fill: float = Field(0.7, ge=0.0, le=1.0, description="Fraction of GPUs the tenant workloads request.")
+    customers: int | None = Field(None, ge=1, description="Default: one per ten nodes, at least three.")
+    pdb_fraction: float = Field(0.5, ge=0.0, le=1.0, description="Fraction of deployments with a PDB.")
+
+
+def _resource_count(pod: Obj) -> int:
+    total = 0
+    for c in pod["spec"]["containers"]:
+        total += int((c.get("resources", {}).get("limits") or {}).get(GPU, 0))
+    return total
+
+
+def is_terminating(pod: Obj) -> bool:
+    return bool(pod["metadata"].get("deletionTimestamp"))
+
+
+def is_ready(pod: Obj) -> bool:
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond["type"] == "Ready":
+            return bool(cond["status"] == "True")
+    return False
