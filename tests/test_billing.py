@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -10,20 +12,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
 from sandbox.fleet.admin import AdminClient
 from tools.billing import (
+    CreditInput,
     CreditRequest,
     CreditRow,
     Customer,
     HoldRequest,
     IdempotencyConflict,
+    Keyed,
     Ledger,
     LedgerWriteError,
+    MeteringInput,
     PauseRequest,
+    PayoutInput,
     ReleaseRequest,
     ResumeRequest,
     UnknownCustomer,
@@ -80,6 +86,54 @@ def credit(
 def credit_rows(ledger: Ledger) -> int:
     with ledger.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(CreditRow)).scalar_one())
+
+
+# -- models ----------------------------------------------------------------------------------------
+def test_requests_are_the_tool_inputs_plus_a_key() -> None:
+    pairs: list[tuple[type[Keyed], type[BaseModel]]] = [
+        (CreditRequest, CreditInput),
+        (PauseRequest, MeteringInput),
+        (HoldRequest, PayoutInput),
+    ]
+    for request, tool_input in pairs:
+        assert issubclass(request, tool_input) and issubclass(request, Keyed)
+        assert set(tool_input.model_fields) <= set(request.model_fields)
+        assert not {"incident_id", "step", "idempotency_key"} & set(
+            tool_input.model_json_schema()["properties"]
+        )
+    assert not {"reason"} & (set(ResumeRequest.model_fields) | set(ReleaseRequest.model_fields))
+    proposed = CreditInput.model_validate({"customer": "acme", "amount_usd": 12.5, "reason": "lost GPU"})
+    keyed = CreditRequest(**proposed.model_dump(), incident_id="INC-1", step=2)
+    assert keyed.amount_usd == Decimal("12.5")
+    assert keyed.idempotency_key == idempotency_key("INC-1", 2, "billing.issue_credit")
+
+
+def test_requests_are_held_to_the_ledgers_columns_and_refuse_what_they_do_not_know() -> None:
+    long_customer, long_pod = "c" * 129, "p" * 254
+    CreditInput(customer=long_customer, amount_usd=Decimal("1.00"), reason="r")  # the LLM may ask...
+    with pytest.raises(ValidationError, match="at most 128"):  # ...the ledger has no room for it
+        credit("1.00", customer=long_customer)
+    MeteringInput(namespace="ns", pod=long_pod)
+    with pytest.raises(ValidationError, match="at most 253"):
+        PauseRequest(namespace="ns", pod=long_pod, incident_id="INC-1", step=1)
+    with pytest.raises(ValidationError, match="at most 253"):
+        ReleaseRequest(node="n" * 254, incident_id="INC-1", step=1)
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        ResumeRequest.model_validate(
+            {"namespace": "ns", "pod": "p", "reason": "x", "incident_id": "I", "step": 1}
+        )
+    assert (
+        MeteringInput.model_validate({"namespace": "ns", "pod": "p", "bogus": 1}).pod == "p"
+    )  # inputs ignore extras
+
+
+def test_the_models_import_without_sqlalchemy() -> None:
+    # The tool catalogue imports the models: they must not drag the database layer in with them.
+    code = (
+        "import sys; from tools.billing import CreditRequest, Usage; import tools.billing.models; "
+        "assert 'sqlalchemy' not in sys.modules, 'sqlalchemy imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
 
 
 # -- keys and money --------------------------------------------------------------------------------
