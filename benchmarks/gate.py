@@ -20,7 +20,7 @@ from rich.table import Table
 
 from supply_agent.gate import decide
 from supply_agent.models import Action
-from supply_agent.playbooks import load_playbooks
+from supply_agent.policy import load_playbooks
 from supply_agent.worldview import History, NodeView, PastAction, PodRef, WorldView
 
 ROOT = Path(__file__).resolve().parent.parent

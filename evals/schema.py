@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sandbox.fleet.faults import NODE_FAULTS, POD_FAULTS, FaultKind
-from tools.names import TOOLS
+from tools.catalogue import TOOLS
 
 Outcome = Literal["mitigated", "escalated", "no_action"]
 Answer = Literal["approve", "reject", "none"]

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from supply_agent.playbooks import GlobalLimits, Playbook, PlaybookSet, check, format_duration, load_playbooks
+from supply_agent.policy import GlobalLimits, Playbook, PlaybookSet, check, format_duration, load_playbooks
 
 
 def register(cli_group: click.Group) -> None:

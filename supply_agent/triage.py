@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from supply_agent.incident import AlertIn, Evidence, IncidentState
-from supply_agent.playbooks import GpuFaultConfirmed, Playbook, PlaybookSet
+from supply_agent.policy import GpuFaultConfirmed, Playbook, PlaybookSet
 from supply_agent.worldview import APPLICATION_XIDS
 
 SEVERITIES = ("info", "warning", "critical")

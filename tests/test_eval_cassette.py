@@ -26,7 +26,7 @@ from evals.cassette import (
 from supply_agent.incident import AlertIn, IncidentState, Proposal
 from supply_agent.planners.base import PlanContext, PlannerError
 from supply_agent.planners.llm import LlmPlanner
-from supply_agent.playbooks import PlaybookSet, load_playbooks
+from supply_agent.policy import PlaybookSet, load_playbooks
 from supply_agent.settings import Settings
 from tests.llm_stub import (
     LlmStub,

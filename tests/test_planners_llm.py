@@ -35,7 +35,7 @@ from supply_agent.planners.llm import (
 )
 from supply_agent.planners.openai import OpenAIPlanner
 from supply_agent.planners.router import RouterPlanner, confident_match
-from supply_agent.playbooks import PlaybookSet, load_playbooks
+from supply_agent.policy import PlaybookSet, load_playbooks
 from supply_agent.settings import Settings
 from tests.llm_stub import (
     LlmStub,

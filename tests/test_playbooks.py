@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -10,7 +11,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from supply_agent.playbooks import (
+from supply_agent.playbooks_cli import register
+from supply_agent.policy import (
     GlobalLimits,
     IntOrPercent,
     MassFailure,
@@ -20,11 +22,12 @@ from supply_agent.playbooks import (
     check,
     load_playbooks,
 )
-from supply_agent.playbooks_cli import register
-from tools.names import TOOLS
+from tools.catalogue import CATALOGUE, TOOLS
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "playbooks"
+# One playbook per file, named after its id: what the loader must find, known without the loader.
+SHIPPED_IDS = {p.stem for p in SHIPPED.glob("*.yaml") if not p.name.startswith("_")}
 
 # The sandbox fleet's alerts (docs/alerts.md), with the labels that tell them apart.
 FLEET_ALERTS = {
@@ -84,11 +87,20 @@ def shipped():
     return load_playbooks(SHIPPED)
 
 
-def test_shipped_set_checks_clean() -> None:
+def test_shipped_set_checks_clean(tmp_path: Path) -> None:
+    assert len(SHIPPED_IDS) >= 18
     assert check(SHIPPED) == []
+    # The same check on a copy with one broken file is not clean: the check can fail.
+    copy = tmp_path / "playbooks"
+    shutil.copytree(SHIPPED, copy)
+    broken = copy / "disk-pressure.yaml"
+    broken.write_text(broken.read_text() + "bogus: 1\n")
+    err = only(check(copy))
+    assert (err.file, err.field) == (str(broken), "bogus")
 
 
 def test_shipped_set_has_every_class(shipped) -> None:
+    assert {p.id for p in shipped} == SHIPPED_IDS
     assert {p.id for p in shipped} >= {
         "xid-fallen-off-bus",
         "xid-row-remap",
@@ -111,14 +123,25 @@ def test_shipped_set_has_every_class(shipped) -> None:
     }
     for pb in shipped:
         assert pb.source.strip(), pb.id
-        assert all(step.tool in TOOLS for step in pb.runbook)
+        assert pb.runbook, pb.id
+        assert all(step.tool in TOOLS for step in pb.runbook), pb.id
         assert {a for m in pb.match for a in m.alertnames} <= FLEET_ALERTS, pb.id
 
 
 def test_shipped_xid_playbooks_cite_nvidia(shipped) -> None:
-    for pb in shipped:
-        if any(m.xids for m in pb.match):
-            assert "docs.nvidia.com/deploy/xid-errors" in pb.source or "health.go" in pb.source, pb.id
+    by_xid = [pb for pb in shipped if any(m.xids for m in pb.match)]
+    assert {pb.id for pb in by_xid} == {
+        "xid-application",
+        "xid-ecc",
+        "xid-ecc-contained",
+        "xid-fallen-off-bus",
+        "xid-gsp",
+        "xid-nvlink",
+        "xid-row-remap",
+        "xid-row-remap-failure",
+    }
+    for pb in by_xid:
+        assert "docs.nvidia.com/deploy/xid-errors" in pb.source or "health.go" in pb.source, pb.id
 
 
 @pytest.mark.parametrize(
@@ -200,6 +223,7 @@ def test_match_is_deterministic_most_specific_first(tmp_path: Path) -> None:
 def test_node_agent_down_never_drains_or_cordons(shipped) -> None:
     pb = shipped.get("node-agent-down")
     assert {"k8s.drain_node", "k8s.cordon_node"} <= set(pb.containment.forbidden_tools)
+    assert [s.tool for s in pb.runbook][-1] == "escalate.human"  # it reads, then pages a human
     assert pb.write_tools == []
     assert not pb.containment.permits("k8s.drain_node")
 
@@ -207,6 +231,7 @@ def test_node_agent_down_never_drains_or_cordons(shipped) -> None:
 @pytest.mark.parametrize("pid", ["xid-application", "tenant-crashloop", "tenant-oomkilled"])
 def test_application_faults_never_touch_nodes_or_restart(shipped, pid: str) -> None:
     pb = shipped.get(pid)
+    assert pb.runbook, pid
     forbidden = set(pb.containment.forbidden_tools)
     assert NODE_WRITES | {"k8s.rollout_restart", "k8s.delete_pod"} <= forbidden
     assert pb.containment.max_nodes == 0
@@ -221,10 +246,12 @@ def test_fatal_xids_need_the_node_agent_to_confirm(shipped) -> None:
 
 
 def test_write_steps_are_verified(shipped) -> None:
-    for pb in shipped:
-        for step in pb.runbook:
-            if step.tool in pb.write_tools:
-                assert step.verify is not None, (pb.id, step.name)
+    writes = [(pb.id, step) for pb in shipped for step in pb.runbook if step.tool in pb.write_tools]
+    # Every playbook but the read-only ones writes something; the check below is not vacuous.
+    assert {pid for pid, _ in writes} == SHIPPED_IDS - {"network-partition", "node-agent-down"}
+    assert {step.tool for _, step in writes} >= {"k8s.cordon_node", "k8s.drain_node", "billing.issue_credit"}
+    for pid, step in writes:
+        assert step.verify is not None, (pid, step.name)
 
 
 # -- errors: file, line, field ---------------------------------------------------------------------------
@@ -440,7 +467,9 @@ def test_directory_problems(tmp_path: Path) -> None:
 # -- global limits ------------------------------------------------------------------------------------
 def test_missing_global_means_safe_defaults(tmp_path: Path) -> None:
     write(tmp_path, "good.yaml", GOOD)
-    limits = load_playbooks(tmp_path).limits
+    pset = load_playbooks(tmp_path)
+    assert [p.id for p in pset] == ["good"]
+    limits = pset.limits
     assert limits == GlobalLimits()
     assert limits.kill_switch is False
     assert {"kube-system", "supply-agent-system"} <= set(limits.deny.namespaces)
@@ -456,6 +485,9 @@ def test_missing_global_means_safe_defaults(tmp_path: Path) -> None:
 
 def test_shipped_global(shipped) -> None:
     limits = shipped.limits
+    assert limits != GlobalLimits()  # _global.yaml was read, not the defaults
+    assert (limits.blast_radius.pool_cordoned.soft, limits.blast_radius.pool_cordoned.hard) == (0.2, 0.34)
+    assert (limits.blast_radius.fleet_cordoned.soft, limits.blast_radius.fleet_cordoned.hard) == (0.1, 0.2)
     assert limits.kill_switch is False
     assert limits.circuit_breaker.duration == timedelta(minutes=30)
     assert str(limits.mass_failure.max_unhealthy_pool) == "20%"
@@ -520,7 +552,9 @@ def cli() -> click.Group:
 def test_cli_check_shipped(cli: click.Group) -> None:
     result = CliRunner().invoke(cli, ["playbooks", "check", str(SHIPPED)])
     assert result.exit_code == 0, result.output
-    assert "xid-fallen-off-bus" in result.output and "no errors" in result.output
+    assert "no errors" in result.output
+    for pid in SHIPPED_IDS:
+        assert pid in result.output, pid
 
 
 def test_cli_check_lists_every_error(cli: click.Group, tmp_path: Path) -> None:
@@ -529,6 +563,7 @@ def test_cli_check_lists_every_error(cli: click.Group, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["playbooks", "check", str(tmp_path)])
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
+    assert len(lines) == 2, result.stdout
     assert lines[0].startswith(f"{a}:10: runbook[0].tool: unknown tool 'nope'")
     assert lines[1] == f"{b}:1: source: required field is missing"
 
@@ -546,10 +581,10 @@ def test_cli_check_defaults_to_playbooks_dir(cli: click.Group, tmp_path: Path, m
 def test_shipped_params_fit_the_tool_inputs(shipped) -> None:
     """Every parameter a shipped step passes is a field of its tool's input model, and every required
     field is given (templates are filled at run time, so only names are checked here)."""
-    catalogue = pytest.importorskip("tools.catalogue").CATALOGUE
-    for pb in shipped:
-        for step in pb.runbook:
-            fields = catalogue[step.tool].input.model_fields
-            assert set(step.params) <= set(fields), (pb.id, step.name, set(step.params) - set(fields))
-            required = {name for name, f in fields.items() if f.is_required()}
-            assert required <= set(step.params), (pb.id, step.name, required - set(step.params))
+    steps = [(pb, step) for pb in shipped for step in pb.runbook]
+    assert {pb.id for pb, _ in steps} == SHIPPED_IDS  # every playbook has steps to check
+    for pb, step in steps:
+        fields = CATALOGUE[step.tool].input.model_fields
+        assert set(step.params) <= set(fields), (pb.id, step.name, set(step.params) - set(fields))
+        required = {name for name, f in fields.items() if f.is_required()}
+        assert required <= set(step.params), (pb.id, step.name, required - set(step.params))

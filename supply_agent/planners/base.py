@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from supply_agent.incident import IncidentState, Proposal
-from supply_agent.playbooks import Playbook, PlaybookSet
+from supply_agent.policy import Playbook, PlaybookSet
 
 if TYPE_CHECKING:
     from supply_agent.settings import Settings

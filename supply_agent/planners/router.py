@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, cast
 from supply_agent.incident import AlertIn, IncidentState, Proposal
 from supply_agent.planners.base import PlanContext, Planner
 from supply_agent.planners.runbook import RunbookPlanner
-from supply_agent.playbooks import Playbook
+from supply_agent.policy import Playbook
 
 if TYPE_CHECKING:
     from supply_agent.settings import Settings

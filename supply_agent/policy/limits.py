@@ -1,0 +1,254 @@
+"""Fleet-wide limits, the ``_global.yaml`` of a playbook directory: kill switch, deny lists, blast
+radius, rate limits, mass-failure detection, the circuit breaker and approvals.
+
+It exists so that the limits every action answers to, whatever its playbook, are one model with safe
+defaults (a missing file means them). Semantics the gate relies on:
+
+* A soft limit is exceeded -> ``ask``; a hard limit is exceeded -> ``deny`` (`SoftHardLimit.verdict`).
+* An `IntOrPercent` threshold has Cluster API ``maxUnhealthy`` semantics (percentages round down).
+* The circuit breaker (NVSentinel) never resets itself: a human resets it.
+* The mandatory deny entries may be extended, never shortened.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from supply_agent.policy.base import NonEmptyStr, Strict, fail
+from supply_agent.policy.tools import WRITE_TOOLS, ToolName
+from supply_agent.policy.units import Duration, Fraction, IntOrPercent, Percent, at_most
+from tools.catalogue import DEFAULT_RATES
+
+# Namespaces and verbs the agent never touches, whatever a `_global.yaml` says: they may be extended,
+# never shortened.
+MANDATORY_DENY_NAMESPACES: tuple[str, ...] = ("kube-system", "supply-agent-system")
+MANDATORY_DENIED_ACTIONS: tuple[tuple[str, str], ...] = (
+    ("delete", "nodes"),
+    ("delete", "namespaces"),
+    ("delete", "persistentvolumeclaims"),
+    ("delete", "secrets"),
+)
+_RESOURCE_ALIASES = {
+    "node": "nodes",
+    "no": "nodes",
+    "namespace": "namespaces",
+    "ns": "namespaces",
+    "pvc": "persistentvolumeclaims",
+    "pvcs": "persistentvolumeclaims",
+    "persistentvolumeclaim": "persistentvolumeclaims",
+    "secret": "secrets",
+    "pod": "pods",
+    "po": "pods",
+    "deployment": "deployments",
+    "deploy": "deployments",
+    "pv": "persistentvolumes",
+    "persistentvolume": "persistentvolumes",
+}
+
+
+class SoftHardLimit(Strict):
+    """Over ``soft``: ask a human. Over ``hard``: deny."""
+
+    soft: float
+    hard: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SoftHardLimit:
+        if self.soft > self.hard:
+            raise fail(f"soft ({self.soft:g}) must not exceed hard ({self.hard:g})", "soft")
+        return self
+
+    def verdict(self, value: float) -> Literal["allow", "ask", "deny"]:
+        if value > self.hard:
+            return "deny"
+        if value > self.soft:
+            return "ask"
+        return "allow"
+
+
+class FractionLimit(SoftHardLimit):
+    """Fractions 0..1 (or "5%")."""
+
+    soft: Fraction
+    hard: Fraction
+
+
+class CountLimit(SoftHardLimit):
+    soft: Annotated[int, Field(ge=0)]
+    hard: Annotated[int, Field(ge=0)]
+
+
+class MoneyLimit(SoftHardLimit):
+    """US dollars."""
+
+    soft: Annotated[float, Field(ge=0)]
+    hard: Annotated[float, Field(ge=0)]
+
+
+class BlastRadius(Strict):
+    """How much the agent may take out of service. Cordoned fractions count the nodes the agent has
+    cordoned (not the ones others did) against the pool's and the fleet's size; the first
+    ``always_allow_nodes`` nodes never count against the fractions, so that a small pool can still lose
+    its one broken node."""
+
+    pool_cordoned: FractionLimit = FractionLimit(soft=0.1, hard=0.25)
+    fleet_cordoned: FractionLimit = FractionLimit(soft=0.05, hard=0.1)
+    always_allow_nodes: int = Field(1, ge=0)
+    gpus_out: CountLimit = CountLimit(soft=8, hard=32)
+    customers_disrupted_per_hour: CountLimit = CountLimit(soft=4, hard=16)
+    credit_usd_per_incident: MoneyLimit = MoneyLimit(soft=100, hard=1000)
+    credit_usd_per_customer_per_day: MoneyLimit = MoneyLimit(soft=500, hard=2500)
+    credit_usd_per_hour: MoneyLimit = MoneyLimit(soft=1000, hard=5000)
+
+    def cordon_verdict(
+        self, cordoned: int, pool_size: int, fleet_size: int
+    ) -> Literal["allow", "ask", "deny"]:
+        """``cordoned`` nodes in the pool (after the action) and in the fleet: the stricter verdict."""
+        if cordoned <= self.always_allow_nodes:
+            return "allow"
+        order = {"allow": 0, "ask": 1, "deny": 2}
+        pool = self.pool_cordoned.verdict(cordoned / pool_size) if pool_size else "deny"
+        fleet = self.fleet_cordoned.verdict(cordoned / fleet_size) if fleet_size else "deny"
+        return max(pool, fleet, key=order.__getitem__)
+
+
+# Each write tool's default rate is in its row of the tool table.
+_DEFAULT_RATES = DEFAULT_RATES
+
+
+class RateLimits(Strict):
+    """Write actions per tool per hour, fleet-wide; a write tool not named gets ``default_per_hour``.
+    Reads and paging a human are never rate limited."""
+
+    per_hour: dict[ToolName, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: dict(_DEFAULT_RATES)
+    )
+    default_per_hour: int = Field(3, ge=0)
+    writes_per_incident: int = Field(20, ge=0)
+
+    @field_validator("per_hour")
+    @classmethod
+    def _writes_only(cls, rates: dict[str, int]) -> dict[str, int]:
+        for name in rates:
+            if name not in WRITE_TOOLS:
+                raise fail(f"{name} only reads: reads are not rate limited by the gate", name)
+        return rates
+
+    def per_hour_for(self, tool: str) -> int:
+        return self.per_hour.get(tool, self.default_per_hour)
+
+
+class MassFailure(Strict):
+    """When more nodes of a pool (or the fleet) alert within ``window`` than the threshold allows, the
+    likely cause is the monitor, a driver rollout or the network: stop and page a human. Thresholds
+    follow Cluster API ``maxUnhealthy`` (a count or a percentage rounding down); the limit never drops
+    below ``always_allow_nodes``, so one failing node is never a mass failure."""
+
+    max_unhealthy_pool: IntOrPercent = IntOrPercent(20, True)
+    max_unhealthy_fleet: IntOrPercent = IntOrPercent(20, True)
+    always_allow_nodes: int = Field(1, ge=0)
+    window: Duration = timedelta(minutes=10)
+
+    def allows(self, unhealthy: int, total: int, scope: Literal["pool", "fleet"]) -> bool:
+        """True when ``unhealthy`` alerting nodes out of ``total`` may still be remediated."""
+        threshold = self.max_unhealthy_pool if scope == "pool" else self.max_unhealthy_fleet
+        return unhealthy <= max(threshold.scaled(total), self.always_allow_nodes)
+
+
+class CircuitBreaker(Strict):
+    """NVSentinel's breaker: trips when the unique nodes the agent cordoned within ``duration`` exceed
+    ``percentage`` of the fleet's nodes, or when ``failed_verifications`` steps fail verification within
+    it. Once tripped it blocks every new write until a human resets it; it never resets itself."""
+
+    enabled: bool = True
+    percentage: Percent = 20.0
+    duration: Duration = timedelta(minutes=30)
+    failed_verifications: int = Field(2, ge=1)
+
+    def trips(self, unique_cordons: int, fleet_size: int, failed_verifications: int = 0) -> bool:
+        if not self.enabled:
+            return False
+        return unique_cordons * 100 > self.percentage * fleet_size or (
+            failed_verifications >= self.failed_verifications
+        )
+
+
+class Approvals(Strict):
+    """An approval expires after ``ttl`` and counts only from a named approver; with none named, every
+    ``ask`` stays unanswered (the safe default)."""
+
+    ttl: Annotated[Duration, at_most(timedelta(hours=24))] = timedelta(minutes=15)
+    approvers: list[NonEmptyStr] = Field(default_factory=list)
+
+    @field_validator("approvers")
+    @classmethod
+    def _unique(cls, approvers: list[str]) -> list[str]:
+        for i, name in enumerate(approvers):
+            if name in approvers[:i]:
+                raise fail(f"approver {name!r} is listed twice", i)
+        return approvers
+
+
+class DeniedAction(Strict):
+    """A Kubernetes verb on a resource the agent may never perform."""
+
+    verb: Annotated[str, Field(pattern=r"^[a-z*]+$")]
+    resource: NonEmptyStr
+
+    @field_validator("resource")
+    @classmethod
+    def _plural(cls, resource: str) -> str:
+        key = resource.strip().lower()
+        return _RESOURCE_ALIASES.get(key, key)
+
+
+def _denied_action(value: Any) -> Any:
+    # "delete nodes" is {verb: delete, resource: nodes}.
+    if isinstance(value, str) and len(value.split()) == 2:
+        verb, resource = value.split()
+        return {"verb": verb, "resource": resource}
+    return value
+
+
+class Deny(Strict):
+    """Deny lists. The mandatory entries (kube-system, supply-agent-system; deleting nodes, namespaces,
+    PVCs and secrets) may not be removed."""
+
+    namespaces: list[NonEmptyStr] = Field(default_factory=lambda: list(MANDATORY_DENY_NAMESPACES))
+    actions: list[Annotated[DeniedAction, BeforeValidator(_denied_action)]] = Field(
+        default_factory=lambda: [DeniedAction(verb=v, resource=r) for v, r in MANDATORY_DENIED_ACTIONS]
+    )
+
+    @field_validator("namespaces")
+    @classmethod
+    def _mandatory_namespaces(cls, namespaces: list[str]) -> list[str]:
+        missing = [ns for ns in MANDATORY_DENY_NAMESPACES if ns not in namespaces]
+        if missing:
+            raise fail(f"must keep {', '.join(missing)} denied (you may add namespaces, not remove these)")
+        return namespaces
+
+    @field_validator("actions")
+    @classmethod
+    def _mandatory_actions(cls, actions: list[DeniedAction]) -> list[DeniedAction]:
+        have = {(a.verb, a.resource) for a in actions}
+        missing = [f"{v} {r}" for v, r in MANDATORY_DENIED_ACTIONS if (v, r) not in have]
+        if missing:
+            raise fail(f"must keep denied: {', '.join(missing)} (you may add actions, not remove these)")
+        return actions
+
+
+class GlobalLimits(Strict):
+    """``_global.yaml``: fleet-wide limits. A missing file means these defaults, which are safe: kill
+    switch off, mandatory deny lists, tight blast radius, breaker on, no approvers (an ``ask`` then
+    waits for a human who can only act out of band)."""
+
+    kill_switch: bool = False
+    deny: Deny = Deny()
+    blast_radius: BlastRadius = BlastRadius()
+    rate_limits: RateLimits = RateLimits()
+    mass_failure: MassFailure = MassFailure()
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
+    approvals: Approvals = Approvals()
