@@ -1,4 +1,8 @@
-"""A sandbox fleet on loopback plus an agent wired to it the way `supply-agent handle` wires one."""
+"""A sandbox fleet on loopback plus an agent wired to it the way `supply-agent handle` wires one.
+
+The kubeconfig is the fleet's own: the admin context (current; the harness's AdminClient uses it) and
+the contexts sandbox-reader and sandbox-writer, which ``build_environment`` picks for the agent's reads
+and the guarded executor's writes, so the fleet's RBAC (deploy/rbac.yaml) applies to the agent."""
 
 from __future__ import annotations
 
@@ -80,6 +84,10 @@ class Harness:
 
     def truth(self) -> dict[str, Any]:
         return self.admin.truth()
+
+    def requests(self) -> dict[str, Any]:
+        """The fleet's count of requests by identity (admin, reader, writer): verbs, resources, paths, 403s."""
+        return dict(self.admin.request("GET", "requests"))
 
 
 @contextlib.contextmanager

@@ -1,5 +1,10 @@
 """The fleet's HTTP face: the Kubernetes REST API (what kubectl and the official client use), plus the
 sandbox's own admin endpoints under ``/sandbox/v1`` (fault injection, clock, alerts, truth, snapshot).
+
+Every request is authenticated by its bearer token (admin, reader or writer) and authorised with
+Kubernetes RBAC from deploy/rbac.yaml (:mod:`sandbox.fleet.rbac`) before it is served; a refusal is
+kube-apiserver's 403 ``Forbidden`` Status. Which identity made which request is counted
+(:class:`RequestLog`) and served, to the admin only, at ``GET /sandbox/v1/requests``.
 """
 
 from __future__ import annotations
@@ -8,6 +13,9 @@ import asyncio
 import base64
 import binascii
 import hmac
+import secrets
+import threading
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +30,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from sandbox.fleet import alerts as alert_rules
+from sandbox.fleet import rbac
 from sandbox.fleet.clock import ts
 from sandbox.fleet.faults import FaultKind
 from sandbox.fleet.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
@@ -374,11 +383,69 @@ def table_for(res: Resource, objs: list[Obj], now: datetime) -> tuple[list[dict[
     return _columns("Name", "Age"), [[o["metadata"]["name"], age(o)] for o in objs]
 
 
+# -- who asked for what ----------------------------------------------------------------------------
+class RequestLog:
+    """Requests by identity: Kubernetes API requests by verb and by ``verb resource[/subresource]``,
+    non-resource requests (discovery, ``/sandbox/v1``) by ``verb path``, and refusals (403) by either.
+    Served at ``GET /sandbox/v1/requests`` (admin only), so tests and evals can check the credential split."""
+
+    KINDS = ("verbs", "resources", "paths", "forbidden")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, dict[str, Counter[str]]] = {}
+
+    def add(self, identity: str, info: rbac.RequestInfo, allowed: bool) -> None:
+        with self._lock:
+            counts = self._counts.setdefault(identity, {k: Counter() for k in self.KINDS})
+            if not allowed:
+                counts["forbidden"][info.describe()] += 1
+            elif info.resource_request:
+                counts["verbs"][info.verb] += 1
+                counts["resources"][info.describe()] += 1
+            else:
+                counts["paths"][info.describe()] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                identity: {
+                    "user": user.name,
+                    **{
+                        k: dict(sorted(self._counts.get(identity, {}).get(k, Counter()).items()))
+                        for k in self.KINDS
+                    },
+                }
+                for identity, user in rbac.IDENTITIES.items()
+            }
+
+
 # -- the app -------------------------------------------------------------------------------------
 class FleetAPI:
-    def __init__(self, fleet: Fleet, token: str, cluster: str = "sandbox") -> None:
+    """The ASGI app. ``token`` is the admin's; the reader's and writer's are made up when not given, and
+    ``policy`` (default: deploy/rbac.yaml, read now) authorises them."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        token: str,
+        cluster: str = "sandbox",
+        *,
+        reader_token: str | None = None,
+        writer_token: str | None = None,
+        policy: rbac.Policy | None = None,
+    ) -> None:
         self.fleet = fleet
         self.token = token
+        self.tokens = {
+            "admin": token,
+            "reader": reader_token or secrets.token_urlsafe(32),
+            "writer": writer_token or secrets.token_urlsafe(32),
+        }
+        if len(set(self.tokens.values())) != len(self.tokens):
+            raise ValueError("the admin, reader and writer tokens must differ")
+        self.policy = policy if policy is not None else rbac.load_policy()
+        self.requests = RequestLog()
         self.cluster = cluster
         self.app = Starlette(
             routes=[
@@ -391,17 +458,36 @@ class FleetAPI:
             ]
         )
 
-    def _authorized(self, request: Request) -> bool:
+    def _identity(self, request: Request) -> str | None:
+        """The identity whose bearer token the request carries (every token compared: constant time)."""
         header = request.headers.get("authorization", "")
         scheme, _, presented = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            presented.strip().encode(), self.token.encode()
-        )
+        if scheme.lower() != "bearer":
+            return None
+        given, found = presented.strip().encode(), None
+        for identity, token in self.tokens.items():
+            if hmac.compare_digest(given, token.encode()):
+                found = identity
+        return found
+
+    def _refuse(self, request: Request, path: str) -> Response | None:
+        """401 without a known token, kube-apiserver's 403 when RBAC does not allow it; else None."""
+        identity = self._identity(request)
+        if identity is None:
+            return json_response(status_body(401, "Unauthorized", "Unauthorized"), 401)
+        info = rbac.request_info(request.method, path, request.query_params)
+        user = rbac.IDENTITIES[identity]
+        allowed = self.policy.authorize(user, info)
+        self.requests.add(identity, info, allowed)
+        if allowed:
+            return None
+        body = status_body(403, "Forbidden", rbac.forbidden_message(user, info), rbac.forbidden_details(info))
+        return json_response(body, 403)
 
     # -- Kubernetes API -------------------------------------------------------------------------
     async def kube(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return json_response(status_body(401, "Unauthorized", "Unauthorized"), 401)
+        if (refused := self._refuse(request, request.url.path)) is not None:
+            return refused
         try:
             return await self._kube(request)
         except FleetError as exc:
@@ -1118,10 +1204,11 @@ class FleetAPI:
 
     # -- admin ----------------------------------------------------------------------------------
     async def admin(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return json_response(status_body(401, "Unauthorized", "Unauthorized"), 401)
+        path = request.path_params["path"].strip("/")
+        if (refused := self._refuse(request, f"/sandbox/v1/{path}")) is not None:
+            return refused
         try:
-            return await self._admin(request, request.path_params["path"].strip("/"))
+            return await self._admin(request, path)
         except FleetError as exc:
             return error_response(exc)
 
@@ -1181,6 +1268,8 @@ class FleetAPI:
             raise FleetError(404, "NotFound", f"incident {incident_id} not found")
         if path == "truth" and method == "GET":
             return json_response(fleet.truth())
+        if path == "requests" and method == "GET":
+            return json_response(self.requests.as_dict())
         if path == "meters" and method == "GET":
             q = request.query_params
             return json_response(

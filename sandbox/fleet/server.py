@@ -1,4 +1,9 @@
-"""Serving the fleet: a real HTTP server on loopback, a kubeconfig with a bearer token, clean shutdown."""
+"""Serving the fleet: a real HTTP server on loopback, a kubeconfig with its bearer tokens, clean shutdown.
+
+Three identities, one token each (see :mod:`sandbox.fleet.rbac`): the admin (the kubeconfig's current
+context, so kubectl and ``supply-agent sandbox`` work unchanged), and the agent's reader and writer,
+authorised by deploy/rbac.yaml, in the contexts ``sandbox-reader`` and ``sandbox-writer``.
+"""
 
 from __future__ import annotations
 
@@ -21,24 +26,48 @@ import uvicorn
 import yaml
 
 from sandbox.fleet.api import FleetAPI
+from sandbox.fleet.rbac import Policy
 from sandbox.fleet.tls import make_serving_cert
 from sandbox.fleet.world import Fleet
 
+READER_USER, WRITER_USER = "supply-agent-reader", "supply-agent-writer"
 
-def write_kubeconfig(path: Path, url: str, token: str, ca_pem: bytes, cluster: str = "sandbox") -> None:
-    """A kubeconfig that kubectl and the official client both read; private to its owner (0600)."""
+
+def write_kubeconfig(
+    path: Path,
+    url: str,
+    token: str,
+    ca_pem: bytes,
+    cluster: str = "sandbox",
+    *,
+    reader_token: str | None = None,
+    writer_token: str | None = None,
+) -> None:
+    """A kubeconfig that kubectl and the official client both read; private to its owner (0600).
+
+    The admin is the current context (``cluster``); with their tokens, the agent's two identities get
+    contexts ``{cluster}-reader`` and ``{cluster}-writer`` (users supply-agent-reader and -writer)."""
     ca_data = base64.b64encode(ca_pem).decode()
+    users: list[dict[str, Any]] = [{"name": f"{cluster}-admin", "user": {"token": token}}]
+    contexts: list[dict[str, Any]] = [
+        {"name": cluster, "context": {"cluster": cluster, "user": f"{cluster}-admin", "namespace": "default"}}
+    ]
+    for role, user, tok in (("reader", READER_USER, reader_token), ("writer", WRITER_USER, writer_token)):
+        if tok is None:
+            continue
+        users.append({"name": user, "user": {"token": tok}})
+        contexts.append(
+            {
+                "name": f"{cluster}-{role}",
+                "context": {"cluster": cluster, "user": user, "namespace": "supply-agent-system"},
+            }
+        )
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": cluster, "cluster": {"server": url, "certificate-authority-data": ca_data}}],
-        "users": [{"name": f"{cluster}-admin", "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": cluster,
-                "context": {"cluster": cluster, "user": f"{cluster}-admin", "namespace": "default"},
-            }
-        ],
+        "users": users,
+        "contexts": contexts,
         "current-context": cluster,
         "preferences": {},
     }
@@ -83,12 +112,21 @@ class _Server(uvicorn.Server):
 
 
 class FleetServer:
-    """The fleet behind uvicorn on 127.0.0.1; ``port=0`` picks a free port."""
+    """The fleet behind uvicorn on 127.0.0.1; ``port=0`` picks a free port.
+
+    ``token`` is the admin's (made up when not given), as are the reader's and the writer's; the RBAC
+    policy (``policy``, default deploy/rbac.yaml) is read here, at start-up."""
 
     def __init__(
-        self, fleet: Fleet, port: int = 0, token: str | None = None, host: str = "127.0.0.1"
+        self,
+        fleet: Fleet,
+        port: int = 0,
+        token: str | None = None,
+        host: str = "127.0.0.1",
+        *,
+        policy: Policy | None = None,
     ) -> None:
-        self.api = FleetAPI(fleet, token or secrets.token_urlsafe(32))
+        self.api = FleetAPI(fleet, token or secrets.token_urlsafe(32), policy=policy)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # Accepted sockets inherit this: without it, Nagle and delayed ACKs add 40 ms to each response.
@@ -124,14 +162,28 @@ class FleetServer:
 
     @property
     def token(self) -> str:
+        """The admin's token."""
         return self.api.token
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        """Each identity's token: admin, reader, writer."""
+        return dict(self.api.tokens)
 
     @property
     def url(self) -> str:
         return f"https://{self.host}:{self.port}"
 
     def write_kubeconfig(self, path: Path) -> None:
-        write_kubeconfig(path, self.url, self.token, self.cert.ca_pem)
+        """The admin as current context, plus the contexts sandbox-reader and sandbox-writer."""
+        write_kubeconfig(
+            path,
+            self.url,
+            self.token,
+            self.cert.ca_pem,
+            reader_token=self.api.tokens["reader"],
+            writer_token=self.api.tokens["writer"],
+        )
 
     async def _ticker(self) -> None:
         while True:
