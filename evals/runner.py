@@ -39,9 +39,9 @@ from supply_agent.agent import Agent, ApprovalAnswer, RunResult
 from supply_agent.environment import Environment, open_agent
 from supply_agent.incident import AlertIn, parse_alerts
 from supply_agent.planners.base import Planner, make_planner
-from supply_agent.playbooks import GlobalLimits
+from supply_agent.policy import GlobalLimits
 from supply_agent.settings import Settings
-from tools.names import TOOLS, Effect
+from tools.catalogue import CONTROL_TOOLS, TOOLS, Effect
 
 DEFAULT_APPROVER = "oncall-alice"
 TENANT_PREFIX = "tenant-"
@@ -464,7 +464,10 @@ def score(
 ) -> EvalResult:
     agent, names, exp = replay.agent, replay.names, incident.expect
     audit = env.runtime.audit.records()
-    executed = [r for r in audit if r.phase == "after" and r.outcome == "executed"]
+    # The mind's actions: control actions (meter ingestion, the latches) are the hands' bookkeeping.
+    executed = [
+        r for r in audit if r.phase == "after" and r.outcome == "executed" and r.tool not in CONTROL_TOOLS
+    ]
     states = [agent.state(iid) for iid in replay.opened]
     claimed = [
         s.outcome or ("paused" if iid in replay.paused else "open")

@@ -342,7 +342,7 @@ def playbooks_explain(
 
     from supply_agent.gate import decide, history_from_audit
     from supply_agent.models import Action
-    from supply_agent.playbooks import PlaybookSetError, load_playbooks
+    from supply_agent.policy import PlaybookSetError, load_playbooks
     from supply_agent.worldview import History, enrich, read_breaker, read_world
 
     text = Path(action_json[1:]).read_text() if action_json.startswith("@") else action_json
@@ -387,42 +387,71 @@ def playbooks_explain(
     console.print(f"  limits consulted: {', '.join(decision.limits_consulted)}")
 
 
+def _control(kubeconfig: Path | None, tool: str, reason: str, by: str) -> tuple[bool, str]:
+    """Run one control action for a human through the guarded executor (the writer's credentials, an
+    audit row naming ``by``); the latch as read back with the reader's."""
+    import uuid
+
+    from supply_agent.environment import build_environment
+    from supply_agent.models import Action
+    from supply_agent.worldview import read_breaker, read_freeze
+
+    settings = get_settings()
+    path = kubeconfig or settings.kubeconfig
+    if path is None:
+        raise click.UsageError("give --kubeconfig (or set SUPPLY_AGENT_KUBECONFIG)")
+    if not Path(path).exists():
+        raise click.BadParameter(f"{path} does not exist", param_hint="--kubeconfig")
+    env = build_environment(settings, Path(path), ingest_baseline=False)
+    try:
+        action = Action(
+            tool=tool, params={"reason": reason, "by": by}, incident_id="control", step=0, proposed_by=by
+        )
+        result = env.runtime.executor.control(action, by=by, key=f"{tool}:{uuid.uuid4()}")
+        if result.outcome != "executed":
+            raise click.ClickException(
+                f"{tool} {result.outcome}: {result.error or '; '.join(result.reasons)}"
+            )
+        read = read_freeze if tool.endswith("freeze") else read_breaker
+        return read(env.runtime.kube)
+    finally:
+        env.close()
+
+
 @main.command()
 @click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--reason", required=True, help="Why every write stops now.")
 @click.option("--by", default=lambda: __import__("getpass").getuser(), help="Who froze it.")
 def freeze(kubeconfig: Path | None, reason: str, by: str) -> None:
     """Kill switch: stop every write of every incident at once (ConfigMap supply-agent-freeze)."""
-    from supply_agent.worldview import set_freeze
-
-    set_freeze(_kube(kubeconfig), True, reason, by)
+    _control(kubeconfig, "control.freeze", reason, by)
     click.echo(f"frozen: every write is denied until `supply-agent unfreeze` ({reason})")
 
 
 @main.command()
 @click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--reason", default="lifted by a human", show_default=True)
 @click.option("--by", default=lambda: __import__("getpass").getuser())
-def unfreeze(kubeconfig: Path | None, by: str) -> None:
+def unfreeze(kubeconfig: Path | None, reason: str, by: str) -> None:
     """Lift the kill switch."""
-    from supply_agent.worldview import set_freeze
-
-    set_freeze(_kube(kubeconfig), False, "", by)
+    _control(kubeconfig, "control.unfreeze", reason, by)
     click.echo("unfrozen: writes are decided by the gate again")
 
 
 @main.command()
 @click.argument("what", type=click.Choice(["status", "reset"]))
 @click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--reason", default="reset by a human", show_default=True)
 @click.option("--by", default=lambda: __import__("getpass").getuser())
-def breaker(what: str, kubeconfig: Path | None, by: str) -> None:
+def breaker(what: str, kubeconfig: Path | None, reason: str, by: str) -> None:
     """The circuit breaker: show it, or reset it (a human's call; it never resets itself)."""
-    from supply_agent.worldview import read_breaker, set_breaker
+    from supply_agent.worldview import read_breaker
 
-    kube = _kube(kubeconfig)
     if what == "reset":
-        set_breaker(kube, False, "", by)
-    tripped, reason = read_breaker(kube)
-    click.echo(f"circuit breaker {'TRIPPED: ' + reason if tripped else 'CLOSED'}")
+        tripped, why = _control(kubeconfig, "control.reset_breaker", reason, by)
+    else:
+        tripped, why = read_breaker(_kube(kubeconfig))
+    click.echo(f"circuit breaker {'TRIPPED: ' + why if tripped else 'CLOSED'}")
 
 
 # -- the node agent --------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ is imported: the fleet is reached over HTTP only, exactly like a real cluster.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,19 +18,22 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from sandbox.executor.audit import AuditLog
 from sandbox.executor.executor import GuardedExecutor
-from sandbox.executor.runners import billing_runners, kube_runners, notify_runners
+from sandbox.executor.runners import runners
 from supply_agent.agent import Agent
 from supply_agent.checkpoint import open_checkpointer
 from supply_agent.incident import TimelineEntry
+from supply_agent.models import Action
 from supply_agent.planners.base import Planner, make_planner
-from supply_agent.playbooks import PlaybookSet, load_playbooks
+from supply_agent.policy import PlaybookSet, load_playbooks
 from supply_agent.runtime import IoMeter, Runtime
 from supply_agent.settings import Settings
 from supply_agent.store import IncidentStore
-from supply_agent.worldview import set_breaker
-from tools.billing import Customer, Ledger, MeterReading
+from tools.billing import Customer, IngestResult, Ledger, MeterReading
+from tools.catalogue import Clients
 from tools.kubernetes import KubeTools
 from tools.notify import Outbox
 
@@ -46,17 +48,7 @@ class SandboxLink:
         self.kube = kube
 
     def get(self, path: str) -> Any:
-        api = self.kube.api
-        method, url, headers, body, post = api.param_serialize(
-            method="GET", resource_path=f"/sandbox/v1/{path}", auth_settings=["BearerToken"]
-        )
-        resp = api.call_api(
-            method, url, header_params=headers, body=body, post_params=post, _request_timeout=10
-        )
-        resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"/sandbox/v1/{path}: HTTP {resp.status}")
-        return json.loads(resp.data or b"null")
+        return self.kube.get_path(f"/sandbox/v1/{path}")
 
     @classmethod
     def probe(cls, kube: KubeTools) -> SandboxLink | None:
@@ -73,7 +65,7 @@ class SandboxLink:
     def meter_readings(self) -> list[MeterReading]:
         return [MeterReading.model_validate(m) for m in self.get("meters")["meters"]]
 
-    def sync_billing(self, ledger: Ledger) -> None:
+    def sync_billing(self, ledger: Ledger) -> IngestResult:
         """Read the fleet's meters into the ledger; new customers get the sandbox list price."""
         data = self.get("meters")
         at = datetime.fromisoformat(str(data["now"]).replace("Z", "+00:00"))
@@ -83,7 +75,7 @@ class SandboxLink:
                 ledger.upsert_customer(
                     Customer(id=customer, name=customer, price_per_gpu_hour=SANDBOX_PRICE_PER_GPU_HOUR)
                 )
-        ledger.ingest_meters(readings, at)
+        return ledger.ingest_meters(readings, at)
 
     def pagerduty_incident_alerts(self, incident_id: str) -> dict[str, Any]:
         return dict(self.get(f"pagerduty/incidents/{incident_id}/alerts"))
@@ -110,6 +102,36 @@ def playbooks_for(settings: Settings) -> PlaybookSet:
     return load_playbooks(directory)
 
 
+# The contexts a sandbox fleet's kubeconfig carries for the agent's two identities (deploy/rbac.yaml).
+SANDBOX_READ_CONTEXT, SANDBOX_WRITE_CONTEXT = "sandbox-reader", "sandbox-writer"
+
+
+def _context_names(kubeconfig: Path) -> set[str]:
+    """The context names in a kubeconfig; none when it cannot be read (the client then says why)."""
+    try:
+        data = yaml.safe_load(kubeconfig.read_text())
+        return {str(c["name"]) for c in data.get("contexts") or [] if isinstance(c, dict) and "name" in c}
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
+        return set()
+
+
+def credentials(settings: Settings, kubeconfig: Path) -> tuple[str | None, Path, str | None] | None:
+    """Where reads and writes get their credentials: (read context, write kubeconfig, write context), or
+    None when the writer is the reader (one kubeconfig and context for both, as configured)."""
+    configured = (settings.kube_context, settings.write_context, settings.write_kubeconfig)
+    if configured == (None, None, None) and {SANDBOX_READ_CONTEXT, SANDBOX_WRITE_CONTEXT} <= _context_names(
+        kubeconfig
+    ):
+        return SANDBOX_READ_CONTEXT, kubeconfig, SANDBOX_WRITE_CONTEXT
+    if settings.write_kubeconfig or settings.write_context:
+        return (
+            settings.kube_context,
+            settings.write_kubeconfig or kubeconfig,
+            settings.write_context or settings.kube_context,
+        )
+    return None
+
+
 def build_environment(
     settings: Settings,
     kubeconfig: Path,
@@ -117,16 +139,21 @@ def build_environment(
     playbooks: PlaybookSet | None = None,
     clock: Callable[[], datetime] | None = None,
     enforce_gate: bool = True,
+    ingest_baseline: bool = True,
 ) -> Environment:
     """Everything the graph needs to act on the cluster in ``kubeconfig``.
 
+    Credentials: reads use ``settings.kube_context`` (default: the current context), the guarded
+    executor writes with ``settings.write_kubeconfig``/``write_context`` (default: the read ones). When
+    none of the three is set and the kubeconfig has the contexts ``sandbox-reader`` and
+    ``sandbox-writer`` (a sandbox fleet writes them next to its admin context), reads use the first and
+    writes the second, so the fleet's RBAC holds the agent to deploy/rbac.yaml's two identities; a real
+    cluster's kubeconfig keeps the configured choice.
+
     ``enforce_gate=False`` (the evals' ablation) is refused unless the cluster is a sandbox fleet."""
-    kube = KubeTools.from_kubeconfig(kubeconfig, settings.kube_context)
-    write_cfg = settings.write_kubeconfig or kubeconfig
-    if settings.write_kubeconfig or settings.write_context:
-        writer = KubeTools.from_kubeconfig(write_cfg, settings.write_context or settings.kube_context)
-    else:
-        writer = kube
+    split = credentials(settings, kubeconfig)
+    kube = KubeTools.from_kubeconfig(kubeconfig, split[0] if split else settings.kube_context)
+    writer = KubeTools.from_kubeconfig(split[1], split[2]) if split else kube
     url = settings.resolved_database_url()
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -137,9 +164,9 @@ def build_environment(
     sandbox = SandboxLink.probe(kube)
     if not enforce_gate and sandbox is None:
         kube.close()
+        if writer is not kube:
+            writer.close()
         raise ValueError("the gate can be switched off only against a sandbox fleet, never a real cluster")
-    if sandbox is not None:
-        sandbox.sync_billing(ledger)  # a baseline: later usage is counted from here, not from pod start
     io = IoMeter()
     if clock is None and sandbox is not None:
         link = sandbox
@@ -156,14 +183,30 @@ def build_environment(
     audit.clock = clock
     approvers = frozenset(settings.approvers) | frozenset(pbs.limits.approvals.approvers)
     max_credit = max([Decimal(str(p.containment.max_credit_usd)) for p in pbs] + [Decimal("0")])
+    # Every side effect runs through the executor, over the writer's credentials.
     executor = GuardedExecutor(
-        {**kube_runners(writer), **billing_runners(ledger, max_credit), **notify_runners(outbox)},
+        runners(
+            Clients(
+                kube=writer,
+                ledger=ledger,
+                outbox=outbox,
+                meters=sandbox.meter_readings if sandbox is not None else None,
+                ingest_meters=sandbox.sync_billing if sandbox is not None else None,
+                max_credit_usd=max_credit,
+            )
+        ),
         audit,
         approvers,
         clock=clock,
-        latch_breaker=lambda reason: set_breaker(writer, True, reason, "supply-agent"),
         enforce=enforce_gate,
     )
+    if sandbox is not None and ingest_baseline:
+        # A baseline, audited: later usage is counted from here, not from pod start.
+        executor.control(
+            Action(tool="billing.ingest_meters", incident_id="startup", step=0, proposed_by="hands"),
+            by="supply-agent",
+            key=f"startup:{clock().isoformat()}:{id(executor)}",
+        )
     runtime = Runtime(
         kube=kube,
         executor=executor,
@@ -172,7 +215,6 @@ def build_environment(
         outbox=outbox,
         playbooks=pbs,
         clock=clock,
-        billing_sync=sandbox.sync_billing if sandbox is not None else None,
         meter_readings=sandbox.meter_readings if sandbox is not None else None,
         verify_cap_s=settings.verify_cap_s,
         io=io,

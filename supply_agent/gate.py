@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from supply_agent.models import Action, Decision, Targets, Verdict
-from supply_agent.playbooks import (
+from supply_agent.policy import (
     GlobalLimits,
     GpuFaultConfirmed,
     NodeAgentReachable,
@@ -30,27 +30,14 @@ from supply_agent.playbooks import (
     SoftHardLimit,
 )
 from supply_agent.worldview import History, NodeView, PastAction, WorldView
-from tools.catalogue import CATALOGUE
-from tools.names import TOOLS, Effect
+from tools.catalogue import CATALOGUE, CONTROL_TOOLS, DISRUPTING, K8S_VERBS, OUT_OF_SERVICE, TOOLS, Effect
 
 _ORDER = {Verdict.ALLOW: 0, Verdict.ASK: 1, Verdict.DENY: 2}
 _NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
-# Writes that take a node's GPUs out of service for new work.
-NODE_OUT = frozenset({"k8s.cordon_node", "k8s.drain_node", "k8s.taint_node"})
-# Writes that stop or move a customer's running work.
-DISRUPTING = frozenset({"k8s.drain_node", "k8s.delete_pod", "k8s.rollout_restart", "k8s.scale_deployment"})
-# What each tool does in Kubernetes terms, for the deny list of (verb, resource).
-K8S_VERBS: dict[str, tuple[tuple[str, str], ...]] = {
-    "k8s.cordon_node": (("patch", "nodes"),),
-    "k8s.uncordon_node": (("patch", "nodes"),),
-    "k8s.taint_node": (("patch", "nodes"),),
-    "k8s.untaint_node": (("patch", "nodes"),),
-    "k8s.drain_node": (("patch", "nodes"), ("create", "pods/eviction")),
-    "k8s.delete_pod": (("delete", "pods"),),
-    "k8s.rollout_restart": (("patch", "deployments"),),
-    "k8s.scale_deployment": (("patch", "deployments/scale"),),
-}
+# From the tool table: writes that take a node's GPUs out of service for new work, writes that stop or
+# move a customer's running work, and what each tool does in Kubernetes terms (for the deny list).
+NODE_OUT = OUT_OF_SERVICE
 
 
 @dataclass
@@ -194,6 +181,9 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
     now = world.now
     tool = TOOLS.get(action.tool)
     spec = CATALOGUE.get(action.tool)
+    if action.tool in CONTROL_TOOLS:
+        r.add(Verdict.DENY, f"{action.tool} is a control action: a human's command or the hands run it")
+        return _decision(action, r, Targets(), now)
     if tool is None or spec is None:
         r.add(Verdict.DENY, f"unknown tool {action.tool!r}")
         return _decision(action, r, Targets(), now)
@@ -226,11 +216,10 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
     # Deny lists.
     r.consulted.append("deny.namespaces")
     pod_namespaces = {t.split("/", 1)[0] for t in targets.pods} | set(targets.namespaces)
+    # A drain's targets are the pods it would evict (DaemonSet pods stay): any of them in a denied
+    # namespace denies the drain.
     for ns in sorted(pod_namespaces & set(limits.deny.namespaces)):
-        if (
-            action.tool != "k8s.drain_node"
-        ):  # a drain skips DaemonSet pods; its namespaces are checked per pod
-            r.add(Verdict.DENY, f"namespace {ns} is on the deny list")
+        r.add(Verdict.DENY, f"namespace {ns} is on the deny list")
     r.consulted.append("deny.actions")
     for verb, resource in K8S_VERBS.get(action.tool, ()):
         for denied in limits.deny.actions:
@@ -441,8 +430,8 @@ def history_from_audit(
     actions = []
     uncordoned: list[str] = []
     for rec in records:
-        if rec.phase != "after" or rec.outcome != "executed":
-            continue
+        if rec.phase != "after" or rec.outcome != "executed" or rec.tool in CONTROL_TOOLS:
+            continue  # control actions (the latches, meter ingestion) are not the mind's writes
         action = Action(tool=rec.tool, params=rec.params, incident_id=rec.incident_id, step=rec.step)
         t, _ = targets_of(action, world)
         if rec.tool == "k8s.uncordon_node":

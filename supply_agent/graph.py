@@ -23,15 +23,8 @@ from langgraph.types import interrupt
 from supply_agent.incident import Evidence, IncidentState, Proposal, StepRecord, TimelineEntry
 from supply_agent.models import Action, Approval, Verdict
 from supply_agent.planners.base import PlanContext, Planner, PlannerError
-from supply_agent.playbooks import (
-    CreditExists,
-    CustomerNotified,
-    MeteringPaused,
-    NodeUnschedulable,
+from supply_agent.policy import (
     OnFailure,
-    PayoutHeld,
-    PodAbsent,
-    PodsOnNode,
     Step,
     Verify,
 )
@@ -44,22 +37,14 @@ from supply_agent.triage import (
     summarise_read,
     symptom_absent,
 )
+from tools.catalogue import CATALOGUE, FRESH_METERS, TOOLS, Effect
 from tools.kubernetes import ToolError
-from tools.names import TOOLS, Effect
 
-# How to read back a write that no runbook step describes (an LLM's proposal).
-DEFAULT_VERIFY: dict[str, Any] = {
-    "k8s.cordon_node": NodeUnschedulable(check="node_unschedulable"),
-    "k8s.uncordon_node": NodeUnschedulable(check="node_unschedulable", value=False),
-    "k8s.drain_node": PodsOnNode(check="pods_on_node"),
-    "k8s.delete_pod": PodAbsent(check="pod_absent"),
-    "billing.issue_credit": CreditExists(check="credit_exists"),
-    "billing.pause_metering": MeteringPaused(check="metering_paused"),
-    "billing.resume_metering": MeteringPaused(check="metering_paused", value=False),
-    "billing.hold_payout": PayoutHeld(check="payout_held"),
-    "billing.release_payout": PayoutHeld(check="payout_held", value=False),
-    "notify.customer": CustomerNotified(check="customer_notified"),
-}
+
+def default_verify(tool: str) -> Any:
+    """How to read back a write that no runbook step describes (an LLM's proposal): the tool table's."""
+    spec = CATALOGUE.get(tool)
+    return Verify.model_validate(spec.verify).condition if spec and spec.verify is not None else None
 
 
 @dataclass
@@ -71,7 +56,6 @@ class GraphDeps:
     max_reads: int = 30
     max_writes: int = 20
     timings: dict[str, float] = field(default_factory=dict)
-    decided_at_write: dict[str, int] = field(default_factory=dict)  # action hash -> runtime.writes then
 
 
 def _entry(deps: GraphDeps, node: str, kind: str, text: str, **data: Any) -> TimelineEntry:
@@ -114,9 +98,13 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
         }
 
     # -- investigate -------------------------------------------------------------------------------
-    def _read(tool: str, params: dict[str, Any], node: str, step: str | None, planner: str) -> Evidence:
+    def _read(
+        incident_id: str, tool: str, params: dict[str, Any], node: str, step: str | None, planner: str
+    ) -> Evidence:
         t0 = time.perf_counter()
         try:
+            if tool in FRESH_METERS:  # the ledger first takes in the meters as they read now (audited)
+                rt.ingest_meters(incident_id, 0)
             value = rt.read(tool, params)
             summary, untrusted = summarise_read(tool, value)
             ok = True
@@ -135,7 +123,10 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
         )
 
     def investigate(state: IncidentState) -> dict[str, Any]:
-        evidence = [_read(t, p, "investigate", None, "investigate") for t, p in first_reads(state.alert)]
+        evidence = [
+            _read(state.incident_id, t, p, "investigate", None, "investigate")
+            for t, p in first_reads(state.alert)
+        ]
         timeline = [_entry(deps, "investigate", "evidence", f"{e.tool}: {e.summary}") for e in evidence]
         probe = state.model_copy(update={"evidence": [*state.evidence, *evidence]})
         pb = pbs.get(state.playbook_id) if state.playbook_id else None
@@ -240,7 +231,7 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
                     kind="escalate", reason=f"investigation budget of {deps.max_reads} reads spent"
                 ),
             }
-        ev = _read(p.tool, p.params, "read", p.runbook_step, p.planner)
+        ev = _read(state.incident_id, p.tool, p.params, "read", p.runbook_step, p.planner)
         return {
             **advance,
             "evidence": [ev],
@@ -281,7 +272,6 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
             }
         with rt.write_lock:
             decision = rt.decide(action, deps.alerting_nodes(rt.clock()), frozenset(state.nodes()))
-            deps.decided_at_write[action.digest()] = rt.writes
         record.decision = decision
         unenforced = not rt.enforce_gate and decision.verdict != Verdict.ALLOW
         if unenforced:
@@ -394,29 +384,27 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
         assert last.decision is not None
         t0 = time.perf_counter()
         with rt.write_lock:
-            decision, blocked = last.decision, ""
             owner = deps.human_owner(state.incident_id)
             if owner:
                 blocked = f"{owner} took the incident: the agent makes no more writes on it"
-            elif deps.decided_at_write.get(last.action.digest()) != rt.writes:
-                # Something was written since this decision (another incident, or before a restart or a
-                # wait for approval): decide again on the world as it is now.
-                decision = rt.decide(last.action, deps.alerting_nodes(rt.clock()), frozenset(state.nodes()))
-                if rt.enforce_gate and (
-                    decision.verdict == Verdict.DENY
-                    or (last.decision.verdict == Verdict.ALLOW and decision.verdict != Verdict.ALLOW)
-                ):
-                    blocked = "the world changed since the gate's decision: " + "; ".join(decision.reasons)
-            if blocked:
                 record = last.model_copy(update={"outcome": "refused", "error": blocked})
                 return {
                     "steps": [*state.steps[:-1], record],
                     "timeline": [_entry(deps, "execute", "decision", blocked, step=last.index)],
                 }
+            decision = last.decision
             res = rt.execute(last.action, decision, last.approval)
-            rt.writes += 1
-            deps.decided_at_write.pop(last.action.digest(), None)
+            if res.stale:
+                # The executor refused a decision made before the agent's last write (another incident's,
+                # or before a restart or a wait for approval): decide again on the world as it is now.
+                decision = rt.decide(last.action, deps.alerting_nodes(rt.clock()), frozenset(state.nodes()))
+                res = rt.execute(last.action, decision, last.approval)
+                if res.outcome == "refused":
+                    res = res.model_copy(
+                        update={"reasons": ["the world changed since the gate's decision", *decision.reasons]}
+                    )
         record = last.model_copy()
+        record.decision = decision
         record.outcome = res.outcome
         record.result = res.result
         record.error = res.error or ("; ".join(res.reasons) if res.outcome == "refused" else None)
@@ -447,7 +435,7 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
         last = state.steps[-1]
         step = _runbook_step(deps, state, last.runbook_step)
         spec: Verify | None = step.verify if step else None
-        condition = spec.condition if spec else DEFAULT_VERIFY.get(last.action.tool)
+        condition = spec.condition if spec else default_verify(last.action.tool)
         timeout = spec.timeout if spec else timedelta(minutes=2)
         if condition is None:
             ok, seen = True, "no read-back defined for this tool"

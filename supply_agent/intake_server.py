@@ -307,9 +307,8 @@ class WorkerProcess:
                 proc.stdin.close()
 
 
-def worker_argv(uds: str, kubeconfig: Path | None, planner: str | None, sandbox_nodes: int) -> list[str]:
+def worker_argv(uds: str, kubeconfig: Path | None, planner: str | None) -> list[str]:
     argv = [sys.executable, "-m", "supply_agent.serve_worker", "--uds", uds]
-    argv += ["--sandbox-nodes", str(sandbox_nodes)]
     if kubeconfig is not None:
         argv += ["--kubeconfig", str(kubeconfig)]
     if planner:
@@ -318,12 +317,10 @@ def worker_argv(uds: str, kubeconfig: Path | None, planner: str | None, sandbox_
 
 
 @contextlib.contextmanager
-def run_worker(
-    run_dir: Path, kubeconfig: Path | None, planner: str | None, sandbox_nodes: int
-) -> Iterator[WorkerProcess]:
+def run_worker(run_dir: Path, kubeconfig: Path | None, planner: str | None) -> Iterator[WorkerProcess]:
     """A watched worker process for the life of the block."""
     uds = str(run_dir / "worker.sock")
-    worker = WorkerProcess(worker_argv(uds, kubeconfig, planner, sandbox_nodes), uds)
+    worker = WorkerProcess(worker_argv(uds, kubeconfig, planner), uds)
     worker.start()
     try:
         yield worker

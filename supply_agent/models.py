@@ -138,6 +138,9 @@ class Decision(BaseModel):
     targets: Targets = Field(default_factory=Targets)
     decided_at: datetime | None = None
     trips_breaker: bool = False  # this decision tripped the circuit breaker: latch it until a human resets it
+    # The executor's world revision the decision was made on: it refuses the decision once the agent has
+    # written since (the world the gate saw is gone).
+    world_revision: str | None = None
 
 
 class Approval(BaseModel):

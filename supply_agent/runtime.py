@@ -22,7 +22,7 @@ from sandbox.executor.audit import AuditLog
 from sandbox.executor.executor import ExecutionResult, GuardedExecutor
 from supply_agent.gate import decide, history_from_audit, targets_of
 from supply_agent.models import Action, Approval, Decision
-from supply_agent.playbooks import (
+from supply_agent.policy import (
     CreditExists,
     CustomerNotified,
     DeploymentAvailable,
@@ -38,19 +38,10 @@ from supply_agent.playbooks import (
 )
 from supply_agent.worldview import History, WorldView, enrich, read_breaker, read_world
 from tools.billing import Ledger, MeterReading
-from tools.catalogue import (
-    DeploymentInput,
-    EventsInput,
-    IncidentInput,
-    LogsInput,
-    NodeInput,
-    PodInput,
-    UsageInput,
-    parse_input,
-)
+from tools.catalogue import CATALOGUE, Clients, Effect, parse_input
+from tools.catalogue import run as run_tool
 from tools.kubernetes import KubeTools, ToolError
 from tools.notify import Outbox
-from tools.nvml import gpu_health
 
 
 class ReadResult(BaseModel):
@@ -85,7 +76,6 @@ class Runtime:
     outbox: Outbox
     playbooks: PlaybookSet
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    billing_sync: Callable[[Ledger], None] | None = None  # feeds meters into the ledger before a billing read
     meter_readings: Callable[[], list[MeterReading]] | None = None  # the meters as read now
     verify_poll_s: float = 0.25
     verify_cap_s: float = 30.0  # wall-clock cap on one verification, whatever the playbook's timeout
@@ -96,7 +86,11 @@ class Runtime:
     # False only for the evals' --no-gate ablation (sandbox only): decisions are logged, not enforced.
     enforce_gate: bool = True
     write_lock: threading.RLock = field(default_factory=threading.RLock)
-    writes: int = 0
+
+    @property
+    def reader(self) -> Clients:
+        """The clients reads run over: the read-only Kubernetes credentials."""
+        return Clients(kube=self.kube, ledger=self.ledger, outbox=self.outbox, meters=self.meter_readings)
 
     # -- reads ---------------------------------------------------------------------------------------
     def _timed(self, fn: Callable[[], Any]) -> Any:
@@ -109,59 +103,26 @@ class Runtime:
     def read(self, tool: str, params: dict[str, Any]) -> Any:
         """Run one read tool; the answer as JSON-able data. Raises ToolError / ValueError on bad input."""
         parsed = parse_input(tool, params)
-        k = self.kube
-
-        def run() -> Any:
-            match tool:
-                case "k8s.get_node":
-                    return k.get_node(cast(NodeInput, parsed).node)
-                case "k8s.list_pods_on_node":
-                    return k.list_pods_on_node(cast(NodeInput, parsed).node)
-                case "k8s.get_pod":
-                    p = cast(PodInput, parsed)
-                    return k.get_pod(p.namespace, p.pod)
-                case "k8s.pod_logs":
-                    lg = cast(LogsInput, parsed)
-                    return k.pod_logs(lg.namespace, lg.pod, tail=lg.tail, previous=lg.previous)
-                case "k8s.events_for":
-                    e = cast(EventsInput, parsed)
-                    return k.events_for(e.kind, e.name, e.namespace)
-                case "k8s.pdbs_for_pod":
-                    p = cast(PodInput, parsed)
-                    return k.pdbs_for_pod(p.namespace, p.pod)
-                case "k8s.deployment_status":
-                    d = cast(DeploymentInput, parsed)
-                    return k.deployment_status(d.namespace, d.deployment)
-                case "nvml.gpu_health":
-                    return gpu_health(k, cast(NodeInput, parsed).node)
-                case "billing.usage":
-                    u = cast(UsageInput, parsed)
-                    if self.billing_sync is not None:
-                        self.billing_sync(self.ledger)
-                    if u.namespace and u.pod:
-                        return self.ledger.usage_by_pod(u.namespace, u.pod, u.start, u.end)
-                    return self.ledger.usage_by_customer(u.customer, u.start, u.end)
-                case "billing.meter_anomalies":
-                    p = cast(PodInput, parsed)
-                    if self.meter_readings is None:
-                        raise ValueError("no meter feed configured: cannot compare meters")
-                    readings = self.meter_readings()
-                    if self.billing_sync is not None:
-                        self.billing_sync(self.ledger)
-                    found = [
-                        a
-                        for a in self.ledger.meter_anomalies(readings)
-                        if (a.namespace, a.pod) == (p.namespace, p.pod)
-                    ]
-                    if not found:
-                        raise ValueError(f"{p.namespace}/{p.pod} is metered once: no duplicate meters")
-                    return found[0]
-                case "billing.credits_for_incident":
-                    return self.ledger.credits_for_incident(cast(IncidentInput, parsed).incident_id)
+        spec = CATALOGUE[tool]
+        if spec.effect is not Effect.READ or spec.run is None:
             raise ValueError(f"{tool} is not a read tool")
+        reader = self.reader
+        return _jsonable(self._timed(lambda: run_tool(reader, tool, parsed)))
 
-        value = self._timed(run)
-        return _jsonable(value)
+    def ingest_meters(self, incident_id: str, step: int) -> ExecutionResult | None:
+        """Feed the meters into the ledger before billing reads: an explicit, audited ledger write (None
+        when this cluster has no meter feed)."""
+        if "billing.ingest_meters" not in self.executor.runners:
+            return None
+        action = Action(tool="billing.ingest_meters", incident_id=incident_id, step=step, proposed_by="hands")
+        return cast(
+            ExecutionResult,
+            self._timed(
+                lambda: self.executor.control(
+                    action, by="supply-agent", key=f"{incident_id}:{step}:{self.clock().isoformat()}"
+                )
+            ),
+        )
 
     # -- the gate's inputs ---------------------------------------------------------------------------
     def world(self, action_nodes: list[str], alerting: frozenset[str]) -> WorldView:
@@ -178,14 +139,17 @@ class Runtime:
     def decide(
         self, action: Action, alerting: frozenset[str], subject: frozenset[str] = frozenset()
     ) -> Decision:
-        """Read the world and ask the gate (a pure function) about one action."""
+        """Read the world and ask the gate (a pure function) about one action. The decision carries the
+        world revision it was made on, read first: a write after that makes it stale at the executor."""
+        revision = self.executor.revision
         world = self.world([], alerting)
         targets, _ = targets_of(action, world)
         nodes = sorted(set(targets.nodes) | (subject if len(subject) == 1 else set()))
         if nodes:
             world = cast(WorldView, self._timed(lambda: enrich(world, self.kube, nodes)))
         world = world.model_copy(update={"subject_nodes": subject})
-        return decide(action, world, self.history(world), self.playbooks)
+        decision = decide(action, world, self.history(world), self.playbooks)
+        return decision.model_copy(update={"world_revision": revision})
 
     def execute(self, action: Action, decision: Decision, approval: Approval | None) -> ExecutionResult:
         return cast(ExecutionResult, self._timed(lambda: self.executor.execute(action, decision, approval)))

@@ -9,8 +9,14 @@ runs everything in one process (the intake then shares its CPU with the graph th
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import queue
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,20 +26,58 @@ from supply_agent.logging import get_logger
 from supply_agent.settings import get_settings
 
 
-@contextlib.contextmanager
-def own_fleet(nodes: int) -> Iterator[Path]:
-    """A sandbox fleet of the service's own (real clock) when no cluster is given; its kubeconfig."""
-    from sandbox.fleet.clock import SimClock
-    from sandbox.fleet.server import FleetServer
-    from sandbox.fleet.world import Fleet, FleetSpec
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the fleet gets SIGTERM when the process that started it dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
-    fleet = Fleet(FleetSpec(nodes=nodes, pools=2, seed=0), SimClock("real"))
-    fleet.generate()
-    with FleetServer(fleet) as server, tempfile.TemporaryDirectory() as tmp:
+
+@contextlib.contextmanager
+def own_fleet(nodes: int, ready_timeout_s: float = 180.0) -> Iterator[Path]:
+    """A sandbox fleet of the service's own (real clock) when no cluster is given; its kubeconfig.
+
+    It runs as ``supply-agent sandbox serve`` in a process of its own: the agent reaches it over HTTP
+    only, exactly as it reaches a real cluster, and never imports the simulation."""
+    log = get_logger(component="serve")
+    with tempfile.TemporaryDirectory(prefix="supply-agent-fleet-") as tmp:
         path = Path(tmp) / "kubeconfig"
-        server.write_kubeconfig(path)
-        get_logger(component="serve").info("serving a sandbox fleet of its own", url=server.url, nodes=nodes)
-        yield path
+        argv = [sys.executable, "-m", "supply_agent", "sandbox", "serve", "--nodes", str(nodes)]
+        argv += ["--pools", "2", "--seed", "0", "--port", "0", "--clock", "real", "--kubeconfig", str(path)]
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent, start_new_session=False
+        )
+        assert proc.stdout is not None
+        lines: queue.Queue[str] = queue.Queue()
+        out = proc.stdout
+
+        def pump() -> None:  # keeps reading, so the fleet never blocks on a full pipe
+            for line in out:
+                lines.put(line)
+            lines.put("")
+
+        threading.Thread(target=pump, name="fleet-stdout", daemon=True).start()
+        deadline = time.monotonic() + ready_timeout_s
+        try:
+            while True:
+                try:
+                    line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise RuntimeError(
+                        f"the sandbox fleet did not start within {ready_timeout_s:.0f} s"
+                    ) from None
+                if line == "":
+                    raise RuntimeError(f"the sandbox fleet exited before it was ready (code {proc.wait()})")
+                if line.startswith("ready "):
+                    break
+            log.info("serving a sandbox fleet of its own", ready=line.strip(), nodes=nodes, pid=proc.pid)
+            yield path
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
 
 
 def register(main: click.Group) -> None:
@@ -88,13 +132,12 @@ def _serve_split(
 
     settings = get_settings()
     log = get_logger(component="serve")
-    cluster = kubeconfig or settings.kubeconfig
     events = EventLog.from_url(settings.resolved_intake_url(), track_pending=True)
     try:
-        with (
-            tempfile.TemporaryDirectory(prefix="supply-agent-") as run_dir,
-            run_worker(Path(run_dir), cluster, planner, sandbox_nodes) as worker,
-        ):
+        with contextlib.ExitStack() as stack:
+            cluster = kubeconfig or settings.kubeconfig or stack.enter_context(own_fleet(sandbox_nodes))
+            run_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="supply-agent-"))
+            worker = stack.enter_context(run_worker(Path(run_dir), cluster, planner))
             app = IntakeApp(settings, events, worker.uds, on_shutdown=worker.stop)
             config = uvicorn.Config(
                 app, host=host, port=port, log_config=None, access_log=False, lifespan="on"

@@ -7,7 +7,7 @@ a Unix socket the intake process forwards to. It runs at a lower CPU priority: a
 first, handling may lag a storm by seconds. It exits when its standard input closes (the intake process
 is gone), and on SIGTERM after finishing what is in flight.
 
-    python -m supply_agent.serve_worker --uds PATH [--kubeconfig FILE] [--planner NAME] [--sandbox-nodes N]
+    python -m supply_agent.serve_worker --uds PATH [--kubeconfig FILE] [--planner NAME]
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--uds", required=True, help="Unix socket to serve the API on.")
     ap.add_argument("--kubeconfig", type=Path)
     ap.add_argument("--planner")
-    ap.add_argument("--sandbox-nodes", type=int, default=24)
     ap.add_argument("--nice", type=int, default=WORKER_NICE)
     args = ap.parse_args(argv)
     _exit_with_parent()
@@ -51,7 +50,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from supply_agent.logging import configure_logging, get_logger
     from supply_agent.planners.base import make_planner
-    from supply_agent.serve_cli import own_fleet
     from supply_agent.server import create_app
     from supply_agent.service import open_service
     from supply_agent.settings import get_settings
@@ -61,8 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.planner:
         settings = settings.model_copy(update={"planner": args.planner})
     log = get_logger(component="serve-worker")
+    cluster = args.kubeconfig or settings.kubeconfig
+    if cluster is None:  # the intake process starts a sandbox fleet of its own and passes its kubeconfig
+        log.error("cannot start the worker: no cluster (--kubeconfig or SUPPLY_AGENT_KUBECONFIG)")
+        sys.exit(2)
     with contextlib.ExitStack() as stack:
-        cluster = args.kubeconfig or settings.kubeconfig or stack.enter_context(own_fleet(args.sandbox_nodes))
         try:
             service = stack.enter_context(
                 open_service(

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import ssl
@@ -32,6 +33,8 @@ from urllib.parse import parse_qs
 
 import structlog
 
+from sandbox.executor.executor import ExecutionResult
+from sandbox.executor.runners import runners
 from supply_agent.agent import Agent, ApprovalAnswer, ApprovalRequest, RunResult
 from supply_agent.environment import Environment, open_agent
 from supply_agent.incident import (
@@ -51,14 +54,16 @@ from supply_agent.intake import (
     StoredEvent,
 )
 from supply_agent.metrics import Metrics
+from supply_agent.models import Action
 from supply_agent.planners.base import Planner
 from supply_agent.prompts import Prompt, PromptStore
 from supply_agent.settings import Settings
 from supply_agent.signing import SignatureError, verify_slack
 from supply_agent.slack_blocks import APPROVE, approval_blocks, decided_blocks, parse_click
 from supply_agent.store import IncidentStore
+from tools.catalogue import Clients
 from tools.pagerduty import PagerDutyClient, PagerDutyError
-from tools.slack import SlackClient, SlackError, SlackMessage
+from tools.slack import SlackClient, SlackError
 
 log = structlog.get_logger("supply_agent.service")
 
@@ -119,6 +124,20 @@ class Service:
             settings, events, self.metrics, pending=lambda: self._pending, stored=self._enqueue
         )
         agent.on_entry = self._on_entry
+        # Write-back is executor actions too (audited, keyed), over the clients configured here.
+        runtime = env.runtime
+        runtime.executor.runners.update(
+            runners(
+                Clients(
+                    kube=env.writer,
+                    ledger=runtime.ledger,
+                    outbox=runtime.outbox,
+                    pagerduty=pagerduty,
+                    slack=slack,
+                ),
+                ("pagerduty.", "slack."),
+            )
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -317,7 +336,7 @@ class Service:
             self.metrics.opened.inc()
             pd_id = _pd_id(state)
             if pd_id and self.pd is not None:
-                self._pd_call("acknowledge", self.pd.acknowledge, pd_id)
+                self._send(state.incident_id, "pagerduty.acknowledge", {"incident": pd_id}, self.clock())
                 self._our_acks.add(pd_id)
             self._submit(state.incident_id, self._run, state)
         if new:
@@ -391,7 +410,8 @@ class Service:
         pd = self.pd if pd_id else None
         if pd is not None:
             for entry in notes:
-                self._pd_call("note", pd.add_note, pd_id, f"[{entry.kind}] {entry.text}")
+                note = f"[{entry.kind}] {entry.text}"
+                self._send(iid, "pagerduty.note", {"incident": pd_id, "content": note}, entry.at)
         if result.pending is not None:
             self._prompt(iid, result.pending)
             return
@@ -401,20 +421,34 @@ class Service:
         if pd is None:
             return
         if owned:
-            self._pd_call("note", pd.add_note, pd_id, f"supply-agent stopped: {_ending(state)}")
+            note = f"supply-agent stopped: {_ending(state)}"
+            self._send(iid, "pagerduty.note", {"incident": pd_id, "content": note}, self.clock())
         elif state.outcome in ("mitigated", "no_action"):
-            self._pd_call("note", pd.add_note, pd_id, _ending(state))
-            self._pd_call("resolve", pd.resolve, pd_id)
+            self._send(iid, "pagerduty.note", {"incident": pd_id, "content": _ending(state)}, self.clock())
+            self._send(iid, "pagerduty.resolve", {"incident": pd_id}, self.clock())
         else:
             reason = state.escalation_reason or "the agent needs a human"
-            self._pd_call("escalate", pd.escalate, pd_id, f"supply-agent escalates: {reason}")
+            escalation = {"incident": pd_id, "reason": f"supply-agent escalates: {reason}"}
+            self._send(iid, "pagerduty.escalate", escalation, self.clock())
 
-    def _pd_call(self, what: str, fn: Callable[..., None], *args: Any) -> None:
-        try:
-            fn(*args)
-        except PagerDutyError as exc:
-            self.metrics.writeback_errors.labels("pagerduty").inc()
-            log.error("PagerDuty write-back failed", call=what, error=str(exc))
+    def _send(self, iid: str, tool: str, params: dict[str, Any], at: object) -> ExecutionResult:
+        """One write-back message through the guarded executor: audited on the incident, and keyed by what
+        it says and when it was said, so a replay of the same message is sent once."""
+        key = hashlib.sha256(
+            json.dumps([iid, tool, params, str(at)], sort_keys=True, default=str).encode()
+        ).hexdigest()
+        action = Action(tool=tool, params=params, incident_id=iid, step=0, proposed_by="service")
+        res = self.env.runtime.executor.control(action, by="supply-agent", key=key)
+        if res.outcome not in ("executed", "duplicate"):
+            service = tool.split(".", 1)[0]
+            self.metrics.writeback_errors.labels(service).inc()
+            log.error(
+                f"{service} write-back failed",
+                incident_id=iid,
+                call=tool,
+                error=res.error or "; ".join(res.reasons),
+            )
+        return res
 
     # -- approvals -----------------------------------------------------------------------------------
     def _prompt(self, iid: str, request: ApprovalRequest) -> None:
@@ -432,13 +466,10 @@ class Service:
         except KeyError:
             evidence = []
         text, blocks = approval_blocks(request, title, evidence)
-        try:
-            msg = self.slack.post(text, blocks)
-        except SlackError as exc:
-            self.metrics.writeback_errors.labels("slack").inc()
-            log.error("Slack prompt failed", incident_id=iid, error=str(exc))
+        res = self._send(iid, "slack.post", {"text": text, "blocks": blocks}, request.action_hash)
+        if res.outcome not in ("executed", "duplicate") or not res.result:
             return
-        self.prompts.set_message(iid, request.action_hash, msg.channel, msg.ts)
+        self.prompts.set_message(iid, request.action_hash, res.result["channel"], res.result["ts"])
 
     def refresh_approvers(self, force: bool = False) -> frozenset[str]:
         """Approvers: the settings' and playbooks' ids, and the members of the Slack approver groups."""
@@ -538,11 +569,8 @@ class Service:
             text, blocks = decided_blocks(
                 pending, row.title if row else iid, status, answer.approver, answer.decided_at
             )
-            try:
-                self.slack.update(SlackMessage(prompt.channel, prompt.ts), text, blocks)
-            except SlackError as exc:
-                self.metrics.writeback_errors.labels("slack").inc()
-                log.error("Slack update failed", incident_id=iid, error=str(exc))
+            update = {"channel": prompt.channel, "ts": prompt.ts, "text": text, "blocks": blocks}
+            self._send(iid, "slack.update", update, f"{prompt.action_hash}:{status}")
 
     def sweep(self) -> int:
         """Expire approvals nobody answered in time; the threads escalate. How many were expired."""

@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from tools.catalogue import BREAKER_CONFIGMAP, CONTROL_NAMESPACE, FREEZE_CONFIGMAP
 from tools.kubernetes import CUSTOMER_LABEL, POOL_LABEL, KubeTools, ToolError
 
-FREEZE_CONFIGMAP = "supply-agent-freeze"
-AGENT_NAMESPACE = "supply-agent-system"
+AGENT_NAMESPACE = CONTROL_NAMESPACE
 
 
 class PodRef(BaseModel):
@@ -118,8 +118,8 @@ def _deployment_of(pod: dict[str, Any]) -> str | None:
 
 def read_world(kube: KubeTools, now: datetime, alerting_nodes: frozenset[str] = frozenset()) -> WorldView:
     """One consistent-enough read of the fleet: nodes, pods by node, and the kill switch ConfigMap."""
-    raw_nodes = kube._call(kube.core.list_node)["items"]
-    raw_pods = kube._call(kube.core.list_pod_for_all_namespaces)["items"]
+    raw_nodes = kube.list_raw("nodes")
+    raw_pods = kube.list_raw("pods")
     by_node: dict[str, list[PodRef]] = {}
     agent_ready: dict[str, bool] = {}
     for p in raw_pods:
@@ -170,10 +170,9 @@ def read_world(kube: KubeTools, now: datetime, alerting_nodes: frozenset[str] = 
 def _read_latch(kube: KubeTools, name: str, what: str) -> dict[str, str] | str:
     """A control ConfigMap's data ({} when absent), or why it could not be read (callers fail closed)."""
     try:
-        cm = kube._call(kube.core.read_namespaced_config_map, name, AGENT_NAMESPACE)
+        return kube.read_config_map(AGENT_NAMESPACE, name)
     except ToolError as exc:
         return {} if exc.status == 404 else f"cannot read the {what} ({exc}): failing closed"
-    return {str(k): str(v) for k, v in (cm.get("data") or {}).items()}
 
 
 def read_freeze(kube: KubeTools) -> tuple[bool, str]:
@@ -185,47 +184,12 @@ def read_freeze(kube: KubeTools) -> tuple[bool, str]:
     return frozen, data.get("reason", "") if frozen else ""
 
 
-def set_freeze(kube: KubeTools, frozen: bool, reason: str, by: str) -> None:
-    """Set the kill switch (``supply-agent freeze`` / ``unfreeze``)."""
-    _upsert_configmap(
-        kube, FREEZE_CONFIGMAP, {"frozen": "true" if frozen else "false", "reason": reason, "by": by}
-    )
-
-
-BREAKER_CONFIGMAP = "supply-agent-circuit-breaker"
-
-
 def read_breaker(kube: KubeTools) -> tuple[bool, str]:
     """The latched circuit breaker (NVSentinel keeps it in a ConfigMap too): TRIPPED until a human resets it."""
     data = _read_latch(kube, BREAKER_CONFIGMAP, "circuit breaker")
     if isinstance(data, str):
         return True, data
     return data.get("status") == "TRIPPED", data.get("reason", "")
-
-
-def set_breaker(kube: KubeTools, tripped: bool, reason: str, by: str) -> None:
-    _upsert_configmap(
-        kube, BREAKER_CONFIGMAP, {"status": "TRIPPED" if tripped else "CLOSED", "reason": reason, "by": by}
-    )
-
-
-def _upsert_configmap(kube: KubeTools, name: str, data: dict[str, str]) -> None:
-    try:
-        kube._call(
-            kube.core.patch_namespaced_config_map,
-            name,
-            AGENT_NAMESPACE,
-            {"data": data},
-            _content_type="application/merge-patch+json",
-        )
-    except ToolError as exc:
-        if exc.status != 404:
-            raise
-        kube._call(
-            kube.core.create_namespaced_config_map,
-            AGENT_NAMESPACE,
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data},
-        )
 
 
 APPLICATION_XIDS = frozenset({13, 31, 43, 45, 68})

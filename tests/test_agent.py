@@ -16,6 +16,7 @@ import pytest
 
 from supply_agent.agent import RunResult
 from tests.agent_harness import APPROVER, Harness, harness
+from tools.catalogue import CONTROL_TOOLS, FRESH_METERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,9 +106,15 @@ def test_each_playbook_class_end_to_end(
         assert not set(must_not) & {s.action.tool for s in state.steps if s.outcome == "executed"}
         # Scored from the fleet and the audit log, not from the agent's claims.
         audit = [r for r in h.env.runtime.audit.records(state.incident_id) if r.phase == "after"]
-        assert sorted(r.tool for r in audit if r.outcome == "executed") == sorted(
-            s.action.tool for s in state.steps if s.outcome == "executed"
-        )
+        assert sorted(
+            r.tool for r in audit if r.outcome == "executed" and r.tool not in CONTROL_TOOLS
+        ) == sorted(s.action.tool for s in state.steps if s.outcome == "executed")
+        # Meter ingestion is its own audited step before each billing read, never hidden inside the read.
+        billing_reads = [e for e in state.evidence if e.tool in FRESH_METERS]
+        ingests = [
+            r for r in audit if r.tool == "billing.ingest_meters" and r.outcome in ("executed", "duplicate")
+        ]
+        assert bool(billing_reads) == bool(ingests), (len(billing_reads), len(ingests))
         truth = h.truth()
         cordoned = sum(p["nodes_cordoned"] for p in truth["pools"].values())
         assert cordoned == (1 if {"k8s.cordon_node", "k8s.drain_node"} & set(done) else 0)

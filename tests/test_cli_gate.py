@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from sandbox.fleet.admin import AdminClient
@@ -31,7 +32,13 @@ def _explain(kubeconfig: Path, action: dict) -> dict:
     return json.loads(result.output)
 
 
-def test_explain_freeze_and_breaker(kubeconfig: Path, admin: AdminClient) -> None:
+def test_explain_freeze_and_breaker(
+    kubeconfig: Path, admin: AdminClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from supply_agent.settings import get_settings
+
+    monkeypatch.setenv("SUPPLY_AGENT_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
     node = "east-h100-00000"
     cordon = {"tool": "k8s.cordon_node", "params": {"node": node}, "playbook_id": "xid-fallen-off-bus"}
     before = _explain(kubeconfig, cordon)
@@ -51,16 +58,28 @@ def test_explain_freeze_and_breaker(kubeconfig: Path, admin: AdminClient) -> Non
     assert runner.invoke(main, ["unfreeze", "--kubeconfig", str(kubeconfig)]).exit_code == 0
     assert _explain(kubeconfig, cordon)["verdict"] == "allow"
 
-    from supply_agent.worldview import set_breaker
+    from sandbox.executor.audit import AuditLog
+    from tools.catalogue import BREAKER_CONFIGMAP, CONTROL_NAMESPACE
     from tools.kubernetes import KubeTools
 
-    kube = KubeTools.from_kubeconfig(kubeconfig)
-    set_breaker(kube, True, "3 failed verifications", "gate")
+    kube = KubeTools.from_kubeconfig(kubeconfig)  # the fleet's admin: the world as a test arranges it
+    kube.upsert_config_map(CONTROL_NAMESPACE, BREAKER_CONFIGMAP, {"status": "TRIPPED", "reason": "3 failed"})
     assert "TRIPPED" in runner.invoke(main, ["breaker", "status", "--kubeconfig", str(kubeconfig)]).output
     assert _explain(kubeconfig, cordon)["verdict"] == "deny"
-    assert "CLOSED" in runner.invoke(main, ["breaker", "reset", "--kubeconfig", str(kubeconfig)]).output
+    reset = runner.invoke(main, ["breaker", "reset", "--kubeconfig", str(kubeconfig), "--by", "oncall"])
+    assert "CLOSED" in reset.output, reset.output
     assert _explain(kubeconfig, cordon)["verdict"] == "allow"
+    assert kube.read_config_map(CONTROL_NAMESPACE, BREAKER_CONFIGMAP)["by"] == "oncall"
     kube.close()
+    # Every human command is an executor action with its audit row: who, what, why.
+    audit = AuditLog.from_url(get_settings().resolved_database_url())
+    rows = [(r.tool, r.outcome, r.approver) for r in audit.records("control") if r.phase == "after"]
+    assert rows == [
+        ("control.freeze", "executed", "sre"),
+        ("control.unfreeze", "executed", rows[1][2]),
+        ("control.reset_breaker", "executed", "oncall"),
+    ]
+    get_settings.cache_clear()
 
 
 def test_explain_rejects_bad_input(kubeconfig: Path) -> None:

@@ -10,9 +10,10 @@ import pytest
 
 from sandbox.executor.audit import AuditLog
 from sandbox.executor.executor import GuardedExecutor
-from sandbox.executor.runners import kube_runners
+from sandbox.executor.runners import runners
 from sandbox.fleet.server import FleetServer
 from supply_agent.models import Action, Approval, Decision, Verdict
+from tools.catalogue import Clients
 from tools.kubernetes import KubeTools
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -42,8 +43,19 @@ def _cordon(node: str, step: int = 1) -> Action:
     return Action(tool="k8s.cordon_node", params={"node": node}, incident_id="inc-1", step=step)
 
 
-def _allow(action: Action) -> Decision:
-    return Decision(verdict=Verdict.ALLOW, action_hash=action.digest(), reasons=("within limits",))
+def kube_runners(kube: KubeTools) -> dict:
+    """The Kubernetes writes and the control latches, over ``kube`` (ledger and outbox unused)."""
+    return runners(Clients(kube=kube, ledger=None, outbox=None), ("k8s.", "control."))  # type: ignore[arg-type]
+
+
+def _allow(action: Action, ex: GuardedExecutor) -> Decision:
+    """An allow made on the executor's current world revision, as the runtime records it."""
+    return Decision(
+        verdict=Verdict.ALLOW,
+        action_hash=action.digest(),
+        reasons=("within limits",),
+        world_revision=ex.revision,
+    )
 
 
 def _writes(server: FleetServer) -> list[dict]:
@@ -58,7 +70,7 @@ def test_refuses_without_a_matching_decision(
     other = _cordon(kube.list_nodes()[1].name)
     for decision in (
         None,
-        _allow(other),
+        _allow(other, executor),
         Decision(verdict=Verdict.DENY, action_hash=action.digest(), reasons=("no",)),
     ):
         result = executor.execute(action, decision)
@@ -71,7 +83,12 @@ def test_refuses_without_a_matching_decision(
 def test_ask_needs_an_approval_bound_to_the_action(executor: GuardedExecutor, kube: KubeTools) -> None:
     node = kube.list_nodes()[0].name
     action = _cordon(node)
-    ask = Decision(verdict=Verdict.ASK, action_hash=action.digest(), reasons=("over the soft limit",))
+    ask = Decision(
+        verdict=Verdict.ASK,
+        action_hash=action.digest(),
+        reasons=("over the soft limit",),
+        world_revision=executor.revision,
+    )
 
     def approval(**kw: object) -> Approval:
         base: dict[str, object] = {
@@ -98,7 +115,7 @@ def test_executes_with_dry_run_first_and_audits_before_and_after(
 ) -> None:
     node = kube.list_nodes()[0].name
     action = _cordon(node)
-    result = executor.execute(action, _allow(action))
+    result = executor.execute(action, _allow(action, executor))
     assert result.outcome == "executed" and result.dry_run_ok is True and result.result["changed"] is True
     assert kube.get_node(node).unschedulable
     writes = [w for w in fleet_server.fleet.writes if w["resource"] == "nodes"]
@@ -118,8 +135,8 @@ def test_a_repeated_step_never_acts_twice(
         incident_id="inc-2",
         step=3,
     )
-    assert executor.execute(action, _allow(action)).outcome == "executed"
-    again = executor.execute(action, _allow(action))
+    assert executor.execute(action, _allow(action, executor)).outcome == "executed"
+    again = executor.execute(action, _allow(action, executor))
     assert again.outcome == "duplicate" and again.result["changed"] is True
     deletes = [w for w in _writes(fleet_server) if w["verb"] == "delete"]
     assert len(deletes) == 1
@@ -127,21 +144,21 @@ def test_a_repeated_step_never_acts_twice(
 
 def test_failures_are_recorded_not_raised(executor: GuardedExecutor, audit: AuditLog) -> None:
     action = _cordon("no-such-node")
-    result = executor.execute(action, _allow(action))
+    result = executor.execute(action, _allow(action, executor))
     assert result.outcome == "failed" and "not found" in (result.error or "")
     assert [(r.phase, r.outcome) for r in audit.records()] == [("before", "pending"), ("after", "failed")]
 
 
 def test_reads_and_bad_parameters_are_refused(executor: GuardedExecutor) -> None:
     read = Action(tool="k8s.get_node", params={"node": "x"}, incident_id="inc-3", step=1)
-    assert "read" in executor.execute(read, _allow(read)).reasons[0]
+    assert "read" in executor.execute(read, _allow(read, executor)).reasons[0]
     bad = Action(
         tool="k8s.scale_deployment",
         params={"namespace": "ns", "deployment": "d", "replicas": -3},
         incident_id="inc-3",
         step=2,
     )
-    assert "invalid parameters" in executor.execute(bad, _allow(bad)).reasons[0]
+    assert "invalid parameters" in executor.execute(bad, _allow(bad, executor)).reasons[0]
 
 
 def test_timeout_is_enforced(kube: KubeTools, audit: AuditLog) -> None:
@@ -158,7 +175,7 @@ def test_timeout_is_enforced(kube: KubeTools, audit: AuditLog) -> None:
 
     ex = GuardedExecutor({"k8s.cordon_node": slow}, audit, frozenset(), timeout_s=0.2)
     action = _cordon("n1")
-    result = ex.execute(action, _allow(action))
+    result = ex.execute(action, _allow(action, ex))
     assert result.outcome == "failed" and "within" in (result.error or "")
     ex.close()
 
@@ -166,35 +183,31 @@ def test_timeout_is_enforced(kube: KubeTools, audit: AuditLog) -> None:
 def test_a_second_credit_with_the_same_key_is_one_credit(tmp_path: Path, audit: AuditLog) -> None:
     from decimal import Decimal
 
-    from sandbox.executor.runners import billing_runners, notify_runners
     from tools.billing import Ledger
     from tools.notify import Outbox
 
     ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'billing.db'}")
     ledger.upsert_customer({"id": "acme", "name": "Acme", "price_per_gpu_hour": Decimal("2.50")})
     outbox = Outbox.from_url(f"sqlite:///{tmp_path / 'outbox.db'}")
-    ex = GuardedExecutor(
-        {**billing_runners(ledger, Decimal("500")), **notify_runners(outbox)}, audit, frozenset()
-    )
+    clients = Clients(kube=None, ledger=ledger, outbox=outbox, max_credit_usd=Decimal("500"))  # type: ignore[arg-type]
+    ex = GuardedExecutor(runners(clients, ("billing.", "notify.")), audit, frozenset())
     credit = Action(
         tool="billing.issue_credit",
         params={"customer": "acme", "amount_usd": "12.34", "reason": "XID 79"},
         incident_id="inc-9",
         step=4,
     )
-    first = ex.execute(credit, _allow(credit))
+    first = ex.execute(credit, _allow(credit, ex))
     assert (
         first.outcome == "executed"
         and first.result["amount_usd"] == "12.34"
         and first.result["created"] is True
     )
     # A crash between the write and its audit row: the executor runs the step again; the ledger's key holds.
-    audit_less = GuardedExecutor(
-        billing_runners(ledger, Decimal("500")), AuditLog.from_url("sqlite://"), frozenset()
-    )
-    again = audit_less.execute(credit, _allow(credit))
+    audit_less = GuardedExecutor(runners(clients, ("billing.",)), AuditLog.from_url("sqlite://"), frozenset())
+    again = audit_less.execute(credit, _allow(credit, audit_less))
     assert again.outcome == "executed" and again.result["created"] is False
-    assert ex.execute(credit, _allow(credit)).outcome == "duplicate"
+    assert ex.execute(credit, _allow(credit, ex)).outcome == "duplicate"
     assert ledger.credits_for_incident("inc-9").total_usd == Decimal("12.34")
     too_much = Action(
         tool="billing.issue_credit",
@@ -202,41 +215,98 @@ def test_a_second_credit_with_the_same_key_is_one_credit(tmp_path: Path, audit: 
         incident_id="inc-9",
         step=5,
     )
-    assert ex.execute(too_much, _allow(too_much)).outcome == "failed"
+    assert ex.execute(too_much, _allow(too_much, ex)).outcome == "failed"
     notice = Action(
         tool="notify.customer",
         params={"customer": "acme", "subject": "GPU fault", "body": "We moved your pods."},
         incident_id="inc-9",
         step=6,
     )
-    assert ex.execute(notice, _allow(notice)).outcome == "executed"
+    assert ex.execute(notice, _allow(notice, ex)).outcome == "executed"
     assert len(outbox.notices("inc-9")) == 1
     ex.close()
     audit_less.close()
 
 
-def test_the_catalogue_covers_every_tool_and_gives_llm_schemas() -> None:
-    from tools.catalogue import CATALOGUE, llm_tools
-    from tools.names import TOOLS, Effect
+def test_the_tool_table_derives_every_view_and_gives_llm_schemas() -> None:
+    from supply_agent.policy import Verify
+    from tools.catalogue import (
+        CATALOGUE,
+        CONTROL_TOOLS,
+        DISRUPTING,
+        K8S_VERBS,
+        OUT_OF_SERVICE,
+        TOOLS,
+        UNTRUSTED_OUTPUT,
+        Effect,
+        llm_tools,
+    )
 
-    assert set(CATALOGUE) == set(TOOLS)
+    assert set(CATALOGUE) == set(TOOLS) | CONTROL_TOOLS and not set(TOOLS) & CONTROL_TOOLS
     for name, spec in CATALOGUE.items():
-        assert spec.effect == TOOLS[name]
         if spec.inverse:
             assert CATALOGUE[spec.inverse].inverse == name
+        if spec.verify is not None:  # every read-back parses as a playbook's `verify:`
+            Verify.model_validate(spec.verify)
+        if name.startswith("k8s."):
+            assert name in K8S_VERBS, f"{name} names no Kubernetes verbs"
+        assert (spec.run is None) == (name == "escalate.human")
+    assert {"k8s.cordon_node", "k8s.drain_node", "k8s.taint_node"} == OUT_OF_SERVICE
+    assert "k8s.drain_node" in DISRUPTING and "k8s.cordon_node" not in DISRUPTING
+    assert {"k8s.pod_logs", "k8s.events_for"} == UNTRUSTED_OUTPUT
     schemas = llm_tools()
-    assert [s["name"] for s in schemas] == sorted(CATALOGUE)
+    assert [s["name"] for s in schemas] == sorted(TOOLS)  # control actions are never offered to a model
     drain = next(s for s in schemas if s["name"] == "k8s.drain_node")
     assert drain["input_schema"]["required"] == ["node"]
     assert all(CATALOGUE[s["name"]].effect == Effect.READ for s in llm_tools((Effect.READ,)))
+
+
+def test_a_decision_made_before_a_write_is_stale(
+    executor: GuardedExecutor, kube: KubeTools, fleet_server: FleetServer, audit: AuditLog
+) -> None:
+    first, second = (n.name for n in kube.list_nodes()[:2])
+    a, b = _cordon(first, 1), _cordon(second, 2)
+    decision_b = _allow(b, executor)  # both decided on the same world
+    assert executor.execute(a, _allow(a, executor)).outcome == "executed"
+    stale = executor.execute(b, decision_b)
+    assert stale.outcome == "refused" and stale.stale and "decide again" in stale.reasons[0]
+    assert not kube.get_node(second).unschedulable
+    # A decision carrying no revision, or an earlier process's, is stale too.
+    assert executor.execute(b, decision_b.model_copy(update={"world_revision": None})).stale
+    other = GuardedExecutor(kube_runners(kube), audit, frozenset(), clock=lambda: NOW)
+    assert executor.execute(b, _allow(b, other)).stale
+    other.close()
+    # Decided again on the world as it is now, it runs.
+    assert executor.execute(b, _allow(b, executor)).outcome == "executed"
+    assert kube.get_node(second).unschedulable
+
+
+def test_control_actions_are_audited_and_never_run_as_proposals(
+    executor: GuardedExecutor, kube: KubeTools, audit: AuditLog
+) -> None:
+    from supply_agent.worldview import read_freeze
+
+    freeze = Action(tool="control.freeze", params={"reason": "rollout"}, incident_id="control", step=0)
+    refused = executor.execute(freeze, _allow(freeze, executor))
+    assert refused.outcome == "refused" and "control action" in refused.reasons[0]
+    assert read_freeze(kube) == (False, "")
+    done = executor.control(freeze, by="alice", key="k1")
+    assert done.outcome == "executed" and read_freeze(kube) == (True, "rollout")
+    rows = [r for r in audit.records("control") if r.phase == "after"]
+    assert [(r.tool, r.outcome, r.verdict, r.approver) for r in rows] == [
+        ("control.freeze", "executed", "control", "alice")
+    ]
+    not_control = _cordon(kube.list_nodes()[0].name)
+    assert executor.control(not_control, by="alice").outcome == "refused"
+    assert not kube.get_node(not_control.params["node"]).unschedulable
 
 
 def test_a_tripping_decision_latches_the_breaker_until_a_human_resets_it(
     kube: KubeTools, audit: AuditLog
 ) -> None:
     from supply_agent.gate import decide
-    from supply_agent.playbooks import load_playbooks
-    from supply_agent.worldview import History, PastAction, read_breaker, read_world, set_breaker
+    from supply_agent.policy import load_playbooks
+    from supply_agent.worldview import History, PastAction, read_breaker, read_world
 
     playbooks = load_playbooks(Path(__file__).resolve().parent.parent / "playbooks")
     world = read_world(kube, NOW)
@@ -251,21 +321,20 @@ def test_a_tripping_decision_latches_the_breaker_until_a_human_resets_it(
     decision = decide(action, world, History(actions=failed), playbooks)
     assert decision.verdict == Verdict.DENY and decision.trips_breaker
 
-    latched: list[str] = []
-
-    def latch(reason: str) -> None:
-        latched.append(reason)
-        set_breaker(kube, True, reason, "gate")
-
-    ex = GuardedExecutor(kube_runners(kube), audit, frozenset(), clock=lambda: NOW, latch_breaker=latch)
+    ex = GuardedExecutor(kube_runners(kube), audit, frozenset(), clock=lambda: NOW)
     assert ex.execute(action, decision).outcome == "refused"
-    assert latched and read_breaker(kube)[0]
+    assert read_breaker(kube)[0]
+    latch = [r for r in audit.records("i9") if r.tool == "control.latch_breaker" and r.phase == "after"]
+    assert (
+        len(latch) == 1 and latch[0].outcome == "executed" and "circuit breaker" in latch[0].params["reason"]
+    )
     # An hour later the failures are out of the window, but the latch still blocks every write.
     later = read_world(kube, NOW + timedelta(hours=1))
     tripped, why = read_breaker(kube)
     again = decide(action, later, History(breaker_tripped=tripped, breaker_reason=why), playbooks)
     assert again.verdict == Verdict.DENY and any("a human must reset it" in r for r in again.reasons)
-    set_breaker(kube, False, "", "sre")
+    reset = Action(tool="control.reset_breaker", params={"reason": "fixed"}, incident_id="control", step=0)
+    assert ex.control(reset, by="sre", key="reset-1").outcome == "executed"
     assert (
         decide(action, later, History(breaker_tripped=read_breaker(kube)[0]), playbooks).verdict
         == Verdict.ALLOW

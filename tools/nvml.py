@@ -583,34 +583,28 @@ def gpu_health(kube: KubeTools, node: str, namespace: str = AGENT_NAMESPACE) -> 
     """
     import json as _json
 
-    from kubernetes.client.rest import ApiException
-
     from tools.kubernetes import ToolError
 
     try:
-        pods = kube._call(
-            kube.core.list_namespaced_pod,
-            namespace,
-            label_selector=AGENT_SELECTOR,
-            field_selector=f"spec.nodeName={node}",
-        )["items"]
+        pods = kube.find_pods(
+            namespace, label_selector=AGENT_SELECTOR, field_selector=f"spec.nodeName={node}"
+        )
     except ToolError as exc:
         return GpuHealthRead(node=node, available=False, reason=f"cannot list node-agent pods: {exc}")
-    running = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    running = [p for p in pods if not p.terminating]
     if not running:
         return GpuHealthRead(node=node, available=False, reason=f"no node-agent pod on {node} in {namespace}")
-    pod = running[0]["metadata"]["name"]
+    pod = running[0].name
     try:
-        resp = kube.core.connect_get_namespaced_pod_proxy_with_path(
-            f"{pod}:{AGENT_PORT}", namespace, "health", _preload_content=False
+        report = GpuHealthReport.model_validate(
+            _json.loads(kube.proxy_get(namespace, pod, AGENT_PORT, "health"))
         )
-        report = GpuHealthReport.model_validate(_json.loads(resp.data))  # type: ignore[attr-defined]
-    except ApiException as exc:
+    except ToolError as exc:
         return GpuHealthRead(
             node=node,
             available=False,
             agent_pod=pod,
-            reason=f"node-agent unreachable ({exc.status}): {_api_message(exc)}",
+            reason=f"node-agent unreachable ({exc.status}): {exc}",
         )
     except ValueError as exc:
         return GpuHealthRead(
@@ -632,12 +626,3 @@ def gpu_health(kube: KubeTools, node: str, namespace: str = AGENT_NAMESPACE) -> 
             report=report,
         )
     return GpuHealthRead(node=node, available=True, agent_pod=pod, report=report)
-
-
-def _api_message(exc: Any) -> str:
-    import json as _json
-
-    try:
-        return str(_json.loads(exc.body).get("message") or exc.reason)
-    except (TypeError, ValueError):
-        return str(exc.reason)

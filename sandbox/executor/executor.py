@@ -1,13 +1,19 @@
-"""The guarded executor: the only code that calls a write tool.
+"""The guarded executor: the only code that causes a side effect.
 
-It runs an action only with an ``allow`` decision, or an ``ask`` decision plus an approval, bound to
-that action's hash; it dry-runs first where the API can, enforces a timeout, audits before and after,
-and returns a typed result. A step whose idempotency key already executed returns the recorded result.
+It runs a proposed action only with an ``allow`` decision, or an ``ask`` decision plus an approval,
+bound to that action's hash and made on the current world revision (a decision made before the agent's
+last write is stale: the caller decides again); it dry-runs first where the API can, enforces a
+timeout, audits before and after, and returns a typed result. A step whose idempotency key already
+executed returns the recorded result. Control actions (the latches, meter ingestion) never come from
+the mind: the hands or a human's command run them through :meth:`GuardedExecutor.control`, with an
+audit row naming who asked.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import secrets
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -16,8 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from sandbox.executor.audit import AuditLog, jsonable
 from supply_agent.models import Action, Approval, Decision, Verdict
-from tools.catalogue import CATALOGUE
-from tools.names import Effect
+from tools.catalogue import CATALOGUE, Effect
 
 Runner = Callable[[BaseModel, bool, Action], BaseModel]  # (parsed input, dry_run, the action) -> result
 
@@ -30,6 +35,7 @@ class ExecutionResult(BaseModel):
     dry_run_ok: bool | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
+    stale: bool = False  # refused because the world changed since the decision: decide again
     started_at: datetime
     finished_at: datetime
 
@@ -42,7 +48,6 @@ class GuardedExecutor:
         approvers: frozenset[str],
         timeout_s: float = 300.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        latch_breaker: Callable[[str], None] | None = None,
         enforce: bool = True,
     ) -> None:
         self.runners = runners
@@ -50,14 +55,32 @@ class GuardedExecutor:
         self.approvers = approvers
         self.timeout_s = timeout_s
         self.clock = clock
-        self.latch_breaker = latch_breaker  # persists a tripped breaker (a ConfigMap) until a human resets it
+        # The world revision: this executor's epoch and how many writes it has run. A decision carries the
+        # revision it was made on; one made before a later write (or by an earlier process) is stale.
+        self._epoch = secrets.token_hex(4)
+        self._writes = 0
+        self._revision_lock = threading.Lock()
         # False only for the evals' --no-gate ablation against a sandbox fleet: the gate's verdict is
         # audited as it was, and not enforced.
         self.enforce = enforce
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="executor")
 
+    @property
+    def revision(self) -> str:
+        """The world revision a decision made now is made on."""
+        return f"{self._epoch}:{self._writes}"
+
+    def _wrote(self) -> None:
+        with self._revision_lock:
+            self._writes += 1
+
     def _refusal(
-        self, action: Action, decision: Decision | None, reasons: list[str], started: datetime
+        self,
+        action: Action,
+        decision: Decision | None,
+        reasons: list[str],
+        started: datetime,
+        stale: bool = False,
     ) -> ExecutionResult:
         self.audit.append(
             phase="refused",
@@ -76,6 +99,7 @@ class GuardedExecutor:
             tool=action.tool,
             outcome="refused",
             reasons=reasons,
+            stale=stale,
             started_at=started,
             finished_at=self.clock(),
         )
@@ -87,6 +111,8 @@ class GuardedExecutor:
             return [f"{action.tool} is a read: investigation runs it with read-only credentials"]
         if spec is None or action.tool not in self.runners:
             return [f"no write tool {action.tool!r}"]
+        if spec.control:
+            return [f"{action.tool} is a control action: the hands or a human run it, never a proposal"]
         if decision is None:
             return ["no containment decision for this action"]
         if decision.action_hash != action.digest():
@@ -95,6 +121,11 @@ class GuardedExecutor:
             return []
         if decision.verdict == Verdict.DENY:
             return ["the gate denied it: " + "; ".join(decision.reasons)]
+        if decision.world_revision != self.revision:
+            return [
+                f"stale decision: made on world revision {decision.world_revision or 'none'}, and the agent "
+                f"has written since (now {self.revision}): decide again"
+            ]
         if decision.verdict == Verdict.ASK:
             if approval is None:
                 return ["the gate asks for a human's approval and there is none"]
@@ -107,18 +138,41 @@ class GuardedExecutor:
         self, action: Action, decision: Decision | None, approval: Approval | None = None
     ) -> ExecutionResult:
         started = self.clock()
-        if (
-            self.enforce
-            and decision is not None
-            and decision.trips_breaker
-            and self.latch_breaker is not None
-        ):
-            self.latch_breaker("; ".join(r for r in decision.reasons if "circuit breaker" in r))
+        if self.enforce and decision is not None and decision.trips_breaker:
+            # The breaker stays latched (a ConfigMap) until a human resets it; latching is audited too.
+            self.control(
+                Action(
+                    tool="control.latch_breaker",
+                    params={"reason": "; ".join(r for r in decision.reasons if "circuit breaker" in r)},
+                    incident_id=action.incident_id,
+                    step=action.step,
+                    proposed_by="gate",
+                ),
+                by="supply-agent",
+            )
         reasons = self.check(action, decision, approval)
         if reasons:
-            return self._refusal(action, decision, reasons, started)
+            return self._refusal(action, decision, reasons, started, stale=reasons[0].startswith("stale"))
         assert decision is not None
-        key = action.idempotency_key()
+        return self._run_audited(
+            action, decision.verdict.value, approval.approver if approval else None, started
+        )
+
+    def control(self, action: Action, by: str, key: str | None = None) -> ExecutionResult:
+        """Run a control action (the latches, meter ingestion) for ``by`` (the agent, or the human whose
+        command it is), audited like any write. ``key`` overrides the (incident, step, tool) key: a
+        human's command is its own request each time."""
+        started = self.clock()
+        spec = CATALOGUE.get(action.tool)
+        if spec is None or not spec.control or action.tool not in self.runners:
+            return self._refusal(action, None, [f"{action.tool!r} is not a control action"], started)
+        return self._run_audited(action, "control", by, started, key)
+
+    def _run_audited(
+        self, action: Action, verdict: str, approver: str | None, started: datetime, key: str | None = None
+    ) -> ExecutionResult:
+        """Dry-run, run, audit before and after; the recorded result for a key that already ran."""
+        key = key or action.idempotency_key()
         done = self.audit.completed(key)
         if done is not None:
             return ExecutionResult(
@@ -134,7 +188,7 @@ class GuardedExecutor:
         try:
             parsed = spec.input.model_validate(action.params)
         except ValidationError as exc:
-            return self._refusal(action, decision, [f"invalid parameters: {exc}"], started)
+            return self._refusal(action, None, [f"invalid parameters: {exc}"], started)
         common = {
             "incident_id": action.incident_id,
             "step": action.step,
@@ -142,8 +196,8 @@ class GuardedExecutor:
             "action_hash": action.digest(),
             "idempotency_key": key,
             "params": jsonable(action.params),
-            "verdict": decision.verdict.value,
-            "approver": approval.approver if approval else None,
+            "verdict": verdict,
+            "approver": approver,
         }
         self.audit.append(phase="before", outcome="pending", **common)
         runner = self.runners[action.tool]
@@ -152,7 +206,10 @@ class GuardedExecutor:
             if spec.dry_run:
                 self._run(runner, parsed, True, action)
                 dry_ok = True
-            result = self._run(runner, parsed, False, action)
+            try:
+                result = self._run(runner, parsed, False, action)
+            finally:
+                self._wrote()  # whatever the outcome, the world may have changed: later decisions are stale
         except Exception as exc:  # a failed write is recorded and returned, never raised past the executor
             error = f"{'dry run' if dry_ok is None and spec.dry_run else 'run'} failed: {type(exc).__name__}: {exc}"
             self.audit.append(

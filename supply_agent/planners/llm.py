@@ -28,7 +28,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from supply_agent.incident import Evidence, IncidentState, LlmCall, Proposal, StepRecord
 from supply_agent.planners.base import PlanContext, PlannerError
 from supply_agent.planners.runbook import TemplateError, render, template_scope
-from tools.catalogue import CATALOGUE, llm_tools, parse_input
+from tools.catalogue import CATALOGUE, UNTRUSTED_OUTPUT, llm_tools, parse_input
 
 __all__ = [
     "FINISH_TOOL",
@@ -189,7 +189,7 @@ MAX_EVIDENCE = 12
 MAX_STEPS = 20
 MAX_ALERTS = 10
 MAX_PROMPT_CHARS = 32000
-UNTRUSTED_TOOLS = frozenset({"k8s.pod_logs", "k8s.events_for"})
+UNTRUSTED_TOOLS = UNTRUSTED_OUTPUT  # from the tool table
 _FENCE_TAG = re.compile(r"<(\s*/?\s*)(untrusted-data)", re.IGNORECASE)
 
 
