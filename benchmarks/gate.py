@@ -18,10 +18,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from supply_agent.gate import decide
 from supply_agent.models import Action
 from supply_agent.policy import load_playbooks
-from supply_agent.worldview import History, NodeView, PastAction, PodRef, WorldView
+from supply_agent.policy.gate import decide
+from supply_agent.policy.world import History, NodeView, PastAction, PodRef, WorldView
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,14 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from supply_agent.logging import configure_logging, quiet  # noqa: E402
-from tests.agent_harness import harness  # noqa: E402
+from tests.support.agent_harness import harness  # noqa: E402
 
 
 def one_run(tmp: Path) -> tuple[float, float, float, str]:
     with harness(tmp) as h:
         h.inject("xid", node=h.nodes()[0], gpu=1, code=79)
         alerts = h.alerts(300)
-        from supply_agent.approvals import TerminalApprover
+        from supply_agent.service.terminal import TerminalApprover
 
         quiet_console = Console(file=StringIO())
         approver = TerminalApprover("auto", "oncall-alice", h.env.runtime.clock, quiet_console)

@@ -47,9 +47,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from evals.loopback import LoopbackServer
-from supply_agent.planners.base import Planner, make_planner
-from supply_agent.planners.llm import LlmPlanner
-from supply_agent.planners.router import RouterPlanner
+from supply_agent.mind.planners.base import Planner
+from supply_agent.mind.planners.factory import make_planner
+from supply_agent.mind.planners.llm import LlmPlanner
+from supply_agent.mind.planners.router import RouterPlanner
 from supply_agent.settings import Settings
 
 __all__ = [

@@ -1,5 +1,5 @@
-"""The report of an eval run: ``results.json`` (the data), ``report.md`` (for people), three pictures, and
-the rich tables printed at the end of a run.
+"""The report of an eval run: ``results.json`` (the data), ``report.md`` (for people), and the rich
+tables printed at the end of a run; the three pictures ``report.md`` shows come from ``evals.pictures``.
 
 ``write_report`` writes everything into one folder; ``load_results`` reads a ``results.json`` back.
 """
@@ -7,64 +7,27 @@ the rich tables printed at the end of a run.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
 from pydantic import ValidationError
 from rich.console import JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
+from evals.pictures import OUTCOMES_PNG, TTM_PNG, VIOLATIONS_PNG, write_pictures
 from evals.results import EvalResult, Summary
+from evals.rows import class_of, classes_of, group_of, ordered
 
 RESULTS_JSON = "results.json"
 REPORT_MD = "report.md"
-OUTCOMES_PNG = "outcomes.png"
-TTM_PNG = "time_to_mitigate.png"
-VIOLATIONS_PNG = "violations.png"
 
 _YES = "✔"
 _NO = "✘"
 _NONE = "—"
-_UNCLASSIFIED = "(unclassified)"
-# No "Software" entry (matplotlib's version) in the PNG: the pictures depend on the data only.
-_PNG_METADATA: dict[str, Any] = {"Software": None}
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def _ordered(results: Iterable[EvalResult]) -> list[EvalResult]:
-    """The stable order of rows everywhere: by id, planner, gate."""
-    return sorted(results, key=lambda r: r.key)
-
-
-def _group(r: EvalResult) -> str:
-    """The planner as the summary names it: ``planner`` or ``planner --no-gate``."""
-    return r.planner if r.gate else f"{r.planner} --no-gate"
-
-
-def _groups(results: Iterable[EvalResult]) -> list[str]:
-    keys = sorted({(r.planner, not r.gate) for r in results})
-    return [p if not no_gate else f"{p} --no-gate" for p, no_gate in keys]
-
-
-def _cls(r: EvalResult) -> str:
-    return r.incident_class or _UNCLASSIFIED
-
-
-def _classes(results: Iterable[EvalResult]) -> list[str]:
-    return sorted({_cls(r) for r in results})
 
 
 def _mark(ok: bool) -> str:
@@ -111,148 +74,6 @@ def failure_reasons(r: EvalResult) -> list[str]:
         reasons.append("limits: " + ("; ".join(r.limit_notes) or "not within limits"))
     reasons.extend(f"safety violation: {v.what} — {v.why}" for v in r.safety_violations)
     return reasons or ["did not pass (no reason recorded)"]
-
-
-# ----------------------------------------------------------------------------------------------- pictures
-
-
-def _save(fig: Figure, path: Path) -> None:
-    try:
-        fig.tight_layout()
-        fig.savefig(path, format="png", dpi=100, metadata=_PNG_METADATA)
-    finally:
-        plt.close(fig)
-
-
-def _empty(ax: Axes, message: str) -> None:
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=12, color="0.4")
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _colours(groups: list[str]) -> dict[str, Any]:
-    cmap = plt.get_cmap("tab10")
-    return {g: cmap(i % 10) for i, g in enumerate(groups)}
-
-
-def plot_outcomes(results: list[EvalResult], path: Path) -> Path:
-    """Correct vs wrong outcomes per class, one stacked bar per planner (+ --no-gate)."""
-    classes, groups = _classes(results), _groups(results)
-    fig, ax = plt.subplots(figsize=(min(20.0, max(6.0, 1.2 * len(classes) * max(1, len(groups)) + 2)), 4.5))
-    if not results:
-        _empty(ax, "no results")
-        ax.set_title("Outcomes by class and planner: no results")
-        _save(fig, path)
-        return path
-    colours = _colours(groups)
-    width = 0.8 / len(groups)
-    xs = range(len(classes))
-    for gi, g in enumerate(groups):
-        correct, wrong = [], []
-        for c in classes:
-            rows = [r for r in results if _cls(r) == c and _group(r) == g]
-            correct.append(sum(r.outcome_correct for r in rows))
-            wrong.append(sum(not r.outcome_correct for r in rows))
-        pos = [x - 0.4 + width * (gi + 0.5) for x in xs]
-        ax.bar(pos, correct, width, color=colours[g], edgecolor="black", linewidth=0.5)
-        ax.bar(
-            pos,
-            wrong,
-            width,
-            bottom=correct,
-            color=colours[g],
-            alpha=0.35,
-            hatch="//",
-            edgecolor="black",
-            linewidth=0.5,
-        )
-    ax.set_xticks(list(xs), classes, rotation=20 if len(classes) > 3 else 0, ha="right")
-    ax.set_ylabel("incidents")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title("Outcomes by class and planner (solid: correct, hatched: wrong)")
-    handles = [Patch(facecolor=colours[g], edgecolor="black", label=g) for g in groups]
-    handles.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="wrong outcome"))
-    ax.legend(handles=handles, fontsize=8, loc="best")
-    _save(fig, path)
-    return path
-
-
-def plot_time_to_mitigate(results: list[EvalResult], path: Path) -> Path:
-    """Time to mitigate (sim minutes) of each mitigated incident, per class and planner, with medians."""
-    classes, groups = _classes(results), _groups(results)
-    timed = [r for r in results if r.time_to_mitigate_min is not None]
-    fig, ax = plt.subplots(figsize=(min(20.0, max(6.0, 1.2 * len(classes) * max(1, len(groups)) + 2)), 4.5))
-    if not timed:
-        _empty(ax, "no incident was mitigated: no time to mitigate to show")
-        ax.set_title("Time to mitigate (sim minutes): none mitigated")
-        _save(fig, path)
-        return path
-    colours = _colours(groups)
-    width = 0.8 / len(groups)
-    for gi, g in enumerate(groups):
-        first = True
-        for ci, c in enumerate(classes):
-            ys = sorted(
-                r.time_to_mitigate_min
-                for r in timed
-                if _cls(r) == c and _group(r) == g and r.time_to_mitigate_min is not None
-            )
-            if not ys:
-                continue
-            centre = ci - 0.4 + width * (gi + 0.5)
-            n = len(ys)
-            spread = width * 0.6
-            xs = [centre + (spread * (i / (n - 1) - 0.5) if n > 1 else 0.0) for i in range(n)]
-            ax.scatter(xs, ys, color=colours[g], s=28, zorder=3, label=g if first else None)
-            median = ys[n // 2]
-            ax.hlines(median, centre - width / 2, centre + width / 2, color=colours[g], linewidth=2)
-            first = False
-    ax.set_xticks(list(range(len(classes))), classes, rotation=20 if len(classes) > 3 else 0, ha="right")
-    ax.set_xlim(-0.6, len(classes) - 0.4)
-    ax.set_ylim(bottom=0)
-    ax.set_ylabel("sim minutes")
-    not_timed = len(results) - len(timed)
-    ax.set_title(
-        "Time to mitigate (sim minutes; line: median)"
-        + (f" — {not_timed} run(s) not mitigated" if not_timed else "")
-    )
-    ax.legend(fontsize=8, loc="best")
-    _save(fig, path)
-    return path
-
-
-def plot_violations(results: list[EvalResult], path: Path) -> Path:
-    """Safety violations per class: gate on vs --no-gate (all planners together)."""
-    classes = _classes(results)
-    fig, ax = plt.subplots(figsize=(min(20.0, max(6.0, 1.4 * len(classes) + 2)), 4.5))
-    if not results:
-        _empty(ax, "no results")
-        ax.set_title("Safety violations: no results")
-        _save(fig, path)
-        return path
-    on = [sum(len(r.safety_violations) for r in results if _cls(r) == c and r.gate) for c in classes]
-    off = [sum(len(r.safety_violations) for r in results if _cls(r) == c and not r.gate) for c in classes]
-    xs = list(range(len(classes)))
-    bars_on = ax.bar([x - 0.2 for x in xs], on, 0.4, color="tab:green", label="gate on")
-    bars_off = ax.bar([x + 0.2 for x in xs], off, 0.4, color="tab:red", label="--no-gate")
-    ax.bar_label(bars_on, fontsize=8)
-    ax.bar_label(bars_off, fontsize=8)
-    ax.set_xticks(xs, classes, rotation=20 if len(classes) > 3 else 0, ha="right")
-    ax.set_ylabel("safety violations")
-    ax.set_ylim(bottom=0, top=max([*on, *off, 1]) * 1.15)
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    has_on = any(r.gate for r in results)
-    has_off = any(not r.gate for r in results)
-    if has_on and has_off:
-        title = "Safety violations with and without the gate"
-    elif has_on:
-        title = "Safety violations with the gate (no --no-gate runs to compare)"
-    else:
-        title = "Safety violations without the gate (no gated runs to compare)"
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="best")
-    _save(fig, path)
-    return path
 
 
 # ----------------------------------------------------------------------------------------------- markdown
@@ -325,8 +146,8 @@ def _class_sections(results: list[EvalResult]) -> list[str]:
         "sim min",
         "wall s",
     ]
-    for c in _classes(results):
-        rows = [r for r in results if _cls(r) == c]
+    for c in classes_of(results):
+        rows = [r for r in results if class_of(r) == c]
         correct = sum(r.outcome_correct for r in rows)
         lines += [f"### {_line(c)}", "", f"{len(rows)} run(s), {correct} with the correct outcome.", ""]
         lines += _table(
@@ -335,7 +156,7 @@ def _class_sections(results: list[EvalResult]) -> list[str]:
                 [
                     r.id,
                     r.title,
-                    _group(r),
+                    group_of(r),
                     f"{r.expected_outcome} → {r.outcome}",
                     _mark(r.outcome_correct),
                     _mark(r.root_cause_correct),
@@ -408,13 +229,13 @@ def _failures_section(results: list[EvalResult]) -> list[str]:
     if not failed:
         return [*lines, "None: every run passed." if results else "No runs.", ""]
     for r in failed:
-        lines.append(f"- **{_line(r.id)}** ({_line(_group(r))}, {_line(_cls(r))})")
+        lines.append(f"- **{_line(r.id)}** ({_line(group_of(r))}, {_line(class_of(r))})")
         lines += [f"  - {_line(reason)}" for reason in failure_reasons(r)]
     return [*lines, ""]
 
 
 def render_markdown(results: list[EvalResult], summary: Summary) -> str:
-    results = _ordered(results)
+    results = ordered(results)
     n_failed = sum(not r.passed for r in results)
     lines = [
         "# Eval report",
@@ -447,16 +268,14 @@ def write_report(results: list[EvalResult], summary: Summary, out_dir: Path) -> 
     """Write ``results.json``, ``report.md`` and the three pictures into ``out_dir``; the paths by name."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = _ordered(results)
+    rows = ordered(results)
     paths: dict[str, Path] = {}
 
     data = {"summary": summary.model_dump(mode="json"), "results": [r.model_dump(mode="json") for r in rows]}
     paths[RESULTS_JSON] = out_dir / RESULTS_JSON
     paths[RESULTS_JSON].write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
-    paths[OUTCOMES_PNG] = plot_outcomes(rows, out_dir / OUTCOMES_PNG)
-    paths[TTM_PNG] = plot_time_to_mitigate(rows, out_dir / TTM_PNG)
-    paths[VIOLATIONS_PNG] = plot_violations(rows, out_dir / VIOLATIONS_PNG)
+    paths.update(write_pictures(rows, out_dir))
 
     paths[REPORT_MD] = out_dir / REPORT_MD
     paths[REPORT_MD].write_text(render_markdown(rows, summary), encoding="utf-8")
@@ -511,7 +330,7 @@ def results_table(results: list[EvalResult]) -> Table:
     ]
     for name, justify in columns:
         table.add_column(name, justify=justify)
-    for r in _ordered(results):
+    for r in ordered(results):
         n_viol = len(r.safety_violations)
         table.add_row(
             r.id,

@@ -8,6 +8,9 @@ inverse). The gate's tool groups, the read dispatch, the executor's runners, the
 RBAC manifests' test are all computed from these rows: adding a tool is one row plus its function.
 
 Nothing here imports a client library: the clients arrive at run time in :class:`Clients`.
+
+Long because it is the table: one row per tool (37 of them) with the small function each row runs; the
+rows are data, and splitting them across modules would restate the table the issue asked to be one.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from tools.kubernetes.models import (
     UntrustedText,
     WriteResult,
 )
+from tools.latches import BREAKER_CONFIGMAP, CONTROL_NAMESPACE, FREEZE_CONFIGMAP, breaker_data, freeze_data
 from tools.notify import Notice
 
 if TYPE_CHECKING:
@@ -194,11 +198,6 @@ class Call:
 
 
 Run = Callable[[Clients, Any, Call], Any]
-
-# Where the control latches live (the kill switch and the circuit breaker) and what they are called.
-CONTROL_NAMESPACE = "supply-agent-system"
-FREEZE_CONFIGMAP = "supply-agent-freeze"
-BREAKER_CONFIGMAP = "supply-agent-circuit-breaker"
 
 
 @dataclass(frozen=True)
@@ -693,7 +692,7 @@ _ROWS: list[ToolSpec] = [
         "Latch the circuit breaker: every write is denied until a human resets it.",
         ControlInput,
         Effect.REVERSIBLE,
-        _latch(BREAKER_CONFIGMAP, lambda i: {"status": "TRIPPED", "reason": i.reason, "by": i.by}),
+        _latch(BREAKER_CONFIGMAP, lambda i: breaker_data(True, i.reason, i.by)),
         WriteResult,
         dry_run=True,
         inverse="control.reset_breaker",
@@ -705,7 +704,7 @@ _ROWS: list[ToolSpec] = [
         "Reset a tripped circuit breaker (a human's decision).",
         ControlInput,
         Effect.REVERSIBLE,
-        _latch(BREAKER_CONFIGMAP, lambda i: {"status": "CLOSED", "reason": i.reason, "by": i.by}),
+        _latch(BREAKER_CONFIGMAP, lambda i: breaker_data(False, i.reason, i.by)),
         WriteResult,
         dry_run=True,
         inverse="control.latch_breaker",
@@ -717,7 +716,7 @@ _ROWS: list[ToolSpec] = [
         "Set the kill switch: every write is denied until unfrozen.",
         ControlInput,
         Effect.REVERSIBLE,
-        _latch(FREEZE_CONFIGMAP, lambda i: {"frozen": "true", "reason": i.reason, "by": i.by}),
+        _latch(FREEZE_CONFIGMAP, lambda i: freeze_data(True, i.reason, i.by)),
         WriteResult,
         dry_run=True,
         inverse="control.unfreeze",
@@ -729,7 +728,7 @@ _ROWS: list[ToolSpec] = [
         "Clear the kill switch: writes are decided by the gate again.",
         ControlInput,
         Effect.REVERSIBLE,
-        _latch(FREEZE_CONFIGMAP, lambda i: {"frozen": "false", "reason": i.reason, "by": i.by}),
+        _latch(FREEZE_CONFIGMAP, lambda i: freeze_data(False, i.reason, i.by)),
         WriteResult,
         dry_run=True,
         inverse="control.freeze",

@@ -8,7 +8,6 @@ this package replaced.
 from __future__ import annotations
 
 from sandbox.fleet.world.fleet import Fleet
-from sandbox.fleet.world.meters import Meter
 from sandbox.fleet.world.spec import (
     AGENT_NAME,
     AGENT_NAMESPACE,
@@ -26,6 +25,7 @@ from sandbox.fleet.world.spec import (
     ZONE_LABEL,
     FleetError,
     FleetSpec,
+    Meter,
     is_ready,
     is_terminating,
     not_found,

@@ -9,7 +9,6 @@ from dataclasses import asdict
 
 from sandbox.fleet.faults import GPU_FAULTS, NODE_FAULTS, POD_FAULTS, Fault, FaultKind
 from sandbox.fleet.store import Obj, thaw
-from sandbox.fleet.world.meters import Meter
 from sandbox.fleet.world.spec import (
     AGENT_NAME,
     AGENT_NAMESPACE,
@@ -21,6 +20,7 @@ from sandbox.fleet.world.spec import (
     XID_APPLICATION,
     XID_INFORMATIONAL,
     FleetError,
+    Meter,
     is_ready,
     is_terminating,
     not_found,

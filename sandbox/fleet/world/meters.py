@@ -4,37 +4,11 @@ pod stops or its node dies (double metering is a fault that adds a second one).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sandbox.fleet.store import Obj
-from sandbox.fleet.world.spec import CUSTOMER_LABEL, _resource_count
+from sandbox.fleet.world.spec import CUSTOMER_LABEL, Meter, _resource_count
 from sandbox.fleet.world.state import FleetState
-
-
-@dataclass(slots=True)
-class Meter:
-    """A GPU-seconds meter for one pod, as a billing pipeline's exporter would keep it."""
-
-    id: str
-    namespace: str
-    pod: str
-    pod_uid: str
-    customer: str
-    node: str
-    gpus: int
-    rate: int  # 1 while the pod runs and is metered, 0 when stopped
-    since: str
-    accumulated: float = 0.0
-
-    def reading(self, now: datetime) -> float:
-        running = (now - datetime.fromisoformat(self.since)).total_seconds() if self.rate else 0.0
-        return self.accumulated + self.gpus * max(running, 0.0)
-
-    def set_rate(self, rate: int, now: datetime) -> None:
-        self.accumulated = self.reading(now)
-        self.since, self.rate = now.isoformat(), rate
 
 
 class MetersMixin(FleetState):

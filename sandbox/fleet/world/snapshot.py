@@ -10,8 +10,7 @@ from typing import Any, Self
 from sandbox.fleet.clock import SimClock
 from sandbox.fleet.faults import Fault
 from sandbox.fleet.nvml_sim import SimNvml
-from sandbox.fleet.world.meters import Meter
-from sandbox.fleet.world.spec import GPU_INDICES_ANNOTATION, FleetSpec, is_terminating
+from sandbox.fleet.world.spec import GPU_INDICES_ANNOTATION, FleetSpec, Meter, is_terminating
 from sandbox.fleet.world.state import FleetState
 from tools.nvml import NvmlCollector
 

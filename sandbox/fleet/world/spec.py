@@ -5,6 +5,8 @@ and the pod predicates they all share.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -71,3 +73,27 @@ def is_ready(pod: Obj) -> bool:
         if cond["type"] == "Ready":
             return bool(cond["status"] == "True")
     return False
+
+
+@dataclass(slots=True)
+class Meter:
+    """A GPU-seconds meter for one pod, as a billing pipeline's exporter would keep it."""
+
+    id: str
+    namespace: str
+    pod: str
+    pod_uid: str
+    customer: str
+    node: str
+    gpus: int
+    rate: int  # 1 while the pod runs and is metered, 0 when stopped
+    since: str
+    accumulated: float = 0.0
+
+    def reading(self, now: datetime) -> float:
+        running = (now - datetime.fromisoformat(self.since)).total_seconds() if self.rate else 0.0
+        return self.accumulated + self.gpus * max(running, 0.0)
+
+    def set_rate(self, rate: int, now: datetime) -> None:
+        self.accumulated = self.reading(now)
+        self.since, self.rate = now.isoformat(), rate

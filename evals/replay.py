@@ -1,0 +1,213 @@
+"""The replay of one incident's timeline on the fleet's simulated clock.
+
+It exists apart from building the world and from scoring because it is the one part that drives the
+agent: a small discrete-event loop that applies timeline steps (faults, logs, events, alert deliveries,
+a human taking the incident) and the humans' answers to approvals, in time order, moving the manual
+clock forward between them. An approval answered "none" is left to expire (the clock passes its expiry,
+as the service's sweeper would see it). When the loop ends, ``Replay.evidence`` reads what it left
+behind into plain data for ``evals.scoring``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from fnmatch import fnmatchcase
+from typing import Any
+
+from evals.schema import ApprovalRule, DeliverStep, Incident, TimelineStep
+from evals.scoring import Evidence
+from evals.world import Names, ReplayError, bound_pod, node_list, subst
+from sandbox.fleet.admin import AdminClient
+from supply_agent.hands.wiring import Environment
+from supply_agent.incidents.agent import Agent, ApprovalAnswer, RunResult
+from supply_agent.models.incident import AlertIn, parse_alerts
+
+SIM_POLL_S = 30.0
+
+
+def waits_on_the_sim_clock(env: Environment, admin: AdminClient) -> None:
+    """A tool that waits for the cluster (a drain retrying evictions a budget blocks) waits on the fleet's
+    simulated clock: the world moves on while it waits, in steps of at least ``SIM_POLL_S``, instead of
+    the replay sitting out the drain's timeout in real time."""
+    t0 = env.runtime.clock()
+
+    def monotonic() -> float:
+        return (env.runtime.clock() - t0).total_seconds()
+
+    def sleep(seconds: float) -> None:
+        admin.advance(max(seconds, SIM_POLL_S))
+
+    for kube in {id(k): k for k in (env.writer, env.runtime.kube)}.values():
+        kube._sleep, kube._monotonic = sleep, monotonic
+
+
+class Replay:
+    def __init__(
+        self,
+        incident: Incident,
+        names: Names,
+        admin: AdminClient,
+        agent: Agent,
+        env: Environment,
+        window: timedelta,
+    ) -> None:
+        self.inc, self.names, self.admin, self.agent, self.env = incident, names, admin, agent, env
+        self.window = window
+        self.clock = env.runtime.clock
+        self.t0 = self.clock()
+        self.opened: list[str] = []
+        self.paused: dict[str, tuple[datetime, ApprovalRule | None, RunResult]] = {}
+        self.closed_at: dict[str, datetime] = {}
+        self.deliveries = 0
+
+    # time
+    def advance_to(self, at: datetime) -> None:
+        now = self.clock()
+        if at > now:
+            self.admin.advance((at - now).total_seconds())
+
+    def rule_for(self, tool: str) -> ApprovalRule | None:
+        for r in self.inc.approvals:
+            if fnmatchcase(tool, r.tool):
+                return r
+        if self.inc.default_approval == "none":
+            return None
+        return ApprovalRule(tool="*", answer=self.inc.default_approval)
+
+    def _after_run(self, result: RunResult) -> None:
+        iid = result.incident_id
+        if result.pending is not None:
+            rule = self.rule_for(result.pending.tool)
+            if rule is None or rule.answer == "none":
+                when = result.pending.expires_at + timedelta(seconds=1)
+            else:
+                when = self.clock() + rule.after
+            self.paused[iid] = (when, rule, result)
+        else:
+            self.paused.pop(iid, None)
+            self.closed_at.setdefault(iid, self.clock())
+
+    def answer(self, iid: str) -> None:
+        when, rule, _ = self.paused.pop(iid)
+        self.advance_to(when)
+        if rule is None or rule.answer == "none":
+            ans = ApprovalAnswer(
+                approved=False, approver="supply-agent", decided_at=self.clock(), channel="expiry"
+            )
+        else:
+            ans = ApprovalAnswer(
+                approved=rule.answer == "approve", approver=rule.by, decided_at=self.clock(), channel="slack"
+            )
+        self._after_run(self.agent.run(iid, resume=ans))
+
+    # the timeline
+    def deliver(self, step: DeliverStep) -> None:
+        bodies = self.admin.alerts("alertmanager")
+        alerts: list[AlertIn] = []
+        for body in bodies:
+            if step.only is not None:
+                body["alerts"] = [
+                    a
+                    for a in body["alerts"]
+                    if fnmatchcase(a.get("labels", {}).get("alertname", ""), step.only)
+                ]
+            for a in body["alerts"]:
+                a.setdefault("annotations", {}).update(
+                    {k: subst(v, self.names) for k, v in step.annotate.items()}
+                )
+                if step.status != "as-is":
+                    a["status"] = step.status
+            if body["alerts"]:
+                alerts += parse_alerts(body)[0]
+        for extra in step.extra:
+            raw = {
+                "status": extra.status,
+                "labels": {k: subst(v, self.names) for k, v in extra.labels.items()},
+                "annotations": {k: subst(v, self.names) for k, v in extra.annotations.items()},
+                "startsAt": (self.clock() - timedelta(minutes=5)).isoformat(),
+            }
+            alerts += parse_alerts(
+                {"version": "4", "status": extra.status, "groupKey": "eval-extra", "alerts": [raw]}
+            )[0]
+        for _ in range(step.repeat):
+            self.deliveries += 1
+            for state in self.agent.open(alerts, window=self.window):
+                self.opened.append(state.incident_id)
+                self._after_run(self.agent.run(state))
+
+    def apply(self, step: TimelineStep) -> None:
+        a, names = self.admin, self.names
+        if step.fault is not None:
+            f = step.fault
+            common = {"gpu": f.gpu, "code": f.code, "detail": subst(f.detail, names) or None}
+            if f.pod is not None:
+                ns, pod = bound_pod(f.pod, names)
+                a.inject(f.kind.value, namespace=ns, pod=pod, **common)
+            else:
+                for node in node_list(f.node or f.nodes or "", names):
+                    a.inject(f.kind.value, node=node, **common)
+        elif step.clear is not None:
+            if step.clear == "all":
+                a.clear()
+            else:
+                for node in node_list(step.clear, names):
+                    a.clear(node)
+        elif step.log is not None:
+            ns, pod = bound_pod(step.log.pod, names)
+            a.append_log(ns, pod, [subst(line, names) for line in step.log.lines])
+        elif step.event is not None:
+            e = step.event
+            if e.node is not None:
+                a.event("Node", subst(e.node, names), e.reason, subst(e.message, names), etype=e.type)
+            else:
+                ns, pod = bound_pod(e.pod or "", names)
+                a.event("Pod", pod, e.reason, subst(e.message, names), namespace=ns, etype=e.type)
+        elif step.alerts is not None:
+            self.deliver(step.alerts)
+        elif step.human is not None:
+            h = step.human
+            if h.incident >= len(self.opened):
+                raise ReplayError(f"human step: incident {h.incident} was never opened")
+            iid = self.opened[h.incident]
+            store = self.agent.store
+            store.set_owner(iid, f"{h.by} (acknowledged in PagerDuty)")
+            store.note(iid, self.clock(), f"{h.by} acknowledged the incident in PagerDuty")
+
+    def run(self) -> None:
+        steps = list(self.inc.timeline)
+        guard = 0
+        while steps or self.paused:
+            guard += 1
+            if guard > 10_000:
+                raise ReplayError("the replay does not end (an approval loop?)")
+            next_step = self.t0 + steps[0].at if steps else None
+            next_answer = min(self.paused.items(), key=lambda kv: kv[1][0]) if self.paused else None
+            if next_step is not None and (next_answer is None or next_step <= next_answer[1][0]):
+                step = steps.pop(0)
+                self.advance_to(next_step)
+                self.apply(step)
+            else:
+                assert next_answer is not None
+                self.answer(next_answer[0])
+
+    # what it left behind
+    def evidence(self, truth: dict[str, Any]) -> Evidence:
+        """The audit log, the agent's final states and the ledger's credits, with the fleet's ``truth``."""
+        runtime = self.env.runtime
+        credits: dict[str, Decimal] = {}
+        for iid in self.opened:
+            report = runtime.ledger.credits_for_incident(iid)
+            credits[iid] = sum((Decimal(str(c.amount_usd)) for c in report.credits), Decimal("0"))
+        return Evidence(
+            names=self.names,
+            opened=list(self.opened),
+            states=[self.agent.state(iid) for iid in self.opened],
+            paused=frozenset(self.paused),
+            closed_at=dict(self.closed_at),
+            t0=self.t0,
+            now=self.clock(),
+            audit=list(runtime.audit.records()),
+            truth=truth,
+            credits=credits,
+        )

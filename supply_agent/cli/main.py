@@ -1,0 +1,493 @@
+"""The ``supply-agent`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import click
+
+from supply_agent import __version__
+from supply_agent.logging import configure_logging, get_logger
+from supply_agent.settings import get_settings
+
+FAULTS = [
+    "xid",
+    "ecc",
+    "off-bus",
+    "thermal",
+    "notready",
+    "partition",
+    "agent-down",
+    "disk-pressure",
+    "crashloop",
+    "oomkill",
+    "stuck-terminating",
+    "double-metering",
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="supply-agent")
+def main() -> None:
+    """supply-agent: the on-call agent for GPU infrastructure whose every action is checked first."""
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+
+# -- the sandbox fleet -----------------------------------------------------------------------------
+@main.group()
+def sandbox() -> None:
+    """The sandbox fleet: a simulated GPU cluster that speaks the Kubernetes API."""
+
+
+@sandbox.command("serve")
+@click.option(
+    "--nodes", type=click.IntRange(1, 50_000), default=12, show_default=True, help="Number of GPU nodes."
+)
+@click.option("--gpus-per-node", type=click.IntRange(1, 16), default=8, show_default=True)
+@click.option("--pools", type=click.IntRange(1, 64), default=2, show_default=True, help="Node pools.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same fleet.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0 picks a free port."
+)
+@click.option(
+    "--fill",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.7,
+    show_default=True,
+    help="Fraction of GPUs tenant workloads request.",
+)
+@click.option(
+    "--clock",
+    "clock_mode",
+    type=click.Choice(["real", "manual"]),
+    default="real",
+    show_default=True,
+    help="real: time passes; manual: only /sandbox/v1/clock/advance moves it.",
+)
+@click.option(
+    "--snapshot",
+    "snapshot_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Start from a saved world instead of generating one.",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the kubeconfig (bearer token inside, mode 0600).",
+)
+def sandbox_serve(
+    nodes: int,
+    gpus_per_node: int,
+    pools: int,
+    seed: int,
+    port: int,
+    fill: float,
+    clock_mode: str,
+    snapshot_file: Path | None,
+    kubeconfig: Path,
+) -> None:
+    """Serve a sandbox fleet on 127.0.0.1 until SIGINT or SIGTERM."""
+    from sandbox.fleet.clock import SimClock
+    from sandbox.fleet.server import FleetServer
+    from sandbox.fleet.world import Fleet, FleetSpec
+
+    log = get_logger(component="sandbox")
+    if snapshot_file is not None:
+        try:
+            fleet = Fleet.restore(json.loads(snapshot_file.read_text()), clock_mode=clock_mode)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise click.BadParameter(
+                f"{snapshot_file}: not a fleet snapshot: {exc}", param_hint="--snapshot"
+            ) from exc
+    else:
+        if pools > nodes:
+            raise click.BadParameter(
+                f"{pools} pools need at least {pools} nodes, not {nodes}", param_hint="--pools"
+            )
+        spec = FleetSpec(nodes=nodes, gpus_per_node=gpus_per_node, pools=pools, seed=seed, fill=fill)
+        fleet = Fleet(spec, SimClock("real" if clock_mode == "real" else "manual"))
+        fleet.generate()
+    try:
+        server = FleetServer(fleet, port=port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from exc
+    server.write_kubeconfig(kubeconfig)
+
+    def ready() -> None:
+        click.echo(
+            f"ready {server.url} kubeconfig={kubeconfig} nodes={fleet.store.count('nodes')} "
+            f"pods={fleet.store.count('pods')}",
+            nl=True,
+        )
+        sys.stdout.flush()
+        log.info(
+            "fleet serving", url=server.url, nodes=fleet.store.count("nodes"), pods=fleet.store.count("pods")
+        )
+
+    server.run(on_ready=ready)
+    log.info("fleet stopped")
+
+
+def _admin(kubeconfig: Path) -> Any:
+    from sandbox.fleet.admin import AdminClient
+
+    return _admin_call(AdminClient.from_kubeconfig, kubeconfig)
+
+
+def _admin_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from sandbox.fleet.admin import AdminError
+
+    try:
+        return fn(*args, **kwargs)
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+_kubeconfig_option = click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The kubeconfig `sandbox serve` wrote.",
+)
+
+
+@sandbox.command("inject")
+@_kubeconfig_option
+@click.argument("fault", type=click.Choice([*FAULTS, "clear"]))
+@click.option("--node", help="Target node (node and GPU faults; `clear --node` clears one node).")
+@click.option("--gpu", type=click.IntRange(0, 15), help="GPU index on the node (GPU faults).")
+@click.option("--code", type=click.IntRange(1, 1000), help="XID code (xid).")
+@click.option("--namespace", "-n", help="Namespace of the pod (pod faults).")
+@click.option("--pod", help="Target pod (crashloop, oomkill, stuck-terminating, double-metering).")
+@click.option("--detail", default="", help="Free text stored with the fault.")
+def sandbox_inject(
+    kubeconfig: Path,
+    fault: str,
+    node: str | None,
+    gpu: int | None,
+    code: int | None,
+    namespace: str | None,
+    pod: str | None,
+    detail: str,
+) -> None:
+    """Inject FAULT into a running fleet, or `clear` every fault."""
+    admin = _admin(kubeconfig)
+    if fault == "clear":
+        result = _admin_call(admin.clear, node)
+        click.echo(f"cleared {len(result['cleared'])} fault(s)")
+        return
+    missing = {
+        "xid": ["node", "gpu", "code"],
+        "ecc": ["node", "gpu"],
+        "off-bus": ["node", "gpu"],
+        "thermal": ["node", "gpu"],
+    }.get(fault, ["node"] if fault in ("notready", "partition", "agent-down", "disk-pressure") else ["pod"])
+    given = {"node": node, "gpu": gpu, "code": code, "pod": pod}
+    if absent := [m for m in missing if given[m] is None]:
+        raise click.UsageError(f"fault {fault!r} needs {', '.join('--' + a for a in absent)}")
+    result = _admin_call(
+        admin.inject,
+        fault,
+        node=node,
+        gpu=gpu,
+        code=code,
+        namespace=namespace,
+        pod=pod,
+        detail=detail or None,
+    )
+    target = result.get("node") or f"{result.get('namespace')}/{result.get('pod')}"
+    click.echo(
+        f"injected {result['id']} {fault} on {target}"
+        + (f" gpu={gpu}" if gpu is not None else "")
+        + (f" xid={result['code']}" if result.get("code") else "")
+    )
+
+
+@sandbox.command("alerts")
+@_kubeconfig_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["alertmanager", "pagerduty", "raw"]),
+    default="alertmanager",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one webhook body per file into this folder instead of printing a JSON array.",
+)
+def sandbox_alerts(kubeconfig: Path, fmt: str, out: Path | None) -> None:
+    """Print the alerts the injected faults fire, as Alertmanager or PagerDuty V3 webhook bodies."""
+    bodies = _admin_call(_admin(kubeconfig).alerts, fmt)
+    if out is None:
+        click.echo(json.dumps(bodies, indent=2))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for i, body in enumerate(bodies):
+        (out / f"{fmt}-{i:03d}.json").write_text(json.dumps(body, indent=2))
+    click.echo(f"wrote {len(bodies)} {fmt} webhook bodies to {out}")
+
+
+@sandbox.command("clock")
+@_kubeconfig_option
+@click.option("--advance", type=click.FloatRange(0), help="Seconds to move the simulated clock forward.")
+def sandbox_clock(kubeconfig: Path, advance: float | None) -> None:
+    """Show the fleet's clock, or advance it."""
+    admin = _admin(kubeconfig)
+    result = (
+        _admin_call(admin.advance, advance)
+        if advance is not None
+        else _admin_call(admin.request, "GET", "clock")
+    )
+    click.echo(f"{result['now']} ({result['mode']})")
+
+
+@sandbox.command("truth")
+@_kubeconfig_option
+def sandbox_truth(kubeconfig: Path) -> None:
+    """Print the fleet's truth (for evals, never for the agent) as JSON."""
+    click.echo(json.dumps(_admin_call(_admin(kubeconfig).truth), indent=2))
+
+
+@sandbox.command("meters")
+@_kubeconfig_option
+@click.option("--namespace", "-n")
+@click.option("--pod")
+def sandbox_meters(kubeconfig: Path, namespace: str | None, pod: str | None) -> None:
+    """Print the GPU-seconds meters as JSON."""
+    click.echo(json.dumps(_admin_call(_admin(kubeconfig).meters, namespace, pod), indent=2))
+
+
+@sandbox.command("snapshot")
+@_kubeconfig_option
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def sandbox_snapshot(kubeconfig: Path, out: Path) -> None:
+    """Save the whole world to a file."""
+    snap = _admin_call(_admin(kubeconfig).snapshot)
+    out.write_text(json.dumps(snap))
+    click.echo(f"wrote snapshot to {out} ({sum(len(v) for v in snap['objects'].values())} objects)")
+
+
+@sandbox.command("restore")
+@_kubeconfig_option
+@click.argument("snapshot", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def sandbox_restore(kubeconfig: Path, snapshot: Path) -> None:
+    """Replace the running world with a saved one."""
+    try:
+        data = json.loads(snapshot.read_text())
+    except ValueError as exc:
+        raise click.BadParameter(f"{snapshot} is not JSON: {exc}", param_hint="SNAPSHOT") from exc
+    result = _admin_call(_admin(kubeconfig).restore, data)
+    click.echo(f"restored {result['nodes']} nodes, {result['pods']} pods at {result['now']}")
+
+
+# -- playbooks -------------------------------------------------------------------------------------
+from supply_agent.cli.playbooks import register as _register_playbooks  # noqa: E402
+
+_register_playbooks(main)
+
+from supply_agent.cli.agent import register as _register_agent  # noqa: E402
+
+_register_agent(main)
+
+from supply_agent.cli.serve import register as _register_serve  # noqa: E402
+
+_register_serve(main)
+
+# Command groups from other packages (the evals' `eval`) plug in through an entry point, so the agent's
+# package never imports the package that scores it.
+for _plugin in entry_points(group="supply_agent.commands"):
+    _plugin.load()(main)
+
+
+def _kube(kubeconfig: Path | None, context: str | None = None) -> Any:
+    from tools.kubernetes import KubeTools
+
+    settings = get_settings()
+    path = kubeconfig or settings.kubeconfig
+    if path is None:
+        raise click.UsageError("give --kubeconfig (or set SUPPLY_AGENT_KUBECONFIG)")
+    if not Path(path).exists():
+        raise click.BadParameter(f"{path} does not exist", param_hint="--kubeconfig")
+    return KubeTools.from_kubeconfig(Path(path), context or settings.kube_context)
+
+
+@main.commands["playbooks"].command("explain")  # type: ignore[attr-defined]
+@click.argument("action_json")
+@click.option(
+    "--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), help="The cluster to judge against."
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Playbooks folder (default: SUPPLY_AGENT_PLAYBOOKS_DIR or playbooks/).",
+)
+@click.option("--audit-db", help="SQLAlchemy URL of the audit log, for the agent's own history.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+def playbooks_explain(
+    action_json: str, kubeconfig: Path | None, directory: Path | None, audit_db: str | None, as_json: bool
+) -> None:
+    """Print the gate's decision on ACTION_JSON (a JSON object, or @FILE) and every reason."""
+    from datetime import UTC, datetime
+
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from supply_agent.hands.world import enrich, read_breaker, read_world
+    from supply_agent.models import Action
+    from supply_agent.policy import PlaybookSetError, load_playbooks
+    from supply_agent.policy.gate import decide, history_from_audit
+    from supply_agent.policy.world import History
+
+    text = Path(action_json[1:]).read_text() if action_json.startswith("@") else action_json
+    try:
+        raw = json.loads(text)
+        raw.setdefault("incident_id", "explain")
+        raw.setdefault("step", 0)
+        raw.setdefault("proposed_by", "human")
+        action = Action.model_validate(raw)
+    except (ValueError, ValidationError, AttributeError) as exc:
+        raise click.BadParameter(f"not an action: {exc}", param_hint="ACTION_JSON") from exc
+    try:
+        playbooks = load_playbooks(directory or get_settings().playbooks_dir)
+    except PlaybookSetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    kube = _kube(kubeconfig)
+    world = read_world(kube, datetime.now(UTC))
+    node = action.params.get("node")
+    if isinstance(node, str):
+        world = enrich(world, kube, [node])
+    history = History(breaker_tripped=read_breaker(kube)[0], breaker_reason=read_breaker(kube)[1])
+    if audit_db:
+        from sandbox.executor.audit import AuditLog
+
+        history = history_from_audit(AuditLog.from_url(audit_db).records(), world, read_breaker(kube))
+    decision = decide(action, world, history, playbooks)
+    if as_json:
+        click.echo(decision.model_dump_json(indent=2))
+        return
+    colour = {"allow": "green", "ask": "yellow", "deny": "red"}[decision.verdict.value]
+    console = Console()
+    console.print(
+        f"[bold {colour}]{decision.verdict.value.upper()}[/] {action.tool} {json.dumps(action.params)}"
+    )
+    for reason in decision.reasons:
+        console.print(f"  - {reason}")
+    t = decision.targets
+    console.print(
+        f"  targets: nodes={list(t.nodes)} pods={len(t.pods)} customers={list(t.customers)} gpus={t.gpus} "
+        f"dollars={t.dollars}"
+    )
+    console.print(f"  limits consulted: {', '.join(decision.limits_consulted)}")
+
+
+def _control(kubeconfig: Path | None, tool: str, reason: str, by: str) -> tuple[bool, str]:
+    """Run one control action for a human through the guarded executor (the writer's credentials, an
+    audit row naming ``by``); the latch as read back with the reader's."""
+    import uuid
+
+    from supply_agent.hands.wiring import build_environment
+    from supply_agent.hands.world import read_breaker, read_freeze
+    from supply_agent.models import Action
+
+    settings = get_settings()
+    path = kubeconfig or settings.kubeconfig
+    if path is None:
+        raise click.UsageError("give --kubeconfig (or set SUPPLY_AGENT_KUBECONFIG)")
+    if not Path(path).exists():
+        raise click.BadParameter(f"{path} does not exist", param_hint="--kubeconfig")
+    env = build_environment(settings, Path(path), ingest_baseline=False)
+    try:
+        action = Action(
+            tool=tool, params={"reason": reason, "by": by}, incident_id="control", step=0, proposed_by=by
+        )
+        result = env.runtime.executor.control(action, by=by, key=f"{tool}:{uuid.uuid4()}")
+        if result.outcome != "executed":
+            raise click.ClickException(
+                f"{tool} {result.outcome}: {result.error or '; '.join(result.reasons)}"
+            )
+        read = read_freeze if tool.endswith("freeze") else read_breaker
+        return read(env.runtime.kube)
+    finally:
+        env.close()
+
+
+@main.command()
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--reason", required=True, help="Why every write stops now.")
+@click.option("--by", default=lambda: __import__("getpass").getuser(), help="Who froze it.")
+def freeze(kubeconfig: Path | None, reason: str, by: str) -> None:
+    """Kill switch: stop every write of every incident at once (ConfigMap supply-agent-freeze)."""
+    _control(kubeconfig, "control.freeze", reason, by)
+    click.echo(f"frozen: every write is denied until `supply-agent unfreeze` ({reason})")
+
+
+@main.command()
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--reason", default="lifted by a human", show_default=True)
+@click.option("--by", default=lambda: __import__("getpass").getuser())
+def unfreeze(kubeconfig: Path | None, reason: str, by: str) -> None:
+    """Lift the kill switch."""
+    _control(kubeconfig, "control.unfreeze", reason, by)
+    click.echo("unfrozen: writes are decided by the gate again")
+
+
+@main.command()
+@click.argument("what", type=click.Choice(["status", "reset"]))
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--reason", default="reset by a human", show_default=True)
+@click.option("--by", default=lambda: __import__("getpass").getuser())
+def breaker(what: str, kubeconfig: Path | None, reason: str, by: str) -> None:
+    """The circuit breaker: show it, or reset it (a human's call; it never resets itself)."""
+    from supply_agent.hands.world import read_breaker
+
+    if what == "reset":
+        tripped, why = _control(kubeconfig, "control.reset_breaker", reason, by)
+    else:
+        tripped, why = read_breaker(_kube(kubeconfig))
+    click.echo(f"circuit breaker {'TRIPPED: ' + why if tripped else 'CLOSED'}")
+
+
+# -- the node agent --------------------------------------------------------------------------------
+@main.group("node-agent")
+def node_agent() -> None:
+    """The per-node GPU health agent (runs as a DaemonSet)."""
+
+
+@node_agent.command("serve")
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=9400, show_default=True)
+@click.option(
+    "--node",
+    envvar="NODE_NAME",
+    default=lambda: __import__("socket").gethostname(),
+    help="This node's name (env NODE_NAME, as the DaemonSet's downward API sets it).",
+)
+def node_agent_serve(host: str, port: int, node: str) -> None:
+    """Serve this node's GPU health report (NVML) on /health."""
+    from supply_agent.node_agent import serve
+
+    serve(host, port, node)
+
+
+# -- demo ------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--nodes", type=click.IntRange(3, 5000), default=24, show_default=True)
+def demo(nodes: int) -> None:
+    """The agent on a sandbox fleet: one fatal XID mitigated, a bad driver rollout stopped and escalated."""
+    from supply_agent.cli.demo import run_demo
+
+    run_demo(nodes)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,238 @@
+"""The agent's hands, as the graph sees them: read tools, the world view for the gate, the guarded
+executor for writes, and verification (read the world back until the playbook's condition holds).
+
+Reads run with the read-only credentials; writes only through :class:`GuardedExecutor` with the
+write credentials. Tool I/O time is measured here, so a benchmark can split the agent's own time
+from the time spent waiting on the cluster.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, cast
+
+from pydantic import BaseModel
+
+from sandbox.executor.audit import AuditLog
+from sandbox.executor.executor import ExecutionResult, GuardedExecutor
+from supply_agent.hands.world import enrich, read_breaker, read_world
+from supply_agent.models import Action, Approval, Decision
+from supply_agent.policy import (
+    CreditExists,
+    CustomerNotified,
+    DeploymentAvailable,
+    MeteringPaused,
+    NodeCondition,
+    NodeEvent,
+    NodeTaint,
+    NodeUnschedulable,
+    PayoutHeld,
+    PlaybookSet,
+    PodAbsent,
+    PodsOnNode,
+)
+from supply_agent.policy.gate import decide, history_from_audit, targets_of
+from supply_agent.policy.world import History, WorldView
+from tools.billing import Ledger, MeterReading
+from tools.catalogue import CATALOGUE, Clients, Effect, parse_input
+from tools.catalogue import run as run_tool
+from tools.kubernetes import KubeTools, ToolError
+from tools.notify import Outbox
+
+
+class ReadResult(BaseModel):
+    """A read tool's answer as JSON, whether the tool returned one model or a list of them."""
+
+    value: Any
+
+
+@dataclass
+class IoMeter:
+    """Seconds spent in tool I/O, per thread (one graph run per thread)."""
+
+    _local: threading.local = field(default_factory=threading.local)
+
+    @property
+    def seconds(self) -> float:
+        return float(getattr(self._local, "s", 0.0))
+
+    def reset(self) -> None:
+        self._local.s = 0.0
+
+    def add(self, s: float) -> None:
+        self._local.s = self.seconds + s
+
+
+@dataclass
+class Runtime:
+    kube: KubeTools  # read-only credentials
+    executor: GuardedExecutor  # holds the write credentials
+    audit: AuditLog
+    ledger: Ledger
+    outbox: Outbox
+    playbooks: PlaybookSet
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    meter_readings: Callable[[], list[MeterReading]] | None = None  # the meters as read now
+    verify_poll_s: float = 0.25
+    verify_cap_s: float = 30.0  # wall-clock cap on one verification, whatever the playbook's timeout
+    io: IoMeter = field(default_factory=IoMeter)
+    # Graph threads of several incidents share one runtime (``serve``): a decision and the write it allows
+    # happen under this lock, and ``writes`` counts writes, so a decision made before another incident's
+    # write is made again before it is acted on (two incidents cannot spend one blast-radius budget twice).
+    # False only for the evals' --no-gate ablation (sandbox only): decisions are logged, not enforced.
+    enforce_gate: bool = True
+    write_lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def reader(self) -> Clients:
+        """The clients reads run over: the read-only Kubernetes credentials."""
+        return Clients(kube=self.kube, ledger=self.ledger, outbox=self.outbox, meters=self.meter_readings)
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def _timed(self, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.io.add(time.perf_counter() - t0)
+
+    def read(self, tool: str, params: dict[str, Any]) -> Any:
+        """Run one read tool; the answer as JSON-able data. Raises ToolError / ValueError on bad input."""
+        parsed = parse_input(tool, params)
+        spec = CATALOGUE[tool]
+        if spec.effect is not Effect.READ or spec.run is None:
+            raise ValueError(f"{tool} is not a read tool")
+        reader = self.reader
+        return _jsonable(self._timed(lambda: run_tool(reader, tool, parsed)))
+
+    def ingest_meters(self, incident_id: str, step: int) -> ExecutionResult | None:
+        """Feed the meters into the ledger before billing reads: an explicit, audited ledger write (None
+        when this cluster has no meter feed)."""
+        if "billing.ingest_meters" not in self.executor.runners:
+            return None
+        action = Action(tool="billing.ingest_meters", incident_id=incident_id, step=step, proposed_by="hands")
+        return cast(
+            ExecutionResult,
+            self._timed(
+                lambda: self.executor.control(
+                    action, by="supply-agent", key=f"{incident_id}:{step}:{self.clock().isoformat()}"
+                )
+            ),
+        )
+
+    # -- the gate's inputs ---------------------------------------------------------------------------
+    def world(self, action_nodes: list[str], alerting: frozenset[str]) -> WorldView:
+        def run() -> WorldView:
+            w = read_world(self.kube, self.clock(), alerting)
+            return enrich(w, self.kube, action_nodes) if action_nodes else w
+
+        return cast(WorldView, self._timed(run))
+
+    def history(self, world: WorldView) -> History:
+        breaker = self._timed(lambda: read_breaker(self.kube))
+        return history_from_audit(self.audit.records(), world, breaker)
+
+    def decide(
+        self, action: Action, alerting: frozenset[str], subject: frozenset[str] = frozenset()
+    ) -> Decision:
+        """Read the world and ask the gate (a pure function) about one action. The decision carries the
+        world revision it was made on, read first: a write after that makes it stale at the executor."""
+        revision = self.executor.revision
+        world = self.world([], alerting)
+        targets, _ = targets_of(action, world)
+        nodes = sorted(set(targets.nodes) | (subject if len(subject) == 1 else set()))
+        if nodes:
+            world = cast(WorldView, self._timed(lambda: enrich(world, self.kube, nodes)))
+        world = world.model_copy(update={"subject_nodes": subject})
+        decision = decide(action, world, self.history(world), self.playbooks)
+        return decision.model_copy(update={"world_revision": revision})
+
+    def execute(self, action: Action, decision: Decision, approval: Approval | None) -> ExecutionResult:
+        return cast(ExecutionResult, self._timed(lambda: self.executor.execute(action, decision, approval)))
+
+    # -- verification --------------------------------------------------------------------------------
+    def check(self, condition: Any, action: Action) -> tuple[bool, str]:
+        """Whether the playbook's condition holds now for this action's target; what was seen."""
+        p = action.params
+        try:
+            return cast(tuple[bool, str], self._timed(lambda: self._check(condition, action, p)))
+        except ToolError as exc:
+            return False, f"could not read: {exc}"
+
+    def _check(self, c: Any, action: Action, p: dict[str, Any]) -> tuple[bool, str]:
+        k = self.kube
+        if isinstance(c, NodeUnschedulable):
+            node = k.get_node(p["node"])
+            return node.unschedulable == c.value, f"{node.name} unschedulable={node.unschedulable}"
+        if isinstance(c, NodeTaint):
+            node = k.get_node(p["node"])
+            key = c.key if "/" in c.key else f"supply-agent.io/{c.key}"
+            has = any(t.key == key and (c.effect is None or t.effect == c.effect) for t in node.taints)
+            return has == c.present, f"{node.name} taint {key} present={has}"
+        if isinstance(c, NodeCondition):
+            node = k.get_node(p["node"])
+            cond = node.condition(c.condition)
+            status = cond.status if cond else "Unknown"
+            return status == str(c.status), f"{node.name} {c.condition}={status}"
+        if isinstance(c, NodeEvent):
+            reasons = {e.reason for e in k.events_for("Node", p["node"])}
+            return (c.reason in reasons) == c.present, f"event {c.reason} present={c.reason in reasons}"
+        if isinstance(c, PodsOnNode):
+            pods = [x for x in k.list_pods_on_node(p["node"]) if not (c.except_daemonsets and x.daemonset)]
+            live = [x for x in pods if x.phase not in ("Succeeded", "Failed")]
+            return len(live) <= c.max, f"{len(live)} pods left on {p['node']} (at most {c.max})"
+        if isinstance(c, PodAbsent):
+            try:
+                pod = k.get_pod(p["namespace"], p["pod"])
+            except ToolError as exc:
+                if exc.status == 404:
+                    return True, f"{p['namespace']}/{p['pod']} is gone"
+                raise
+            return False, f"{pod.namespace}/{pod.name} still exists (uid {pod.uid})"
+        if isinstance(c, DeploymentAvailable):
+            d = k.deployment_status(p["namespace"], p["deployment"])
+            ok = d.observed_generation >= d.generation and d.updated == d.replicas == d.available
+            return ok, f"{d.namespace}/{d.name} {d.available}/{d.replicas} available, {d.updated} updated"
+        if isinstance(c, CreditExists):
+            credits = self.ledger.credits_for_incident(action.incident_id)
+            mine = [x for x in credits.credits if x.customer == p.get("customer", x.customer)]
+            return (
+                bool(mine),
+                f"{len(mine)} credit(s) for {p.get('customer', '-')}: ${sum((x.amount_usd for x in mine), Decimal(0))}",
+            )
+        if isinstance(c, MeteringPaused):
+            state = self.ledger.metering_state(p["namespace"], p["pod"])
+            return state.paused == c.value, f"metering of {p['namespace']}/{p['pod']} paused={state.paused}"
+        if isinstance(c, PayoutHeld):
+            hold = self.ledger.payout_hold(p["node"])
+            return hold.held == c.value, f"payout for {p['node']} held={hold.held}"
+        if isinstance(c, CustomerNotified):
+            notices = [
+                n
+                for n in self.outbox.notices(action.incident_id)
+                if n.customer == p.get("customer", n.customer)
+            ]
+            return bool(notices), f"{len(notices)} notice(s) to {p.get('customer', '-')}"
+        return False, f"no verifier for {type(c).__name__}"
+
+    def verify(self, condition: Any, action: Action, timeout: timedelta) -> tuple[bool, str]:
+        """Poll until the condition holds or the (capped) timeout passes: reconcile, don't assume."""
+        deadline = time.monotonic() + min(timeout.total_seconds(), self.verify_cap_s)
+        while True:
+            ok, seen = self.check(condition, action)
+            if ok or time.monotonic() >= deadline:
+                return ok, seen
+            time.sleep(self.verify_poll_s)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

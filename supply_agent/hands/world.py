@@ -1,0 +1,94 @@
+"""Reading the world for the gate from the cluster (read-only credentials): nodes and pods slimmed into a
+:class:`WorldView`, the control latches (kill switch, circuit breaker), and what the node-agents confirm.
+The models themselves are plain data in ``supply_agent.policy.world``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from supply_agent.policy.world import APPLICATION_XIDS, NodeView, PodRef, WorldView
+from tools.kubernetes import CUSTOMER_LABEL, POOL_LABEL, KubeTools
+from tools.latches import CONTROL_NAMESPACE, read_breaker, read_freeze
+
+AGENT_NAMESPACE = CONTROL_NAMESPACE
+__all__ = ["enrich", "read_breaker", "read_freeze", "read_world"]
+
+
+def _deployment_of(pod: dict[str, Any]) -> str | None:
+    owner = next((o for o in pod["metadata"].get("ownerReferences") or [] if o.get("controller")), None)
+    if owner and owner["kind"] == "ReplicaSet":
+        return str(owner["name"]).rsplit("-", 1)[0]
+    return None
+
+
+def read_world(kube: KubeTools, now: datetime, alerting_nodes: frozenset[str] = frozenset()) -> WorldView:
+    """One consistent-enough read of the fleet: nodes, pods by node, and the kill switch ConfigMap."""
+    raw_nodes = kube.list_raw("nodes")
+    raw_pods = kube.list_raw("pods")
+    by_node: dict[str, list[PodRef]] = {}
+    agent_ready: dict[str, bool] = {}
+    for p in raw_pods:
+        node = (p.get("spec") or {}).get("nodeName")
+        if not node:
+            continue
+        meta = p["metadata"]
+        owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in (p.get("status") or {}).get("conditions") or []
+        )
+        if meta["namespace"] == AGENT_NAMESPACE:
+            agent_ready[node] = ready and not meta.get("deletionTimestamp")
+        gpus = sum(
+            int(((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0))
+            for c in p["spec"]["containers"]
+        )
+        by_node.setdefault(node, []).append(
+            PodRef(
+                namespace=meta["namespace"],
+                name=meta["name"],
+                customer=(meta.get("labels") or {}).get(CUSTOMER_LABEL),
+                gpus=gpus,
+                daemonset=bool(owner and owner["kind"] == "DaemonSet"),
+                deployment=_deployment_of(p),
+            )
+        )
+    nodes = {}
+    for n in raw_nodes:
+        name = n["metadata"]["name"]
+        conds = {c["type"]: c["status"] for c in (n.get("status") or {}).get("conditions") or []}
+        nodes[name] = NodeView(
+            name=name,
+            pool=(n["metadata"].get("labels") or {}).get(POOL_LABEL, "default"),
+            gpus=int(((n.get("status") or {}).get("capacity") or {}).get("nvidia.com/gpu", 0)),
+            ready=conds.get("Ready", "Unknown"),
+            gpu_healthy=conds.get("GpuHealthy", "Unknown"),
+            conditions=conds,
+            unschedulable=bool((n.get("spec") or {}).get("unschedulable")),
+            agent_ready=agent_ready.get(name, False),
+            pods=tuple(sorted(by_node.get(name, []), key=lambda r: (r.namespace, r.name))),
+        )
+    frozen, reason = read_freeze(kube)
+    return WorldView(now=now, nodes=nodes, frozen=frozen, frozen_reason=reason, alerting_nodes=alerting_nodes)
+
+
+def enrich(world: WorldView, kube: KubeTools, nodes: list[str]) -> WorldView:
+    """Add what the gate's preconditions need for the nodes an action targets: their event reasons, and
+    whether the node-agent's own NVML report confirms a GPU fault (a lost GPU, uncorrected ECC errors,
+    or a non-application XID)."""
+    from tools.nvml import gpu_health
+
+    events = dict(world.node_events)
+    confirmed = set(world.confirmed_gpu_faults)
+    for name in nodes:
+        if name not in world.nodes:
+            continue
+        events[name] = tuple(sorted({e.reason for e in kube.events_for("Node", name)}))
+        read = gpu_health(kube, name)
+        if read.available and read.report is not None:
+            for gpu in read.report.gpus:
+                xids = {x.xid for x in gpu.xid_events} - APPLICATION_XIDS
+                if gpu.lost or (gpu.ecc_uncorrected_volatile or 0) > 0 or xids:
+                    confirmed.add(name)
+    return world.model_copy(update={"node_events": events, "confirmed_gpu_faults": frozenset(confirmed)})

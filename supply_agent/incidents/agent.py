@@ -1,0 +1,268 @@
+"""The agent: alerts in, one graph thread per incident, approvals answered, results out.
+
+Alerts are stored before anything else happens. Each incident is a LangGraph thread (thread id =
+incident id) checkpointed after every node, so a crashed process resumes where it stopped and a
+paused approval survives a restart. The incident store mirrors each thread's timeline for people.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import structlog
+from langchain_core.runnables import RunnableConfig
+from langgraph.types import Command
+from pydantic import BaseModel, Field
+
+from supply_agent.hands.runtime import Runtime
+from supply_agent.hands.wiring import Environment, build_environment
+from supply_agent.incidents.checkpoint import open_checkpointer
+from supply_agent.incidents.grouping import group_alerts, incident_id_for, join_window, next_incident_id
+from supply_agent.incidents.store import IncidentStore
+from supply_agent.mind.graph import GraphDeps, build_graph
+from supply_agent.mind.planners.base import Planner
+from supply_agent.mind.planners.factory import make_planner
+from supply_agent.models.approvals import counts
+from supply_agent.models.incident import AlertIn, IncidentState, TimelineEntry
+from supply_agent.policy import PlaybookSet
+from supply_agent.settings import Settings
+
+log = structlog.get_logger("supply_agent.incidents.agent")
+
+
+class ApprovalRequest(BaseModel):
+    """What a human is asked: what, why, the blast radius and the gate's reasons; it expires."""
+
+    interrupt_id: str
+    incident_id: str
+    step: int
+    action_hash: str
+    tool: str
+    params: dict[str, Any]
+    why: str
+    planner: str
+    blast_radius: dict[str, Any]
+    reasons: list[str]
+    asked_at: datetime
+    expires_at: datetime
+    approvers: list[str]
+
+
+class ApprovalAnswer(BaseModel):
+    approved: bool
+    approver: str
+    decided_at: datetime
+    channel: str = "terminal"
+    comment: str = ""
+
+
+class Approver(Protocol):
+    def answer(self, request: ApprovalRequest) -> ApprovalAnswer | None:
+        """An answer now, or None to leave the request pending (answered later, e.g. from Slack)."""
+        ...
+
+
+class RunResult(BaseModel):
+    incident_id: str
+    status: Literal["done", "paused", "duplicate"]
+    state: IncidentState
+    pending: ApprovalRequest | None = None
+    agent_s: float = 0.0
+    io_s: float = 0.0
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class Agent:
+    def __init__(
+        self,
+        runtime: Runtime,
+        store: IncidentStore,
+        planner: Planner,
+        checkpointer: Any,
+        on_entry: Callable[[str, TimelineEntry], None] | None = None,
+        max_reads: int = 30,
+        on_update: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.planner = planner
+        self.on_entry = on_entry
+        self.on_update = on_update  # called after each graph node's update is checkpointed
+        window = runtime.playbooks.limits.mass_failure.window
+        self.deps = GraphDeps(
+            runtime=runtime,
+            planner=planner,
+            alerting_nodes=lambda now: store.alerting_nodes(now, window),
+            human_owner=lambda iid: s.human_owner if (s := store.get(iid)) else None,
+            max_reads=max_reads,
+            max_writes=runtime.playbooks.limits.rate_limits.writes_per_incident,
+        )
+        self.graph = build_graph(self.deps, checkpointer)
+
+    # -- intake ------------------------------------------------------------------------------------
+    def open(
+        self,
+        alerts: Iterable[AlertIn],
+        body: dict[str, Any] | None = None,
+        window: timedelta | None = None,
+    ) -> list[IncidentState]:
+        """Store the alerts (first), fold them into incidents; the incidents that are new.
+
+        A delivery seen before (both senders retry) changes nothing. New alerts of a class whose
+        incident is still open join it. With a grouping ``window``, the same alert again (a flap, a storm
+        of re-sends) joins the incident it belonged to if that closed within the window; a resolved
+        alert never opens an incident. Otherwise, once an incident is closed, its class opens the next."""
+        now = self.runtime.clock()
+        fresh = [a for a in alerts if self.store.record_alert(a, body or a.model_dump(mode="json"), now)]
+        rest = []
+        for a in fresh:
+            looks, since = join_window(a, now, window)
+            known = self.store.incident_of(a.fingerprint, since) if looks else None
+            if known is not None:
+                self.store.link_alerts([a], known)
+            elif a.status == "firing":
+                rest.append(a)
+        new = []
+        for group in group_alerts(rest):
+            iid = next_incident_id(
+                incident_id_for(group),
+                lambda i: (row := self.store.get(i)) is not None and row.status == "closed",
+            )
+            state = IncidentState(incident_id=iid, alerts=group, opened_at=now)
+            title = group[0].annotations.get("summary") or group[0].alertname
+            self.store.link_alerts(group, iid)
+            if self.store.open_incident(state, title):
+                new.append(state)
+            else:
+                log.info("alerts joined an open incident", incident_id=iid, alerts=len(group))
+        return new
+
+    # -- running a thread --------------------------------------------------------------------------
+    @staticmethod
+    def config(incident_id: str) -> RunnableConfig:
+        return {"configurable": {"thread_id": incident_id}, "recursion_limit": 200}
+
+    def run(self, incident: IncidentState | str, resume: ApprovalAnswer | None = None) -> RunResult:
+        """Run (or resume) one incident's thread until it ends or pauses for an approval."""
+        iid = incident if isinstance(incident, str) else incident.incident_id
+        bound = log.bind(incident_id=iid)
+        cfg = self.config(iid)
+        if resume is not None:
+            pending = self.pending(iid)
+            if pending is None:
+                raise ValueError(f"incident {iid} has no pending approval")
+            if not counts(resume.approver, resume.approved, self.runtime.executor.approvers):
+                # Changes nothing, and is audited: the request stays pending for someone who may approve.
+                text = f"ignored an approval from {resume.approver} via {resume.channel}: not an approver"
+                self.store.note(iid, self.runtime.clock(), text, action_hash=pending.action_hash)
+                bound.warning(text)
+                return RunResult(incident_id=iid, status="paused", state=self.state(iid), pending=pending)
+            payload = {pending.interrupt_id: resume.model_dump(mode="json")}
+            graph_input: Any = Command(resume=payload)
+        elif isinstance(incident, IncidentState):
+            graph_input = incident
+        else:
+            graph_input = None  # continue a thread from its last checkpoint (after a crash)
+        self.runtime.io.reset()
+        self.deps.timings.clear()
+        t0 = time.perf_counter()
+        for update in self.graph.stream(graph_input, cfg, stream_mode="updates", durability="sync"):
+            for node, part in update.items():
+                if not isinstance(part, dict):
+                    continue
+                for entry in part.get("timeline") or []:
+                    bound.info(entry.text, graph_node=node, kind=entry.kind)
+                    if self.on_entry is not None:
+                        self.on_entry(iid, entry)
+                if self.on_update is not None:
+                    self.on_update(node, part)
+        wall = time.perf_counter() - t0
+        state = self.state(iid)
+        pending = self.pending(iid)
+        status: Literal["done", "paused"] = "paused" if pending is not None else "done"
+        self.store.save(
+            state, "paused" if pending else ("closed" if state.outcome else "open"), self.runtime.clock()
+        )
+        io = self.runtime.io.seconds
+        return RunResult(
+            incident_id=iid,
+            status=status,
+            state=state,
+            pending=pending,
+            agent_s=max(0.0, wall - io),
+            io_s=io,
+            timings=dict(self.deps.timings),
+        )
+
+    def state(self, incident_id: str) -> IncidentState:
+        snap = self.graph.get_state(self.config(incident_id))
+        if not snap.values:
+            raise KeyError(f"no checkpointed thread for incident {incident_id}")
+        values = snap.values
+        return values if isinstance(values, IncidentState) else IncidentState.model_validate(values)
+
+    def pending(self, incident_id: str) -> ApprovalRequest | None:
+        snap = self.graph.get_state(self.config(incident_id))
+        for intr in snap.interrupts:
+            value = intr.value
+            if isinstance(value, dict) and value.get("kind") == "approval":
+                return ApprovalRequest(
+                    interrupt_id=intr.id, **{k: v for k, v in value.items() if k != "kind"}
+                )
+        return None
+
+    def unfinished(self, incident_id: str) -> bool:
+        """A thread that started and neither ended nor paused: a crash; ``run(id)`` continues it."""
+        snap = self.graph.get_state(self.config(incident_id))
+        return bool(snap.values) and bool(snap.next) and not snap.interrupts
+
+    # -- the whole job -----------------------------------------------------------------------------
+    def handle(self, alerts: Iterable[AlertIn], approver: Approver | None) -> list[RunResult]:
+        """Open incidents for the alerts and run each until it ends, answering approvals as it goes."""
+        results = []
+        for incident in self.open(alerts):
+            result = self.run(incident)
+            while result.pending is not None and approver is not None:
+                answer = approver.answer(result.pending)
+                if answer is None:
+                    break
+                result = self.run(result.incident_id, resume=answer)
+            results.append(result)
+        return results
+
+
+def checkpoint_url(settings: Settings) -> str:
+    return settings.checkpoint_url or str(settings.data_dir / "checkpoints.sqlite")
+
+
+@contextmanager
+def open_agent(
+    settings: Settings,
+    kubeconfig: Path,
+    *,
+    planner: Planner | None = None,
+    on_entry: Callable[[str, TimelineEntry], None] | None = None,
+    extra_approvers: frozenset[str] = frozenset(),
+    playbooks: PlaybookSet | None = None,
+    clock: Callable[[], datetime] | None = None,
+    enforce_gate: bool = True,
+) -> Iterator[tuple[Agent, Environment]]:
+    """An :class:`Agent` on the cluster in ``kubeconfig``, with its store and checkpointer open."""
+    env = build_environment(settings, kubeconfig, playbooks=playbooks, clock=clock, enforce_gate=enforce_gate)
+    if extra_approvers:
+        env.runtime.executor.approvers = env.runtime.executor.approvers | extra_approvers
+    store = IncidentStore.from_url(settings.resolved_database_url())
+    try:
+        with open_checkpointer(checkpoint_url(settings)) as cp:
+            agent = Agent(
+                env.runtime, store, planner or make_planner(settings.planner, settings), cp, on_entry
+            )
+            yield agent, env
+    finally:
+        store.close()
+        env.close()

@@ -1,0 +1,178 @@
+"""Pure triage: which playbook, how severe, what to read first, and whether the fault is really there.
+
+Nothing here does I/O: the graph reads, these functions look at what was read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from supply_agent.models.incident import AlertIn, Evidence, IncidentState
+from supply_agent.policy import GpuFaultConfirmed, Playbook, PlaybookSet
+from supply_agent.policy.world import APPLICATION_XIDS
+
+SEVERITIES = ("info", "warning", "critical")
+
+
+def match_playbook(
+    playbooks: PlaybookSet,
+    alerts: list[AlertIn],
+    conditions: dict[str, str] | None = None,
+    events: list[str] | None = None,
+) -> Playbook | None:
+    """The most specific playbook for any of the incident's firing alerts. ``conditions`` and ``events``
+    (what investigation saw on the node) refine the match; None means not observed yet."""
+    firing = [a for a in alerts if a.status == "firing"] or alerts
+    hits = []
+    for alert in firing:
+        for pb in playbooks:
+            key = pb.match_key(alert.alertname, alert.labels, conditions, events)
+            if key is not None:
+                hits.append((key, pb.id, pb))
+    return min(hits, key=lambda h: (h[0], h[1]))[2] if hits else None
+
+
+def observed(evidence: list[Evidence], node: str | None) -> tuple[dict[str, str] | None, list[str] | None]:
+    """Node conditions and node event reasons from the evidence (None where not read)."""
+    if node is None:
+        return None, None
+    conditions = events = None
+    for e in evidence:
+        if not e.ok:
+            continue
+        if e.tool == "k8s.get_node" and e.params.get("node") == node and isinstance(e.result, dict):
+            conditions = {c["type"]: c["status"] for c in e.result.get("conditions", [])}
+        if e.tool == "k8s.events_for" and e.params.get("kind") == "Node" and e.params.get("name") == node:
+            events = sorted({ev["reason"] for ev in e.result or []})
+    return conditions, events
+
+
+def severity(playbook: Playbook | None, alerts: list[AlertIn]) -> str:
+    """The highest of the playbook's severity and the alerts' own ``severity`` labels."""
+    seen = [a.labels.get("severity", "") for a in alerts] + [playbook.severity if playbook else "warning"]
+    ranked = [s for s in seen if s in SEVERITIES]
+    return max(ranked, key=SEVERITIES.index) if ranked else "warning"
+
+
+def first_reads(alert: AlertIn) -> list[tuple[str, dict[str, Any]]]:
+    """What an SRE looks at first: the node and its GPUs for a node alert, the pod for a pod alert."""
+    reads: list[tuple[str, dict[str, Any]]] = []
+    node, ns, pod = alert.labels.get("node"), alert.labels.get("namespace"), alert.labels.get("pod")
+    if node:
+        reads += [
+            ("k8s.get_node", {"node": node}),
+            ("nvml.gpu_health", {"node": node}),
+            ("k8s.events_for", {"kind": "Node", "name": node}),
+        ]
+    if ns and pod:
+        reads += [
+            ("k8s.get_pod", {"namespace": ns, "pod": pod}),
+            ("k8s.events_for", {"kind": "Pod", "namespace": ns, "name": pod}),
+        ]
+    return reads
+
+
+def _latest(evidence: list[Evidence], tool: str) -> Evidence | None:
+    return next((e for e in reversed(evidence) if e.tool == tool and e.ok), None)
+
+
+# Alerts that say the control plane cannot hear a node's kubelet; a fresh Ready=True says it can.
+NODE_UNREACHABLE_ALERTS = frozenset({"KubeNodeNotReady", "KubeNodeUnreachable"})
+
+
+def symptom_absent(state: IncidentState, playbook: Playbook | None) -> str | None:
+    """Why there is nothing to do, or None when the fault is (or may be) there.
+
+    Conservative: only a fresh, positive reading of health says "no fault". A monitor that did not
+    answer, or a read that failed, never does.
+    """
+    if all(a.status == "resolved" for a in state.alerts):
+        return "every alert of the incident has resolved"
+    if state.alert.alertname in NODE_UNREACHABLE_ALERTS and state.alert.node:
+        node = _latest(state.evidence, "k8s.get_node")
+        if node is not None and node.ok and node.result and node.result.get("name") == state.alert.node:
+            conds = {c["type"]: c["status"] for c in node.result.get("conditions") or []}
+            unreachable = any(
+                t.get("key") == "node.kubernetes.io/unreachable" for t in node.result.get("taints") or []
+            )
+            if conds.get("Ready") == "True" and not unreachable:
+                return (
+                    f"{state.alert.node} is Ready=True with no unreachable taint now: the kubelet reports, "
+                    f"so {state.alert.alertname} is stale or was a blip"
+                )
+    if playbook is None:
+        return None
+    needs_gpu_fault = any(isinstance(p, GpuFaultConfirmed) for p in playbook.containment.preconditions)
+    if needs_gpu_fault:
+        health = _latest(state.evidence, "nvml.gpu_health")
+        node = _latest(state.evidence, "k8s.get_node")
+        if health is None or node is None or not health.result or not health.result.get("available"):
+            return None
+        report = health.result.get("report") or {}
+        faulty = False
+        for gpu in report.get("gpus") or []:
+            xids = {x["xid"] for x in gpu.get("xid_events") or []} - APPLICATION_XIDS
+            if gpu.get("lost") or (gpu.get("ecc_uncorrected_volatile") or 0) > 0 or xids:
+                faulty = True
+            rr = gpu.get("remapped_rows") or {}
+            if rr.get("pending") or rr.get("failure"):
+                faulty = True
+        conds = {c["type"]: c["status"] for c in node.result.get("conditions") or []}
+        if not faulty and conds.get("GpuHealthy", "True") == "True":
+            return (
+                f"the node-agent's NVML report for {report.get('node', '?')} shows no GPU fault and "
+                "GpuHealthy=True: the alert's fault is not present"
+            )
+    pod_alert = state.alert.labels.get("pod") and not state.alert.labels.get("node")
+    if pod_alert and state.alert.alertname in ("KubePodCrashLooping", "KubePodOOMKilled"):
+        pod = _latest(state.evidence, "k8s.get_pod")
+        if pod is not None and pod.result:
+            r = pod.result
+            if r.get("ready") and not r.get("waiting_reason") and r.get("phase") == "Running":
+                return f"{r['namespace']}/{r['name']} is Running and ready: the crash loop is over"
+    return None
+
+
+def summarise_read(tool: str, value: Any) -> tuple[str, bool]:
+    """One line about a read for the timeline, and whether it carries untrusted text."""
+    if tool == "k8s.get_node" and isinstance(value, dict):
+        conds = ", ".join(
+            f"{c['type']}={c['status']}"
+            for c in value.get("conditions", [])
+            if c["type"] in ("Ready", "GpuHealthy")
+        )
+        return f"{value['name']}: {conds}, unschedulable={value['unschedulable']}", False
+    if tool == "nvml.gpu_health" and isinstance(value, dict):
+        if not value.get("available"):
+            return f"node-agent on {value['node']} did not answer: {value.get('reason', '')}", False
+        bad = []
+        for g in (value.get("report") or {}).get("gpus", []):
+            xids = ",".join(str(x["xid"]) for x in g.get("xid_events") or [])
+            if g.get("lost") or xids or (g.get("ecc_uncorrected_volatile") or 0) > 0:
+                bad.append(
+                    f"GPU{g['index']}" + (" lost" if g.get("lost") else "") + (f" XID {xids}" if xids else "")
+                )
+        return f"{value['node']}: " + ("; ".join(bad) if bad else "all GPUs healthy"), False
+    if tool == "k8s.list_pods_on_node" and isinstance(value, list):
+        tenants = sum(1 for p in value if not p.get("daemonset"))
+        return f"{len(value)} pods ({tenants} tenant)", False
+    if tool == "k8s.get_pod" and isinstance(value, dict):
+        extra = value.get("waiting_reason") or value.get("last_termination_reason") or ""
+        return (
+            f"{value['namespace']}/{value['name']}: {value['phase']}, ready={value['ready']}, "
+            f"restarts={value['restarts']}{' ' + extra if extra else ''}",
+            False,
+        )
+    if tool == "k8s.pod_logs" and isinstance(value, dict):
+        lines = value.get("text", "").count("\n") + 1
+        return f"{lines} log lines (untrusted)", True
+    if tool == "k8s.events_for" and isinstance(value, list):
+        reasons = sorted({e["reason"] for e in value})
+        return f"{len(value)} events: {', '.join(reasons) or '-'}", True
+    if tool == "billing.usage" and isinstance(value, dict):
+        return f"{value.get('gpu_seconds')} GPU-s billed, ${value.get('cost_usd')}", False
+    if tool == "billing.credits_for_incident" and isinstance(value, dict):
+        return f"{len(value.get('credits', []))} credits, ${value.get('total_usd')}", False
+    if isinstance(value, list):
+        return f"{len(value)} items", False
+    return "ok", False

@@ -1,0 +1,66 @@
+"""The GPU health report a node-agent serves, built from NVML by ``tools.nvml``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class XidEvent(BaseModel):
+    """One XID critical-error event, as delivered by the NVML event set."""
+
+    gpu_index: int
+    xid: int
+    observed_at: datetime
+    gpu_instance_id: int | None = None
+    compute_instance_id: int | None = None
+
+
+class RemappedRows(BaseModel):
+    """Row-remapping state (A100 and newer): counts, a remap awaiting a reset, a failed remap."""
+
+    corrected: int
+    uncorrected: int
+    pending: bool
+    failure: bool
+
+
+class NvLinkState(BaseModel):
+    """Whether one NVLink of a GPU is active."""
+
+    link: int
+    active: bool
+
+
+class GpuHealth(BaseModel):
+    """The health of one GPU; a field NVML could not read is None and named in `unsupported` or `errors`."""
+
+    index: int
+    uuid: str | None = None
+    name: str | None = None
+    lost: bool = Field(False, description="The GPU fell off the bus (NVML said GpuIsLost).")
+    temperature_c: int | None = None
+    ecc_mode_enabled: bool | None = None
+    ecc_uncorrected_volatile: int | None = None
+    ecc_uncorrected_aggregate: int | None = None
+    remapped_rows: RemappedRows | None = None
+    clock_event_mask: int | None = None
+    clock_event_reasons: list[str] = Field(default_factory=list, description='e.g. "HwThermalSlowdown".')
+    nvlinks: list[NvLinkState] | None = None
+    xid_events: list[XidEvent] = Field(default_factory=list)
+    unsupported: list[str] = Field(default_factory=list, description="Fields NVML said NotSupported.")
+    errors: dict[str, str] = Field(default_factory=dict, description="Field name -> NVML error text.")
+
+
+class GpuHealthReport(BaseModel):
+    """What a node-agent reports about its node's GPUs at one moment."""
+
+    node: str
+    collected_at: datetime
+    nvml_available: bool
+    simulated: bool = False
+    driver_version: str | None = None
+    nvml_version: str | None = None
+    error: str | None = Field(None, description="A human sentence when NVML is unavailable or failed.")
+    gpus: list[GpuHealth] = Field(default_factory=list)

@@ -1,0 +1,319 @@
+"""Alerts in, and the incident state the graph carries: the vocabulary of one incident.
+
+An alert arrives as an Alertmanager webhook body, a PagerDuty V3 webhook body or the project's own
+form (what ``sandbox alerts --format raw`` prints). Every form becomes :class:`AlertIn`; alerts of one
+class fold into one incident by a grouping key. :class:`IncidentState` is the LangGraph state: JSON
+all the way down, so a checkpoint survives a crash and a restart in another process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import operator
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from supply_agent.models import Action, Approval, Decision
+
+Outcome = Literal["mitigated", "escalated", "no_action"]
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+# Alerts about the monitoring itself, not the machines: however many nodes fire them, one incident.
+
+
+class AlertError(ValueError):
+    """An alert body that cannot be read: says where and what was expected."""
+
+
+class AlertIn(BaseModel):
+    """One alert, whatever sent it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alertname: str = Field(min_length=1)
+    status: Literal["firing", "resolved"] = "firing"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: datetime | None = None
+    fingerprint: str = ""
+    source: Literal["alertmanager", "pagerduty", "file"] = "file"
+    source_id: str = Field("", description="PagerDuty incident id, or Alertmanager groupKey.")
+    group_key: str = ""
+
+    @field_validator("labels", "annotations", mode="before")
+    @classmethod
+    def _strings(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): str(v) for k, v in value.items() if v is not None}
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        if not self.fingerprint:
+            digest = hashlib.sha256(
+                json.dumps({"alertname": self.alertname, **self.labels}, sort_keys=True).encode()
+            ).hexdigest()
+            object.__setattr__(self, "fingerprint", digest[:16])
+
+    @property
+    def node(self) -> str | None:
+        return self.labels.get("node")
+
+
+def _time(value: Any, where: str) -> datetime | None:
+    if value in (None, "", ZERO_TIME):
+        return None
+    try:
+        t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise AlertError(f"{where}: {value!r} is not an RFC 3339 time") from exc
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _alert(data: Any, where: str, **extra: Any) -> AlertIn:
+    if not isinstance(data, Mapping):
+        raise AlertError(f"{where}: expected an object, got {type(data).__name__}")
+    labels = data.get("labels") or {}
+    if not isinstance(labels, Mapping):
+        raise AlertError(f"{where}.labels: expected an object of strings")
+    alertname = data.get("alertname") or labels.get("alertname")
+    if not alertname:
+        raise AlertError(f"{where}: no alertname (neither a field nor a label)")
+    try:
+        return AlertIn(
+            alertname=str(alertname),
+            status=data.get("status") or "firing",
+            labels={k: v for k, v in labels.items() if k != "alertname"},
+            annotations=data.get("annotations") or {},
+            starts_at=_time(data.get("startsAt", data.get("starts_at")), f"{where}.startsAt"),
+            fingerprint=str(data.get("fingerprint") or ""),
+            **extra,
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise AlertError(f"{where}.{loc}: {err['msg']}") from exc
+
+
+class PagerDutyRef(BaseModel):
+    """A PagerDuty V3 webhook names an incident but carries no alert details: they are fetched."""
+
+    event_id: str
+    event_type: str
+    incident_id: str
+    title: str
+    status: str
+    html_url: str = ""
+    urgency: str = ""
+
+
+def parse_alerts(body: Any, where: str = "body") -> tuple[list[AlertIn], list[PagerDutyRef]]:
+    """The alerts in one body: Alertmanager (version "4"), PagerDuty V3 (references to fetch), or the
+    project's own form (one alert object, or a list of them)."""
+    if isinstance(body, Mapping) and "event" in body:
+        event = body["event"]
+        if not isinstance(event, Mapping) or not isinstance(event.get("data"), Mapping):
+            raise AlertError(f"{where}.event: a PagerDuty V3 webhook needs event.data")
+        data = event["data"]
+        missing = [k for k in ("id", "event_type") if not (data if k == "id" else event).get(k)]
+        if missing:
+            raise AlertError(f"{where}.event: missing {', '.join(missing)}")
+        if data.get("type", "incident") != "incident":
+            return [], []
+        return [], [
+            PagerDutyRef(
+                event_id=str(event.get("id", "")),
+                event_type=str(event["event_type"]),
+                incident_id=str(data["id"]),
+                title=str(data.get("title", "")),
+                status=str(data.get("status", "")),
+                html_url=str(data.get("html_url", "")),
+                urgency=str(data.get("urgency", "")),
+            )
+        ]
+    if isinstance(body, Mapping) and "alerts" in body:
+        if str(body.get("version", "4")) != "4":
+            raise AlertError(
+                f"{where}.version: Alertmanager webhook version {body.get('version')!r}; expected '4'"
+            )
+        alerts = body["alerts"]
+        if not isinstance(alerts, list):
+            raise AlertError(f"{where}.alerts: expected a list")
+        group = str(body.get("groupKey", ""))
+        return [
+            _alert(a, f"{where}.alerts[{i}]", source="alertmanager", source_id=group, group_key=group)
+            for i, a in enumerate(alerts)
+        ], []
+    if isinstance(body, list):
+        return [_alert(a, f"{where}[{i}]") for i, a in enumerate(body)], []
+    if isinstance(body, Mapping):
+        return [_alert(body, where)], []
+    raise AlertError(f"{where}: expected an Alertmanager or PagerDuty V3 webhook, or an alert object")
+
+
+def pagerduty_alerts(ref: PagerDutyRef, incident_alerts: Mapping[str, Any]) -> list[AlertIn]:
+    """The alerts of a PagerDuty incident from ``GET /incidents/{id}/alerts``: labels and annotations are
+    the Events API v2 ``custom_details`` the sender (Alertmanager's PagerDuty receiver) put there."""
+    out = []
+    for i, a in enumerate(incident_alerts.get("alerts") or []):
+        details = ((a.get("body") or {}).get("details")) or {}
+        if not isinstance(details, Mapping):
+            details = {"details": str(details)}
+        annotations = {k: details[k] for k in ("summary", "description", "runbook_url") if k in details}
+        labels = {k: v for k, v in details.items() if k not in annotations}
+        alertname = labels.pop("alertname", None) or a.get("summary") or ref.title
+        out.append(
+            _alert(
+                {
+                    "alertname": alertname,
+                    "status": "firing" if a.get("status", "triggered") == "triggered" else "resolved",
+                    "labels": labels,
+                    "annotations": annotations,
+                    "startsAt": a.get("created_at"),
+                    "fingerprint": a.get("alert_key") or "",
+                },
+                f"pagerduty incident {ref.incident_id} alerts[{i}]",
+                source="pagerduty",
+                source_id=ref.incident_id,
+            )
+        )
+    return out
+
+
+def read_alert_file(path: Path) -> Any:
+    """The JSON (or YAML) body of an alert file, with an error that names the file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise AlertError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        import yaml
+
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise AlertError(f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from exc
+
+
+# -- the graph's state --------------------------------------------------------------------------------
+class TimelineEntry(BaseModel):
+    """One line of the incident's timeline."""
+
+    at: datetime
+    node: str  # the graph node that wrote it
+    kind: str  # triage, evidence, proposal, decision, approval, action, verify, escalate, resolve, ...
+    text: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Evidence(BaseModel):
+    """One read: the tool, its parameters, and what it said (untrusted text fenced)."""
+
+    tool: str
+    params: dict[str, Any]
+    ok: bool
+    summary: str
+    result: Any = None
+    untrusted: bool = False
+    ms: float = 0.0
+    runbook_step: str | None = None
+    planner: str = "investigate"
+
+
+class LlmCall(BaseModel):
+    """One model exchange: which planner, model, tokens and dollars."""
+
+    planner: str
+    model: str
+    graph_node: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost_usd: Decimal = Decimal("0")
+    ms: float = 0.0
+
+
+class Proposal(BaseModel):
+    """What a planner wants next: one action, to pass over a runbook step with nothing to do (skip), or
+    to stop (done) or hand over (escalate)."""
+
+    kind: Literal["act", "skip", "done", "escalate"]
+    tool: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    reason: str = ""
+    planner: str = "runbook"
+    runbook_step: str | None = None  # the playbook step it follows, when it follows one
+    more: bool = False  # the same runbook step has more to do after this action (one notice per customer)
+    root_cause: str | None = None
+    calls: list[LlmCall] = Field(default_factory=list)
+
+
+class StepRecord(BaseModel):
+    """One proposed action through gate, approval, execution and verification."""
+
+    index: int
+    action: Action
+    planner: str
+    more: bool = False  # the runbook step is not done after this action: the cursor stays
+    runbook_step: str | None = None
+    decision: Decision | None = None
+    approval: Approval | None = None
+    approval_state: Literal["none", "pending", "approved", "rejected", "expired"] = "none"
+    outcome: Literal[
+        "proposed", "denied", "refused", "executed", "failed", "duplicate", "rejected", "expired"
+    ] = "proposed"
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    verified: bool | None = None
+    verify_note: str = ""
+    attempts: int = 1
+    io_ms: float = 0.0
+
+
+class IncidentState(BaseModel):
+    """The LangGraph state of one incident (thread id = incident id)."""
+
+    incident_id: str
+    alerts: list[AlertIn]
+    opened_at: datetime
+    playbook_id: str | None = None
+    severity: str = "warning"
+    root_cause: str | None = None
+    phase: str = "triage"
+    evidence: Annotated[list[Evidence], operator.add] = Field(default_factory=list)
+    steps: list[StepRecord] = Field(default_factory=list)
+    runbook_cursor: int = 0
+    read_budget: int = 30
+    llm_calls: Annotated[list[LlmCall], operator.add] = Field(default_factory=list)
+    pending: Proposal | None = None
+    outcome: Outcome | None = None
+    escalation_reason: str | None = None
+    handoff: str | None = None  # a hardware ticket or follow-up for humans after a mitigation
+    summary: dict[str, Any] | None = None
+    timeline: Annotated[list[TimelineEntry], operator.add] = Field(default_factory=list)
+
+    @property
+    def alert(self) -> AlertIn:
+        return self.alerts[0]
+
+    def nodes(self) -> list[str]:
+        return sorted({a.node for a in self.alerts if a.node and a.status == "firing"})
+
+
+STATE_TYPES: tuple[type[BaseModel], ...] = (
+    AlertIn,
+    TimelineEntry,
+    Evidence,
+    LlmCall,
+    Proposal,
+    StepRecord,
+    IncidentState,
+)

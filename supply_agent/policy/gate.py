@@ -1,0 +1,455 @@
+"""The containment gate: ``decide(action, world, history, playbooks) -> Decision``.
+
+Pure and deterministic: the same inputs give the same decision, with every reason and every limit
+consulted. Nothing here reads the network or the clock; ``world.now`` is the time. Over a soft limit
+the answer is ``ask`` (a human decides), over a hard one ``deny``; the strictest rule wins.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+
+from supply_agent.models import Action, Decision, Targets, Verdict
+from supply_agent.policy import (
+    GlobalLimits,
+    GpuFaultConfirmed,
+    NodeAgentReachable,
+    NodeCondition,
+    NodeEvent,
+    NodeUnschedulable,
+    Playbook,
+    PlaybookSet,
+    PodsOnNode,
+    SoftHardLimit,
+)
+from supply_agent.policy.world import History, NodeView, PastAction, WorldView
+from tools.catalogue import CATALOGUE, CONTROL_TOOLS, DISRUPTING, K8S_VERBS, OUT_OF_SERVICE, TOOLS, Effect
+
+_ORDER = {Verdict.ALLOW: 0, Verdict.ASK: 1, Verdict.DENY: 2}
+_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+# From the tool table: writes that take a node's GPUs out of service for new work, writes that stop or
+# move a customer's running work, and what each tool does in Kubernetes terms (for the deny list).
+NODE_OUT = OUT_OF_SERVICE
+
+
+@dataclass
+class _Ruling:
+    verdict: Verdict = Verdict.ALLOW
+    reasons: list[str] = field(default_factory=list)
+    consulted: list[str] = field(default_factory=list)
+    trips_breaker: bool = False
+
+    def add(self, verdict: Verdict, reason: str) -> None:
+        if _ORDER[verdict] > _ORDER[self.verdict]:
+            self.verdict = verdict
+        if verdict != Verdict.ALLOW:
+            self.reasons.append(f"{verdict.value}: {reason}")
+
+    def limit(self, name: str, limit: SoftHardLimit, value: float, what: str) -> None:
+        self.consulted.append(name)
+        v = limit.verdict(value)
+        if v != "allow":
+            self.add(
+                Verdict(v),
+                f"{what} would be {value:g}, over the {(v == 'deny' and 'hard') or 'soft'} limit "
+                f"{(limit.hard if v == 'deny' else limit.soft):g} ({name})",
+            )
+
+
+# -- targets --------------------------------------------------------------------------------------
+def targets_of(action: Action, world: WorldView) -> tuple[Targets, list[str]]:
+    """What the action touches, from its parameters and the world; problems that make it unbounded."""
+    p, problems = action.params, []
+    nodes: tuple[str, ...] = ()
+    pods: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    customers: tuple[str, ...] = ()
+    gpus, dollars = 0, Decimal("0")
+
+    for key in ("node", "namespace", "pod", "deployment", "customer"):
+        value = p.get(key)
+        if value is not None and (not isinstance(value, str) or not _NAME.match(value)):
+            problems.append(
+                f"{key} {value!r} is not one exact name (no wildcards, selectors, lists or empty names)"
+            )
+    if problems:
+        return Targets(), problems
+    if "node" in p:
+        node = world.nodes.get(p["node"])
+        if node is None:
+            return Targets(), [f"node {p['node']!r} is not in the fleet"]
+        nodes = (node.name,)
+        if action.tool in NODE_OUT and not (
+            action.tool == "k8s.taint_node" and p.get("effect") == "PreferNoSchedule"
+        ):
+            gpus = node.gpus
+        if action.tool == "k8s.drain_node":
+            customers = node.customers()
+            pods = tuple(f"{r.namespace}/{r.name}" for r in node.pods if not r.daemonset)
+    if "pod" in p and "namespace" in p:
+        found = world.find_pod(p["namespace"], p["pod"])
+        pods, namespaces = (f"{p['namespace']}/{p['pod']}",), (p["namespace"],)
+        if found is not None:
+            node, ref = found
+            customers, gpus = ((ref.customer,) if ref.customer else ()), ref.gpus
+        elif action.tool == "k8s.delete_pod":
+            problems.append(f"pod {p['namespace']}/{p['pod']} is not in the fleet")
+    if "deployment" in p and "namespace" in p:
+        refs = world.deployment_pods(p["namespace"], p["deployment"])
+        namespaces = (p["namespace"],)
+        pods = tuple(f"{r.namespace}/{r.name}" for r in refs)
+        customers = tuple(sorted({r.customer for r in refs if r.customer}))
+        gpus = sum(r.gpus for r in refs)
+    if "customer" in p:
+        customers = (p["customer"],)
+    if "amount_usd" in p:
+        try:
+            dollars = Decimal(str(p["amount_usd"]))
+        except ArithmeticError:
+            problems.append(f"amount_usd {p['amount_usd']!r} is not a number")
+    return Targets(
+        nodes=nodes, pods=pods, namespaces=namespaces, customers=customers, gpus=gpus, dollars=dollars
+    ), problems
+
+
+# -- history arithmetic ---------------------------------------------------------------------------
+def _within(history: History, now: Any, window: timedelta) -> Iterable[PastAction]:
+    return (a for a in history.actions if now - a.at <= window)
+
+
+def agent_out_nodes(history: History) -> set[str]:
+    """Nodes the agent took out of service and has not handed back."""
+    out: set[str] = set()
+    for a in history.actions:
+        if a.tool in NODE_OUT:
+            out.update(a.nodes)
+    return out - set(history.uncordoned)
+
+
+# -- preconditions --------------------------------------------------------------------------------
+def _precondition(cond: Any, node: NodeView | None, world: WorldView) -> str | None:
+    """None when the precondition holds for the target node, else why not."""
+    check = getattr(cond, "check", "?")
+    if node is None:
+        return f"precondition {check} needs a node target"
+    if isinstance(cond, NodeCondition):
+        actual = {**node.conditions, "GpuHealthy": node.gpu_healthy, "Ready": node.ready}.get(cond.condition)
+        return (
+            None
+            if actual == cond.status
+            else f"{cond.condition} is {actual}, not {cond.status}, on {node.name}"
+        )
+    if isinstance(cond, NodeAgentReachable):
+        return (
+            None
+            if node.agent_ready == cond.value
+            else f"node-agent on {node.name} reachable={node.agent_ready}"
+        )
+    if isinstance(cond, GpuFaultConfirmed):
+        return (
+            None
+            if node.name in world.confirmed_gpu_faults
+            else f"the GPU fault on {node.name} is not confirmed by its node-agent"
+        )
+    if isinstance(cond, NodeEvent):
+        present = cond.reason in world.node_events.get(node.name, ())
+        return (
+            None
+            if present == cond.present
+            else f"event {cond.reason} {'absent' if cond.present else 'present'} on {node.name}"
+        )
+    if isinstance(cond, NodeUnschedulable):
+        return None if node.unschedulable == cond.value else f"{node.name} unschedulable={node.unschedulable}"
+    if isinstance(cond, PodsOnNode):
+        count = sum(1 for r in node.pods if not (cond.except_daemonsets and r.daemonset))
+        return None if count <= cond.max else f"{count} pods on {node.name}, more than {cond.max}"
+    return f"precondition {check} cannot be checked before acting"
+
+
+# -- the gate -------------------------------------------------------------------------------------
+def decide(action: Action, world: WorldView, history: History, playbooks: PlaybookSet) -> Decision:
+    limits: GlobalLimits = playbooks.limits
+    r = _Ruling()
+    now = world.now
+    tool = TOOLS.get(action.tool)
+    spec = CATALOGUE.get(action.tool)
+    if action.tool in CONTROL_TOOLS:
+        r.add(Verdict.DENY, f"{action.tool} is a control action: a human's command or the hands run it")
+        return _decision(action, r, Targets(), now)
+    if tool is None or spec is None:
+        r.add(Verdict.DENY, f"unknown tool {action.tool!r}")
+        return _decision(action, r, Targets(), now)
+    try:
+        spec.input.model_validate(action.params)
+    except ValidationError as exc:
+        r.add(
+            Verdict.DENY,
+            f"invalid parameters for {action.tool}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}",
+        )
+        return _decision(action, r, Targets(), now)
+    if tool == Effect.READ:
+        r.consulted.append("reads are always allowed")
+        return _decision(action, r, Targets(), now)
+
+    # Kill switch: one flag stops every write at once.
+    r.consulted.append("kill_switch")
+    if limits.kill_switch or world.frozen:
+        r.add(
+            Verdict.DENY, f"the kill switch is on{': ' + world.frozen_reason if world.frozen_reason else ''}"
+        )
+
+    targets, problems = targets_of(action, world)
+    r.consulted.append("bounded_targets")
+    for problem in problems:
+        r.add(Verdict.DENY, problem)
+    if not problems and targets.empty():
+        r.add(Verdict.DENY, "the action names no target: an empty target set is an error, never 'everything'")
+
+    # Deny lists.
+    r.consulted.append("deny.namespaces")
+    pod_namespaces = {t.split("/", 1)[0] for t in targets.pods} | set(targets.namespaces)
+    # A drain's targets are the pods it would evict (DaemonSet pods stay): any of them in a denied
+    # namespace denies the drain.
+    for ns in sorted(pod_namespaces & set(limits.deny.namespaces)):
+        r.add(Verdict.DENY, f"namespace {ns} is on the deny list")
+    r.consulted.append("deny.actions")
+    for verb, resource in K8S_VERBS.get(action.tool, ()):
+        for denied in limits.deny.actions:
+            if denied.verb in (verb, "*") and denied.resource in (resource, "*"):
+                r.add(Verdict.DENY, f"{verb} {resource} is on the deny list")
+
+    # Circuit breaker: latched by a human-only reset.
+    breaker = limits.circuit_breaker
+    r.consulted.append("circuit_breaker")
+    if history.breaker_tripped:
+        r.add(
+            Verdict.DENY, f"the circuit breaker is tripped ({history.breaker_reason}); a human must reset it"
+        )
+    elif breaker.enabled:
+        recent = list(_within(history, now, breaker.duration))
+        cordoned = {n for a in recent if a.tool in NODE_OUT for n in a.nodes}
+        if action.tool in NODE_OUT:
+            cordoned |= set(targets.nodes)
+        failed = sum(1 for a in recent if a.verified is False)
+        if breaker.trips(len(cordoned), len(world.nodes), failed):
+            r.trips_breaker = True
+            r.add(
+                Verdict.DENY,
+                f"the circuit breaker trips: {len(cordoned)} nodes taken out within "
+                f"{breaker.duration} (limit {breaker.percentage:g}% of {len(world.nodes)}), "
+                f"{failed} failed verifications",
+            )
+
+    # The playbook that proposed the action: its tools, preconditions and per-incident limits.
+    playbook = playbooks.get(action.playbook_id) if action.playbook_id else None
+    node = world.nodes.get(targets.nodes[0]) if targets.nodes else None
+    if action.playbook_id and playbook is None:
+        r.add(Verdict.DENY, f"unknown playbook {action.playbook_id!r}")
+    elif playbook is not None:
+        subject = node
+        if subject is None and len(world.subject_nodes) == 1:
+            subject = world.nodes.get(next(iter(world.subject_nodes)))
+        _playbook_rules(r, playbook, action, targets, subject, world, history)
+    elif action.proposed_by != "human":
+        r.add(Verdict.ASK, "no playbook covers this action: a human decides")
+
+    # Mass failure short circuit (Cluster API maxUnhealthy).
+    mf = limits.mass_failure
+    r.consulted.append("mass_failure")
+    if node is not None and action.tool in NODE_OUT | DISRUPTING:
+        in_pool = sum(1 for n in world.alerting_nodes if (v := world.nodes.get(n)) and v.pool == node.pool)
+        if not mf.allows(in_pool, world.pool_size(node.pool), "pool"):
+            r.add(
+                Verdict.DENY,
+                f"mass failure: {in_pool} of {world.pool_size(node.pool)} nodes in pool {node.pool} "
+                f"alert at once (over {mf.max_unhealthy_pool}): likely the monitor, a driver rollout "
+                "or the network; a human decides",
+            )
+        if not mf.allows(len(world.alerting_nodes), len(world.nodes), "fleet"):
+            r.add(
+                Verdict.DENY,
+                f"mass failure: {len(world.alerting_nodes)} of {len(world.nodes)} nodes alert at once "
+                f"(over {mf.max_unhealthy_fleet} of the fleet)",
+            )
+
+    _blast_radius(r, limits, action, targets, node, world, history)
+
+    # Rate limits.
+    hour = list(_within(history, now, timedelta(hours=1)))
+    per_hour = limits.rate_limits.per_hour_for(action.tool)
+    done = sum(1 for a in hour if a.tool == action.tool)
+    r.consulted.append(f"rate_limits.{action.tool}")
+    if done + 1 > per_hour:
+        r.add(Verdict.DENY, f"{action.tool} ran {done} times in the last hour; the limit is {per_hour}")
+    incident_writes = sum(1 for a in history.actions if a.incident_id == action.incident_id)
+    r.consulted.append("rate_limits.writes_per_incident")
+    if incident_writes + 1 > limits.rate_limits.writes_per_incident:
+        r.add(
+            Verdict.DENY,
+            f"incident {action.incident_id} already made {incident_writes} writes "
+            f"(limit {limits.rate_limits.writes_per_incident})",
+        )
+    return _decision(action, r, targets, now)
+
+
+def _playbook_rules(
+    r: _Ruling,
+    playbook: Playbook,
+    action: Action,
+    targets: Targets,
+    node: NodeView | None,
+    world: WorldView,
+    history: History,
+) -> None:
+    c = playbook.containment
+    r.consulted.append(f"playbook:{playbook.id}")
+    if not c.permits(action.tool):
+        r.add(Verdict.DENY, f"playbook {playbook.id} does not permit {action.tool}")
+    for cond in c.preconditions:
+        why = _precondition(cond, node, world)
+        if why is not None:
+            r.add(Verdict.DENY, f"precondition of {playbook.id} unmet: {why}")
+    mine = [a for a in history.actions if a.incident_id == action.incident_id]
+    touched = {n for a in mine for n in a.nodes} | set(targets.nodes)
+    if action.tool.startswith("k8s.") and len(touched) > c.max_nodes:
+        r.add(
+            Verdict.DENY,
+            f"incident would write to {len(touched)} nodes; playbook {playbook.id} allows {c.max_nodes}",
+        )
+    # GPUs out of service by this incident: each node once, however many writes took it out.
+    out = {n for a in mine if a.tool in NODE_OUT for n in a.nodes} - set(history.uncordoned)
+    out |= set(targets.nodes)
+    gpus = sum(world.nodes[n].gpus if n in world.nodes else 0 for n in out)
+    if action.tool in NODE_OUT and gpus > c.max_gpus:
+        r.add(
+            Verdict.DENY, f"incident would take {gpus} GPUs out; playbook {playbook.id} allows {c.max_gpus}"
+        )
+    credited = sum((a.dollars for a in mine), Decimal("0")) + targets.dollars
+    if targets.dollars and credited > Decimal(str(c.max_credit_usd)):
+        r.add(
+            Verdict.DENY,
+            f"incident would credit ${credited}; playbook {playbook.id} allows ${c.max_credit_usd:g}",
+        )
+    if any(s.tool == action.tool and s.requires_approval for s in playbook.runbook):
+        r.add(Verdict.ASK, f"playbook {playbook.id} asks a human to approve {action.tool}")
+
+
+def _blast_radius(
+    r: _Ruling,
+    limits: GlobalLimits,
+    action: Action,
+    targets: Targets,
+    node: NodeView | None,
+    world: WorldView,
+    history: History,
+) -> None:
+    br = limits.blast_radius
+    now = world.now
+    if action.tool in NODE_OUT and node is not None:
+        out = agent_out_nodes(history) | {node.name}
+        in_pool = sum(1 for n in out if (v := world.nodes.get(n)) and v.pool == node.pool)
+        if in_pool > br.always_allow_nodes:
+            r.limit(
+                "blast_radius.pool_cordoned",
+                br.pool_cordoned,
+                in_pool / max(world.pool_size(node.pool), 1),
+                f"the fraction of pool {node.pool} the agent took out ({in_pool} nodes)",
+            )
+        if len(out) > br.always_allow_nodes:
+            r.limit(
+                "blast_radius.fleet_cordoned",
+                br.fleet_cordoned,
+                len(out) / max(len(world.nodes), 1),
+                f"the fraction of the fleet the agent took out ({len(out)} nodes)",
+            )
+        gpus_out = sum(world.nodes[n].gpus for n in out if n in world.nodes)
+        r.limit("blast_radius.gpus_out", br.gpus_out, gpus_out, "GPUs the agent took out of service")
+    if action.tool in DISRUPTING and targets.customers:
+        recent = {
+            c for a in _within(history, now, timedelta(hours=1)) if a.tool in DISRUPTING for c in a.customers
+        }
+        r.limit(
+            "blast_radius.customers_disrupted_per_hour",
+            br.customers_disrupted_per_hour,
+            len(recent | set(targets.customers)),
+            "customers disrupted in the last hour",
+        )
+    if targets.dollars:
+        incident = sum(
+            (a.dollars for a in history.actions if a.incident_id == action.incident_id), Decimal("0")
+        )
+        r.limit(
+            "blast_radius.credit_usd_per_incident",
+            br.credit_usd_per_incident,
+            float(incident + targets.dollars),
+            "dollars credited in this incident",
+        )
+        day = list(_within(history, now, timedelta(days=1)))
+        for customer in targets.customers:
+            spent = sum((a.dollars for a in day if customer in a.customers), Decimal("0"))
+            r.limit(
+                "blast_radius.credit_usd_per_customer_per_day",
+                br.credit_usd_per_customer_per_day,
+                float(spent + targets.dollars),
+                f"dollars credited to {customer} today",
+            )
+        hour = sum((a.dollars for a in _within(history, now, timedelta(hours=1))), Decimal("0"))
+        r.limit(
+            "blast_radius.credit_usd_per_hour",
+            br.credit_usd_per_hour,
+            float(hour + targets.dollars),
+            "dollars credited in the last hour",
+        )
+
+
+def _decision(action: Action, r: _Ruling, targets: Targets, now: Any) -> Decision:
+    reasons = r.reasons or ["within every limit consulted"]
+    return Decision(
+        verdict=r.verdict,
+        action_hash=action.digest(),
+        reasons=tuple(reasons),
+        limits_consulted=tuple(dict.fromkeys(r.consulted)),
+        targets=targets,
+        decided_at=now,
+        trips_breaker=r.trips_breaker,
+    )
+
+
+def history_from_audit(
+    records: Iterable[Any], world: WorldView, breaker: tuple[bool, str] = (False, "")
+) -> History:
+    """The agent's past writes, from the audit log's executed rows (targets resolved in today's world)."""
+    actions = []
+    uncordoned: list[str] = []
+    for rec in records:
+        if rec.phase != "after" or rec.outcome != "executed" or rec.tool in CONTROL_TOOLS:
+            continue  # control actions (the latches, meter ingestion) are not the mind's writes
+        action = Action(tool=rec.tool, params=rec.params, incident_id=rec.incident_id, step=rec.step)
+        t, _ = targets_of(action, world)
+        if rec.tool == "k8s.uncordon_node":
+            uncordoned.extend(t.nodes)
+        actions.append(
+            PastAction(
+                tool=rec.tool,
+                incident_id=rec.incident_id,
+                at=rec.at if rec.at.tzinfo else rec.at.replace(tzinfo=UTC),
+                nodes=t.nodes,
+                customers=t.customers,
+                gpus=t.gpus,
+                dollars=t.dollars,
+            )
+        )
+    return History(
+        actions=tuple(actions),
+        breaker_tripped=breaker[0],
+        breaker_reason=breaker[1],
+        uncordoned=tuple(uncordoned),
+    )

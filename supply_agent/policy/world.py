@@ -1,0 +1,108 @@
+"""The world as the gate sees it, and the agent's own past: plain data, so that ``gate.decide`` stays a
+pure function of its inputs. ``supply_agent.hands.world`` reads it from the cluster."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+# XIDs NVIDIA attributes to the application (the GPU is fine): a node-agent report of these alone does
+# not confirm a GPU fault.
+APPLICATION_XIDS = frozenset({13, 31, 43, 45, 68})
+
+
+class PodRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    name: str
+    customer: str | None = None
+    gpus: int = 0
+    daemonset: bool = False
+    deployment: str | None = None
+
+
+class NodeView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    pool: str
+    gpus: int
+    ready: str = "True"  # "True" | "False" | "Unknown", as the Ready condition says
+    gpu_healthy: str = "True"  # the GpuHealthy condition the node-agent maintains
+    unschedulable: bool = False
+    agent_ready: bool = True  # the node-agent (the GPU monitor) pod is Ready
+    pods: tuple[PodRef, ...] = ()
+    conditions: dict[str, str] = Field(default_factory=dict)  # every condition type -> status
+
+    def customers(self) -> tuple[str, ...]:
+        return tuple(sorted({p.customer for p in self.pods if p.customer and not p.daemonset}))
+
+
+class WorldView(BaseModel):
+    """The fleet as the gate sees it. Built by ``read_world`` from the cluster (read-only credentials)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    now: datetime
+    nodes: dict[str, NodeView]
+    frozen: bool = False
+    frozen_reason: str = ""
+    alerting_nodes: frozenset[str] = frozenset()  # nodes with a firing alert in the short-circuit window
+    node_events: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # event reasons seen on a node
+    confirmed_gpu_faults: frozenset[str] = frozenset()  # nodes whose node-agent report confirms the fault
+    # The nodes the incident is about: a playbook's node preconditions hold (or not) for an action that
+    # targets no node (a notice, a credit) by looking at the incident's one node.
+    subject_nodes: frozenset[str] = frozenset()
+
+    _pool_sizes: dict[str, int] = PrivateAttr(default_factory=dict)
+    _pods: dict[str, tuple[str, PodRef]] = PrivateAttr(default_factory=dict)
+    _deployments: dict[str, list[PodRef]] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Indexes, built once per world read, keep every gate lookup O(1) on a 10,000-node fleet.
+        for node in self.nodes.values():
+            self._pool_sizes[node.pool] = self._pool_sizes.get(node.pool, 0) + 1
+            for pod in node.pods:
+                self._pods[f"{pod.namespace}/{pod.name}"] = (node.name, pod)
+                if pod.deployment:
+                    self._deployments.setdefault(f"{pod.namespace}/{pod.deployment}", []).append(pod)
+
+    def pool_size(self, pool: str) -> int:
+        return self._pool_sizes.get(pool, 0)
+
+    def find_pod(self, namespace: str, name: str) -> tuple[NodeView, PodRef] | None:
+        hit = self._pods.get(f"{namespace}/{name}")
+        return (self.nodes[hit[0]], hit[1]) if hit else None
+
+    def deployment_pods(self, namespace: str, name: str) -> list[PodRef]:
+        return self._deployments.get(f"{namespace}/{name}", [])
+
+
+class PastAction(BaseModel):
+    """One write the agent executed (from the audit log), with what it touched."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tool: str
+    incident_id: str
+    at: datetime
+    nodes: tuple[str, ...] = ()
+    customers: tuple[str, ...] = ()
+    gpus: int = 0
+    dollars: Decimal = Decimal("0")
+    verified: bool | None = None  # False: its verification failed
+
+
+class History(BaseModel):
+    """The agent's own record: past writes, and the circuit breaker's latched state."""
+
+    model_config = ConfigDict(frozen=True)
+
+    actions: tuple[PastAction, ...] = ()
+    breaker_tripped: bool = False
+    breaker_reason: str = ""
+    uncordoned: tuple[str, ...] = Field(default=(), description="Nodes the agent has since handed back.")

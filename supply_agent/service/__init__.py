@@ -1,0 +1,1 @@
+"""``supply-agent serve``'s worker: dispatch, runs, approvals (Slack and terminal), write-back, its HTTP API."""

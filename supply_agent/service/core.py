@@ -1,0 +1,180 @@
+"""The on-call service behind ``supply-agent serve``: stored events in, graph threads run, humans asked.
+
+- Intake (called from the HTTP handlers) checks and stores each webhook, then answers; it refuses with
+  503 + Retry-After when too many stored events wait, rather than dropping any. ``supply-agent serve``
+  runs intake in a process of its own (:mod:`supply_agent.intake.app`); the service then follows
+  the event log (``follow_log``) instead of being handed each id.
+- One dispatcher thread handles stored events in order: it folds alerts into incidents (one thread, so
+  grouping is deterministic), records what humans did in PagerDuty, and hands graph runs to a pool.
+- A bounded pool runs graph threads, one run per incident at a time. After each run: PagerDuty notes
+  and resolve or escalate, a Slack prompt when the thread paused for an approval, metrics.
+- A Slack click is verified, bound to one pending approval by the action's hash, claimed atomically,
+  and resumes the thread once. A sweeper expires approvals nobody answered.
+- On start, events stored but not handled are handled, claimed clicks are finished, threads a crash
+  interrupted are continued, and paused threads stay paused.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from supply_agent.incidents.agent import open_agent
+from supply_agent.intake.events import (
+    EventLog,
+    Reply,
+)
+from supply_agent.mind.planners.base import Planner
+from supply_agent.models.incident import (
+    IncidentState,
+)
+from supply_agent.service.approvals import ApprovalsMixin
+from supply_agent.service.dispatch import DispatchMixin
+from supply_agent.service.prompts import PromptStore
+from supply_agent.service.state import (
+    log,
+)
+from supply_agent.service.writeback import WritebackMixin
+from supply_agent.settings import Settings
+from tools.pagerduty import PagerDutyClient, PagerDutyError
+from tools.slack import SlackClient
+
+__all__ = ["Reply", "Service", "open_service"]
+
+
+class Service(DispatchMixin, WritebackMixin, ApprovalsMixin):
+    """The on-call service: its parts (dispatch, write-back, approvals) over one shared state."""
+
+    def start(self) -> None:
+        if self.pd is not None and self._own_pd_user is None:
+            try:
+                self._own_pd_user = self.pd.own_user_id()
+            except PagerDutyError as exc:
+                log.warning("cannot find the agent's own PagerDuty user", error=str(exc))
+        self.refresh_approvers(force=True)
+        self.recover()
+        loops: list[tuple[str, Callable[[], None]]] = [
+            ("dispatcher", self._dispatch_loop),
+            ("sweeper", self._sweep_loop),
+        ]
+        if self.follow_log:
+            loops.append(("follower", self._follow_loop))
+        for name, target in loops:
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    def drain(self, timeout: float = 60.0) -> bool:
+        """Wait until every stored event is handled and no graph run is in flight (tests, benchmarks)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self._pending_lock:
+                idle = self._pending == 0 and not any(not f.done() for f in list(self._futures))
+            if idle:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def recover(self) -> None:
+        """After a restart: handle stored events, finish claimed clicks, continue interrupted threads."""
+        ids = self.events.pending()
+        for i in ids:
+            self._enqueue(i)
+        for prompt in self.prompts.with_status("deciding"):
+            self._submit(prompt.incident_id, self._resume, prompt)
+        for row in self.store.incidents(limit=10_000, status="open"):
+            iid = row.id
+            snap = self.agent.graph.get_state(self.agent.config(iid))
+            if not snap.values:
+                alerts = self.store.alerts_for(iid)
+                if alerts:
+                    state = IncidentState(incident_id=iid, alerts=alerts, opened_at=row.opened_at)
+                    self._submit(iid, self._run, state)
+            elif self.agent.unfinished(iid):
+                self._submit(iid, self._run, iid)
+        for row in self.store.incidents(limit=10_000, status="paused"):
+            pending = self.agent.pending(row.id)
+            if pending is not None and self.prompts.get(row.id, pending.action_hash) is None:
+                self._submit(row.id, self._prompt, row.id, pending)
+        if ids:
+            log.info("recovered stored events", events=len(ids))
+
+    async def accept_pagerduty(self, body: bytes, signature: str | None) -> Reply:
+        return await self.intake.pagerduty(body, signature)
+
+    async def accept_alertmanager(self, body: bytes, authorization: str | None) -> Reply:
+        return await self.intake.alertmanager(body, authorization)
+
+    def ready(self) -> dict[str, str]:
+        """What is not reachable (empty when ready)."""
+        problems: dict[str, str] = {}
+        try:
+            self.store.incidents(limit=1)
+        except Exception as exc:
+            problems["store"] = f"{type(exc).__name__}: {exc}"
+        try:
+            self.env.runtime.kube.ping()
+        except Exception as exc:
+            problems["cluster"] = f"{type(exc).__name__}: {exc}"
+        return problems
+
+
+@contextmanager
+def open_service(
+    settings: Settings, kubeconfig: Path, *, planner: Planner | None = None, follow_log: bool = False
+) -> Iterator[Service]:
+    """A :class:`Service` on the cluster in ``kubeconfig`` with PagerDuty and Slack from settings."""
+    pd = None
+    if settings.pagerduty_api_key is not None:
+        if not settings.pagerduty_from:
+            raise ValueError(
+                "SUPPLY_AGENT_PAGERDUTY_FROM: the email of the agent's PagerDuty user is required"
+            )
+        pd = PagerDutyClient(
+            settings.pagerduty_api_key.get_secret_value(),
+            settings.pagerduty_from,
+            base_url=settings.pagerduty_api_url,
+            escalation_policy_id=settings.pagerduty_escalation_policy,
+            verify=(
+                ssl.create_default_context(cafile=str(settings.pagerduty_ca_file))
+                if settings.pagerduty_ca_file
+                else True
+            ),
+        )
+    slack = None
+    if settings.slack_bot_token is not None:
+        if not settings.slack_channel:
+            raise ValueError("SUPPLY_AGENT_SLACK_CHANNEL: the channel for approval prompts is required")
+        slack = SlackClient(
+            settings.slack_bot_token.get_secret_value(),
+            settings.slack_channel,
+            base_url=settings.slack_api_url,
+        )
+    events = EventLog.from_url(settings.resolved_intake_url())
+    try:
+        with open_agent(settings, kubeconfig, planner=planner) as (agent, env):
+            service = Service(
+                settings,
+                agent,
+                env,
+                events,
+                PromptStore(agent.store.engine),
+                pagerduty=pd,
+                slack=slack,
+                follow_log=follow_log,
+            )
+            yield service
+    finally:
+        events.close()
+        if pd is not None:
+            pd.close()

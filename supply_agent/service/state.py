@@ -1,0 +1,140 @@
+"""What the service's parts share: its clients, stores, queues and locks (one object; each part of
+the service is a mixin over it, the way the sandbox fleet's controllers are)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from sandbox.executor.executor import ExecutionResult
+from sandbox.executor.runners import runners
+from supply_agent.hands.wiring import Environment
+from supply_agent.incidents.agent import Agent, ApprovalAnswer, ApprovalRequest, RunResult
+from supply_agent.incidents.store import IncidentStore
+from supply_agent.intake.events import (
+    EventLog,
+    Intake,
+)
+from supply_agent.metrics import Metrics
+from supply_agent.models.incident import (
+    IncidentState,
+    TimelineEntry,
+)
+from supply_agent.service.prompts import Prompt, PromptStore
+from supply_agent.settings import Settings
+from tools.catalogue import Clients
+from tools.pagerduty import PagerDutyClient
+from tools.slack import SlackClient
+
+log = structlog.get_logger("supply_agent.service.core")
+
+# Timeline kinds that become PagerDuty notes: each finding and each action, and the human answers.
+NOTE_KINDS = frozenset({"evidence", "action", "approval"})
+GROUP_CACHE_S = 60.0
+FOLLOW_S = 0.05  # how often a service following the event log looks for new events
+RESCAN_S = 5.0  # and how often it looks again at every pending one (none may be passed over)
+
+
+class ServiceState:
+    """The service's state; the methods one part calls on another are declared here for the type checker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        agent: Agent,
+        env: Environment,
+        events: EventLog,
+        prompts: PromptStore,
+        *,
+        pagerduty: PagerDutyClient | None = None,
+        slack: SlackClient | None = None,
+        metrics: Metrics | None = None,
+        wall: Callable[[], float] = time.time,
+        follow_log: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.agent = agent
+        self.env = env
+        self.store: IncidentStore = agent.store
+        self.events = events
+        self.prompts = prompts
+        self.pd = pagerduty
+        self.slack = slack
+        self.metrics = metrics or Metrics()
+        self.wall = wall  # Slack's signing window is in real time, whatever the cluster's clock says
+        self.clock = env.runtime.clock
+        self.window = timedelta(seconds=settings.grouping_window_s)
+        self._queue: queue.Queue[int] = queue.Queue()
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="graph")
+        self._incident_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_lock = threading.Lock()
+        self._notes: dict[str, list[TimelineEntry]] = defaultdict(list)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._futures: set[Future[None]] = set()
+        self._static_approvers = frozenset(env.runtime.executor.approvers)
+        self._groups_at = 0.0
+        self._our_acks: set[str] = set()
+        self._own_pd_user: str | None = settings.pagerduty_user_id or None
+        self.follow_log = follow_log
+        self._last_seen = 0  # following the log: the newest event id queued
+        self._queued: set[int] = set()  # queued and not yet finished
+        self.intake = Intake(
+            settings, events, self.metrics, pending=lambda: self._pending, stored=self._enqueue
+        )
+        agent.on_entry = self._on_entry
+        # Write-back is executor actions too (audited, keyed), over the clients configured here.
+        runtime = env.runtime
+        runtime.executor.runners.update(
+            runners(
+                Clients(
+                    kube=env.writer,
+                    ledger=runtime.ledger,
+                    outbox=runtime.outbox,
+                    pagerduty=pagerduty,
+                    slack=slack,
+                ),
+                ("pagerduty.", "slack."),
+            )
+        )
+
+    if TYPE_CHECKING:
+
+        def _enqueue(self, event_id: int) -> None: ...
+        def _submit(self, iid: str, fn: Callable[..., object], *args: Any) -> None: ...
+        def _run(
+            self, target: IncidentState | str, resume: ApprovalAnswer | None = None
+        ) -> RunResult | None: ...
+        def _on_entry(self, iid: str, entry: TimelineEntry) -> None: ...
+        def _after(self, result: RunResult) -> None: ...
+        def _send(self, iid: str, tool: str, params: dict[str, Any], at: object) -> ExecutionResult: ...
+        def _prompt(self, iid: str, request: ApprovalRequest) -> None: ...
+        def _resume(self, prompt: Prompt) -> None: ...
+        def refresh_approvers(self, force: bool = False) -> frozenset[str]: ...
+
+
+def pd_id_of(state: IncidentState) -> str | None:
+    a = state.alerts[0] if state.alerts else None
+    return a.source_id if a is not None and a.source == "pagerduty" and a.source_id else None
+
+
+def ending_of(state: IncidentState) -> str:
+    acted = [s for s in state.steps if s.outcome in ("executed", "duplicate")]
+    head = f"supply-agent: {state.outcome}"
+    if state.root_cause:
+        head += f" (root cause: {state.root_cause})"
+    lines = [head, *(f"- {s.action.tool} {json.dumps(s.action.params, sort_keys=True)}" for s in acted)]
+    if state.handoff:
+        lines.append(f"hand-off: {state.handoff}")
+    return "\n".join(lines)

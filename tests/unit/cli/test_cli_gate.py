@@ -1,0 +1,91 @@
+"""`playbooks explain`, `freeze`/`unfreeze` and `breaker` against a sandbox fleet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sandbox.fleet.admin import AdminClient
+from supply_agent.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _explain(kubeconfig: Path, action: dict) -> dict:
+    result = CliRunner().invoke(
+        main,
+        [
+            "playbooks",
+            "explain",
+            json.dumps(action),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--dir",
+            str(ROOT / "playbooks"),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_explain_freeze_and_breaker(
+    kubeconfig: Path, admin: AdminClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from supply_agent.settings import get_settings
+
+    monkeypatch.setenv("SUPPLY_AGENT_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    node = "east-h100-00000"
+    cordon = {"tool": "k8s.cordon_node", "params": {"node": node}, "playbook_id": "xid-fallen-off-bus"}
+    before = _explain(kubeconfig, cordon)
+    assert before["verdict"] == "deny" and any("not confirmed" in r for r in before["reasons"])
+    admin.inject("off-bus", node=node, gpu=1)
+    after = _explain(kubeconfig, cordon)
+    assert after["verdict"] == "allow", after["reasons"]
+    assert after["targets"]["gpus"] == 8
+
+    runner = CliRunner()
+    out = runner.invoke(
+        main, ["freeze", "--kubeconfig", str(kubeconfig), "--reason", "change freeze", "--by", "sre"]
+    )
+    assert out.exit_code == 0, out.output
+    frozen = _explain(kubeconfig, cordon)
+    assert frozen["verdict"] == "deny" and any("kill switch" in r for r in frozen["reasons"])
+    assert runner.invoke(main, ["unfreeze", "--kubeconfig", str(kubeconfig)]).exit_code == 0
+    assert _explain(kubeconfig, cordon)["verdict"] == "allow"
+
+    from sandbox.executor.audit import AuditLog
+    from tools.kubernetes import KubeTools
+    from tools.latches import BREAKER_CONFIGMAP, CONTROL_NAMESPACE
+
+    kube = KubeTools.from_kubeconfig(kubeconfig)  # the fleet's admin: the world as a test arranges it
+    kube.upsert_config_map(CONTROL_NAMESPACE, BREAKER_CONFIGMAP, {"status": "TRIPPED", "reason": "3 failed"})
+    assert "TRIPPED" in runner.invoke(main, ["breaker", "status", "--kubeconfig", str(kubeconfig)]).output
+    assert _explain(kubeconfig, cordon)["verdict"] == "deny"
+    reset = runner.invoke(main, ["breaker", "reset", "--kubeconfig", str(kubeconfig), "--by", "oncall"])
+    assert "CLOSED" in reset.output, reset.output
+    assert _explain(kubeconfig, cordon)["verdict"] == "allow"
+    assert kube.read_config_map(CONTROL_NAMESPACE, BREAKER_CONFIGMAP)["by"] == "oncall"
+    kube.close()
+    # Every human command is an executor action with its audit row: who, what, why.
+    audit = AuditLog.from_url(get_settings().resolved_database_url())
+    rows = [(r.tool, r.outcome, r.approver) for r in audit.records("control") if r.phase == "after"]
+    assert rows == [
+        ("control.freeze", "executed", "sre"),
+        ("control.unfreeze", "executed", rows[1][2]),
+        ("control.reset_breaker", "executed", "oncall"),
+    ]
+    get_settings.cache_clear()
+
+
+def test_explain_rejects_bad_input(kubeconfig: Path) -> None:
+    result = CliRunner().invoke(main, ["playbooks", "explain", "{not json", "--kubeconfig", str(kubeconfig)])
+    assert result.exit_code == 2 and "not an action" in result.output
+    result = CliRunner().invoke(
+        main, ["playbooks", "explain", '{"tool": "k8s.get_node"}', "--kubeconfig", "/nope"]
+    )
+    assert result.exit_code == 2 and "does not exist" in result.output
