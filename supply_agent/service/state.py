@@ -79,7 +79,6 @@ class ServiceState:
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="graph")
         self._incident_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_lock = threading.Lock()
-        self._notes: dict[str, list[TimelineEntry]] = defaultdict(list)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._futures: set[Future[None]] = set()

@@ -1,5 +1,9 @@
 """Write-back after each run: PagerDuty notes, acknowledge, resolve or escalate, and the Slack prompt when
-a thread paused; every message an executor action (audited, keyed)."""
+a thread paused; every message an executor action (audited, keyed).
+
+Notes come from the incident's stored timeline, not from memory: every finding, action and answer
+the store holds is sent under a key made of what it says and when, so a note a crash cut off, or one
+PagerDuty refused, is sent after the next run, and a note already delivered is never sent twice."""
 
 from __future__ import annotations
 
@@ -24,18 +28,16 @@ from supply_agent.service.state import (
 
 class WritebackMixin(ServiceState):
     def _on_entry(self, iid: str, entry: TimelineEntry) -> None:
-        if entry.kind in NOTE_KINDS:
-            self._notes[iid].append(entry)
+        """Nothing to hold: the store already has the entry, and ``_after`` sends from the store."""
 
     def _after(self, result: RunResult) -> None:
         iid = result.incident_id
         state = result.state
         pd_id = pd_id_of(state)
-        notes = self._notes.pop(iid, [])
         owned = (row := self.store.get(iid)) is not None and bool(row.human_owner)
         pd = self.pd if pd_id else None
         if pd is not None:
-            for entry in notes:
+            for entry in (e for e in self.store.timeline(iid) if e.kind in NOTE_KINDS):
                 note = f"[{entry.kind}] {entry.text}"
                 self._send(iid, "pagerduty.note", {"incident": pd_id, "content": note}, entry.at)
         if result.pending is not None:

@@ -79,6 +79,7 @@ class PagerDutyStub:
         self._notes: dict[str, list[str]] = {}
         self._statuses: dict[str, list[str]] = {}
         self._failures: list[int] = []
+        self._writes_fail: int | None = None  # every PUT/POST answers this status until healed
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         cert = make_serving_cert(("127.0.0.1",))
@@ -131,6 +132,17 @@ class PagerDutyStub:
         with self._lock:
             self._failures.extend([status] * times)
 
+    def fail_writes(self, status: int) -> None:
+        """Answer every write (PUT, POST) with ``status`` until :meth:`heal`; reads still answer."""
+        with self._lock:
+            self._writes_fail = status
+
+    def heal(self) -> None:
+        """Stop failing: the outage is over."""
+        with self._lock:
+            self._failures.clear()
+            self._writes_fail = None
+
     # -- what the client did ---------------------------------------------------------------------------
     def writes(self, incident_id: str) -> list[tuple[str, str, Any]]:
         """(method, path, body) of every PUT/POST on the incident, in order, failed ones included."""
@@ -158,6 +170,8 @@ class PagerDutyStub:
             self.requests.append(req)
             if self._failures:
                 return (status := self._failures.pop(0)), _error(status)
+            if self._writes_fail is not None and req.method in ("PUT", "POST"):
+                return self._writes_fail, _error(self._writes_fail)
             if req.headers.get("authorization") != f"Token token={self.api_key}":
                 return 401, _error(401)
             if req.method in ("PUT", "POST") and not req.headers.get("from"):
