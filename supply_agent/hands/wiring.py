@@ -148,6 +148,17 @@ def build_environment(
     split = credentials(settings, kubeconfig)
     kube = KubeTools.from_kubeconfig(kubeconfig, split[0] if split else settings.kube_context)
     writer = KubeTools.from_kubeconfig(split[1], split[2]) if split else kube
+    if writer is not kube:
+        # The writer's credentials are checked at start (and its connection opened), not found broken
+        # at the first write of the first incident.
+        try:
+            writer.ping()
+        except Exception as exc:
+            kube.close()
+            writer.close()
+            raise ValueError(
+                f"the write credentials ({split[1] if split else kubeconfig}) do not answer: {exc}"
+            ) from exc
     url = settings.resolved_database_url()
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,9 @@ READ_VERBS = {"get", "list", "watch"}
 # What the write tools read before they write (cordon: is it cordoned already; drain: the pods on the
 # node; restart and scale: the current deployment and scale; the latches: nothing), with the writer's
 # own credentials: deploy/rbac.yaml grants the writer exactly these reads.
-WRITE_TOOL_READS = {"get nodes", "list pods", "get deployments", "get deployments/scale"}
+# The writer's reads: what write tools read before they write, and the start-up check that the write
+# credentials answer (`list nodes`, limit 1).
+WRITE_TOOL_READS = {"get nodes", "list pods", "get deployments", "get deployments/scale", "list nodes"}
 
 
 # -- clients ------------------------------------------------------------------------------------------
