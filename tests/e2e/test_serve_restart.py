@@ -185,6 +185,9 @@ def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(tmp_pat
                 assert len(ledger.credits_for_incident(iid).credits) == 1
             finally:
                 ledger.close()
+            # The prompt's update follows the resumed run's write-back (resolve first): wait for it.
+            _until("the Slack prompt updated", lambda: slack.updates(), 30)
+            time.sleep(0.3)
             assert len(slack.updates()) == 1
         finally:
             second.stop()
