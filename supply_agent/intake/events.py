@@ -9,13 +9,11 @@ content of the notification (group key, and each alert's fingerprint, status and
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
-import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,8 +25,19 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from supply_agent.incidents.store import engine_for
+from supply_agent.intake.bodies import (  # re-exported: the body checks live there
+    MAX_DEPTH,
+    PD_HANDLED,
+    PD_HUMAN,
+    PD_ID,
+    PD_TRIGGERS,
+    Classified,
+    IntakeError,
+    Source,
+    classify_alertmanager,
+    classify_pagerduty,
+)
 from supply_agent.intake.signing import SignatureError, verify_pagerduty
-from supply_agent.models.incident import AlertError, parse_alerts
 
 if TYPE_CHECKING:
     from supply_agent.metrics import Metrics
@@ -36,102 +45,26 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("supply_agent.intake.events")
 
-Source = Literal["pagerduty", "alertmanager"]
 
-# PagerDuty V3 incident events the agent acts on: a page opens (or joins) an incident; the rest are what
-# humans do to it. Anything else PagerDuty sends is accepted and ignored.
-PD_TRIGGERS = frozenset({"incident.triggered", "incident.reopened"})
-PD_HUMAN = frozenset(
-    {
-        "incident.acknowledged",
-        "incident.resolved",
-        "incident.reassigned",
-        "incident.escalated",
-        "incident.delegated",
-        "incident.unacknowledged",
-    }
-)
-PD_HANDLED = PD_TRIGGERS | PD_HUMAN
-
-
-class IntakeError(ValueError):
-    """A webhook body that cannot be taken: the HTTP status to answer and why."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+__all__ = [
+    "MAX_DEPTH",
+    "PD_HANDLED",
+    "PD_HUMAN",
+    "PD_ID",
+    "PD_TRIGGERS",
+    "Classified",
+    "EventLog",
+    "EventRow",
+    "Intake",
+    "IntakeError",
+    "Reply",
+    "Source",
+    "StoredEvent",
+    "classify_alertmanager",
+    "classify_pagerduty",
+]
 
 
-@dataclass(frozen=True)
-class Classified:
-    """What a checked webhook is: its dedup key, its type, and whether the agent acts on it."""
-
-    source: Source
-    dedup_key: str
-    event_type: str
-    handled: bool
-    reason: str = ""
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except UnicodeDecodeError as exc:
-        raise IntakeError(400, f"body is not UTF-8: {exc.reason} at byte {exc.start}") from exc
-    except json.JSONDecodeError as exc:
-        raise IntakeError(
-            400, f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
-
-
-def classify_pagerduty(body: bytes) -> Classified:
-    """Check a PagerDuty V3 webhook body; 400 with the reason when it is not one."""
-    data = _json(body)
-    if not isinstance(data, Mapping) or not isinstance(data.get("event"), Mapping):
-        raise IntakeError(400, "body: a PagerDuty V3 webhook is an object with an 'event' object")
-    ev = data["event"]
-    for key in ("id", "event_type"):
-        if not isinstance(ev.get(key), str) or not ev[key]:
-            raise IntakeError(400, f"body.event.{key}: expected a non-empty string")
-    event_type = ev["event_type"]
-    if event_type not in PD_HANDLED:
-        return Classified("pagerduty", f"pd:{ev['id']}", event_type, False, f"{event_type} is not acted on")
-    try:
-        _, refs = parse_alerts(data)
-    except AlertError as exc:
-        raise IntakeError(400, str(exc)) from exc
-    if not refs:
-        return Classified("pagerduty", f"pd:{ev['id']}", event_type, False, "not an incident event")
-    return Classified("pagerduty", f"pd:{ev['id']}", event_type, True)
-
-
-def classify_alertmanager(body: bytes) -> Classified:
-    """Check an Alertmanager (version "4") webhook body; 400 with the reason when it is not one."""
-    data = _json(body)
-    if not isinstance(data, Mapping) or "alerts" not in data:
-        raise IntakeError(400, "body: an Alertmanager webhook is an object with an 'alerts' list")
-    try:
-        alerts, _ = parse_alerts(data)
-    except AlertError as exc:
-        raise IntakeError(400, str(exc)) from exc
-    if not alerts:
-        return Classified("alertmanager", "", "alertmanager", False, "no alerts in the notification")
-    # A retry and a repeat notification carry the same alerts: one event. A flap (a new startsAt) is new.
-    content = json.dumps(
-        [
-            str(data.get("groupKey", "")),
-            sorted(
-                (a.fingerprint, a.status, a.starts_at.isoformat() if a.starts_at else "", a.alertname)
-                for a in alerts
-            ),
-        ]
-    )
-    key = "am:" + hashlib.sha256(content.encode()).hexdigest()[:40]
-    return Classified("alertmanager", key, f"alertmanager.{data.get('status', 'firing')}", True)
-
-
-# -- the event log ------------------------------------------------------------------------------------
 class _Base(DeclarativeBase):
     pass
 

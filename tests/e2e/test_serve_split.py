@@ -14,8 +14,8 @@ import httpx
 from supply_agent.intake.app import merge_metrics
 from supply_agent.intake.events import Classified, EventLog
 from supply_agent.metrics import Metrics
-from tests.support.service_harness import AM_TOKEN, outside_world
 from tests.e2e.test_serve_restart import Served, _env, _until
+from tests.support.service_harness import AM_TOKEN, outside_world
 
 AUTH = {"authorization": f"Bearer {AM_TOKEN}", "content-type": "application/json"}
 
