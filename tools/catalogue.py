@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -198,6 +198,7 @@ class Call:
 
 
 Run = Callable[[Clients, Any, Call], Any]
+_Req = TypeVar("_Req", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -254,71 +255,40 @@ def _meter_anomaly(c: Clients, i: PodInput, call: Call) -> MeterAnomaly:
     return found[0]
 
 
+def _keyed(model: type[_Req], i: BaseModel, call: Call, drop: frozenset[str] = frozenset()) -> _Req:
+    """A ledger request: the tool's input plus who asks and the key (the requests derive from the inputs)."""
+    keyed = {"incident_id": call.incident_id, "step": call.step, "idempotency_key": call.key}
+    return model.model_validate({**i.model_dump(exclude=set(drop)), **keyed})
+
+
 def _credit(c: Clients, i: CreditInput, call: Call) -> CreditResult:
     from tools.billing import CreditRequest
 
-    return c.ledger.issue_credit(
-        CreditRequest(
-            customer=i.customer,
-            amount_usd=i.amount_usd,
-            reason=i.reason,
-            incident_id=call.incident_id,
-            step=call.step,
-            idempotency_key=call.key,
-        ),
-        max_amount_usd=c.max_credit_usd,
-    )
+    return c.ledger.issue_credit(_keyed(CreditRequest, i, call), max_amount_usd=c.max_credit_usd)
 
 
 def _pause(c: Clients, i: MeteringInput, call: Call) -> MeteringState:
     from tools.billing import PauseRequest
 
-    return c.ledger.pause_metering(
-        PauseRequest(
-            namespace=i.namespace,
-            pod=i.pod,
-            reason=i.reason,
-            incident_id=call.incident_id,
-            step=call.step,
-            idempotency_key=call.key,
-        )
-    )
+    return c.ledger.pause_metering(_keyed(PauseRequest, i, call))
 
 
 def _resume(c: Clients, i: MeteringInput, call: Call) -> MeteringState:
     from tools.billing import ResumeRequest
 
-    return c.ledger.resume_metering(
-        ResumeRequest(
-            namespace=i.namespace,
-            pod=i.pod,
-            incident_id=call.incident_id,
-            step=call.step,
-            idempotency_key=call.key,
-        )
-    )
+    return c.ledger.resume_metering(_keyed(ResumeRequest, i, call, frozenset({"reason"})))
 
 
 def _hold(c: Clients, i: PayoutInput, call: Call) -> PayoutHold:
     from tools.billing import HoldRequest
 
-    return c.ledger.hold_payout(
-        HoldRequest(
-            node=i.node,
-            reason=i.reason,
-            incident_id=call.incident_id,
-            step=call.step,
-            idempotency_key=call.key,
-        )
-    )
+    return c.ledger.hold_payout(_keyed(HoldRequest, i, call))
 
 
 def _release(c: Clients, i: PayoutInput, call: Call) -> PayoutHold:
     from tools.billing import ReleaseRequest
 
-    return c.ledger.release_payout(
-        ReleaseRequest(node=i.node, incident_id=call.incident_id, step=call.step, idempotency_key=call.key)
-    )
+    return c.ledger.release_payout(_keyed(ReleaseRequest, i, call, frozenset({"reason"})))
 
 
 def _ingest(c: Clients, i: NoInput, call: Call) -> IngestResult:

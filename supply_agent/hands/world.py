@@ -11,7 +11,6 @@ from supply_agent.policy.world import APPLICATION_XIDS, NodeView, PodRef, WorldV
 from tools.kubernetes import CUSTOMER_LABEL, POOL_LABEL, KubeTools
 from tools.latches import CONTROL_NAMESPACE, read_breaker, read_freeze
 
-AGENT_NAMESPACE = CONTROL_NAMESPACE
 __all__ = ["enrich", "read_breaker", "read_freeze", "read_world"]
 
 
@@ -38,7 +37,7 @@ def read_world(kube: KubeTools, now: datetime, alerting_nodes: frozenset[str] = 
             c["type"] == "Ready" and c["status"] == "True"
             for c in (p.get("status") or {}).get("conditions") or []
         )
-        if meta["namespace"] == AGENT_NAMESPACE:
+        if meta["namespace"] == CONTROL_NAMESPACE:
             agent_ready[node] = ready and not meta.get("deletionTimestamp")
         gpus = sum(
             int(((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0))

@@ -27,7 +27,6 @@ from supply_agent.intake.events import (
 from supply_agent.metrics import Metrics
 from supply_agent.models.incident import (
     IncidentState,
-    TimelineEntry,
 )
 from supply_agent.service.prompts import Prompt, PromptStore
 from supply_agent.settings import Settings
@@ -92,7 +91,6 @@ class ServiceState:
         self.intake = Intake(
             settings, events, self.metrics, pending=lambda: self._pending, stored=self._enqueue
         )
-        agent.on_entry = self._on_entry
         # Write-back is executor actions too (audited, keyed), over the clients configured here.
         runtime = env.runtime
         runtime.executor.runners.update(
@@ -115,7 +113,6 @@ class ServiceState:
         def _run(
             self, target: IncidentState | str, resume: ApprovalAnswer | None = None
         ) -> RunResult | None: ...
-        def _on_entry(self, iid: str, entry: TimelineEntry) -> None: ...
         def _after(self, result: RunResult) -> None: ...
         def _send(self, iid: str, tool: str, params: dict[str, Any], at: object) -> ExecutionResult: ...
         def _prompt(self, iid: str, request: ApprovalRequest) -> None: ...

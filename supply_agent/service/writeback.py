@@ -14,9 +14,6 @@ from typing import Any
 from sandbox.executor.executor import ExecutionResult
 from supply_agent.incidents.agent import RunResult
 from supply_agent.models import Action
-from supply_agent.models.incident import (
-    TimelineEntry,
-)
 from supply_agent.service.state import (
     NOTE_KINDS,
     ServiceState,
@@ -27,9 +24,6 @@ from supply_agent.service.state import (
 
 
 class WritebackMixin(ServiceState):
-    def _on_entry(self, iid: str, entry: TimelineEntry) -> None:
-        """Nothing to hold: the store already has the entry, and ``_after`` sends from the store."""
-
     def _after(self, result: RunResult) -> None:
         iid = result.incident_id
         state = result.state
