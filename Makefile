@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test eval bench lint clean
+.PHONY: demo test chaos eval bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The whole fault-injection suite: every crash point and fault (make test runs the essential ones).
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -q -m chaos tests/e2e/test_faults.py tests/e2e/test_faults_kill.py
+	$(BIN)/python -m pytest -q tests/e2e/test_faults.py tests/e2e/test_faults_kill.py
 
 # The whole incident corpus, gated and with the --no-gate ablation; the report goes to evals/report/.
 eval: $(STAMP)

@@ -60,6 +60,35 @@ class Metrics:
         self.writeback_errors = Counter(
             "supply_agent_writeback_errors", "Failed PagerDuty or Slack calls.", ["target"], registry=r
         )
+        self.job_retries = Counter(
+            "supply_agent_job_retries",
+            "Jobs put back after a failure that may pass, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "supply_agent_dead_letters",
+            "Jobs and events ended by a failure that will not pass, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.dead_letters_now = Gauge(
+            "supply_agent_dead_letters_stored",
+            "Dead letters in the stores now (jobs dead, events failed), by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.stalled = Gauge(
+            "supply_agent_stalled_incidents",
+            "Incidents whose work has failed for longer than the hand-back bound.",
+            registry=r,
+        )
+        self.handed_back = Counter(
+            "supply_agent_handed_back",
+            "Incidents handed back to humans by the dead man's switch, by path.",
+            ["path"],
+            registry=r,
+        )
 
     def finished(self, state: IncidentState) -> None:
         """Count one incident once, when its thread ends."""

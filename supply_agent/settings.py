@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     )
     approval_identity: str = Field("", description="Who answers terminal approvals; default terminal:$USER.")
     verify_cap_s: float = Field(30.0, gt=0, description="Wall-clock cap on one verification poll loop.")
+    kube_connect_timeout_s: float = Field(5.0, gt=0, description="Kubernetes API: connect timeout.")
+    kube_read_timeout_s: float = Field(30.0, gt=0, description="Kubernetes API: read timeout per call.")
+    kube_read_budget_s: float = Field(75.0, gt=0, description="One read and its retries, at most.")
+    executor_timeout_s: float = Field(
+        300.0, gt=0, description="One write action (dry run and run) at most; it bounds the tool itself."
+    )
 
     # -- the on-call surface (`supply-agent serve`) ---------------------------------------------------
     pagerduty_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
@@ -82,10 +88,25 @@ class Settings(BaseSettings):
     queue_max: int = Field(10_000, ge=1, description="Stored events not yet handled, at most; then 503.")
     retry_after_s: int = Field(5, ge=1, description="Retry-After on a 503 when the queue is full.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest webhook body accepted (else 413).")
+    intake_head_timeout_s: float = Field(
+        10.0, gt=0, description="A request head must be complete this long after connecting (else 408)."
+    )
+    intake_body_timeout_s: float = Field(
+        30.0, gt=0, description="A request body must be complete this long after its head (else 408)."
+    )
+    intake_max_connections: int = Field(
+        256, ge=2, description="Connections at once on the public port; past it 503 and closed."
+    )
+    intake_backlog: int = Field(256, ge=1, description="The public port's accept backlog.")
     grouping_window_s: float = Field(
         900.0, ge=0, description="The same alert again within this long after its incident closed joins it."
     )
     approval_sweep_s: float = Field(10.0, gt=0, description="How often expired approvals are swept.")
+    retry_base_s: float = Field(
+        0.5, gt=0, description="First back-off of a failed job or event; doubling, with full jitter."
+    )
+    retry_cap_s: float = Field(30.0, gt=0, description="Longest back-off between two attempts.")
+    watchdog_s: float = Field(5.0, gt=0, description="How often the dead man's switch looks for stalls.")
 
     @field_validator("approvers", "slack_approver_groups", "pagerduty_webhook_secrets", mode="before")
     @classmethod

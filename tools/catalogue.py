@@ -15,8 +15,10 @@ rows are data, and splitting them across modules would restate the table the iss
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -188,13 +190,32 @@ class Clients:
 
 
 @dataclass(frozen=True)
+class Deadline:
+    """When the guarded executor stops waiting for a run (``at``, in ``time.monotonic()`` seconds), and
+    the event it sets when it has (``stop``). A tool that waits on the cluster (the drain) stops at the
+    first and returns what it did; one still running at the second makes no further change."""
+
+    at: float
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return max(self.at - time.monotonic(), 0.0)
+
+
+@dataclass(frozen=True)
 class Call:
-    """Who is asking for one run: the incident and step (for records and keys), and whether to dry-run."""
+    """Who is asking for one run: the incident and step (for records and keys), whether to dry-run, and
+    the executor's deadline (none outside the executor: reads are bounded by their clients' timeouts)."""
 
     incident_id: str = ""
     step: int = 0
     key: str = ""
     dry_run: bool = False
+    deadline: Deadline | None = None
 
 
 Run = Callable[[Clients, Any, Call], Any]
@@ -295,6 +316,17 @@ def _ingest(c: Clients, i: NoInput, call: Call) -> IngestResult:
     if c.ingest_meters is None:
         raise ValueError("no meter feed configured: nothing to ingest")
     return c.ingest_meters(c.ledger)
+
+
+def _drain(c: Clients, i: DrainInput, call: Call) -> DrainResult:
+    d = call.deadline
+    return c.kube.drain_node(
+        i.node,
+        timeout_s=i.timeout_s,
+        dry_run=call.dry_run,
+        deadline=d.at if d is not None else None,
+        stop=d.stop if d is not None else None,
+    )
 
 
 def _latch(name: str, data: Callable[[ControlInput], dict[str, str]]) -> Run:
@@ -481,7 +513,8 @@ _ROWS: list[ToolSpec] = [
         DrainInput,
         # Evicted pods restart elsewhere: the disruption cannot be undone.
         Effect.IRREVERSIBLE,
-        lambda c, i, call: c.kube.drain_node(i.node, timeout_s=i.timeout_s, dry_run=call.dry_run),
+        # Bounded by the executor's deadline too: a longer timeout_s is cut to it, and the result says so.
+        _drain,
         DrainResult,
         dry_run=True,
         verbs=(("patch", "nodes"), ("create", "pods/eviction")),

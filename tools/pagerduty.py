@@ -37,9 +37,25 @@ _NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
 class PagerDutyError(Exception):
     """A PagerDuty REST call failed: says which call, the HTTP status and PagerDuty's message."""
 
-    def __init__(self, call: str, status: int | None, message: str) -> None:
+    def __init__(self, call: str, status: int | None, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{call}: HTTP {status}: {message}" if status is not None else f"{call}: {message}")
         self.call, self.status, self.message = call, status, message
+        self.retry_after = retry_after  # seconds PagerDuty asked us to wait (429), if it said
+
+
+def _retry_after(response: httpx2.Response) -> float | None:
+    """``Retry-After``, else PagerDuty's ``ratelimit-reset`` (seconds until the limit resets)."""
+    for name in ("retry-after", "ratelimit-reset"):
+        value = response.headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            continue
+        if seconds >= 0:
+            return seconds
+    return None
 
 
 def _pd_message(response: httpx2.Response) -> str:
@@ -59,8 +75,11 @@ def _pd_message(response: httpx2.Response) -> str:
 def _should_retry(exc: BaseException, replay_safe: bool) -> bool:
     if not isinstance(exc, PagerDutyError):
         return False
-    # 429 and refused connections mean PagerDuty did nothing, so sending again cannot double an effect.
-    if exc.status == 429 or isinstance(exc.__cause__, _NOT_SENT):
+    # 429 and refused connections mean PagerDuty did nothing, so sending again cannot double an effect;
+    # a wait longer than the retry budget is the caller's (the outbox waits, no thread sleeps).
+    if exc.status == 429:
+        return exc.retry_after is None or exc.retry_after <= RETRY_BUDGET_S / 2
+    if isinstance(exc.__cause__, _NOT_SENT):
         return True
     return replay_safe and (exc.status is None or exc.status >= 500)
 
@@ -191,7 +210,9 @@ class PagerDutyClient:
                 if e.response is not None:
                     # from None: the package's own message names the key's last characters on a 401.
                     message = self._redact(_pd_message(e.response))
-                    raise PagerDutyError(call, e.response.status_code, message) from None
+                    raise PagerDutyError(
+                        call, e.response.status_code, message, _retry_after(e.response)
+                    ) from None
                 cause = e.__cause__ if isinstance(e.__cause__, httpx2.HTTPError) else None
                 detail = f"{type(cause).__name__}: {cause}" if cause else str(e)
                 raise PagerDutyError(call, None, self._redact(detail)) from cause

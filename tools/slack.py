@@ -33,12 +33,15 @@ CONNECTION_RETRIES = 1
 class SlackError(Exception):
     """A Slack call that failed: which method, and Slack's error code (never the token)."""
 
-    def __init__(self, method: str, error: str, status: int | None = None) -> None:
+    def __init__(
+        self, method: str, error: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         suffix = f" (HTTP {status})" if status is not None else ""
         super().__init__(f"Slack {method} failed: {error}{suffix}")
         self.method = method
         self.error = error
         self.status = status
+        self.retry_after = retry_after  # seconds Slack asked us to wait (429), if it said
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,19 @@ def _retry_after(response: HttpResponse | None) -> float | None:
             try:
                 return float(value)
             except ValueError:
+                return None
+    return None
+
+
+def _header_retry_after(headers: Any) -> float | None:
+    if not isinstance(headers, dict):
+        return None
+    for name, values in headers.items():
+        if str(name).lower() == "retry-after":
+            value = values[0] if isinstance(values, list) else values
+            try:
+                return max(0.0, float(value))
+            except (TypeError, ValueError):
                 return None
     return None
 
@@ -121,7 +137,8 @@ class SlackClient:
         except SlackApiError as exc:
             data = exc.response.data if isinstance(exc.response.data, dict) else {}
             error = str(data.get("error") or "unknown_error")
-            raise SlackError(method, self._redact(error), exc.response.status_code) from None
+            wait = _header_retry_after(exc.response.headers)
+            raise SlackError(method, self._redact(error), exc.response.status_code, wait) from None
         except (SlackClientError, OSError) as exc:
             # OSError covers URLError, refused and reset connections and socket timeouts
             raise SlackError(method, self._redact(f"{type(exc).__name__}: {exc}")) from None

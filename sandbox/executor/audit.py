@@ -8,10 +8,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from supply_agent.logging import get_logger
+
+_POSTGRES_TIMEOUTS: dict[str, Any] = {
+    "connect_timeout": 10,
+    "options": "-c statement_timeout=30s -c lock_timeout=10s",
+}
 
 
 class AuditBase(DeclarativeBase):
@@ -26,7 +31,8 @@ class AuditRecord(AuditBase):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     phase: Mapped[str] = mapped_column(String(16))  # before | after | refused
-    outcome: Mapped[str] = mapped_column(String(16))  # pending | executed | failed | refused | duplicate
+    # pending | executed | failed | timed_out | refused | duplicate
+    outcome: Mapped[str] = mapped_column(String(16))
     incident_id: Mapped[str] = mapped_column(String(128), index=True)
     step: Mapped[int] = mapped_column(Integer)
     tool: Mapped[str] = mapped_column(String(64))
@@ -49,7 +55,10 @@ class AuditLog:
 
     @classmethod
     def from_url(cls, url: str) -> AuditLog:
-        return cls(create_engine(url))
+        # Every write's before and after rows go through here: on PostgreSQL an unreachable server or a
+        # held lock fails the append within bounds instead of holding the executor.
+        postgres = make_url(url).get_backend_name() == "postgresql"
+        return cls(create_engine(url, connect_args=dict(_POSTGRES_TIMEOUTS) if postgres else {}))
 
     def append(self, **fields: Any) -> AuditRecord:
         fields.setdefault("at", self.clock())

@@ -3,10 +3,11 @@
 It runs a proposed action only with an ``allow`` decision, or an ``ask`` decision plus an approval,
 bound to that action's hash and made on the current world revision (a decision made before the agent's
 last write is stale: the caller decides again); it dry-runs first where the API can, enforces a
-timeout, audits before and after, and returns a typed result. A step whose idempotency key already
-executed returns the recorded result. Control actions (the latches, meter ingestion) never come from
-the mind: the hands or a human's command run them through :meth:`GuardedExecutor.control`, with an
-audit row naming who asked.
+timeout that bounds the tool itself (one deadline for the dry run and the run, handed to the tool, which
+is told to stop when the executor stops waiting), audits before and after, and returns a typed result.
+A step whose idempotency key already executed returns the recorded result. Control actions (the
+latches, meter ingestion) never come from the mind: the hands or a human's command run them through
+:meth:`GuardedExecutor.control`, with an audit row naming who asked.
 """
 
 from __future__ import annotations
@@ -22,9 +23,19 @@ from pydantic import BaseModel, ValidationError
 
 from sandbox.executor.audit import AuditLog, jsonable
 from supply_agent.models import Action, Approval, Decision, Verdict
-from tools.catalogue import CATALOGUE, Effect
+from tools.catalogue import CATALOGUE, Deadline, Effect
+from tools.errors import retry_after, transient
 
-Runner = Callable[[BaseModel, bool, Action], BaseModel]  # (parsed input, dry_run, the action) -> result
+# (parsed input, dry_run, the action, the executor's deadline) -> result
+Runner = Callable[[BaseModel, bool, Action, Deadline], BaseModel]
+
+
+# How long one write action (its dry run and its run) may take, the tool's own waiting included.
+EXECUTOR_TIMEOUT_S = 300.0
+
+
+class RunTimedOut(Exception):
+    """The executor stopped waiting for a run at its deadline (and told the tool to stop)."""
 
 
 class ExecutionResult(BaseModel):
@@ -36,6 +47,9 @@ class ExecutionResult(BaseModel):
     result: dict[str, Any] | None = None
     error: str | None = None
     stale: bool = False  # refused because the world changed since the decision: decide again
+    timed_out: bool = False  # failed because the tool did not answer before the executor's deadline
+    transient: bool | None = None  # failed: whether trying again may succeed (tools.errors.transient)
+    retry_after_s: float | None = None  # failed: the wait the other side asked for (Retry-After)
     started_at: datetime
     finished_at: datetime
 
@@ -46,7 +60,7 @@ class GuardedExecutor:
         runners: dict[str, Runner],
         audit: AuditLog,
         approvers: frozenset[str],
-        timeout_s: float = 300.0,
+        timeout_s: float = EXECUTOR_TIMEOUT_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         enforce: bool = True,
     ) -> None:
@@ -202,19 +216,27 @@ class GuardedExecutor:
         self.audit.append(phase="before", outcome="pending", **common)
         runner = self.runners[action.tool]
         dry_ok: bool | None = None
+        deadline = Deadline.after(self.timeout_s)
         try:
             if spec.dry_run:
-                self._run(runner, parsed, True, action)
+                self._run(runner, parsed, True, action, deadline)
                 dry_ok = True
             try:
-                result = self._run(runner, parsed, False, action)
+                result = self._run(runner, parsed, False, action, deadline)
             finally:
-                self._wrote()  # whatever the outcome, the world may have changed: later decisions are stale
+                # Whatever the outcome, the world may have changed: later decisions are stale. A message
+                # to PagerDuty or Slack changes nothing the gate reads, and must not make them stale.
+                if not (spec.control and spec.effect is Effect.EXTERNAL):
+                    self._wrote()
         except Exception as exc:  # a failed write is recorded and returned, never raised past the executor
-            error = f"{'dry run' if dry_ok is None and spec.dry_run else 'run'} failed: {type(exc).__name__}: {exc}"
+            what = "dry run" if dry_ok is None and spec.dry_run else "run"
+            timed_out = isinstance(exc, RunTimedOut)
+            error = f"{what} timed out: {exc}" if timed_out else f"{what} failed: {type(exc).__name__}: {exc}"
             self.audit.append(
                 phase="after",
-                outcome="failed",
+                # Its own outcome: the tool may still have changed the world before it stopped, and a
+                # retry of the step runs it again (it converges), as for a failure.
+                outcome="timed_out" if timed_out else "failed",
                 dry_run_ok=False if dry_ok is None and spec.dry_run else dry_ok,
                 error=error,
                 **common,
@@ -225,6 +247,9 @@ class GuardedExecutor:
                 outcome="failed",
                 dry_run_ok=False if dry_ok is None and spec.dry_run else dry_ok,
                 error=error,
+                timed_out=timed_out,
+                transient=timed_out or transient(exc),
+                retry_after_s=retry_after(exc),
                 started_at=started,
                 finished_at=self.clock(),
             )
@@ -240,12 +265,20 @@ class GuardedExecutor:
             finished_at=self.clock(),
         )
 
-    def _run(self, runner: Runner, parsed: BaseModel, dry_run: bool, action: Action) -> BaseModel:
-        future = self._pool.submit(runner, parsed, dry_run, action)
+    def _run(
+        self, runner: Runner, parsed: BaseModel, dry_run: bool, action: Action, deadline: Deadline
+    ) -> BaseModel:
+        future = self._pool.submit(runner, parsed, dry_run, action, deadline)
         try:
-            return future.result(timeout=self.timeout_s)
+            return future.result(timeout=deadline.remaining())
         except concurrent.futures.TimeoutError as exc:
-            raise TimeoutError(f"no answer within {self.timeout_s:.0f} s") from exc
+            if future.done():  # the tool's own TimeoutError (a socket's), not the executor's
+                raise
+            deadline.stop.set()
+            future.cancel()  # still queued behind other runs: it never starts
+            raise RunTimedOut(
+                f"no answer within {self.timeout_s:g} s; the tool was told to stop and change nothing more"
+            ) from exc
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -7,16 +7,16 @@ from pydantic import BaseModel
 
 from sandbox.executor.executor import Runner
 from supply_agent.models import Action
-from tools.catalogue import CATALOGUE, Call, Clients, Effect, ToolSpec
+from tools.catalogue import CATALOGUE, Call, Clients, Deadline, Effect, ToolSpec
 
 
 def _bind(spec: ToolSpec, clients: Clients) -> Runner:
     assert spec.run is not None
     run = spec.run
 
-    def runner(parsed: BaseModel, dry_run: bool, action: Action) -> BaseModel:
+    def runner(parsed: BaseModel, dry_run: bool, action: Action, deadline: Deadline) -> BaseModel:
         # Keys come from (incident, step, tool): a repeated step acts once.
-        call = Call(action.incident_id, action.step, action.idempotency_key(), dry_run)
+        call = Call(action.incident_id, action.step, action.idempotency_key(), dry_run, deadline)
         result: BaseModel = run(clients, parsed, call)
         return result
 

@@ -82,6 +82,11 @@ class AdminClient:
             )
         )
 
+    def outage(self, seconds: float, mode: str = "refuse") -> dict[str, Any]:
+        """Make the Kubernetes API refuse (503) or hang (accept, answer only at the end) for ``seconds``;
+        0 ends an outage. The sandbox API stays up."""
+        return dict(self.request("POST", "outage", {"seconds": seconds, "mode": mode}))
+
     def clear(self, node: str | None = None) -> dict[str, Any]:
         return dict(self.request("POST", "faults/clear", {"node": node} if node else {}))
 

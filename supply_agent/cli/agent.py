@@ -126,6 +126,51 @@ def register(main: click.Group) -> None:
         else:
             Console().print(incidents_table(rows))
 
+    @incidents.command("dead")
+    @click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def incidents_dead(limit: int, as_json: bool) -> None:
+        """Dead letters: jobs (runs, write-back, prompts) and events that failed for good, newest first."""
+        from datetime import UTC, datetime
+
+        from supply_agent.cli.report import dead_letters_table
+        from supply_agent.incidents.store import engine_for
+        from supply_agent.intake.events import EventLog
+        from supply_agent.service.jobs import JobStore
+
+        settings = get_settings()
+        jobs = JobStore(engine_for(settings.resolved_database_url()))
+        events = EventLog.from_url(settings.resolved_intake_url())
+        try:
+            rows: list[dict[str, Any]] = [
+                {
+                    "when": datetime.fromtimestamp(j.created_at, UTC).isoformat(),
+                    "what": f"{j.kind} {j.payload.get('tool', '')}".strip(),
+                    "incident": j.incident_id,
+                    "attempts": j.attempts,
+                    "error": j.last_error,
+                }
+                for j in jobs.with_status("dead", limit=limit)
+            ]
+            rows += [
+                {
+                    "when": ev.received_at.isoformat(),
+                    "what": f"{ev.source} event {ev.id} ({ev.event_type})",
+                    "incident": None,
+                    "attempts": ev.attempts,
+                    "error": why,
+                }
+                for ev, why in events.failed(limit)
+            ]
+        finally:
+            events.close()
+            jobs.engine.dispose()
+        rows.sort(key=lambda r: str(r["when"]), reverse=True)
+        if as_json:
+            click.echo(json.dumps(rows[:limit], indent=2, default=str))
+        else:
+            Console().print(dead_letters_table(rows[:limit]))
+
     @incidents.command("show")
     @click.argument("incident_id")
     @click.option("--json", "as_json", is_flag=True)

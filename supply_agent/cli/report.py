@@ -121,3 +121,22 @@ def timeline_table(incident: IncidentSummary, entries: list[TimelineEntry]) -> T
             style = VERDICT_STYLE.get(str(e.data.get("verdict", "")), "yellow")
         table.add_row(e.at.strftime("%H:%M:%S"), e.node, f"[{style}]{e.kind}[/]", e.text)
     return table
+
+
+def dead_letters_table(rows: list[dict[str, Any]]) -> Table:
+    """Jobs and events that failed for good: what, for which incident, how often tried, and why. The
+    error text came from outside (an API's message, an alert's field): shown as text, never markup."""
+    from rich.text import Text
+
+    table = Table(title=f"{len(rows)} dead letter(s)")
+    for col in ("when", "what", "incident", "attempts", "error"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            str(r["when"])[:19],
+            Text(str(r["what"])),
+            Text(str(r["incident"] or "-")),
+            str(r["attempts"]),
+            Text(str(r["error"] or "")),
+        )
+    return table

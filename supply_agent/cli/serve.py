@@ -3,7 +3,8 @@
 Two processes: this one owns the port and acknowledges webhooks once stored
 (:mod:`supply_agent.intake.app`); a worker process it starts and watches
 (:mod:`supply_agent.service.worker`) handles them and serves the rest of the API. ``--single-process``
-runs everything in one process (the intake then shares its CPU with the graph threads).
+runs everything in one process (the intake then shares its CPU with the graph threads). Either way the
+public port has the limits against slow and too many clients of :mod:`supply_agent.intake.server`.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def _serve_split(
 
     from supply_agent.intake.app import IntakeApp, run_worker
     from supply_agent.intake.events import EventLog
+    from supply_agent.intake.server import ClientLimits, public_config
 
     settings = get_settings()
     log = get_logger(component="serve")
@@ -139,9 +141,7 @@ def _serve_split(
             run_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="supply-agent-"))
             worker = stack.enter_context(run_worker(Path(run_dir), cluster, planner))
             app = IntakeApp(settings, events, worker.uds, on_shutdown=worker.stop)
-            config = uvicorn.Config(
-                app, host=host, port=port, log_config=None, access_log=False, lifespan="on"
-            )
+            config = public_config(app, host, port, ClientLimits.from_settings(settings))
             log.info("serving", host=host, port=port, worker=worker.uds)
             uvicorn.Server(config).run()
     finally:
@@ -153,6 +153,7 @@ def _serve_one_process(
 ) -> None:
     import uvicorn
 
+    from supply_agent.intake.server import ClientLimits, public_config
     from supply_agent.mind.planners.factory import make_planner
     from supply_agent.service.api import create_app
     from supply_agent.service.core import open_service
@@ -173,7 +174,6 @@ def _serve_one_process(
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
         app = create_app(service)
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
-        server = uvicorn.Server(config)
+        server = uvicorn.Server(public_config(app, host, port, ClientLimits.from_settings(settings)))
         log.info("serving", host=host, port=port, cluster=str(cluster))
         server.run()

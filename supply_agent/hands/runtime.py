@@ -145,6 +145,9 @@ class Runtime:
         revision = self.executor.revision
         world = self.world([], alerting)
         targets, _ = targets_of(action, world)
+        # Truth about the incident's nodes is the cluster's: a node an alert names and the cluster does
+        # not have (a ghost, a typo, an injected label) is no subject of it.
+        subject = frozenset(n for n in subject if n in world.nodes)
         nodes = sorted(set(targets.nodes) | (subject if len(subject) == 1 else set()))
         if nodes:
             world = cast(WorldView, self._timed(lambda: enrich(world, self.kube, nodes)))

@@ -134,6 +134,9 @@ def build_environment(
     clock: Callable[[], datetime] | None = None,
     enforce_gate: bool = True,
     ingest_baseline: bool = True,
+    kube_timeout: tuple[float, float] | None = None,
+    kube_read_budget_s: float | None = None,
+    executor_timeout_s: float | None = None,
 ) -> Environment:
     """Everything the graph needs to act on the cluster in ``kubeconfig``.
 
@@ -144,10 +147,27 @@ def build_environment(
     writes the second, so the fleet's RBAC holds the agent to deploy/rbac.yaml's two identities; a real
     cluster's kubeconfig keeps the configured choice.
 
+    Every Kubernetes call, both identities', has ``kube_timeout`` (connect, read) seconds, a read and
+    its retries ``kube_read_budget_s``; a write action (dry run and run) has ``executor_timeout_s``,
+    which bounds the tool itself (a drain asking longer stops there and says so).
+
     ``enforce_gate=False`` (the evals' ablation) is refused unless the cluster is a sandbox fleet."""
+    # Unset: the settings' (SUPPLY_AGENT_KUBE_CONNECT_TIMEOUT_S, ..._READ_TIMEOUT_S, ..._EXECUTOR_TIMEOUT_S).
+    if kube_timeout is None:
+        kube_timeout = (settings.kube_connect_timeout_s, settings.kube_read_timeout_s)
+    if kube_read_budget_s is None:
+        kube_read_budget_s = settings.kube_read_budget_s
+    if executor_timeout_s is None:
+        executor_timeout_s = settings.executor_timeout_s
     split = credentials(settings, kubeconfig)
-    kube = KubeTools.from_kubeconfig(kubeconfig, split[0] if split else settings.kube_context)
-    writer = KubeTools.from_kubeconfig(split[1], split[2]) if split else kube
+
+    def client(path: Path, context: str | None) -> KubeTools:
+        return KubeTools.from_kubeconfig(
+            path, context, timeout=kube_timeout, read_budget_s=kube_read_budget_s
+        )
+
+    kube = client(kubeconfig, split[0] if split else settings.kube_context)
+    writer = client(split[1], split[2]) if split else kube
     if writer is not kube:
         # The writer's credentials are checked at start (and its connection opened), not found broken
         # at the first write of the first incident.
@@ -202,6 +222,7 @@ def build_environment(
         ),
         audit,
         approvers,
+        timeout_s=executor_timeout_s,
         clock=clock,
         enforce=enforce_gate,
     )

@@ -19,6 +19,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 from pydantic import BaseModel, Field
 
+from supply_agent import failpoints
 from supply_agent.hands.runtime import Runtime
 from supply_agent.hands.wiring import Environment, build_environment
 from supply_agent.incidents.checkpoint import open_checkpointer
@@ -111,20 +112,35 @@ class Agent:
         body: dict[str, Any] | None = None,
         window: timedelta | None = None,
     ) -> list[IncidentState]:
-        """Store the alerts (first), fold them into incidents; the incidents that are new.
+        """Store the alerts (first), fold them into incidents; the incidents that are new (see :meth:`fold`)."""
+        return self.fold(alerts, body, window)[0]
 
-        A delivery seen before (both senders retry) changes nothing. New alerts of a class whose
+    def fold(
+        self,
+        alerts: Iterable[AlertIn],
+        body: dict[str, Any] | None = None,
+        window: timedelta | None = None,
+    ) -> tuple[list[IncidentState], set[str]]:
+        """Store the alerts (first), fold them into incidents; the incidents that are new, and every
+        incident an alert opened or joined.
+
+        A delivery seen before (both senders retry) changes nothing, unless its fold was cut short (the
+        alert is stored and in no incident yet): then it is folded now. New alerts of a class whose
         incident is still open join it. With a grouping ``window``, the same alert again (a flap, a storm
         of re-sends) joins the incident it belonged to if that closed within the window; a resolved
-        alert never opens an incident. Otherwise, once an incident is closed, its class opens the next."""
+        alert never opens an incident. Otherwise, once an incident is closed, its class opens the next.
+        Each incident is opened before its alerts are linked to it, so a fold that fails half-way is
+        finished by the next attempt."""
         now = self.runtime.clock()
         fresh = [a for a in alerts if self.store.record_alert(a, body or a.model_dump(mode="json"), now)]
         rest = []
+        touched: set[str] = set()
         for a in fresh:
             looks, since = join_window(a, now, window)
             known = self.store.incident_of(a.fingerprint, since) if looks else None
             if known is not None:
                 self.store.link_alerts([a], known)
+                touched.add(known)
             elif a.status == "firing":
                 rest.append(a)
         new = []
@@ -135,12 +151,14 @@ class Agent:
             )
             state = IncidentState(incident_id=iid, alerts=group, opened_at=now)
             title = group[0].annotations.get("summary") or group[0].alertname
+            opened = self.store.open_incident(state, title)
             self.store.link_alerts(group, iid)
-            if self.store.open_incident(state, title):
+            touched.add(iid)
+            if opened:
                 new.append(state)
             else:
                 log.info("alerts joined an open incident", incident_id=iid, alerts=len(group))
-        return new
+        return new, touched
 
     # -- running a thread --------------------------------------------------------------------------
     @staticmethod
@@ -181,6 +199,7 @@ class Agent:
                         self.on_entry(iid, entry)
                 if self.on_update is not None:
                     self.on_update(node, part)
+                failpoints.reached(f"node:{node}")
         wall = time.perf_counter() - t0
         state = self.state(iid)
         pending = self.pending(iid)

@@ -6,10 +6,11 @@ SQLAlchemy 2 over a SQLite file by default, Postgres by URL. The graph's checkpo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import (
@@ -25,6 +26,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from sandbox.executor.audit import jsonable
@@ -119,6 +121,22 @@ def engine_for(url: str) -> Engine:
     return engine
 
 
+T = TypeVar("T")
+
+
+def _with_seq_retry(write: Callable[[], T]) -> T:
+    """Run a timeline write again when another writer took the same sequence number first (two
+    transactions read the same highest number; the unique constraint refuses the second)."""
+    for attempt in range(8):
+        try:
+            return write()
+        except IntegrityError:
+            if attempt == 7:
+                raise
+            time.sleep(0.005 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def as_utc(t: datetime | None) -> datetime | None:
     if t is None:
         return None
@@ -136,11 +154,16 @@ class IncidentStore:
 
     # -- alerts: stored before anything else happens ---------------------------------------------------
     def record_alert(self, alert: AlertIn, body: dict[str, Any], received_at: datetime) -> bool:
-        """Store one alert as received; False when this exact delivery was stored before (a retry)."""
+        """Store one alert as received; False when this exact delivery was stored before (a retry) and
+        was folded (it is in an incident, or it was a resolved alert that joined none)."""
         key = f"{alert.source}:{alert.fingerprint}:{alert.status}:{alert.starts_at.isoformat() if alert.starts_at else ''}"
         with Session(self.engine) as s, s.begin():
-            if s.scalar(select(AlertRow.id).where(AlertRow.dedup_key == key)) is not None:
-                return False
+            seen = s.execute(
+                select(AlertRow.id, AlertRow.incident_id).where(AlertRow.dedup_key == key[:200])
+            ).first()
+            if seen is not None:
+                # Stored and in no incident: a fold cut short (a firing alert always lands in one).
+                return seen[1] is None and alert.status == "firing"
             s.add(
                 AlertRow(
                     dedup_key=key[:200],
@@ -238,6 +261,9 @@ class IncidentStore:
 
     def save(self, state: IncidentState, status: str, now: datetime) -> list[TimelineEntry]:
         """Mirror the graph's state: the incident row and any timeline entries not stored yet (returned)."""
+        return _with_seq_retry(lambda: self._save(state, status, now))
+
+    def _save(self, state: IncidentState, status: str, now: datetime) -> list[TimelineEntry]:
         with Session(self.engine) as s, s.begin():
             row = s.get(IncidentRow, state.incident_id)
             if row is None:
@@ -278,6 +304,9 @@ class IncidentStore:
 
     def note(self, incident_id: str, at: datetime, text: str, **data: Any) -> None:
         """An audit line outside the graph (an ignored click, a refused approver): kind ``audit``."""
+        _with_seq_retry(lambda: self._note(incident_id, at, text, data))
+
+    def _note(self, incident_id: str, at: datetime, text: str, data: dict[str, Any]) -> None:
         with Session(self.engine) as s, s.begin():
             top = s.scalar(select(func.max(TimelineRow.seq)).where(TimelineRow.incident_id == incident_id))
             s.add(

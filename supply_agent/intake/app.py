@@ -8,9 +8,10 @@ on an incident being worked.
 
 The worker process (:mod:`supply_agent.service.worker`, started and watched by this one) owns the
 :class:`~supply_agent.service.core.Service`: it follows the event log, folds alerts into incidents, runs the
-graphs, writes back to PagerDuty and Slack. It serves the rest of the API (Slack clicks, health of the
-cluster, metrics, incidents) on a Unix socket; this process forwards those requests to it. ``/metrics``
-is both processes' figures added up.
+graphs, writes back to PagerDuty and Slack. Slack clicks are verified and stored here too (Slack sends
+an interaction once, so a click must be stored whether or not a worker is up); the worker applies them
+from the log. It serves the rest of the API (health of the cluster, metrics, incidents) on a Unix
+socket; this process forwards those requests to it. ``/metrics`` is both processes' figures added up.
 
 The event log is the contract between the two: what is acknowledged is stored, and a worker that dies,
 or is restarted, handles every stored event that is not marked handled.
@@ -36,7 +37,8 @@ from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from supply_agent.intake.events import EventLog, Intake, Reply
+from supply_agent.intake.accept import Intake, Reply
+from supply_agent.intake.events import EventLog
 from supply_agent.logging import get_logger
 from supply_agent.metrics import Metrics
 from supply_agent.settings import Settings
@@ -153,6 +155,10 @@ class IntakeApp:
                 body = await _read_body(scope, receive, self.limit)
                 signature = _header(scope, b"x-pagerduty-signature")
                 await _reply(send, await self.intake.pagerduty(body, signature))
+            elif method == "POST" and path == "/slack/interactions":
+                body = await _read_body(scope, receive, self.limit)
+                ts, sig = _header(scope, b"x-slack-request-timestamp"), _header(scope, b"x-slack-signature")
+                await _reply(send, await self.intake.slack(body, ts, sig))
             elif method == "GET" and path == "/healthz":
                 await _reply(send, Reply(200, {"status": "ok"}))
             elif method == "GET" and path == "/metrics":

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from supply_agent.models.incident import AlertError, parse_alerts
 
-Source = Literal["pagerduty", "alertmanager"]
+Source = Literal["pagerduty", "alertmanager", "slack"]
 
 # PagerDuty V3 incident events the agent acts on: a page opens (or joins) an incident; the rest are what
 # humans do to it. Anything else PagerDuty sends is accepted and ignored.

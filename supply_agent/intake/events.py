@@ -1,4 +1,5 @@
-"""Intake: a webhook is read, checked, stored durably, and only then acknowledged.
+"""The event log: a webhook is read, checked, stored durably, and only then acknowledged (the hot path
+that does so is :mod:`supply_agent.intake.accept`).
 
 What comes in is untrusted: the body is checked for shape here (a clear 400 says what and where), the
 event is stored as received (the raw bytes) with a dedup key, and a worker handles it later. Both
@@ -8,19 +9,16 @@ content of the notification (group key, and each alert's fingerprint, status and
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import queue
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 import structlog
-from sqlalchemy import DateTime, Integer, LargeBinary, String, Text, select, update
+from sqlalchemy import DateTime, Float, Integer, LargeBinary, String, Text, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -37,11 +35,6 @@ from supply_agent.intake.bodies import (  # re-exported: the body checks live th
     classify_alertmanager,
     classify_pagerduty,
 )
-from supply_agent.intake.signing import SignatureError, verify_pagerduty
-
-if TYPE_CHECKING:
-    from supply_agent.metrics import Metrics
-    from supply_agent.settings import Settings
 
 log = structlog.get_logger("supply_agent.intake.events")
 
@@ -55,9 +48,7 @@ __all__ = [
     "Classified",
     "EventLog",
     "EventRow",
-    "Intake",
     "IntakeError",
-    "Reply",
     "Source",
     "StoredEvent",
     "classify_alertmanager",
@@ -81,6 +72,13 @@ class EventRow(_Base):
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Handling that failed and may pass: tried again at next_at (epoch seconds), the error in note.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+# Columns added after the table first shipped: (name, SQL type and default) for ALTER TABLE.
+_ADDED = (("attempts", "INTEGER NOT NULL DEFAULT 0"), ("next_at", "FLOAT"))
 
 
 @dataclass(frozen=True)
@@ -91,14 +89,19 @@ class StoredEvent:
     received_at: datetime
     body: bytes
     status: str
+    attempts: int = 0
 
 
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores a DateTime in SQLite
+# A delivery seen before is a duplicate, unless its row failed: then the re-delivery revives it (a
+# sender's retry is a second chance, never an answer from a dead row).
 _SQLITE_ADD = (
-    "INSERT INTO intake_events (dedup_key, source, event_type, received_at, body, status) "
-    "VALUES (?, ?, ?, ?, ?, 'pending') ON CONFLICT (dedup_key) DO NOTHING RETURNING id"
+    "INSERT INTO intake_events (dedup_key, source, event_type, received_at, body, status, attempts) "
+    "VALUES (?, ?, ?, ?, ?, 'pending', 0) ON CONFLICT (dedup_key) DO UPDATE SET status = 'pending', "
+    "attempts = 0, next_at = NULL, note = NULL WHERE intake_events.status = 'failed' RETURNING id"
 )
 _SQLITE_FINISH = "UPDATE intake_events SET status = ?, note = ?, handled_at = ? WHERE id = ?"
+_SQLITE_RETRY = "UPDATE intake_events SET attempts = attempts + 1, next_at = ?, note = ? WHERE id = ?"
 _RECOUNT_S = 0.5
 
 
@@ -112,6 +115,7 @@ class EventLog:
     def __init__(self, engine: Engine, *, track_pending: bool = False) -> None:
         self.engine = engine
         _Base.metadata.create_all(engine)
+        _add_columns(engine)
         self._sqlite = engine.dialect.name == "sqlite"
         if engine.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -242,6 +246,11 @@ class EventLog:
                     c, body = args
                     row = db.execute(_SQLITE_ADD, (c.dedup_key, c.source, c.event_type, now, body)).fetchone()
                     results.append(int(row[0]) if row else None)
+                elif kind == "retry":
+                    db.executemany(
+                        _SQLITE_RETRY, [(at, note[:2000] or None, event_id) for event_id, note, at in args]
+                    )
+                    results.append(None)
                 else:
                     db.executemany(
                         _SQLITE_FINISH,
@@ -268,11 +277,23 @@ class EventLog:
                     body=body,
                     status="pending",
                 )
-                .on_conflict_do_nothing(index_elements=["dedup_key"])
+                .on_conflict_do_update(
+                    index_elements=["dedup_key"],
+                    set_={"status": "pending", "attempts": 0, "next_at": None, "note": None},
+                    where=EventRow.status == "failed",
+                )
                 .returning(EventRow.id)
             )
             row = conn.execute(stmt).first()
             return int(row[0]) if row else None
+        if kind == "retry":
+            for event_id, note, at in args:
+                conn.execute(
+                    update(EventRow)
+                    .where(EventRow.id == event_id)
+                    .values(attempts=EventRow.attempts + 1, next_at=at, note=note[:2000] or None)
+                )
+            return None
         now = datetime.now(UTC)
         for event_id, status, note in args:
             conn.execute(
@@ -300,17 +321,43 @@ class EventLog:
                     out[row.id] = _stored(row)
         return out
 
-    def pending(self, after: int = 0) -> list[int]:
+    def pending(self, after: int = 0, *, due: bool = True) -> list[int]:
         """Events stored and not yet handled, oldest first (what a restart picks up); with ``after``,
-        only those stored after that id (what a worker following the log has not seen yet)."""
+        only those stored after that id (what a worker following the log has not seen yet). With
+        ``due`` (the default), an event waiting for its next attempt is left out until its time."""
+        q = select(EventRow.id).where(EventRow.status == "pending", EventRow.id > after)
+        if due:
+            q = q.where(or_(EventRow.next_at.is_(None), EventRow.next_at <= time.time()))
         with Session(self.engine) as s:
-            return list(
-                s.scalars(
-                    select(EventRow.id)
-                    .where(EventRow.status == "pending", EventRow.id > after)
-                    .order_by(EventRow.id)
-                )
+            return list(s.scalars(q.order_by(EventRow.id)))
+
+    def retry_many(self, later: list[tuple[int, str, float]]) -> None:
+        """Put events back for another attempt: (id, the error, when as epoch seconds); committed on return."""
+        if not later:
+            return
+        fut: Future[None] = Future()
+        self._ops.put(("retry", tuple(later), fut))
+        fut.result()
+
+    def stuck(self, older_than_s: float) -> list[StoredEvent]:
+        """Pending events that failed at least once and were received longer ago than ``older_than_s``."""
+        since = datetime.now(UTC) - timedelta(seconds=older_than_s)
+        with Session(self.engine) as s:
+            rows = s.scalars(
+                select(EventRow)
+                .where(EventRow.status == "pending", EventRow.attempts > 0, EventRow.received_at < since)
+                .order_by(EventRow.id)
+                .limit(500)
             )
+            return [_stored(r) for r in rows]
+
+    def failed(self, limit: int = 100) -> list[tuple[StoredEvent, str]]:
+        """Events whose handling failed for good, newest first, with why (the dead letters)."""
+        with Session(self.engine) as s:
+            rows = s.scalars(
+                select(EventRow).where(EventRow.status == "failed").order_by(EventRow.id.desc()).limit(limit)
+            )
+            return [(_stored(r), r.note or "") for r in rows]
 
     def finish(self, event_id: int, status: Literal["handled", "ignored", "failed"], note: str = "") -> None:
         self.finish_many([(event_id, status, note)])
@@ -340,90 +387,18 @@ class EventLog:
 
 def _stored(row: EventRow) -> StoredEvent:
     at = row.received_at if row.received_at.tzinfo else row.received_at.replace(tzinfo=UTC)
-    source: Source = "pagerduty" if row.source == "pagerduty" else "alertmanager"
-    return StoredEvent(row.id, source, row.event_type, at, bytes(row.body), row.status)
+    source: Source = row.source if row.source in ("pagerduty", "slack") else "alertmanager"  # type: ignore[assignment]
+    return StoredEvent(row.id, source, row.event_type, at, bytes(row.body), row.status, row.attempts or 0)
 
 
-# -- the hot path: checked, stored, answered -----------------------------------------------------------
-@dataclass
-class Reply:
-    """What an HTTP handler answers."""
+def _add_columns(engine: Engine) -> None:
+    """Add the columns a store made by an older version lacks (create_all adds tables, not columns)."""
+    from sqlalchemy import inspect, text
 
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-class Intake:
-    """Check a webhook, store it, answer: the only work done before the acknowledgement.
-
-    Used by the in-process service (``pending`` is its queue, ``stored`` hands the id to its dispatcher)
-    and by the intake process of ``supply-agent serve`` (``pending`` is the event log's count, and a
-    worker process follows the log)."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        events: EventLog,
-        metrics: Metrics,
-        *,
-        pending: Callable[[], int],
-        stored: Callable[[int], None] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.events = events
-        self.metrics = metrics
-        self._pending = pending
-        self._stored = stored
-        self._counters: dict[tuple[str, str], Any] = {}
-
-    def count(self, source: str, result: str) -> None:
-        c = self._counters.get((source, result))
-        if c is None:
-            c = self._counters[(source, result)] = self.metrics.events.labels(source, result)
-        c.inc()
-
-    async def pagerduty(self, body: bytes, signature: str | None) -> Reply:
-        try:
-            verify_pagerduty(
-                body, signature, [s.get_secret_value() for s in self.settings.pagerduty_webhook_secrets]
-            )
-        except SignatureError as exc:
-            self.count("pagerduty", "bad_signature")
-            return Reply(exc.status, {"error": exc.reason})
-        return await self.accept("pagerduty", body, classify_pagerduty)
-
-    async def alertmanager(self, body: bytes, authorization: str | None) -> Reply:
-        token = self.settings.alertmanager_token
-        expected = f"Bearer {token.get_secret_value()}" if token else None
-        if expected is None or not hmac.compare_digest((authorization or "").encode(), expected.encode()):
-            self.count("alertmanager", "unauthorized")
-            why = "no SUPPLY_AGENT_ALERTMANAGER_TOKEN configured" if expected is None else "bad bearer token"
-            return Reply(401, {"error": why}, {"WWW-Authenticate": "Bearer"})
-        return await self.accept("alertmanager", body, classify_alertmanager)
-
-    async def accept(self, source: Source, body: bytes, classify: Callable[[bytes], Classified]) -> Reply:
-        try:
-            c = classify(body)
-        except IntakeError as exc:
-            self.count(source, "bad_request")
-            return Reply(exc.status, {"error": exc.reason})
-        if not c.handled:
-            self.count(c.source, "ignored")
-            log.info("webhook ignored", source=c.source, event_type=c.event_type, reason=c.reason)
-            return Reply(202, {"status": "ignored", "reason": c.reason})
-        if self._pending() >= self.settings.queue_max:
-            if self.events.seen(c.dedup_key):
-                self.count(c.source, "duplicate")
-                return Reply(200, {"status": "duplicate"})
-            self.count(c.source, "queue_full")
-            retry = str(self.settings.retry_after_s)
-            return Reply(503, {"error": "the intake queue is full; retry later"}, {"Retry-After": retry})
-        event_id = await asyncio.wrap_future(self.events.submit(c, body))
-        if event_id is None:
-            self.count(c.source, "duplicate")
-            return Reply(200, {"status": "duplicate"})
-        if self._stored is not None:
-            self._stored(event_id)
-        self.count(c.source, "accepted")
-        return Reply(202, {"status": "accepted", "event_id": event_id})
+    have = {c["name"] for c in inspect(engine).get_columns("intake_events")}
+    missing = [(name, ddl) for name, ddl in _ADDED if name not in have]
+    if not missing:
+        return
+    with engine.begin() as conn:
+        for name, ddl in missing:
+            conn.execute(text(f"ALTER TABLE intake_events ADD COLUMN {name} {ddl}"))

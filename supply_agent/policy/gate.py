@@ -45,6 +45,7 @@ class _Ruling:
     verdict: Verdict = Verdict.ALLOW
     reasons: list[str] = field(default_factory=list)
     consulted: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth a human's eye, but no verdict of their own
     trips_breaker: bool = False
 
     def add(self, verdict: Verdict, reason: str) -> None:
@@ -52,6 +53,9 @@ class _Ruling:
             self.verdict = verdict
         if verdict != Verdict.ALLOW:
             self.reasons.append(f"{verdict.value}: {reason}")
+
+    def note(self, text: str) -> None:
+        self.notes.append(f"note: {text}")
 
     def limit(self, name: str, limit: SoftHardLimit, value: float, what: str) -> None:
         self.consulted.append(name)
@@ -255,8 +259,11 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
         r.add(Verdict.DENY, f"unknown playbook {action.playbook_id!r}")
     elif playbook is not None:
         subject = node
-        if subject is None and len(world.subject_nodes) == 1:
-            subject = world.nodes.get(next(iter(world.subject_nodes)))
+        if subject is None:
+            # The incident's one node, of those the cluster has: alerts naming nodes it does not have
+            # (see the mass-failure short circuit) do not make the incident about several nodes.
+            known = [n for n in world.subject_nodes if n in world.nodes]
+            subject = world.nodes[known[0]] if len(known) == 1 else None
         _playbook_rules(r, playbook, action, targets, subject, world, history)
     elif action.proposed_by != "human":
         r.add(Verdict.ASK, "no playbook covers this action: a human decides")
@@ -265,7 +272,15 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
     mf = limits.mass_failure
     r.consulted.append("mass_failure")
     if node is not None and action.tool in NODE_OUT | DISRUPTING:
-        in_pool = sum(1 for n in world.alerting_nodes if (v := world.nodes.get(n)) and v.pool == node.pool)
+        # Only nodes the cluster has count: alerts for nodes it does not have (a stale rule, a typo, a
+        # forgery) must not turn one real fault into a "mass failure", nor hide one.
+        alerting, ghosts = world.alerting_split()
+        if ghosts:
+            r.note(
+                f"{len(ghosts)} alerting nodes not in the cluster ignored for mass-failure counting: "
+                f"{_names(ghosts)} (suspicious: a stale alert rule, or alerts not from this cluster)"
+            )
+        in_pool = sum(1 for n in alerting if world.nodes[n].pool == node.pool)
         if not mf.allows(in_pool, world.pool_size(node.pool), "pool"):
             r.add(
                 Verdict.DENY,
@@ -273,10 +288,10 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
                 f"alert at once (over {mf.max_unhealthy_pool}): likely the monitor, a driver rollout "
                 "or the network; a human decides",
             )
-        if not mf.allows(len(world.alerting_nodes), len(world.nodes), "fleet"):
+        if not mf.allows(len(alerting), len(world.nodes), "fleet"):
             r.add(
                 Verdict.DENY,
-                f"mass failure: {len(world.alerting_nodes)} of {len(world.nodes)} nodes alert at once "
+                f"mass failure: {len(alerting)} of {len(world.nodes)} nodes alert at once "
                 f"(over {mf.max_unhealthy_fleet} of the fleet)",
             )
 
@@ -410,8 +425,19 @@ def _blast_radius(
         )
 
 
+def _names(names: tuple[str, ...], shown: int = 5) -> str:
+    """A few names for a reason, the rest counted. Names from alert labels are anyone's text: one that
+    is not a plausible node name is counted, never quoted (it reaches the timeline, Slack, a prompt)."""
+    plain = [n for n in names if len(n) <= 63 and _NAME.match(n)]
+    text = ", ".join(plain[:shown])
+    rest = len(names) - min(len(plain), shown)
+    if rest:
+        text += f"{' and ' if text else ''}{rest} more"
+    return text
+
+
 def _decision(action: Action, r: _Ruling, targets: Targets, now: Any) -> Decision:
-    reasons = r.reasons or ["within every limit consulted"]
+    reasons = [*(r.reasons or ["within every limit consulted"]), *r.notes]
     return Decision(
         verdict=r.verdict,
         action_hash=action.digest(),

@@ -240,6 +240,15 @@ class Deny(Strict):
         return actions
 
 
+class Handback(Strict):
+    """The dead man's switch: an incident the agent acknowledged whose work has failed for longer than
+    ``stalled_after`` (a run, a write-back, a prompt, a click, the event that opened it) is handed back
+    to humans in PagerDuty (reassigned to the escalation policy, with a note of what is known and what
+    failed), or in Slack when PagerDuty is what fails. The agent keeps trying; a human now knows."""
+
+    stalled_after: Duration = timedelta(minutes=3)
+
+
 class GlobalLimits(Strict):
     """``_global.yaml``: fleet-wide limits. A missing file means these defaults, which are safe: kill
     switch off, mandatory deny lists, tight blast radius, breaker on, no approvers (an ``ask`` then
@@ -252,3 +261,4 @@ class GlobalLimits(Strict):
     mass_failure: MassFailure = MassFailure()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     approvals: Approvals = Approvals()
+    handback: Handback = Handback()

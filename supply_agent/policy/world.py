@@ -51,7 +51,9 @@ class WorldView(BaseModel):
     nodes: dict[str, NodeView]
     frozen: bool = False
     frozen_reason: str = ""
-    alerting_nodes: frozenset[str] = frozenset()  # nodes with a firing alert in the short-circuit window
+    # Nodes with a firing alert in the short-circuit window, as the alerts name them: a label, so it may
+    # name a node the cluster does not have (see ``alerting_split``).
+    alerting_nodes: frozenset[str] = frozenset()
     node_events: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # event reasons seen on a node
     confirmed_gpu_faults: frozenset[str] = frozenset()  # nodes whose node-agent report confirms the fault
     # The nodes the incident is about: a playbook's node preconditions hold (or not) for an action that
@@ -80,6 +82,15 @@ class WorldView(BaseModel):
 
     def deployment_pods(self, namespace: str, name: str) -> list[PodRef]:
         return self._deployments.get(f"{namespace}/{name}", [])
+
+    def alerting_split(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        """The alerting nodes the cluster has, and (sorted) those it does not, in O(alerting nodes).
+
+        An alert names its node in a label that whoever can reach the webhook writes: a stale rule for a
+        decommissioned node, a typo, or a forged alert. Truth about what is failing comes from the
+        cluster, so only the nodes it has count toward a mass failure; the others are suspicious."""
+        known = frozenset(n for n in self.alerting_nodes if n in self.nodes)
+        return known, tuple(sorted(self.alerting_nodes - known))
 
 
 class PastAction(BaseModel):

@@ -99,6 +99,35 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
             i.model_dump(mode="json", exclude={"summary"}) for i in service.store.incidents(limit, status)
         ]
 
+    @app.get("/dead-letters")
+    def dead_letters(limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+        """Jobs and events that failed for good (each also on its incident's timeline)."""
+        jobs = service.jobs.with_status("dead", limit=limit)
+        failed = service.events.failed(limit)
+        return {
+            "jobs": [
+                {
+                    "id": j.id,
+                    "kind": j.kind,
+                    "tool": j.payload.get("tool"),
+                    "incident_id": j.incident_id,
+                    "attempts": j.attempts,
+                    "error": j.last_error,
+                }
+                for j in jobs
+            ],
+            "events": [
+                {
+                    "id": ev.id,
+                    "source": ev.source,
+                    "event_type": ev.event_type,
+                    "attempts": ev.attempts,
+                    "error": why,
+                }
+                for ev, why in failed
+            ],
+        }
+
     @app.get("/incidents/{incident_id}")
     def incident(incident_id: str) -> dict[str, Any]:
         row = service.store.get(incident_id)

@@ -3,30 +3,47 @@ pending approval and claimed once, the resume, and the sweeper that expires what
 
 from __future__ import annotations
 
-import json
 import time
-from urllib.parse import parse_qs
+from typing import Any
 
+from supply_agent import failpoints
 from supply_agent.incidents.agent import ApprovalAnswer, ApprovalRequest
-from supply_agent.intake.events import (
-    Reply,
-)
-from supply_agent.intake.signing import SignatureError, verify_slack
+from supply_agent.intake.accept import Reply
+from supply_agent.intake.clicks import APPROVE, read_click
 from supply_agent.models.approvals import expired, may_approve
 from supply_agent.service.prompts import Prompt
-from supply_agent.service.slack_blocks import APPROVE, approval_blocks, decided_blocks, parse_click
+from supply_agent.service.slack_blocks import approval_blocks, decided_blocks
 from supply_agent.service.state import (
     GROUP_CACHE_S,
     ServiceState,
     log,
 )
+from tools.errors import describe
 from tools.slack import SlackError
 
 
 class ApprovalsMixin(ServiceState):
     def _prompt(self, iid: str, request: ApprovalRequest) -> None:
-        """Ask in Slack, once per pending approval."""
-        if not self.prompts.add(iid, request.action_hash, request.step, request.asked_at, request.expires_at):
+        """Ask in Slack, once per pending approval: the prompt recorded, its post stored in the outbox."""
+        self.prompts.add(iid, request.action_hash, request.step, request.asked_at, request.expires_at)
+        self._put("prompt", iid, f"prompt:{iid}:{request.action_hash}", {"action_hash": request.action_hash})
+
+    def _post_prompt(self, iid: str, action_hash: str) -> None:
+        """Post the prompt if the approval still waits and no message was posted for it yet."""
+        prompt = self.prompts.get(iid, action_hash)
+        if prompt is None or prompt.ts:
+            return
+        key = f"slack.post:{iid}:{action_hash}"
+        if prompt.status != "pending":
+            # Answered before its post was recorded (a crash came between): keep the message, if one
+            # went out, so the update can say who decided.
+            done = self.env.runtime.executor.audit.completed(key)
+            posted = done.result if done is not None else None
+            if posted and posted.get("channel") and posted.get("ts"):
+                self.prompts.set_message(iid, action_hash, str(posted["channel"]), str(posted["ts"]))
+            return
+        request = self.agent.pending(iid)
+        if request is None or request.action_hash != action_hash:
             return
         if self.slack is None:
             log.warning("approval pending and no Slack configured", incident_id=iid, tool=request.tool)
@@ -34,15 +51,49 @@ class ApprovalsMixin(ServiceState):
         row = self.store.get(iid)
         title = row.title if row else iid
         try:
-            state = self.agent.state(iid)
-            evidence = [e.summary for e in state.evidence[-5:]]
+            evidence = [e.summary for e in self.agent.state(iid).evidence[-5:]]
         except KeyError:
             evidence = []
         text, blocks = approval_blocks(request, title, evidence)
-        res = self._send(iid, "slack.post", {"text": text, "blocks": blocks}, request.action_hash)
-        if res.outcome not in ("executed", "duplicate") or not res.result:
+        # Keyed by the approval alone: a retry after a lost reply returns the recorded post, never a second.
+        posted = self._deliver(iid, "slack.post", {"text": text, "blocks": blocks}, key)
+        failpoints.reached("prompt-posted")
+        if posted and posted.get("channel") and posted.get("ts"):
+            self.prompts.set_message(iid, action_hash, str(posted["channel"]), str(posted["ts"]))
+
+    def _update_prompt(self, iid: str, action_hash: str, status: str) -> None:
+        """Say in the prompt's message who decided and when (once the post is known; else nothing)."""
+        prompt = self.prompts.get(iid, action_hash)
+        if prompt is None or not prompt.channel or not prompt.ts:
             return
-        self.prompts.set_message(iid, request.action_hash, res.result["channel"], res.result["ts"])
+        request = self._request_of(iid, action_hash)
+        if request is None:
+            return
+        row = self.store.get(iid)
+        who = prompt.decided_by or "supply-agent"
+        text, blocks = decided_blocks(
+            request, row.title if row else iid, status, who, prompt.decided_at or self.clock()
+        )
+        update = {"channel": prompt.channel, "ts": prompt.ts, "text": text, "blocks": blocks}
+        self._deliver(iid, "slack.update", update, f"slack.update:{iid}:{action_hash}:{status}")
+
+    def _request_of(self, iid: str, action_hash: str) -> ApprovalRequest | None:
+        """The approval request as it was asked (from the thread's interrupt history)."""
+        pending = self.agent.pending(iid)
+        if pending is not None and pending.action_hash == action_hash:
+            return pending
+        for snap in self.agent.graph.get_state_history(self.agent.config(iid)):
+            for intr in snap.interrupts:
+                value = intr.value
+                if (
+                    isinstance(value, dict)
+                    and value.get("kind") == "approval"
+                    and value.get("action_hash") == action_hash
+                ):
+                    return ApprovalRequest(
+                        interrupt_id=intr.id, **{k: v for k, v in value.items() if k != "kind"}
+                    )
+        return None
 
     def refresh_approvers(self, force: bool = False) -> frozenset[str]:
         """Approvers: the settings' and playbooks' ids, and the members of the Slack approver groups."""
@@ -63,23 +114,33 @@ class ApprovalsMixin(ServiceState):
         return frozenset(self.env.runtime.executor.approvers)
 
     def click(self, body: bytes, timestamp: str | None, signature: str | None) -> Reply:
-        """A Slack interaction: verified, bound to one pending approval, claimed once, then resumed."""
-        secret = self.settings.slack_signing_secret
+        """A Slack interaction: verified and stored (so it is never lost), then applied: bound to one
+        pending approval, claimed once, and the thread resumed. If applying fails, the stored click is
+        applied by the dispatcher when it can be, and Slack hears 200 either way."""
+        checked = self.intake.check_click(body, timestamp, signature)
+        if isinstance(checked, Reply):
+            return checked
+        event_id = self.events.add(checked, body)
+        if event_id is None:
+            return Reply(200, {"status": "ignored", "reason": "this click was received before"})
         try:
-            verify_slack(body, timestamp, signature, secret.get_secret_value() if secret else "", self.wall())
-        except SignatureError as exc:
-            self.metrics.events.labels("slack", "bad_signature").inc()
-            return Reply(exc.status, {"error": exc.reason})
+            status, note, reply = self._apply_click(body)
+        except Exception as exc:
+            log.warning(
+                "applying a click failed; it is stored and applied later",
+                error=describe(exc),
+            )
+            self._enqueue(event_id)
+            return Reply(200, {"status": "stored", "event_id": event_id})
         try:
-            form = parse_qs(body.decode("utf-8"), strict_parsing=True)
-            raw = form.get("payload")
-            if not raw:
-                raise ValueError("form field 'payload' is missing")
-            c = parse_click(json.loads(raw[0]))
-        except (ValueError, UnicodeDecodeError) as exc:
-            self.metrics.events.labels("slack", "bad_request").inc()
-            return Reply(400, {"error": f"not a block_actions interaction: {exc}"})
-        self.metrics.events.labels("slack", "accepted").inc()
+            self.events.finish(event_id, status, note)  # type: ignore[arg-type]
+        except Exception:
+            log.warning("cannot mark a click applied; the dispatcher will see it is", event_id=event_id)
+        return Reply(200, reply)
+
+    def _apply_click(self, body: bytes) -> tuple[str, str, dict[str, Any]]:
+        """Apply a stored (verified) click: the event's status and note, and what Slack is answered."""
+        c = read_click(body)
         now = self.clock()
         who = c.user_id
         prompt = self.prompts.get(c.incident_id, c.action_hash)
@@ -91,59 +152,75 @@ class ApprovalsMixin(ServiceState):
                     f"ignored a click by {who}: no such approval",
                     action_hash=c.action_hash,
                 )
-            return Reply(200, {"status": "ignored", "reason": "no such approval"})
+            return "ignored", "no such approval", {"status": "ignored", "reason": "no such approval"}
         if prompt.status != "pending":
+            if prompt.decided_by == who and prompt.status == "deciding":  # this click, applied again
+                self._put_resume(prompt)
+                return "handled", "claimed before", {"status": "accepted", "decision": prompt.decision}
             text = f"ignored a click by {who}: the approval was already {prompt.status}"
             self.store.note(c.incident_id, now, text, action_hash=c.action_hash, action=c.action_id)
-            return Reply(200, {"status": "ignored", "reason": text})
+            return "ignored", text, {"status": "ignored", "reason": text}
         if not may_approve(who, self.refresh_approvers()):
             text = f"ignored a click by {who} via slack: not an approver"
             self.store.note(c.incident_id, now, text, action_hash=c.action_hash, action=c.action_id)
             log.warning(text, incident_id=c.incident_id)
-            return Reply(200, {"status": "refused", "reason": text})
+            return "ignored", text, {"status": "refused", "reason": text}
         decision = "approve" if c.action_id == APPROVE else "reject"
         claimed = self.prompts.claim(c.incident_id, c.action_hash, decision, who, now)
         if claimed is None:  # a double click, or two people at once: the first one counts
             text = f"ignored a click by {who}: the approval was answered already"
             self.store.note(c.incident_id, now, text, action_hash=c.action_hash)
-            return Reply(200, {"status": "ignored", "reason": text})
+            return "ignored", text, {"status": "ignored", "reason": text}
         self.metrics.approval_wait.labels(decision).observe(max(0.0, (now - prompt.asked_at).total_seconds()))
-        self._submit(c.incident_id, self._resume, claimed)
-        return Reply(200, {"status": "accepted", "decision": decision})
+        failpoints.reached("claim")
+        self._put_resume(claimed)
+        return "handled", f"{decision} by {who}", {"status": "accepted", "decision": decision}
+
+    def _put_resume(self, prompt: Prompt) -> None:
+        iid = prompt.incident_id
+        self._put("resume", iid, f"resume:{iid}:{prompt.action_hash}", {"action_hash": prompt.action_hash})
 
     def _resume(self, prompt: Prompt) -> None:
-        """Resume a thread with a claimed answer; then say in Slack who decided and when."""
+        """Resume a thread with a claimed answer; then say in Slack who decided and when.
+
+        Level-triggered: if the thread took the answer already (a kill after the approval was
+        checkpointed and before the prompt was finished), it is continued from its checkpoint and the
+        prompt finished with what the thread recorded; nothing is asked or done twice."""
         iid = prompt.incident_id
         pending = self.agent.pending(iid)
-        if pending is None or pending.action_hash != prompt.action_hash:
-            self.prompts.finish(iid, prompt.action_hash, "expired")
-            return
-        answer = ApprovalAnswer(
-            approved=prompt.decision == "approve",
-            approver=prompt.decided_by or "unknown",
-            decided_at=prompt.decided_at or self.clock(),
-            channel="slack" if prompt.decision != "expire" else "expiry",
-        )
-        result = self._run(iid, resume=answer)
-        if result is None:
-            return
-        step = next((s for s in result.state.steps if s.action.digest() == prompt.action_hash), None)
+        if pending is not None and pending.action_hash == prompt.action_hash:
+            answer = ApprovalAnswer(
+                approved=prompt.decision == "approve",
+                approver=prompt.decided_by or "unknown",
+                decided_at=prompt.decided_at or self.clock(),
+                channel="slack" if prompt.decision != "expire" else "expiry",
+            )
+            result = self._run(iid, resume=answer)
+            state = result.state
+        elif self.agent.unfinished(iid):
+            state = self._run(iid).state
+        else:
+            try:
+                state = self.agent.state(iid)
+            except KeyError:
+                self.prompts.finish(iid, prompt.action_hash, "expired")
+                return
+            self._put_run(iid)  # whatever the thread reached is written back
+        step = next((s for s in state.steps if s.action.digest() == prompt.action_hash), None)
         status = step.approval_state if step is not None else "pending"
-        if status not in (
-            "approved",
-            "rejected",
-            "expired",
-        ):  # not taken (e.g. not an approver after all): open again
-            self.prompts.finish(iid, prompt.action_hash, "pending")
+        if status not in ("approved", "rejected", "expired"):
+            still = self.agent.pending(iid)
+            # Not taken (not an approver after all): open again; else the question is gone.
+            waiting = still is not None and still.action_hash == prompt.action_hash
+            self.prompts.finish(iid, prompt.action_hash, "pending" if waiting else "expired")
             return
         self.prompts.finish(iid, prompt.action_hash, status)
-        if self.slack is not None and prompt.channel and prompt.ts:
-            row = self.store.get(iid)
-            text, blocks = decided_blocks(
-                pending, row.title if row else iid, status, answer.approver, answer.decided_at
-            )
-            update = {"channel": prompt.channel, "ts": prompt.ts, "text": text, "blocks": blocks}
-            self._send(iid, "slack.update", update, f"{prompt.action_hash}:{status}")
+        self._put(
+            "prompt_update",
+            iid,
+            f"prompt_update:{iid}:{prompt.action_hash}:{status}",
+            {"action_hash": prompt.action_hash, "status": status},
+        )
 
     def sweep(self) -> int:
         """Expire approvals nobody answered in time; the threads escalate. How many were expired."""
@@ -157,7 +234,7 @@ class ApprovalsMixin(ServiceState):
             )
             if claimed is not None:
                 n += 1
-                self._submit(prompt.incident_id, self._resume, claimed)
+                self._put_resume(claimed)
         return n
 
     def _sweep_loop(self) -> None:

@@ -5,13 +5,19 @@
   runs intake in a process of its own (:mod:`supply_agent.intake.app`); the service then follows
   the event log (``follow_log``) instead of being handed each id.
 - One dispatcher thread handles stored events in order: it folds alerts into incidents (one thread, so
-  grouping is deterministic), records what humans did in PagerDuty, and hands graph runs to a pool.
-- A bounded pool runs graph threads, one run per incident at a time. After each run: PagerDuty notes
-  and resolve or escalate, a Slack prompt when the thread paused for an approval, metrics.
-- A Slack click is verified, bound to one pending approval by the action's hash, claimed atomically,
-  and resumes the thread once. A sweeper expires approvals nobody answered.
-- On start, events stored but not handled are handled, claimed clicks are finished, threads a crash
-  interrupted are continued, and paused threads stay paused.
+  grouping is deterministic), records what humans did in PagerDuty, applies stored Slack clicks, and
+  stores a ``run`` job for each incident touched. An event whose handling fails and may pass is tried
+  again with back-off.
+- The runner (:mod:`.runner`) takes stored jobs lane by lane: graph runs on a bounded pool, one per
+  incident at a time; write-back (PagerDuty notes, acknowledge, resolve or escalate; the Slack prompt
+  and its update) on an outbox pool, in order per incident and service, retried with back-off and
+  ``Retry-After`` until delivered.
+- A Slack click is verified and stored, bound to one pending approval by the action's hash, claimed
+  atomically, and resumes the thread once. A sweeper expires approvals nobody answered.
+- The dead man's switch (:mod:`.watchdog`) hands an incident back to humans when its work has failed
+  for longer than ``_global.yaml``'s ``handback.stalled_after``.
+- On start, events stored but not handled are handled, claimed clicks are finished, every open or
+  paused thread is reconciled (continued, or its prompt and write-back derived again).
 """
 
 from __future__ import annotations
@@ -24,20 +30,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from supply_agent.incidents.agent import open_agent
-from supply_agent.intake.events import (
-    EventLog,
-    Reply,
-)
+from supply_agent.intake.accept import Reply
+from supply_agent.intake.events import EventLog
 from supply_agent.mind.planners.base import Planner
-from supply_agent.models.incident import (
-    IncidentState,
-)
 from supply_agent.service.approvals import ApprovalsMixin
 from supply_agent.service.dispatch import DispatchMixin
 from supply_agent.service.prompts import PromptStore
+from supply_agent.service.runner import RunnerMixin
 from supply_agent.service.state import (
     log,
 )
+from supply_agent.service.watchdog import WatchdogMixin
 from supply_agent.service.writeback import WritebackMixin
 from supply_agent.settings import Settings
 from tools.pagerduty import PagerDutyClient, PagerDutyError
@@ -46,8 +49,9 @@ from tools.slack import SlackClient
 __all__ = ["Reply", "Service", "open_service"]
 
 
-class Service(DispatchMixin, WritebackMixin, ApprovalsMixin):
-    """The on-call service: its parts (dispatch, write-back, approvals) over one shared state."""
+class Service(DispatchMixin, RunnerMixin, WritebackMixin, ApprovalsMixin, WatchdogMixin):
+    """The on-call service: its parts (dispatch, jobs, write-back, approvals, the dead man's switch)
+    over one shared state."""
 
     def start(self) -> None:
         if self.pd is not None and self._own_pd_user is None:
@@ -60,9 +64,10 @@ class Service(DispatchMixin, WritebackMixin, ApprovalsMixin):
         loops: list[tuple[str, Callable[[], None]]] = [
             ("dispatcher", self._dispatch_loop),
             ("sweeper", self._sweep_loop),
+            ("follower", self._follow_loop),
+            ("runner", self._runner_loop),
+            ("watchdog", self._watch_loop),
         ]
-        if self.follow_log:
-            loops.append(("follower", self._follow_loop))
         for name, target in loops:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -73,39 +78,38 @@ class Service(DispatchMixin, WritebackMixin, ApprovalsMixin):
         for t in self._threads:
             t.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=False)
+        self._outbox_pool.shutdown(wait=True, cancel_futures=False)
 
     def drain(self, timeout: float = 60.0) -> bool:
-        """Wait until every stored event is handled and no graph run is in flight (tests, benchmarks)."""
+        """Wait until every stored event is handled, no job is in flight and none is due now (a job
+        waiting for its next attempt does not count) (tests, benchmarks)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             with self._pending_lock:
                 idle = self._pending == 0 and not any(not f.done() for f in list(self._futures))
             if idle:
-                return True
+                with self._lanes_lock:
+                    busy = bool(self._busy)
+                if not busy:
+                    try:
+                        if not self.jobs.due(limit=1):
+                            return True
+                    except Exception:
+                        pass
             time.sleep(0.02)
         return False
 
     def recover(self) -> None:
-        """After a restart: handle stored events, finish claimed clicks, continue interrupted threads."""
-        ids = self.events.pending()
+        """After a restart: handle stored events, finish claimed clicks, reconcile every open or paused
+        thread (the jobs stored before the restart are in the job table and run as they fall due)."""
+        ids = self.events.pending(due=False)
         for i in ids:
             self._enqueue(i)
         for prompt in self.prompts.with_status("deciding"):
-            self._submit(prompt.incident_id, self._resume, prompt)
-        for row in self.store.incidents(limit=10_000, status="open"):
-            iid = row.id
-            snap = self.agent.graph.get_state(self.agent.config(iid))
-            if not snap.values:
-                alerts = self.store.alerts_for(iid)
-                if alerts:
-                    state = IncidentState(incident_id=iid, alerts=alerts, opened_at=row.opened_at)
-                    self._submit(iid, self._run, state)
-            elif self.agent.unfinished(iid):
-                self._submit(iid, self._run, iid)
-        for row in self.store.incidents(limit=10_000, status="paused"):
-            pending = self.agent.pending(row.id)
-            if pending is not None and self.prompts.get(row.id, pending.action_hash) is None:
-                self._submit(row.id, self._prompt, row.id, pending)
+            self._put_resume(prompt)
+        for status in ("open", "paused"):
+            for row in self.store.incidents(limit=10_000, status=status):
+                self._put_run(row.id)
         if ids:
             log.info("recovered stored events", events=len(ids))
 

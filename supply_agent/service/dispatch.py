@@ -1,15 +1,21 @@
-"""The dispatcher: stored events in order, folded into incidents, what humans did in PagerDuty, and the
-bounded pool of graph runs (one run per incident at a time)."""
+"""The dispatcher: stored events in order, folded into incidents, what humans did in PagerDuty, clicks
+from Slack; and the graph run as the runner's ``run`` job (one run per incident at a time).
+
+An event whose handling fails with an error that may pass (a locked store, PagerDuty answering 500 to
+the alert read) stays pending with one more attempt and a next-attempt time, and is handled again then;
+only bad data ends it as ``failed`` (kept, with why, and revived by the sender's re-delivery)."""
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import json
 import queue
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
 from typing import Any
 
+from supply_agent import failpoints
 from supply_agent.incidents.agent import ApprovalAnswer, RunResult
 from supply_agent.intake.events import (
     PD_HUMAN,
@@ -28,8 +34,8 @@ from supply_agent.service.state import (
     RESCAN_S,
     ServiceState,
     log,
-    pd_id_of,
 )
+from tools.errors import describe, retry_after, transient
 
 
 class DispatchMixin(ServiceState):
@@ -45,20 +51,30 @@ class DispatchMixin(ServiceState):
         self._queue.put(event_id)
 
     def _follow_loop(self) -> None:
-        """Another process stores the events: queue each new one, and now and then every pending one
-        not queued (an id stored out of order, or one whose handling was cut short)."""
+        """Queue each event put back whose next attempt is due; following the log (another process
+        stores the events), each new one too; and now and then every pending one not queued (an id
+        stored out of order, or one whose handling was cut short)."""
         rescan_at = time.monotonic() + RESCAN_S
         while not self._stop.wait(FOLLOW_S):
             try:
+                now = time.time()
+                with self._pending_lock:
+                    again = []
+                    while self._retry_at and self._retry_at[0][0] <= now:
+                        again.append(heapq.heappop(self._retry_at)[1])
+                for i in again:
+                    self._enqueue(i)
                 if time.monotonic() >= rescan_at:
                     ids = self.events.pending()
                     rescan_at = time.monotonic() + RESCAN_S
-                else:
+                elif self.follow_log:
                     ids = self.events.pending(after=self._last_seen)
+                else:
+                    ids = []
                 for i in ids:
                     self._enqueue(i)
-            except Exception:
-                log.exception("reading the event log failed")
+            except Exception as exc:
+                log.warning("reading the event log failed", error=describe(exc))
 
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
@@ -73,16 +89,48 @@ class DispatchMixin(ServiceState):
                     break
             try:
                 done = self._handle_batch(ids)
-            except Exception as exc:  # never lose the batch: each event is marked with why
+            except Exception as exc:  # never lose the batch: each event is tried again, or marked with why
                 log.exception("event batch failed", events=len(ids))
-                done = [(i, "failed", f"{type(exc).__name__}: {exc}") for i in ids]
-            self.events.finish_many(done)
-            for _, status, _ in done:
-                self.metrics.handled.labels(status).inc()
+                done = [(i, *self._failure(exc)) for i in ids]
+            try:
+                self._record(done)
+            except Exception as exc:  # still pending in the log: the rescan queues them again
+                log.warning("cannot record handled events", error=describe(exc))
             with self._pending_lock:
                 self._queued.difference_update(ids)
                 self._pending = max(0, self._pending - len(ids))
                 self.metrics.queue.set(self._pending)
+
+    @staticmethod
+    def _failure(exc: BaseException) -> tuple[str, str]:
+        """How an event's failed handling ends: ``retry`` when it may pass, ``failed`` for bad data.
+        The wait the other side asked for rides in the note (``retry after N s``)."""
+        why = describe(exc)
+        if transient(exc):
+            asked = retry_after(exc)
+            return "retry", why if asked is None else f"{why} ({_ASKED}{asked:g} s)"
+        return "failed", why
+
+    def _record(self, done: list[tuple[int, str, str]]) -> None:
+        finished = [d for d in done if d[1] != "retry"]
+        later: list[tuple[int, str, float]] = []
+        if len(finished) < len(done):
+            stored = self.events.get_many([i for i, status, _ in done if status == "retry"])
+            now = time.time()
+            for i, _, note in (d for d in done if d[1] == "retry"):
+                attempts = stored[i].attempts if i in stored else 0
+                later.append((i, note, now + self.backoff.delay(attempts, _asked(note))))
+        self.events.finish_many(finished)
+        self.events.retry_many(later)
+        with self._pending_lock:
+            for i, _, at in later:
+                heapq.heappush(self._retry_at, (at, i))
+        for _, status, _ in done:
+            self.metrics.handled.labels(status).inc()
+            if status == "failed":
+                self.metrics.dead_letters.labels("event").inc()
+        for i, note, _ in later:
+            log.warning("event handling failed; trying again", event_id=i, error=note)
 
     def _handle_batch(self, ids: list[int]) -> list[tuple[int, str, str]]:
         """Handle stored events in order. Alerts of consecutive events fold together (one call to the
@@ -96,8 +144,8 @@ class DispatchMixin(ServiceState):
             try:
                 status, note = self._open([a for _, alerts in held for a in alerts])
             except Exception as exc:
-                log.exception("folding alerts failed", events=len(held))
-                status, note = "failed", f"{type(exc).__name__}: {exc}"
+                log.warning("folding alerts failed", events=len(held), error=describe(exc))
+                status, note = self._failure(exc)
             done.extend((i, status, note) for i, _ in held)
             held.clear()
 
@@ -109,8 +157,8 @@ class DispatchMixin(ServiceState):
             try:
                 alerts, human = self._read_event(ev)
             except Exception as exc:  # one bad event does not stop the others; it is kept, marked
-                log.exception("event failed", event_id=event_id)
-                done.append((event_id, "failed", f"{type(exc).__name__}: {exc}"))
+                log.warning("event failed", event_id=event_id, error=describe(exc))
+                done.append((event_id, *self._failure(exc)))
                 continue
             if alerts is not None:
                 held.append((event_id, alerts))
@@ -119,8 +167,8 @@ class DispatchMixin(ServiceState):
             try:
                 status, note = human() if human else ("ignored", "nothing to act on")
             except Exception as exc:
-                log.exception("event failed", event_id=event_id)
-                status, note = "failed", f"{type(exc).__name__}: {exc}"
+                log.warning("event failed", event_id=event_id, error=describe(exc))
+                status, note = self._failure(exc)
             done.append((event_id, status, note))
         flush()
         return done
@@ -129,6 +177,9 @@ class DispatchMixin(ServiceState):
         self, ev: StoredEvent
     ) -> tuple[list[AlertIn] | None, Callable[[], tuple[str, str]] | None]:
         """The alerts an event brings, or what a human did (applied later, in order)."""
+        if ev.source == "slack":
+            body = ev.body
+            return None, lambda: self._apply_click(body)[:2]
         data = json.loads(ev.body)
         if ev.source == "alertmanager":
             alerts, _ = parse_alerts(data)
@@ -156,14 +207,15 @@ class DispatchMixin(ServiceState):
         raise AlertError(f"PagerDuty incident {pd_id}: no PagerDuty API key configured to read its alerts")
 
     def _open(self, alerts: list[AlertIn]) -> tuple[str, str]:
-        new = self.agent.open(alerts, window=self.window)
+        """Fold alerts; acknowledge each new PagerDuty incident and ask every incident touched to run
+        (a run of a thread with nothing to do only derives its write-back again)."""
+        new, touched = self.agent.fold(alerts, window=self.window)
+        failpoints.reached("fold")
         for state in new:
             self.metrics.opened.inc()
-            pd_id = pd_id_of(state)
-            if pd_id and self.pd is not None:
-                self._send(state.incident_id, "pagerduty.acknowledge", {"incident": pd_id}, self.clock())
-                self._our_acks.add(pd_id)
-            self._submit(state.incident_id, self._run, state)
+            self._acknowledge(state)
+        for iid in sorted(touched):
+            self._put_run(iid)
         if new:
             return "handled", "opened " + ", ".join(s.incident_id for s in new)
         return "handled", "joined or duplicate"
@@ -189,34 +241,30 @@ class DispatchMixin(ServiceState):
         log.info("a human took the incident", incident_id=iid, who=who, event_type=event_type)
         return "handled", f"{who} {verb} it"
 
-    def _submit(self, iid: str, fn: Callable[..., object], *args: Any) -> None:
-        """Run ``fn(*args)`` on the pool, one run per incident at a time."""
-
-        def job() -> None:
-            with self._locks_lock:
-                lock = self._incident_locks[iid]
-            with lock:
-                fn(*args)
-
-        fut = self._pool.submit(job)
-        with self._pending_lock:
-            self._futures.add(fut)
-        fut.add_done_callback(self._forget)
-
-    def _forget(self, fut: Future[None]) -> None:
-        with self._pending_lock:
-            self._futures.discard(fut)
-        if (exc := fut.exception()) is not None:
-            log.error("graph run failed", error=f"{type(exc).__name__}: {exc}")
-
-    def _run(self, target: IncidentState | str, resume: ApprovalAnswer | None = None) -> RunResult | None:
+    def _run(self, target: IncidentState | str, resume: ApprovalAnswer | None = None) -> RunResult:
+        """One graph run and its write-back; an error is raised to the job, which tries again."""
         iid = target if isinstance(target, str) else target.incident_id
-        bound = log.bind(incident_id=iid)
         try:
             result = self.agent.run(target, resume=resume)
         except Exception as exc:
-            bound.exception("graph run failed")
-            self.store.note(iid, self.clock(), f"the graph run failed: {type(exc).__name__}: {exc}")
-            return None
+            log.bind(incident_id=iid).warning("graph run failed", error=describe(exc))
+            with contextlib.suppress(Exception):  # the store may be what failed; the job keeps the error
+                self.store.note(
+                    iid, self.clock(), f"the graph run failed (tried again): {type(exc).__name__}: {exc}"
+                )
+            raise
         self._after(result)
         return result
+
+
+_ASKED = "retry after "
+
+
+def _asked(note: str) -> float | None:
+    """The wait a failure's note says the other side asked for (see ``_failure``)."""
+    if _ASKED not in note:
+        return None
+    try:
+        return float(note.rsplit(_ASKED, 1)[1].split(" ", 1)[0])
+    except ValueError:
+        return None

@@ -16,11 +16,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from supply_agent.incidents.agent import ApprovalRequest
+from supply_agent.intake.clicks import APPROVE, REJECT, Click, parse_click  # the click is read at intake
 
-APPROVE, REJECT = "approve", "reject"  # action_id values
+__all__ = ["APPROVE", "REJECT", "Click", "approval_blocks", "decided_blocks", "parse_click"]
 BLOCK_ID = "approval"  # block_id of the actions block
 
 HEADER_MAX = 150
@@ -35,7 +34,6 @@ LIST_SHOWN = 10  # names shown per blast-radius field before "+N more"
 VERDICTS = ("approved", "rejected", "expired", "ignored")
 
 _HASH = re.compile(r"[0-9a-f]{64}")
-_VALUE = re.compile(r"(?P<incident>.+)\|(?P<hash>[0-9a-f]{64})")
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 _WS = re.compile(r"[\s\x00-\x1f\x7f]+")
 _PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
@@ -254,77 +252,3 @@ def decided_blocks(
     )
     context: Block = {"type": "context", "elements": [_mrkdwn(f"{icon} {line}")]}
     return text, [*_summary(request, title, evidence or []), context]
-
-
-# -- the click ---------------------------------------------------------------------------------------
-class Click(BaseModel):
-    """One Approve/Reject click, read from a ``block_actions`` payload (after its signature passed)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    user_id: str
-    user_name: str
-    action_id: str
-    incident_id: str
-    action_hash: str
-    channel_id: str | None
-    message_ts: str | None
-    action_ts: str | None
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _obj(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ValueError(f"{where}: expected an object, got {_shown(value)}")
-    return value
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{where}: expected a non-empty string, got {_shown(value)}")
-    return value
-
-
-def _opt_str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _sub(parent: dict[str, Any], key: str) -> dict[str, Any]:
-    value = parent.get(key)
-    return value if isinstance(value, dict) else {}
-
-
-def parse_click(payload: Any) -> Click:
-    """The click in a decoded ``block_actions`` payload; ValueError naming the field when malformed."""
-    p = _obj(payload, "payload")
-    if p.get("type") != "block_actions":
-        raise ValueError(f"type: expected 'block_actions', got {_shown(p.get('type'))}")
-    user = _obj(p.get("user"), "user")
-    user_id = _str(user.get("id"), "user.id")
-    user_name = _opt_str(user.get("username")) or _opt_str(user.get("name")) or ""
-    actions = p.get("actions")
-    if not isinstance(actions, list) or not actions:
-        raise ValueError(f"actions: expected a non-empty list, got {_shown(actions)}")
-    action = _obj(actions[0], "actions[0]")
-    action_id = _str(action.get("action_id"), "actions[0].action_id")
-    if action_id not in (APPROVE, REJECT):
-        raise ValueError(f"actions[0].action_id: expected {APPROVE!r} or {REJECT!r}, got {_shown(action_id)}")
-    value = _str(action.get("value"), "actions[0].value")
-    bound = _VALUE.fullmatch(value)
-    if bound is None:
-        raise ValueError(f"actions[0].value: expected '<incident>|<64-hex hash>', got {_shown(value)}")
-    container, channel, message = (_sub(p, key) for key in ("container", "channel", "message"))
-    return Click(
-        user_id=user_id,
-        user_name=user_name,
-        action_id=action_id,
-        incident_id=bound["incident"],
-        action_hash=bound["hash"],
-        channel_id=_opt_str(container.get("channel_id")) or _opt_str(channel.get("id")),
-        message_ts=_opt_str(container.get("message_ts")) or _opt_str(message.get("ts")),
-        action_ts=_opt_str(action.get("action_ts")),
-    )

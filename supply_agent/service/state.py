@@ -3,6 +3,7 @@ the service is a mixin over it, the way the sandbox fleet's controllers are)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import threading
@@ -15,19 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from sandbox.executor.executor import ExecutionResult
 from sandbox.executor.runners import runners
 from supply_agent.hands.wiring import Environment
 from supply_agent.incidents.agent import Agent, ApprovalAnswer, ApprovalRequest, RunResult
 from supply_agent.incidents.store import IncidentStore
-from supply_agent.intake.events import (
-    EventLog,
-    Intake,
-)
+from supply_agent.intake.accept import Intake
+from supply_agent.intake.events import EventLog
 from supply_agent.metrics import Metrics
 from supply_agent.models.incident import (
     IncidentState,
 )
+from supply_agent.service.jobs import Backoff, JobStore
 from supply_agent.service.prompts import Prompt, PromptStore
 from supply_agent.settings import Settings
 from tools.catalogue import Clients
@@ -76,6 +75,16 @@ class ServiceState:
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="graph")
+        # Write-back runs apart from the graph threads: a slow PagerDuty never holds a run or a prompt.
+        self._outbox_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="outbox")
+        self.jobs = JobStore(agent.store.engine)
+        self.backoff = Backoff(settings.retry_base_s, settings.retry_cap_s)
+        self._wake = threading.Event()
+        self._lanes_lock = threading.Lock()
+        self._busy: dict[str, float] = {}  # lanes with a job running here: since when (monotonic)
+        self._retry_at: list[tuple[float, int]] = []  # events put back: (due, id), a heap
+        self._failures: dict[str, Any] = {}  # work failing now, by lane or event: the watchdog's Stall
+        self._handed_back: set[str] = set()  # stalls handed back to humans: "<incident>:<since>"
         self._incident_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_lock = threading.Lock()
         self._stop = threading.Event()
@@ -89,7 +98,12 @@ class ServiceState:
         self._last_seen = 0  # following the log: the newest event id queued
         self._queued: set[int] = set()  # queued and not yet finished
         self.intake = Intake(
-            settings, events, self.metrics, pending=lambda: self._pending, stored=self._enqueue
+            settings,
+            events,
+            self.metrics,
+            pending=lambda: self._pending,
+            stored=self._enqueue,
+            wall=lambda: self.wall(),
         )
         # Write-back is executor actions too (audited, keyed), over the clients configured here.
         runtime = env.runtime
@@ -109,15 +123,32 @@ class ServiceState:
     if TYPE_CHECKING:
 
         def _enqueue(self, event_id: int) -> None: ...
-        def _submit(self, iid: str, fn: Callable[..., object], *args: Any) -> None: ...
-        def _run(
-            self, target: IncidentState | str, resume: ApprovalAnswer | None = None
-        ) -> RunResult | None: ...
-        def _after(self, result: RunResult) -> None: ...
-        def _send(self, iid: str, tool: str, params: dict[str, Any], at: object) -> ExecutionResult: ...
+        def _put(
+            self, kind: str, iid: str, key: str, payload: dict[str, Any] | None = None
+        ) -> int | None: ...
+        def _put_run(self, iid: str) -> None: ...
+        def _run(self, target: IncidentState | str, resume: ApprovalAnswer | None = None) -> RunResult: ...
+        def _after(self, result: RunResult, fresh: bool = True) -> None: ...
+        def _acknowledge(self, state: IncidentState) -> None: ...
+        def _send(self, iid: str, tool: str, params: dict[str, Any], key: str) -> None: ...
+        def _deliver(
+            self, iid: str, tool: str, params: dict[str, Any], key: str
+        ) -> dict[str, Any] | None: ...
         def _prompt(self, iid: str, request: ApprovalRequest) -> None: ...
+        def _post_prompt(self, iid: str, action_hash: str) -> None: ...
+        def _update_prompt(self, iid: str, action_hash: str, status: str) -> None: ...
         def _resume(self, prompt: Prompt) -> None: ...
+        def _put_resume(self, prompt: Prompt) -> None: ...
+        def _note_failure(self, key: str, iid: str | None, pd_id: str | None, what: str) -> None: ...
+        def _note_progress(self, key: str) -> None: ...
+        def _apply_click(self, body: bytes) -> tuple[str, str, dict[str, Any]]: ...
         def refresh_approvers(self, force: bool = False) -> frozenset[str]: ...
+
+
+def send_key(iid: str, tool: str, params: dict[str, Any], at: object) -> str:
+    """A write-back's key: what it says and when it was said, so the same message stored twice is one."""
+    material = json.dumps([iid, tool, params, str(at)], sort_keys=True, default=str)
+    return hashlib.sha256(material.encode()).hexdigest()
 
 
 def pd_id_of(state: IncidentState) -> str | None:

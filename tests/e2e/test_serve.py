@@ -89,29 +89,47 @@ def test_signed_pagerduty_page_to_slack_approval_to_mitigation_and_write_back(tm
         assert any("answered already" in e.text or "already" in e.text for e in h.service.store.timeline(iid))
 
 
-def test_notes_pagerduty_refused_are_sent_after_the_next_run_once_each(tmp_path: Path) -> None:
-    """A note PagerDuty refused (or a crash cut off) is not lost: notes are sent from the stored
-    timeline under a key, after every run, so it goes out later, and nothing goes out twice."""
+def test_pagerduty_down_the_prompt_goes_out_and_every_write_arrives_later_in_order_once(
+    tmp_path: Path,
+) -> None:
+    """PagerDuty refusing every write: the Slack prompt still goes out at once (its own lane of the
+    outbox); PagerDuty's writes wait in the outbox, retried (each try an audited, failed executor
+    action), and once PagerDuty heals they all arrive, in order, none twice."""
     with serve_harness(tmp_path) as h:
         _, hook = _xid79(h)
         pd_id = hook["event"]["data"]["id"]
         iid = f"pd-{pd_id}"
-        h.pd.fail_writes(500)  # PagerDuty takes no writes for the whole first run
+        h.pd.fail_writes(500)
         assert h.post_pagerduty(hook).status_code == 202
-        h.drain()
-        assert h.service.agent.pending(iid) is not None and h.pd.notes(pd_id) == []
+        h.until("the approval prompt", h.slack.posted)  # not held behind PagerDuty
+        assert h.service.agent.pending(iid) is not None
         audit = h.service.env.runtime.audit
-        failed = [r for r in audit.records(iid) if r.tool == "pagerduty.note" and r.outcome == "failed"]
-        assert failed, "each refused note is an audited, failed executor action"
+        h.until(
+            "the acknowledge to be retried",
+            lambda: (
+                len(
+                    [
+                        r
+                        for r in audit.records(iid)
+                        if r.tool == "pagerduty.acknowledge" and r.outcome == "failed"
+                    ]
+                )
+                >= 2
+            ),
+        )
+        assert h.pd.notes(pd_id) == [] and h.pd.statuses(pd_id) == []
         h.pd.heal()
         assert h.click(APPROVER, "approve", h.button()).json()["status"] == "accepted"
+        h.until("the resolve", lambda: "resolved" in h.pd.statuses(pd_id))
         h.drain()
+        assert h.pd.statuses(pd_id) == ["acknowledged", "resolved"]  # in order: acknowledged first
         notes = h.pd.notes(pd_id)
         evidence = [e for e in h.service.store.timeline(iid) if e.kind == "evidence"]
         assert evidence and all(f"[evidence] {e.text}" in notes for e in evidence)
         assert len(notes) == len(set(notes)), "a note was sent twice"
         sent = [r for r in audit.records(iid) if r.tool == "pagerduty.note" and r.outcome == "executed"]
         assert len(sent) == len(notes)
+        assert h.service.jobs.with_status("dead") == []
 
 
 def test_pagerduty_signatures_and_bad_input(tmp_path: Path) -> None:

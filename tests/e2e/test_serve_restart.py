@@ -4,107 +4,22 @@ and the click still resumes the thread; events stored but not handled are handle
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from sandbox.fleet.admin import AdminClient
 from sandbox.fleet.world import POOL_LABEL
 from supply_agent.intake.signing import sign_pagerduty, sign_slack
-from tests.support.pd_stub import PagerDutyStub
+from tests.support.served import Served, serve_env, until
 from tests.support.service_harness import (
-    AGENT_EMAIL,
-    AM_TOKEN,
     APPROVER,
-    PD_KEY,
     PD_SECRET,
-    POLICY,
     SLACK_SECRET,
-    SLACK_TOKEN,
     outside_world,
 )
-from tests.support.slack_stub import SlackStub, block_actions_payload, click_body
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Served:
-    def __init__(self, env: dict[str, str], kubeconfig: Path, log: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "supply_agent.cli", "serve", "--port", str(self.port)]
-        self.proc = subprocess.Popen(
-            [*cmd, "--kubeconfig", str(kubeconfig)], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
-        )
-
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited {self.proc.returncode}: {log.read_text()[-3000:]}")
-            try:
-                return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _until("serve to be ready", up, 60)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-def _env(tmp: Path, pd: PagerDutyStub, slack: SlackStub) -> dict[str, str]:
-    ca = tmp / "pd-ca.pem"
-    ca.write_bytes(pd.ca_pem)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPLY_AGENT_")}
-    env.update(
-        {
-            "SUPPLY_AGENT_DATA_DIR": str(tmp / "var"),
-            "SUPPLY_AGENT_APPROVERS": APPROVER,
-            "SUPPLY_AGENT_LOG_FORMAT": "json",
-            "SUPPLY_AGENT_PAGERDUTY_WEBHOOK_SECRETS": f"old-secret,{PD_SECRET}",
-            "SUPPLY_AGENT_PAGERDUTY_API_KEY": PD_KEY,
-            "SUPPLY_AGENT_PAGERDUTY_FROM": AGENT_EMAIL,
-            "SUPPLY_AGENT_PAGERDUTY_API_URL": pd.url,
-            "SUPPLY_AGENT_PAGERDUTY_CA_FILE": str(ca),
-            "SUPPLY_AGENT_PAGERDUTY_ESCALATION_POLICY": POLICY,
-            "SUPPLY_AGENT_SLACK_BOT_TOKEN": SLACK_TOKEN,
-            "SUPPLY_AGENT_SLACK_SIGNING_SECRET": SLACK_SECRET,
-            "SUPPLY_AGENT_SLACK_CHANNEL": "C0APPROVALS",
-            "SUPPLY_AGENT_SLACK_API_URL": slack.url,
-            "SUPPLY_AGENT_ALERTMANAGER_TOKEN": AM_TOKEN,
-        }
-    )
-    return env
+from tests.support.slack_stub import block_actions_payload, click_body
 
 
 def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(tmp_path: Path) -> None:
@@ -119,7 +34,7 @@ def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(tmp_pat
         hook = admin.alerts("pagerduty")[0]
         pd_id = hook["event"]["data"]["id"]
         pd.alerts[pd_id] = admin.request("GET", f"pagerduty/incidents/{pd_id}/alerts")["alerts"]
-        env = _env(tmp_path, pd, slack)
+        env = serve_env(tmp_path, pd, slack)
         log = tmp_path / "serve.log"
 
         first = Served(env, kubeconfig, log)
@@ -131,7 +46,7 @@ def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(tmp_pat
                 headers={"x-pagerduty-signature": sign_pagerduty(raw, PD_SECRET)},
             )
             assert r.status_code == 202, r.text
-            _until("the Slack prompt", lambda: slack.posted())
+            until("the Slack prompt", lambda: slack.posted())
             first.kill()  # SIGKILL: no shutdown of any kind
         finally:
             first.stop()
@@ -162,8 +77,9 @@ def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(tmp_pat
                     "x-slack-signature": sign_slack(body, SLACK_SECRET, ts),
                 },
             )
-            assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
-            _until("PagerDuty resolve", lambda: "resolved" in pd.statuses(pd_id))
+            # Stored at the edge (the intake process), applied by the worker from the log.
+            assert r.status_code == 200 and r.json()["status"] == "stored", r.text
+            until("PagerDuty resolve", lambda: "resolved" in pd.statuses(pd_id))
             row = httpx.get(f"{second.url}/incidents/{iid}").json()
             assert row["outcome"] == "mitigated", row
             assert pd.statuses(pd_id) == ["acknowledged", "resolved"]
@@ -186,7 +102,7 @@ def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(tmp_pat
             finally:
                 ledger.close()
             # The prompt's update follows the resumed run's write-back (resolve first): wait for it.
-            _until("the Slack prompt updated", lambda: slack.updates(), 30)
+            until("the Slack prompt updated", lambda: slack.updates(), 30)
             time.sleep(0.3)
             assert len(slack.updates()) == 1
         finally:

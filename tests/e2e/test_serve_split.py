@@ -14,7 +14,9 @@ import httpx
 from supply_agent.intake.app import merge_metrics
 from supply_agent.intake.events import Classified, EventLog
 from supply_agent.metrics import Metrics
-from tests.e2e.test_serve_restart import Served, _env, _until
+from tests.support.served import Served
+from tests.support.served import serve_env as _env
+from tests.support.served import until as _until
 from tests.support.service_harness import AM_TOKEN, outside_world
 
 AUTH = {"authorization": f"Bearer {AM_TOKEN}", "content-type": "application/json"}

@@ -25,6 +25,7 @@ import re
 import ssl
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -80,6 +81,9 @@ class PagerDutyStub:
         self._statuses: dict[str, list[str]] = {}
         self._failures: list[int] = []
         self._writes_fail: int | None = None  # every PUT/POST answers this status until healed
+        # A timed outage: (until monotonic, status, method or None, path regex or None, Retry-After or None)
+        self._outage: tuple[float, int, str | None, re.Pattern[str] | None, str | None] | None = None
+        self.delay_s = 0.0  # every answer waits this long first (a slow PagerDuty; a hang if long)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         cert = make_serving_cert(("127.0.0.1",))
@@ -137,11 +141,39 @@ class PagerDutyStub:
         with self._lock:
             self._writes_fail = status
 
+    def outage(
+        self,
+        status: int,
+        seconds: float,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        retry_after: str | None = None,
+    ) -> None:
+        """For ``seconds`` from now, answer ``status`` to every request (or those of ``method`` whose
+        path matches the regex ``path``); a 429 carries ``Retry-After: retry_after`` when given."""
+        until = time.monotonic() + seconds
+        with self._lock:
+            self._outage = (until, status, method, re.compile(path) if path else None, retry_after)
+
     def heal(self) -> None:
         """Stop failing: the outage is over."""
         with self._lock:
             self._failures.clear()
             self._writes_fail = None
+            self._outage = None
+            self.delay_s = 0.0
+
+    def _in_outage(self, req: Recorded) -> tuple[int, str | None] | None:
+        if self._outage is None:
+            return None
+        until, status, method, path, retry_after = self._outage
+        if time.monotonic() >= until:
+            self._outage = None
+            return None
+        if (method and req.method != method) or (path and not path.search(req.path)):
+            return None
+        return status, retry_after
 
     # -- what the client did ---------------------------------------------------------------------------
     def writes(self, incident_id: str) -> list[tuple[str, str, Any]]:
@@ -168,6 +200,8 @@ class PagerDutyStub:
         """Answer one request: (status, JSON body)."""
         with self._lock:
             self.requests.append(req)
+            if (down := self._in_outage(req)) is not None:
+                return down[0], _error(down[0])
             if self._failures:
                 return (status := self._failures.pop(0)), _error(status)
             if self._writes_fail is not None and req.method in ("PUT", "POST"):
@@ -265,9 +299,15 @@ def _handler(stub: PagerDutyStub) -> type[BaseHTTPRequestHandler]:
                 headers={k.lower(): v for k, v in self.headers.items()},
                 json=body,
             )
+            if stub.delay_s:
+                time.sleep(stub.delay_s)
+            with stub._lock:
+                down = stub._in_outage(req)
             status, payload = stub.handle(req)
             out = json.dumps(payload).encode()
             self.send_response(status)
+            if status == 429 and down is not None and down[1] is not None:
+                self.send_header("Retry-After", down[1])
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(out)))
             self.end_headers()

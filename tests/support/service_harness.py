@@ -41,6 +41,8 @@ POLICY = "PPOLICY1"
 
 
 def settings_for(tmp: Path, pd: PagerDutyStub, slack: SlackStub, **extra: Any) -> Settings:
+    # Retries fast: a test waits tenths of seconds for an outage to be retried, not minutes.
+    extra = {"retry_base_s": 0.05, "retry_cap_s": 0.5, **extra}
     return Settings(
         data_dir=tmp / "var",
         approvers=[APPROVER],
@@ -108,6 +110,16 @@ class ServeHarness:
 
     def drain(self) -> None:
         assert self.service.drain(60), "the service did not settle"
+
+    def until(self, what: str, check: Any, timeout: float = 30.0) -> Any:
+        """Wait for ``check()`` to be truthy (work that is retried in the background); its value."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            value = check()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
 
     def button(self, n: int = -1) -> str:
         """The value of the Approve button of the n-th posted prompt."""

@@ -47,6 +47,9 @@ class SlackStub:
         self._lock = threading.Lock()
         self._seq = 0
         self._rate_limited = 0
+        self._retry_after = "0"
+        self._failing = 0
+        self._fail_status = 500
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -89,10 +92,17 @@ class SlackStub:
         return f"http://{host!s}:{port}/api/"
 
     # -- test helpers --------------------------------------------------------------------------------
-    def rate_limit_next(self, n: int) -> None:
-        """Answer the next ``n`` calls with HTTP 429, ``Retry-After: 0``."""
+    def rate_limit_next(self, n: int, retry_after: str = "0") -> None:
+        """Answer the next ``n`` calls with HTTP 429 and ``Retry-After``."""
         with self._lock:
             self._rate_limited = n
+            self._retry_after = retry_after
+
+    def fail_next(self, n: int, status: int = 500) -> None:
+        """Answer the next ``n`` calls with an HTTP error (Slack's own outage)."""
+        with self._lock:
+            self._failing = n
+            self._fail_status = status
 
     def calls_to(self, method: str) -> list[Call]:
         with self._lock:
@@ -119,9 +129,13 @@ class SlackStub:
         auth = req.headers.get("Authorization", "")
         token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
         with self._lock:
-            if self._rate_limited > 0:
+            if self._failing > 0:
+                self._failing -= 1
+                status, body, headers = self._fail_status, {"ok": False, "error": "internal_error"}, {}
+            elif self._rate_limited > 0:
                 self._rate_limited -= 1
-                status, body, headers = 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "0"}
+                status, body = 429, {"ok": False, "error": "ratelimited"}
+                headers = {"Retry-After": self._retry_after}
             elif token != self.token:
                 status, body, headers = 200, {"ok": False, "error": "invalid_auth"}, {}
             else:

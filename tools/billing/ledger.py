@@ -137,6 +137,14 @@ def _hold_state(row: HoldRow, changed: bool) -> PayoutHold:
 
 
 # == the ledger ====================================================================================
+# A ledger on PostgreSQL answers or fails within bounds: a server that never accepts, a query that
+# never ends, a row lock never released would otherwise hold the incident's step (and its thread).
+POSTGRES_TIMEOUTS: dict[str, Any] = {
+    "connect_timeout": 10,
+    "options": "-c statement_timeout=30s -c lock_timeout=10s",
+}
+
+
 class Ledger:
     """The billing ledger over one SQLAlchemy engine."""
 
@@ -163,6 +171,8 @@ class Ledger:
             if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             engine_kwargs.setdefault("connect_args", {"timeout": 30})
+        elif parsed.get_backend_name() == "postgresql":
+            engine_kwargs.setdefault("connect_args", dict(POSTGRES_TIMEOUTS))
         engine = create_engine(url, **engine_kwargs)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)

@@ -2,6 +2,8 @@
 
 from tools.kubernetes.client import (
     CUSTOMER_LABEL,
+    DEFAULT_READ_BUDGET_S,
+    DEFAULT_TIMEOUT,
     LOG_BYTES_MAX,
     LOG_TAIL_MAX,
     POOL_LABEL,
@@ -25,6 +27,8 @@ from tools.kubernetes.models import (
 
 __all__ = [
     "CUSTOMER_LABEL",
+    "DEFAULT_READ_BUDGET_S",
+    "DEFAULT_TIMEOUT",
     "LOG_BYTES_MAX",
     "LOG_TAIL_MAX",
     "POOL_LABEL",

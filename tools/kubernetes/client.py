@@ -16,9 +16,12 @@ from kubernetes import client, config
 
 from tools.kubernetes.api import (
     CUSTOMER_LABEL,
+    DEFAULT_READ_BUDGET_S,
+    DEFAULT_TIMEOUT,
     LOG_BYTES_MAX,
     LOG_TAIL_MAX,
     POOL_LABEL,
+    POOL_RETRIES,
     TAINT_PREFIX,
     ToolError,
 )
@@ -27,6 +30,8 @@ from tools.kubernetes.writes import KubeWrites
 
 __all__ = [
     "CUSTOMER_LABEL",
+    "DEFAULT_READ_BUDGET_S",
+    "DEFAULT_TIMEOUT",
     "LOG_BYTES_MAX",
     "LOG_TAIL_MAX",
     "POOL_LABEL",
@@ -40,9 +45,21 @@ class KubeTools(KubeReads, KubeWrites):
     """Typed tools over one Kubernetes API client (read-only or read-write credentials)."""
 
     @classmethod
-    def from_kubeconfig(cls, path: Path | None = None, context: str | None = None) -> KubeTools:
-        """A kubeconfig file (and context), or the in-cluster service account when no path is given."""
+    def from_kubeconfig(
+        cls,
+        path: Path | None = None,
+        context: str | None = None,
+        *,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        read_budget_s: float = DEFAULT_READ_BUDGET_S,
+    ) -> KubeTools:
+        """A kubeconfig file (and context), or the in-cluster service account when no path is given;
+        every call within ``timeout`` (connect, read) seconds, a read and its retries within
+        ``read_budget_s``."""
+        cfg = client.Configuration()
         if path is None:
-            config.load_incluster_config()
-            return cls(client.ApiClient())
-        return cls(config.new_client_from_config(config_file=str(path), context=context))
+            config.load_incluster_config(client_configuration=cfg)
+        else:
+            config.load_kube_config(config_file=str(path), context=context, client_configuration=cfg)
+        cfg.retries = POOL_RETRIES
+        return cls(client.ApiClient(cfg), timeout=timeout, read_budget_s=read_budget_s)

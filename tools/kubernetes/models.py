@@ -123,3 +123,7 @@ class DrainResult(BaseModel):
     skipped_daemonset: list[str]
     completed: bool
     elapsed_s: float
+    stopped_at_deadline: bool = Field(
+        False, description="Pods were left because the executor's deadline came, not the drain's timeout."
+    )
+    notes: list[str] = Field(default_factory=list, description="Why the drain ran shorter than asked.")

@@ -1,9 +1,10 @@
 """The Kubernetes reads: typed results for investigation, each retrying transient failures.
 
 It exists apart from the writes because reads are safe to repeat: the investigation reads retry
-connection errors, 429 and 5xx with jittered back-off (``_read_retry``; ``ping``, ``proxy_get`` and
-``get_path`` answer at once, for readiness and for callers with their own fallbacks), and return typed
-models from :mod:`.models`, not the raw objects (pod logs come back marked untrusted).
+connection errors, timeouts, 429 and 5xx with jittered back-off, within the client's read budget
+(``_read_retry``; ``ping``, ``proxy_get`` and ``get_path`` answer at once, for readiness and for callers
+with their own fallbacks), and return typed models from :mod:`.models`, not the raw objects (pod logs
+come back marked untrusted).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ class KubeReads(KubeApi):
         """GET ``path`` from a pod's port through the API server (``pods/proxy``); ToolError on failure."""
         try:
             resp = self.core.connect_get_namespaced_pod_proxy_with_path(
-                f"{pod}:{port}", namespace, path, _preload_content=False
+                f"{pod}:{port}", namespace, path, _preload_content=False, _request_timeout=self.timeout
             )
         except ApiException as exc:
             raise ToolError(_message(exc), exc.status, exc.reason) from exc
@@ -140,7 +141,12 @@ class KubeReads(KubeApi):
             method="GET", resource_path=path, auth_settings=["BearerToken"]
         )
         resp = self.api.call_api(
-            method, url, header_params=headers, body=body, post_params=post, _request_timeout=timeout_s
+            method,
+            url,
+            header_params=headers,
+            body=body,
+            post_params=post,
+            _request_timeout=(self.timeout[0], timeout_s),
         )
         resp.read()
         if resp.status != 200:
@@ -180,6 +186,7 @@ class KubeReads(KubeApi):
                 previous=previous,
                 limit_bytes=LOG_BYTES_MAX,
                 _preload_content=False,
+                _request_timeout=self.timeout,
             )
         except ApiException as exc:
             if _transient(exc):

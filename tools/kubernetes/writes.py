@@ -3,12 +3,16 @@
 It exists apart from the reads because a write has other rules: it never retries on its own (the
 guarded executor decides), every one converges (doing it twice leaves the same world: it reads the
 object first and reports ``changed=False`` when there is nothing to do), and every one takes
-``dry_run``, which the API server honours (``dryRun=All``).
+``dry_run``, which the API server honours (``dryRun=All``). The drain, the one write that waits on the
+cluster, also takes the executor's deadline: it returns what it did by then instead of running on in a
+thread nobody waits for.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +21,9 @@ from kubernetes.client.rest import ApiException
 
 from tools.kubernetes.api import TAINT_PREFIX, KubeApi, ToolError, _message
 from tools.kubernetes.models import BlockedPod, DrainResult, NodeInfo, PodInfo, Taint, WriteResult
+
+# At most this much of an executor's allowance is kept for a drain's last read of what is left.
+_FINAL_READ_S = 5.0
 
 
 class KubeWrites(KubeApi):
@@ -140,13 +147,40 @@ class KubeWrites(KubeApi):
         return WriteResult(tool="k8s.untaint_node", target=name, dry_run=dry_run, changed=True)
 
     def drain_node(
-        self, name: str, timeout_s: float = 60.0, dry_run: bool = False, poll_s: float = 1.0
+        self,
+        name: str,
+        timeout_s: float = 60.0,
+        dry_run: bool = False,
+        poll_s: float = 1.0,
+        *,
+        deadline: float | None = None,
+        stop: threading.Event | None = None,
     ) -> DrainResult:
         """Cordon, then evict every non-DaemonSet pod through the eviction API, honouring PDBs.
 
-        Stops at ``timeout_s``; the result lists what was evicted, what a budget blocked, what remains.
+        Stops at ``timeout_s`` (on this client's clock), a little before ``deadline``
+        (``time.monotonic()`` seconds: when the guarded executor stops waiting) and once ``stop`` is set,
+        evicting nothing after either; the result lists what was evicted, what a budget blocked, what
+        remains, and why it stopped short.
         """
         started = self._monotonic()
+        notes: list[str] = []
+        last_poll: float | None = None
+        if deadline is not None:
+            allowed = max(deadline - time.monotonic(), 0.0)
+            # The last read of what is left has to come back before the executor stops waiting too.
+            last_poll = deadline - min(_FINAL_READ_S, allowed / 4)
+            if allowed < timeout_s:
+                notes.append(
+                    f"asked for {timeout_s:g} s; the executor allows {allowed:.0f} s: "
+                    "the drain stops at the executor's deadline"
+                )
+
+        def out_of_time() -> bool:
+            return (stop is not None and stop.is_set()) or (
+                last_poll is not None and time.monotonic() >= last_poll
+            )
+
         self.cordon_node(name, dry_run=dry_run)
         evicted: list[str] = []
         blocked: dict[str, BlockedPod] = {}
@@ -155,40 +189,27 @@ class KubeWrites(KubeApi):
             skipped = [f"{p.namespace}/{p.name}" for p in pods if p.daemonset]
             todo = [p for p in pods if not p.daemonset and not p.terminating]
             for pod in todo:
+                if out_of_time():
+                    break
                 key = f"{pod.namespace}/{pod.name}"
-                body = client.V1Eviction(
-                    metadata=client.V1ObjectMeta(name=pod.name, namespace=pod.namespace),
-                    delete_options=client.V1DeleteOptions(dry_run=["All"]) if dry_run else None,
-                )
-                try:
-                    self.core.create_namespaced_pod_eviction(
-                        pod.name,
-                        pod.namespace,
-                        body,
-                        dry_run="All" if dry_run else None,
-                        _preload_content=False,
-                    )
+                if self._evict(pod, dry_run, blocked):
                     evicted.append(key)
                     blocked.pop(key, None)
-                except ApiException as exc:
-                    if exc.status == 429:
-                        blocked[key] = BlockedPod(
-                            namespace=pod.namespace, name=pod.name, reason=_message(exc)
-                        )
-                    elif exc.status == 404:
-                        continue
-                    else:
-                        raise ToolError(f"evicting {key}: {_message(exc)}", exc.status, exc.reason) from exc
             remaining = [f"{p.namespace}/{p.name}" for p in todo if f"{p.namespace}/{p.name}" not in evicted]
             elapsed = self._monotonic() - started
-            if dry_run or not remaining or elapsed >= timeout_s:
-                if not dry_run:
+            cut_short = out_of_time()
+            if dry_run or not remaining or elapsed >= timeout_s or cut_short:
+                # Once the executor has stopped waiting nobody reads the result: no last read either.
+                if not dry_run and not (stop is not None and stop.is_set()):
                     left = [
                         p
                         for p in self.list_pods_on_node(name)
                         if not p.daemonset and p.phase not in ("Succeeded", "Failed")
                     ]
                     remaining = [f"{p.namespace}/{p.name}" for p in left]
+                stopped_at_deadline = cut_short and bool(remaining)
+                if stopped_at_deadline:
+                    notes.append(f"stopped at the executor's deadline with {len(remaining)} pod(s) left")
                 return DrainResult(
                     node=name,
                     dry_run=dry_run,
@@ -198,8 +219,38 @@ class KubeWrites(KubeApi):
                     skipped_daemonset=skipped,
                     completed=not remaining and not dry_run,
                     elapsed_s=round(elapsed, 3),
+                    stopped_at_deadline=stopped_at_deadline,
+                    notes=notes,
                 )
-            self._sleep(min(poll_s, max(timeout_s - elapsed, 0)))
+            wait = min(poll_s, max(timeout_s - elapsed, 0))
+            if last_poll is not None:
+                wait = min(wait, max(last_poll - time.monotonic(), 0.0))
+            self._sleep(wait)
+
+    def _evict(self, pod: PodInfo, dry_run: bool, blocked: dict[str, BlockedPod]) -> bool:
+        """One eviction: True when it was accepted; a budget's refusal is noted in ``blocked``."""
+        key = f"{pod.namespace}/{pod.name}"
+        body = client.V1Eviction(
+            metadata=client.V1ObjectMeta(name=pod.name, namespace=pod.namespace),
+            delete_options=client.V1DeleteOptions(dry_run=["All"]) if dry_run else None,
+        )
+        try:
+            self.core.create_namespaced_pod_eviction(
+                pod.name,
+                pod.namespace,
+                body,
+                dry_run="All" if dry_run else None,
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            )
+        except ApiException as exc:
+            if exc.status == 429:
+                blocked[key] = BlockedPod(namespace=pod.namespace, name=pod.name, reason=_message(exc))
+                return False
+            if exc.status == 404:
+                return False
+            raise ToolError(f"evicting {key}: {_message(exc)}", exc.status, exc.reason) from exc
+        return True
 
     def delete_pod(
         self, namespace: str, name: str, grace_period_s: int | None = None, dry_run: bool = False

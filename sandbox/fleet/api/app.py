@@ -8,8 +8,10 @@ state.py), so this module is only the front door: who is asking, may they, and w
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
+import time
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
@@ -56,6 +58,9 @@ class FleetAPI(ReadsMixin, WatchMixin, WritesMixin, SubresourcesMixin, SandboxV1
         self.policy = policy if policy is not None else rbac.load_policy()
         self.requests = RequestLog()
         self.cluster = cluster
+        # A control-plane outage (sandbox/v1/outage): until when (monotonic) and how; the admin API
+        # stays up, so a test can end it and inspect the world.
+        self.outage: tuple[float, str] | None = None
         self.app = Starlette(
             routes=[
                 Route("/sandbox/v1/{path:path}", self.admin, methods=["GET", "POST", "DELETE"]),
@@ -95,6 +100,14 @@ class FleetAPI(ReadsMixin, WatchMixin, WritesMixin, SubresourcesMixin, SandboxV1
 
     # -- Kubernetes API -------------------------------------------------------------------------
     async def kube(self, request: Request) -> Response:
+        if self.outage is not None and (left := self.outage[0] - time.monotonic()) > 0:
+            if self.outage[1] == "hang":  # accepts, reads, and answers only when the outage ends
+                await asyncio.sleep(left)
+            else:
+                body = status_body(
+                    503, "ServiceUnavailable", "the apiserver is shutting down (sandbox outage)"
+                )
+                return json_response(body, 503)
         if (refused := self._refuse(request, request.url.path)) is not None:
             return refused
         try:

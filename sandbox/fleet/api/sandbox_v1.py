@@ -1,4 +1,5 @@
-"""The sandbox's own endpoints under ``/sandbox/v1``: fault injection, the clock, alerts, ground truth,
+"""The sandbox's own endpoints under ``/sandbox/v1``: fault injection (in the world, and a control-plane
+outage: the Kubernetes API refusing, or accepting and never answering, for a while), the clock, alerts, ground truth,
 meters, snapshot and restore, log and event injection, the request log, and the routes to the PagerDuty
 emulator (:mod:`sandbox.fleet.pagerduty`).
 
@@ -7,6 +8,8 @@ client for them is :mod:`sandbox.fleet.admin`; this is the server side.)
 """
 
 from __future__ import annotations
+
+import time
 
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -35,6 +38,15 @@ class SandboxV1Mixin(APIState):
 
     async def _admin(self, request: Request, path: str) -> Response:
         fleet, method = self.fleet, request.method
+        if path == "outage" and method == "POST":
+            body = await self._body(request)
+            if not isinstance(body, dict) or not isinstance(body.get("seconds"), int | float):
+                raise bad('an outage is {"seconds": N, "mode": "refuse" | "hang"}')
+            mode = str(body.get("mode", "refuse"))
+            if mode not in ("refuse", "hang"):
+                raise FleetError(422, "Invalid", f"outage mode must be 'refuse' or 'hang', got {mode!r}")
+            self.outage = (time.monotonic() + float(body["seconds"]), mode)
+            return json_response({"seconds": body["seconds"], "mode": mode})
         if path == "faults" and method == "GET":
             return json_response([f.model_dump(mode="json") for f in fleet.faults.values()])
         if path == "faults" and method == "POST":

@@ -36,6 +36,7 @@ class APIState:
     requests: RequestLog
     cluster: str
     app: Starlette
+    outage: tuple[float, str] | None
 
     @staticmethod
     async def _body(request: Request) -> Any:

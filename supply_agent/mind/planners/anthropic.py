@@ -28,6 +28,7 @@ SYSTEM_BLOCKS: list[dict[str, Any]] = [
 ]
 TOOLS: list[dict[str, Any]] = anthropic_tools()
 TOOL_CHOICE: dict[str, Any] = {"type": "any", "disable_parallel_tool_use": True}
+CONNECT_TIMEOUT_S = 5.0
 
 
 class AnthropicPlanner(LlmPlanner):
@@ -59,7 +60,10 @@ class AnthropicPlanner(LlmPlanner):
             api_key=key,
             base_url=settings.anthropic_base_url or None,
             max_retries=0,
-            timeout=settings.llm_timeout_s,
+            # The read timeout lets a long answer be written; an endpoint that is down fails fast.
+            timeout=anthropic.Timeout(
+                settings.llm_timeout_s, connect=min(CONNECT_TIMEOUT_S, settings.llm_timeout_s)
+            ),
         )
         return cls(
             client,

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from supply_agent.settings import Settings
 
 TOOLS: list[dict[str, Any]] = openai_tools()
+CONNECT_TIMEOUT_S = 5.0
 
 
 class OpenAIPlanner(LlmPlanner):
@@ -52,7 +53,11 @@ class OpenAIPlanner(LlmPlanner):
                 "the openai planner needs an API key: set SUPPLY_AGENT_OPENAI_API_KEY "
                 "(or use planner=runbook, which needs none)"
             )
-        kwargs: dict[str, Any] = {"api_key": key, "max_retries": 0, "timeout": settings.llm_timeout_s}
+        # The read timeout lets a long answer be written; an endpoint that is down fails fast.
+        timeout = openai.Timeout(
+            settings.llm_timeout_s, connect=min(CONNECT_TIMEOUT_S, settings.llm_timeout_s)
+        )
+        kwargs: dict[str, Any] = {"api_key": key, "max_retries": 0, "timeout": timeout}
         if settings.openai_base_url:
             kwargs["base_url"] = settings.openai_base_url
         return cls(

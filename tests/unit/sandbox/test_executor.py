@@ -168,7 +168,7 @@ def test_timeout_is_enforced(kube: KubeTools, audit: AuditLog) -> None:
 
     from tools.kubernetes import WriteResult
 
-    def slow(i: BaseModel, dry: bool, action: Action) -> BaseModel:
+    def slow(i: BaseModel, dry: bool, action: Action, deadline: object) -> BaseModel:
         if not dry:
             time.sleep(2)
         return WriteResult(tool="k8s.cordon_node", target="n1", dry_run=dry, changed=True)

@@ -1,0 +1,215 @@
+"""The job runner: stored jobs (:mod:`supply_agent.service.jobs`) taken lane by lane, run on the pools,
+and put back with back-off when they fail; and the outbox, the write-back jobs to PagerDuty and Slack.
+
+Each kind of job is level-triggered: it reads what is stored (the thread's checkpoint, the prompt's
+row, the executor's audit under the job's key) and does what is left, so running one twice, or after
+a kill, repeats nothing.
+
+- ``run``: bring an incident's thread forward: start it from its stored alerts, continue it after a
+  crash, or, when it has nothing left to do, derive its write-back again (stored under keys, so
+  nothing goes twice).
+- ``resume``: apply a claimed approval answer to the thread.
+- ``send``: one PagerDuty or Slack write through the guarded executor, under its key.
+- ``prompt`` / ``prompt_update``: post the approval prompt / update it with the answer, reading the
+  pending approval and the posted message when the job runs, not when it was stored.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from supply_agent import failpoints
+from supply_agent.incidents.agent import RunResult
+from supply_agent.models import Action
+from supply_agent.models.incident import IncidentState
+from supply_agent.service.jobs import Job
+from supply_agent.service.state import ServiceState, log
+from tools.errors import describe, retry_after, transient
+
+TICK_S = 0.5  # the longest the runner sleeps when nothing wakes it
+
+
+class DeliveryError(Exception):
+    """A write-back the executor ran and that failed; carries whether to try again and when."""
+
+    def __init__(self, message: str, *, again: bool, after_s: float | None) -> None:
+        super().__init__(message)
+        self.again = again
+        self.retry_after = after_s
+
+
+def _lane(kind: str, iid: str, tool: str = "") -> str:
+    if kind in ("run", "resume"):
+        return f"run:{iid}"
+    if kind in ("prompt", "prompt_update") or tool.startswith("slack."):
+        return f"slack:{iid}"
+    return f"pagerduty:{iid}"
+
+
+class RunnerMixin(ServiceState):
+    # -- storing work ------------------------------------------------------------------------------
+    def _put(self, kind: str, iid: str, key: str, payload: dict[str, Any] | None = None) -> int | None:
+        """Store a job for an incident (idempotent by key) and wake the runner."""
+        tool = str((payload or {}).get("tool", ""))
+        job_id = self.jobs.put(kind, key, payload or {}, lane=_lane(kind, iid, tool), incident_id=iid)
+        self._wake.set()
+        return job_id
+
+    def _put_run(self, iid: str) -> None:
+        """Ask for the incident's thread to be brought forward (a new key each time: the run after a
+        join must not be folded into one already running)."""
+        self._put("run", iid, f"run:{iid}:{time.time_ns()}:{threading.get_ident()}")
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def _runner_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self._take_due()
+                wait = self.jobs.next_due_in()
+            except Exception as exc:  # the job store itself failing: the jobs wait there, try again soon
+                log.warning("the job store failed; trying again", error=describe(exc))
+                wait = TICK_S
+            self._wake.wait(TICK_S if wait is None else min(TICK_S, max(wait, 0.01)))
+
+    def _take_due(self) -> None:
+        with self._lanes_lock:
+            busy = frozenset(self._busy)
+        for job in self.jobs.due(busy=busy):
+            with self._lanes_lock:
+                if job.lane in self._busy:
+                    continue
+                self._busy[job.lane] = time.monotonic()
+            pool = self._pool if job.kind in ("run", "resume") else self._outbox_pool
+            fut = pool.submit(self._work, job)
+            with self._pending_lock:
+                self._futures.add(fut)
+            fut.add_done_callback(self._forget)
+
+    def _forget(self, fut: Future[None]) -> None:
+        with self._pending_lock:
+            self._futures.discard(fut)
+        if (exc := fut.exception()) is not None:
+            log.error("a job failed outside its handler", error=describe(exc))
+
+    def _work(self, job: Job) -> None:
+        bound = log.bind(incident_id=job.incident_id, job=job.kind, job_id=job.id, attempt=job.attempts + 1)
+        try:
+            try:
+                self._handle(job)
+            except Exception as exc:
+                self._failed(job, exc, bound)
+            else:
+                self._note_progress(f"job:{job.lane}")
+                self.jobs.done(job.id)
+                if job.attempts:
+                    bound.info("job done after retries", attempts=job.attempts + 1)
+        except Exception as exc:  # recording the outcome failed: the job is still queued and runs again
+            bound.warning("cannot record a job's outcome", error=describe(exc))
+        finally:
+            with self._lanes_lock:
+                self._busy.pop(job.lane, None)
+            self._wake.set()
+
+    def _failed(self, job: Job, exc: Exception, bound: Any) -> None:
+        error = describe(exc)
+        again = exc.again if isinstance(exc, DeliveryError) else transient(exc)
+        iid = job.incident_id
+        pd_id = iid.removeprefix("pd-") if iid and iid.startswith("pd-") else None
+        self._note_failure(
+            f"job:{job.lane}", iid, pd_id, f"{job.kind} {_what(job)}: {error}".replace("  ", " ")
+        )
+        if again:
+            delay = self.backoff.delay(job.attempts, retry_after(exc))
+            self.jobs.retry(job, error, delay)
+            self.metrics.job_retries.labels(job.kind).inc()
+            bound.warning("job failed; trying again", error=error, retry_in_s=round(delay, 2))
+            return
+        self.jobs.dead(job, error)
+        self.metrics.dead_letters.labels(job.kind).inc()
+        bound.error("job failed for good (dead letter)", error=error)
+        if job.incident_id:
+            try:
+                self.store.note(
+                    job.incident_id,
+                    self.clock(),
+                    f"dead letter: {job.kind} {_what(job)} failed for good: {error}",
+                )
+            except Exception:
+                bound.exception("cannot note the dead letter on the timeline")
+
+    def _handle(self, job: Job) -> None:
+        iid = job.incident_id or ""
+        p = job.payload
+        if job.kind == "run":
+            self._reconcile(iid)
+        elif job.kind == "resume":
+            prompt = self.prompts.get(iid, str(p["action_hash"]))
+            if prompt is not None and prompt.status == "deciding":
+                self._resume(prompt)
+        elif job.kind == "send":
+            self._deliver(iid, str(p["tool"]), dict(p["params"]), str(p["key"]))
+        elif job.kind == "prompt":
+            self._post_prompt(iid, str(p["action_hash"]))
+        elif job.kind == "prompt_update":
+            self._update_prompt(iid, str(p["action_hash"]), str(p["status"]))
+        else:
+            raise ValueError(f"unknown job kind {job.kind!r}")
+
+    # -- runs --------------------------------------------------------------------------------------
+    def _reconcile(self, iid: str) -> None:
+        """Bring the incident's thread forward from what is stored; write back what it reached."""
+        with self._locks_lock:
+            lock = self._incident_locks[iid]
+        with lock:
+            snap = self.agent.graph.get_state(self.agent.config(iid))
+            if not snap.values:
+                row = self.store.get(iid)
+                alerts = self.store.alerts_for(iid)
+                if row is None or not alerts:
+                    log.warning("no thread and no stored alerts to start one", incident_id=iid)
+                    return
+                state = IncidentState(incident_id=iid, alerts=alerts, opened_at=row.opened_at)
+                self._run(state)
+            elif self.agent.unfinished(iid):
+                self._run(iid)
+            else:  # nothing left to run: derive the write-back again (keys make it a no-op if sent)
+                pending = self.agent.pending(iid)
+                state = self.agent.state(iid)
+                status = "paused" if pending is not None else "done"
+                self._after(
+                    RunResult(incident_id=iid, status=status, state=state, pending=pending), fresh=False
+                )
+
+    # -- the outbox --------------------------------------------------------------------------------
+    def _deliver(self, iid: str, tool: str, params: dict[str, Any], key: str) -> dict[str, Any] | None:
+        """One write-back through the guarded executor under its key; DeliveryError when it failed."""
+        if (tool.startswith("pagerduty.") and self.pd is None) or (
+            tool.startswith("slack.") and self.slack is None
+        ):
+            log.warning("write-back has no client configured; skipped", incident_id=iid, call=tool)
+            return None
+        action = Action(tool=tool, params=params, incident_id=iid, step=0, proposed_by="service")
+        res = self.env.runtime.executor.control(action, by="supply-agent", key=key)
+        if res.outcome in ("executed", "duplicate"):
+            failpoints.reached("sent")
+            return res.result or {}
+        service = tool.split(".", 1)[0]
+        self.metrics.writeback_errors.labels(service).inc()
+        error = res.error or "; ".join(res.reasons)
+        # A refusal (the kill switch, bad parameters) or a permanent failure ends the job; a transient
+        # failure (or one the executor could not classify) is tried again.
+        again = res.outcome == "failed" and res.transient is not False
+        raise DeliveryError(f"{tool}: {error}", again=again, after_s=res.retry_after_s)
+
+    def _send(self, iid: str, tool: str, params: dict[str, Any], key: str) -> None:
+        """Store one write-back in the outbox (delivered in order per incident and service)."""
+        self._put("send", iid, key, {"tool": tool, "params": params, "key": key})
+
+
+def _what(job: Job) -> str:
+    tool = job.payload.get("tool")
+    return str(tool) if tool else ""

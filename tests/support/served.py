@@ -1,0 +1,106 @@
+"""`supply-agent serve` as real processes on loopback, for tests that kill them: started with an
+environment of its own (PagerDuty and Slack stubs, a sandbox fleet's kubeconfig), ready when /readyz
+says so, killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.pd_stub import PagerDutyStub
+from tests.support.service_harness import (
+    AGENT_EMAIL,
+    AM_TOKEN,
+    APPROVER,
+    PD_KEY,
+    PD_SECRET,
+    POLICY,
+    SLACK_SECRET,
+    SLACK_TOKEN,
+)
+from tests.support.slack_stub import SlackStub
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Served:
+    def __init__(self, env: dict[str, str], kubeconfig: Path, log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "supply_agent.cli", "serve", "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*cmd, "--kubeconfig", str(kubeconfig)], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+        )
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited {self.proc.returncode}: {log.read_text()[-3000:]}")
+            try:
+                return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        until("serve to be ready", up, 60)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def serve_env(tmp: Path, pd: PagerDutyStub, slack: SlackStub) -> dict[str, str]:
+    ca = tmp / "pd-ca.pem"
+    ca.write_bytes(pd.ca_pem)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPLY_AGENT_")}
+    env.update(
+        {
+            "SUPPLY_AGENT_DATA_DIR": str(tmp / "var"),
+            "SUPPLY_AGENT_APPROVERS": APPROVER,
+            "SUPPLY_AGENT_LOG_FORMAT": "json",
+            "SUPPLY_AGENT_PAGERDUTY_WEBHOOK_SECRETS": f"old-secret,{PD_SECRET}",
+            "SUPPLY_AGENT_PAGERDUTY_API_KEY": PD_KEY,
+            "SUPPLY_AGENT_PAGERDUTY_FROM": AGENT_EMAIL,
+            "SUPPLY_AGENT_PAGERDUTY_API_URL": pd.url,
+            "SUPPLY_AGENT_PAGERDUTY_CA_FILE": str(ca),
+            "SUPPLY_AGENT_PAGERDUTY_ESCALATION_POLICY": POLICY,
+            "SUPPLY_AGENT_SLACK_BOT_TOKEN": SLACK_TOKEN,
+            "SUPPLY_AGENT_SLACK_SIGNING_SECRET": SLACK_SECRET,
+            "SUPPLY_AGENT_SLACK_CHANNEL": "C0APPROVALS",
+            "SUPPLY_AGENT_SLACK_API_URL": slack.url,
+            "SUPPLY_AGENT_ALERTMANAGER_TOKEN": AM_TOKEN,
+            # Retries fast: a test waits tenths of seconds for a failure to be tried again.
+            "SUPPLY_AGENT_RETRY_BASE_S": "0.05",
+            "SUPPLY_AGENT_RETRY_CAP_S": "0.5",
+        }
+    )
+    return env
