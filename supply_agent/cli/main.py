@@ -320,7 +320,12 @@ def _kube(kubeconfig: Path | None, context: str | None = None) -> Any:
 
 
 @main.commands["playbooks"].command("explain")  # type: ignore[attr-defined]
-@click.argument("action_json")
+@click.argument("action_json", required=False)
+@click.option(
+    "--xid",
+    type=click.IntRange(1, 65535),
+    help="Say what the agent does for this XID and why (NVIDIA's catalogue, the playbook), instead.",
+)
 @click.option(
     "--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), help="The cluster to judge against."
 )
@@ -334,9 +339,15 @@ def _kube(kubeconfig: Path | None, context: str | None = None) -> Any:
 @click.option("--audit-db", help="SQLAlchemy URL of the audit log, for the agent's own history.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 def playbooks_explain(
-    action_json: str, kubeconfig: Path | None, directory: Path | None, audit_db: str | None, as_json: bool
+    action_json: str | None,
+    xid: int | None,
+    kubeconfig: Path | None,
+    directory: Path | None,
+    audit_db: str | None,
+    as_json: bool,
 ) -> None:
-    """Print the gate's decision on ACTION_JSON (a JSON object, or @FILE) and every reason."""
+    """Print the gate's decision on ACTION_JSON (a JSON object, or @FILE) and every reason; with
+    ``--xid N``, what the agent does for XID N and why."""
     from datetime import UTC, datetime
 
     from pydantic import ValidationError
@@ -347,6 +358,22 @@ def playbooks_explain(
     from supply_agent.policy import PlaybookSetError, load_playbooks
     from supply_agent.policy.gate import decide, history_from_audit
     from supply_agent.policy.world import History
+
+    if xid is not None:
+        from supply_agent.cli.playbooks import explain_xid
+
+        try:
+            pset = load_playbooks(directory or get_settings().playbooks_dir)
+        except PlaybookSetError as exc:
+            raise click.ClickException(str(exc)) from exc
+        answer = explain_xid(pset, xid)
+        if as_json:
+            click.echo(json.dumps(answer, indent=2))
+        else:
+            Console().print(answer["text"], markup=False, highlight=False)
+        return
+    if action_json is None:
+        raise click.UsageError("give ACTION_JSON, or --xid N")
 
     text = Path(action_json[1:]).read_text() if action_json.startswith("@") else action_json
     try:

@@ -46,6 +46,8 @@ def _matches(pb: Playbook) -> str:
             parts.append(" | ".join(m.alertnames))
         if m.xids:
             parts.append("xid " + ",".join(map(str, m.xids)))
+        if m.xid_buckets:
+            parts.append("xid bucket " + "|".join(m.xid_buckets))
         parts += [f"{k}={v}" for k, v in m.labels.items()]
         parts += [f"{k}!={'|'.join(vs)}" for k, vs in m.exclude_labels.items()]
         parts += [f"{k}={v}" for k, v in m.node_conditions.items()]
@@ -91,3 +93,116 @@ def _summary(pset: PlaybookSet, directory: Path) -> None:
     console.print(table)
     console.print(_limits_line(pset.limits), highlight=False)
     console.print("[green]ok[/green]: no errors")
+
+
+# What each immediate bucket of NVIDIA's Xid Catalog asks of the node (xid_buckets.csv): stay in
+# service (the application's problem, or nothing at all), or go out of service until a human acts.
+IN_SERVICE_BUCKETS = frozenset({"RESTART_APP", "IGNORE", "WORKFLOW_XID_45"})
+_OUT_OF_SERVICE_TOOLS = frozenset({"k8s.cordon_node", "k8s.drain_node", "k8s.taint_node"})
+
+
+def xid_response(pset: PlaybookSet, code: int) -> dict[str, object]:
+    """What the agent does for one XID: the catalogue's entry, the bucket that counts, the playbook
+    that matches and why, whether the node leaves service, and whether that is what the bucket asks."""
+    from supply_agent.policy.xids import bucket_of, lookup
+
+    entry = lookup(code)
+    bucket = bucket_of(code)
+    counted = bucket or pset.limits.xid_uncatalogued
+    hits = pset.match("GPUXidError", {"xid": str(code), "node": "<node>"})
+    pb = hits[0] if hits else None
+    how = "no playbook"
+    if pb is not None:
+        named = any(code in m.xids for m in pb.match)
+        how = (
+            f"names XID {code}"
+            if named
+            else f"matches the bucket {counted}"
+            + (
+                ""
+                if bucket
+                else f" (_global.yaml's xid_uncatalogued: the catalogue has no bucket for {code})"
+            )
+        )
+    tools = [s.tool for s in pb.runbook] if pb else []
+    out = bool(set(tools) & _OUT_OF_SERVICE_TOOLS)
+    return {
+        "xid": code,
+        "mnemonic": entry.mnemonic if entry else None,
+        "description": entry.description if entry else None,
+        "catalogued": entry is not None,
+        "bucket": bucket,
+        "counted_as": counted,
+        "playbook": pb.id if pb else None,
+        "why": how,
+        "steps": tools,
+        "out_of_service": out,
+        "pages": "escalate.human" in tools,
+        "as_catalogue_says": pb is not None and out != (counted in IN_SERVICE_BUCKETS),
+    }
+
+
+def explain_xid(pset: PlaybookSet, code: int) -> dict[str, object]:
+    """`xid_response`, with the text a person reads."""
+    r = xid_response(pset, code)
+    name = f"XID {code} {r['mnemonic']}" if r["mnemonic"] else f"XID {code} (not in NVIDIA's catalogue)"
+    lines = [name]
+    if r["description"]:
+        lines.append(f"  NVIDIA: {r['description']}")
+    lines.append(
+        f"  catalogue bucket: {r['bucket'] or 'none'}"
+        + (f" -> counted as {r['counted_as']}" if r["bucket"] is None else "")
+    )
+    if r["playbook"] is None:
+        lines.append("  playbook: none: the agent escalates to a human")
+    else:
+        lines.append(f"  playbook: {r['playbook']} ({r['why']})")
+        lines.append(f"  steps: {', '.join(map(str, r['steps']))}")  # type: ignore[call-overload]
+        lines.append(
+            "  the node: "
+            + (
+                "taken out of service until a human resets or reboots it"
+                if r["out_of_service"]
+                else "stays in service"
+            )
+            + ("; a human is handed the rest" if r["pages"] else "; nobody is paged")
+        )
+    lines.append(f"  as the catalogue says: {'yes' if r['as_catalogue_says'] else 'NO'}")
+    return {**r, "text": "\n".join(lines)}
+
+
+def xid_table(pset: PlaybookSet) -> Table:
+    """Per immediate bucket: the catalogued XIDs, the playbooks answering them, how many are handled as
+    the catalogue says (the node in or out of service as the bucket asks)."""
+    from supply_agent.policy.xids import load_catalogue
+
+    rows: dict[str, list[dict[str, object]]] = {}
+    for entry in load_catalogue().entries:
+        r = xid_response(pset, entry.code)
+        rows.setdefault(str(r["counted_as"]) + ("" if r["bucket"] else " (no bucket)"), []).append(r)
+    table = Table(title="NVIDIA's catalogued XIDs: what the agent does, per resolution bucket")
+    for col in ("bucket", "XIDs", "playbooks", "node", "as the catalogue says"):
+        table.add_column(col)
+    total = ok = 0
+    for bucket, rs in sorted(rows.items(), key=lambda kv: -len(kv[1])):
+        good = sum(1 for r in rs if r["as_catalogue_says"])
+        total, ok = total + len(rs), ok + good
+        table.add_row(
+            bucket,
+            str(len(rs)),
+            ", ".join(sorted({str(r["playbook"]) for r in rs})),
+            "in service" if bucket.split(" ")[0] in IN_SERVICE_BUCKETS else "out of service",
+            f"{good}/{len(rs)}",
+        )
+    table.add_row("all", str(total), "", "", f"{ok}/{total}")
+    return table
+
+
+@playbooks.command("xids")
+@click.option(
+    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("playbooks")
+)
+def xids_command(directory: Path) -> None:
+    """Every XID in NVIDIA's catalogue: per resolution bucket, what the agent does, and how many it
+    handles as the catalogue says."""
+    Console().print(xid_table(load_playbooks(directory)))

@@ -26,7 +26,9 @@ def match_playbook(
     hits = []
     for alert in firing:
         for pb in playbooks:
-            key = pb.match_key(alert.alertname, alert.labels, conditions, events)
+            key = pb.match_key(
+                alert.alertname, alert.labels, conditions, events, playbooks.limits.xid_uncatalogued
+            )
             if key is not None:
                 hits.append((key, pb.id, pb))
     return min(hits, key=lambda h: (h[0], h[1]))[2] if hits else None

@@ -20,6 +20,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from supply_agent.policy.base import NonEmptyStr, Strict, fail
 from supply_agent.policy.tools import WRITE_TOOLS, ToolName
 from supply_agent.policy.units import Duration, Fraction, IntOrPercent, Percent, at_most
+from supply_agent.policy.xids import ImmediateBucket
 from tools.catalogue import DEFAULT_RATES
 
 # Namespaces and verbs the agent never touches, whatever a `_global.yaml` says: they may be extended,
@@ -262,3 +263,6 @@ class GlobalLimits(Strict):
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     approvals: Approvals = Approvals()
     handback: Handback = Handback()
+    # The bucket an XID counts as when NVIDIA's catalogue has none for it (a new driver's code, a
+    # reserved one): the conservative choice, out of service and a human told.
+    xid_uncatalogued: ImmediateBucket = "CONTACT_SUPPORT"

@@ -14,6 +14,7 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from supply_agent.policy.base import NonEmptyStr, Strict, fail
 from supply_agent.policy.conditions import Status
+from supply_agent.policy.xids import ImmediateBucket, bucket_of
 
 
 def _label_value(value: Any) -> Any:
@@ -38,7 +39,10 @@ def _xid_of(labels: Mapping[str, str]) -> int | None:
 
 class Match(Strict):
     """Which alerts a playbook handles. Every field given must hold (AND); within a list any entry may
-    (OR). ``xids`` reads the ``xid`` label (``err_code`` as a fallback). ``node_conditions`` and
+    (OR). ``xids`` reads the ``xid`` label (``err_code`` as a fallback). ``xid_buckets`` matches the
+    XID's immediate resolution bucket in NVIDIA's catalogue (an XID the catalogue has no bucket for
+    counts as ``_global.yaml``'s ``xid_uncatalogued``); a clause naming the codes themselves is more
+    specific and wins. ``node_conditions`` and
     ``node_events`` refine a match once the node has been read: they are checked only when the caller
     passes what it observed."""
 
@@ -46,12 +50,13 @@ class Match(Strict):
     labels: dict[str, LabelValue] = Field(default_factory=dict)
     exclude_labels: dict[str, list[LabelValue]] = Field(default_factory=dict)
     xids: list[Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=list)
+    xid_buckets: list[ImmediateBucket] = Field(default_factory=list)
     node_conditions: dict[str, Status] = Field(default_factory=dict)
     node_events: list[NonEmptyStr] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _not_empty(self) -> Match:
-        if not (self.alertnames or self.labels or self.xids):
+        if not (self.alertnames or self.labels or self.xids or self.xid_buckets):
             raise fail(
                 "an empty match matches every alert (the SRE lesson: the empty set is not 'everything'); "
                 "name alertnames, labels or xids"
@@ -65,10 +70,11 @@ def clause_matches(
     labels: Mapping[str, str],
     conditions: Mapping[str, str] | None = None,
     events: Sequence[str] | None = None,
+    uncatalogued: str | None = None,
 ) -> bool:
     """Whether an alert satisfies one clause. ``conditions`` and ``events`` are what was observed on the
     node; None means not observed yet, and the clause's ``node_conditions`` / ``node_events`` are not
-    checked."""
+    checked. ``uncatalogued`` is the bucket an XID without one in the catalogue counts as."""
     if clause.alertnames and alertname not in clause.alertnames:
         return False
     if any(labels.get(k) != v for k, v in clause.labels.items()):
@@ -77,22 +83,35 @@ def clause_matches(
         return False
     if clause.xids and _xid_of(labels) not in clause.xids:
         return False
+    if clause.xid_buckets and xid_bucket(labels, uncatalogued) not in clause.xid_buckets:
+        return False
     if conditions is not None and any(conditions.get(k) != v for k, v in clause.node_conditions.items()):
         return False
     return not (events is not None and clause.node_events and not set(clause.node_events) & set(events))
 
 
+def xid_bucket(labels: Mapping[str, str], uncatalogued: str | None = None) -> str | None:
+    """The catalogue's immediate bucket for the alert's XID; ``uncatalogued`` for an XID it has no
+    bucket for; None when the alert carries no XID."""
+    code = _xid_of(labels)
+    if code is None:
+        return None
+    return bucket_of(code) or uncatalogued
+
+
 def specificity(clause: Match) -> tuple[int, int]:
-    """Smaller sorts first: more constraints, then fewer alternatives (alertnames and XIDs)."""
+    """Smaller sorts first: more constraints, then fewer alternatives (alertnames and XIDs). A bucket
+    stands for many codes, so naming codes is more specific than naming their bucket."""
     score = (
         bool(clause.alertnames)
         + len(clause.labels)
         + bool(clause.exclude_labels)
-        + bool(clause.xids)
+        + bool(clause.xids or clause.xid_buckets)
         + len(clause.node_conditions)
         + bool(clause.node_events)
     )
-    alternatives = (len(clause.alertnames) or 1000) + (len(clause.xids) or 1000)
+    codes = len(clause.xids) or (500 + len(clause.xid_buckets) if clause.xid_buckets else 1000)
+    alternatives = (len(clause.alertnames) or 1000) + codes
     return (-score, alternatives)
 
 
@@ -102,7 +121,12 @@ def match_key(
     labels: Mapping[str, str],
     conditions: Mapping[str, str] | None = None,
     events: Sequence[str] | None = None,
+    uncatalogued: str | None = None,
 ) -> tuple[int, int] | None:
     """The `specificity` of the most specific clause that matches, or None when none does."""
-    keys = [specificity(c) for c in clauses if clause_matches(c, alertname, labels, conditions, events)]
+    keys = [
+        specificity(c)
+        for c in clauses
+        if clause_matches(c, alertname, labels, conditions, events, uncatalogued)
+    ]
     return min(keys) if keys else None

@@ -143,6 +143,9 @@ class Playbook(Strict):
     description: str = ""
     source: NonEmptyStr = Field(description="Citation: where this playbook's guidance comes from.")
     severity: Literal["critical", "warning", "info"]
+    root_cause: Slug | None = Field(
+        None, description="The class reported as the root cause; default the id (playbooks may share one)."
+    )
     match: Annotated[list[Match], BeforeValidator(_one_or_many), Field(min_length=1)]
     # Validated before `runbook`, which is checked against it.
     containment: Containment = Containment()
@@ -179,12 +182,18 @@ class Playbook(Strict):
     def write_tools(self) -> list[str]:
         return sorted({s.tool for s in self.runbook if s.tool in WRITE_TOOLS})
 
+    @property
+    def cause(self) -> str:
+        """The root-cause class this playbook reports."""
+        return self.root_cause or self.id
+
     def match_key(
         self,
         alertname: str,
         labels: Mapping[str, str],
         conditions: Mapping[str, str] | None = None,
         events: Sequence[str] | None = None,
+        uncatalogued: str | None = None,
     ) -> tuple[int, int] | None:
         """The sort key of the most specific clause that matches, or None (`matching.match_key`)."""
-        return match_key(self.match, alertname, labels, conditions, events)
+        return match_key(self.match, alertname, labels, conditions, events, uncatalogued)

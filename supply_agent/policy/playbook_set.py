@@ -23,13 +23,15 @@ def match_playbooks(
     *,
     conditions: Mapping[str, str] | None = None,
     events: Sequence[str] | None = None,
+    uncatalogued: str | None = None,
 ) -> list[Playbook]:
     """The playbooks for an alert, most specific first (then by id). ``conditions`` (node condition
     type -> status) and ``events`` (event reasons on the node) refine the match once observed; None
-    means not observed yet, and those clauses are not checked."""
+    means not observed yet, and those clauses are not checked. ``uncatalogued``: the bucket an XID
+    missing from NVIDIA's catalogue counts as (``_global.yaml``)."""
     hits = []
     for pb in playbooks:
-        key = match_key(pb.match, alertname, labels, conditions, events)
+        key = match_key(pb.match, alertname, labels, conditions, events, uncatalogued)
         if key is not None:
             hits.append((key, pb.id, pb))
     hits.sort(key=lambda h: (h[0], h[1]))
@@ -62,4 +64,11 @@ class PlaybookSet:
         events: Sequence[str] | None = None,
     ) -> list[Playbook]:
         """`match_playbooks` over this set."""
-        return match_playbooks(self.playbooks, alertname, labels, conditions=conditions, events=events)
+        return match_playbooks(
+            self.playbooks,
+            alertname,
+            labels,
+            conditions=conditions,
+            events=events,
+            uncatalogued=self.limits.xid_uncatalogued,
+        )

@@ -237,6 +237,14 @@ class JobStore:
                 for st, n in s.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
             }
 
+    def waiting(self, lane: str, kind: str) -> bool:
+        """Whether a job of ``kind`` is queued in ``lane`` (a request it would cover anyway)."""
+        with Session(self.engine) as s:
+            q = select(JobRow.id).where(
+                JobRow.lane == lane[:120], JobRow.kind == kind, JobRow.status == "queued"
+            )
+            return s.scalar(q.limit(1)) is not None
+
     def queued(self, incident_id: str) -> int:
         with Session(self.engine) as s:
             return int(

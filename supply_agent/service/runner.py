@@ -59,8 +59,14 @@ class RunnerMixin(ServiceState):
         return job_id
 
     def _put_run(self, iid: str) -> None:
-        """Ask for the incident's thread to be brought forward (a new key each time: the run after a
-        join must not be folded into one already running)."""
+        """Ask for the incident's thread to be brought forward. A run already waiting (not started) covers
+        the request: it reads the thread when it starts, after whatever asked for it. A run already
+        running may have read it before, so then another is stored (a new key each time)."""
+        lane = _lane("run", iid)
+        with self._lanes_lock:
+            running = lane in self._busy
+        if not running and self.jobs.waiting(lane, "run"):
+            return
         self._put("run", iid, f"run:{iid}:{time.time_ns()}:{threading.get_ident()}")
 
     # -- the loop ----------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def triage(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
     return {
         "playbook_id": pb.id if pb else None,
         "severity": sev,
-        "root_cause": pb.id if pb else None,
+        "root_cause": pb.cause if pb else None,
         "phase": "investigate",
         "read_budget": deps.max_reads,
         "timeline": [entry(deps, "triage", "triage", text, playbook=pb.id if pb else None)],
@@ -105,7 +105,7 @@ def investigate(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
                 )
             )
             pb = refined
-            update |= {"playbook_id": pb.id if pb else None, "root_cause": pb.id if pb else None}
+            update |= {"playbook_id": pb.id if pb else None, "root_cause": pb.cause if pb else None}
     absent = symptom_absent(probe, pb)
     if absent:
         update |= {"outcome": "no_action", "root_cause": "no-fault", "phase": "summarise"}

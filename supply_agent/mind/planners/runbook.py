@@ -167,5 +167,5 @@ class RunbookPlanner:
             runbook_step=step.name,
             more=more,
             reason=step.description or f"{pb.title}: runbook step {step.name}",
-            root_cause=pb.id,
+            root_cause=pb.cause,
         )

@@ -144,6 +144,41 @@ def test_shipped_xid_playbooks_cite_nvidia(shipped) -> None:
         assert "docs.nvidia.com/deploy/xid-errors" in pb.source or "health.go" in pb.source, pb.id
 
 
+# What each immediate bucket means for the node (NVIDIA's Xid Catalog; xid_buckets.csv): leave it in
+# service (the application's problem, or nothing), or take it out until a human resets or reboots it.
+IN_SERVICE = {"RESTART_APP", "IGNORE", "WORKFLOW_XID_45"}
+
+
+def test_every_catalogued_xid_has_a_response_that_follows_its_bucket(shipped) -> None:
+    """Every code in NVIDIA's catalogue matches a playbook; an in-service bucket's playbook never takes
+    the node out of service, any other bucket's does (cordon or drain). Codes whose own playbook the
+    catalogue disagrees with are listed (they are the README's XID table's exceptions)."""
+    from supply_agent.policy.xids import bucket_of, load_catalogue
+
+    disagree = []
+    for entry in load_catalogue().entries:
+        hits = shipped.match("GPUXidError", {"xid": str(entry.code), "node": "n1"})
+        assert hits, f"XID {entry.code} has no playbook"
+        tools = {s.tool for s in hits[0].runbook}
+        out_of_service = bool(tools & {"k8s.cordon_node", "k8s.drain_node", "k8s.taint_node"})
+        bucket = bucket_of(entry.code) or shipped.limits.xid_uncatalogued
+        if out_of_service == (bucket in IN_SERVICE):
+            disagree.append((entry.code, bucket, hits[0].id))
+    # 63 (row remap recorded) and 94 (contained ECC): the catalogue says IGNORE / RESTART_APP; our own
+    # playbooks for them keep the node out of service while the remap or the page retirement is pending.
+    assert {code for code, _, _ in disagree} <= {63, 94}, disagree
+
+
+def test_a_clause_naming_codes_beats_one_naming_their_bucket() -> None:
+    from supply_agent.policy.matching import Match, specificity
+
+    codes = Match(alertnames=["GPUXidError"], xids=[46, 62])
+    bucket = Match(alertnames=["GPUXidError"], xid_buckets=["RESET_GPU"])
+    assert specificity(codes) < specificity(bucket)
+    with pytest.raises(ValueError, match="XID|bucket|RESET"):
+        Match(alertnames=["GPUXidError"], xid_buckets=["REBOOT_PLEASE"])  # type: ignore[list-item]
+
+
 @pytest.mark.parametrize(
     ("alertname", "labels", "expected"),
     [
@@ -159,6 +194,13 @@ def test_shipped_xid_playbooks_cite_nvidia(shipped) -> None:
         ("GPURowRemapFailure", {"xid": "64"}, "xid-row-remap-failure"),
         ("GPUXidError", {"xid": "74"}, "xid-nvlink"),
         ("GPUXidError", {"xid": "120"}, "xid-gsp"),
+        # By the catalogue's bucket, where no playbook names the code:
+        ("GPUXidError", {"xid": "46"}, "xid-reset-gpu"),
+        ("GPUXidError", {"xid": "140"}, "xid-reset-gpu"),
+        ("GPUXidError", {"xid": "8"}, "xid-application"),
+        ("GPUXidError", {"xid": "92"}, "xid-ignore"),
+        ("GPUXidError", {"xid": "171"}, "xid-reset-gpu"),  # no bucket: _global.yaml's xid_uncatalogued
+        ("GPUXidError", {"xid": "9999"}, "xid-reset-gpu"),  # not in the catalogue at all
         ("GPUEccUncorrectable", {"xid": "48"}, "ecc-uncorrectable"),
         ("GPUThermalThrottling", {}, "thermal-throttling"),
         ("NodeAgentDown", {"job": "node-agent"}, "node-agent-down"),
@@ -189,7 +231,10 @@ def test_every_fleet_alert_has_a_playbook(shipped) -> None:
     for alertname in FLEET_ALERTS - {"GPUXidError"}:
         assert shipped.match(alertname, {"node": "n1", **labels.get(alertname, {})}), alertname
     for xid in (13, 31, 43, 45, 68, 48, 63, 64, 74, 79, 94, 95, 119, 120):
-        assert len(shipped.match("GPUXidError", {"xid": str(xid)})) == 1, xid
+        hits = shipped.match("GPUXidError", {"xid": str(xid)})
+        # The playbook naming the code wins; only bucket playbooks may match it too.
+        assert any(xid in m.xids for m in hits[0].match), xid
+        assert all(not any(xid in m.xids for m in pb.match) for pb in hits[1:]), xid
 
 
 def test_tenant_and_system_pods_never_share_a_playbook(shipped) -> None:
@@ -248,7 +293,7 @@ def test_fatal_xids_need_the_node_agent_to_confirm(shipped) -> None:
 def test_write_steps_are_verified(shipped) -> None:
     writes = [(pb.id, step) for pb in shipped for step in pb.runbook if step.tool in pb.write_tools]
     # Every playbook but the read-only ones writes something; the check below is not vacuous.
-    assert {pid for pid, _ in writes} == SHIPPED_IDS - {"network-partition", "node-agent-down"}
+    assert {pid for pid, _ in writes} == SHIPPED_IDS - {"network-partition", "node-agent-down", "xid-ignore"}
     assert {step.tool for _, step in writes} >= {"k8s.cordon_node", "k8s.drain_node", "billing.issue_credit"}
     for pid, step in writes:
         assert step.verify is not None, (pid, step.name)

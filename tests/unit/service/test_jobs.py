@@ -147,3 +147,14 @@ def test_cli_lists_dead_letters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert table.exit_code == 0 and "[bold]Invalid[/bold]" in table.output  # shown, not rendered
     finally:
         get_settings.cache_clear()
+
+
+def test_waiting_sees_only_queued_jobs_of_the_kind_in_the_lane(tmp_path: Path) -> None:
+    jobs, _ = _store(tmp_path)
+    assert not jobs.waiting("run:i1", "run")
+    jobs.put("run", "r1", {}, lane="run:i1", incident_id="i1")
+    jobs.put("resume", "x1", {}, lane="run:i2", incident_id="i2")
+    assert jobs.waiting("run:i1", "run") and not jobs.waiting("run:i2", "run")
+    (head, _) = jobs.due()
+    jobs.done(head.id)
+    assert not jobs.waiting("run:i1", "run")
