@@ -191,7 +191,11 @@ def xid_table(pset: PlaybookSet) -> Table:
             bucket,
             str(len(rs)),
             ", ".join(sorted({str(r["playbook"]) for r in rs})),
-            "in service" if bucket.split(" ")[0] in IN_SERVICE_BUCKETS else "out of service",
+            "in service"
+            if bucket.split(" ")[0] in IN_SERVICE_BUCKETS
+            else "as NVML's recovery action says"
+            if bucket == "XID_154"
+            else "out of service",
             f"{good}/{len(rs)}",
         )
     table.add_row("all", str(total), "", "", f"{ok}/{total}")

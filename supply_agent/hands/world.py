@@ -80,14 +80,22 @@ def enrich(world: WorldView, kube: KubeTools, nodes: list[str]) -> WorldView:
 
     events = dict(world.node_events)
     confirmed = set(world.confirmed_gpu_faults)
+    throttled = dict(world.throttle_reasons)
     for name in nodes:
         if name not in world.nodes:
             continue
         events[name] = tuple(sorted({e.reason for e in kube.events_for("Node", name)}))
         read = gpu_health(kube, name)
         if read.available and read.report is not None:
+            throttled[name] = frozenset(r for gpu in read.report.gpus for r in gpu.clock_event_reasons)
             for gpu in read.report.gpus:
                 xids = {x.xid for x in gpu.xid_events} - APPLICATION_XIDS
                 if gpu.lost or (gpu.ecc_uncorrected_volatile or 0) > 0 or xids:
                     confirmed.add(name)
-    return world.model_copy(update={"node_events": events, "confirmed_gpu_faults": frozenset(confirmed)})
+    return world.model_copy(
+        update={
+            "node_events": events,
+            "confirmed_gpu_faults": frozenset(confirmed),
+            "throttle_reasons": throttled,
+        }
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from supply_agent.models.incident import AlertIn, Evidence, IncidentState
-from supply_agent.policy import GpuFaultConfirmed, Playbook, PlaybookSet
+from supply_agent.policy import GpuFaultConfirmed, GpuThrottleConfirmed, Playbook, PlaybookSet
 from supply_agent.policy.world import APPLICATION_XIDS
 
 SEVERITIES = ("info", "warning", "critical")
@@ -78,6 +78,31 @@ def _latest(evidence: list[Evidence], tool: str) -> Evidence | None:
     return next((e for e in reversed(evidence) if e.tool == tool and e.ok), None)
 
 
+def nothing_asked(state: IncidentState) -> str | None:
+    """NVIDIA's catalogue says XID 154 is followed by the GPU's recovery action (NVML's
+    NVML_FI_DEV_GET_GPU_RECOVERY_ACTION): a fresh node-agent report that the alert's GPU needs none
+    means nothing to do. Only a positive "none" counts; unread, unsupported or unknown never does."""
+    from supply_agent.policy.matching import xid_bucket
+
+    alert = state.alert
+    if xid_bucket(alert.labels) != "XID_154" or not alert.node:
+        return None
+    health = _latest(state.evidence, "nvml.gpu_health")
+    if health is None or not health.result or not health.result.get("available"):
+        return None
+    report = health.result.get("report") or {}
+    if report.get("node") not in (None, alert.node):
+        return None
+    gpu = alert.labels.get("gpu")
+    for g in report.get("gpus") or []:
+        if str(g.get("index")) == str(gpu) and g.get("recovery_action") == "none":
+            return (
+                f"the node-agent's NVML report says GPU {gpu} of {alert.node} needs no recovery action "
+                "(NVML_FI_DEV_GET_GPU_RECOVERY_ACTION = none): XID 154 asks for nothing"
+            )
+    return None
+
+
 # Alerts that say the control plane cannot hear a node's kubelet; a fresh Ready=True says it can.
 NODE_UNREACHABLE_ALERTS = frozenset({"KubeNodeNotReady", "KubeNodeUnreachable"})
 
@@ -104,6 +129,23 @@ def symptom_absent(state: IncidentState, playbook: Playbook | None) -> str | Non
                 )
     if playbook is None:
         return None
+    throttle = next(
+        (p for p in playbook.containment.preconditions if isinstance(p, GpuThrottleConfirmed)), None
+    )
+    if throttle is not None:
+        health = _latest(state.evidence, "nvml.gpu_health")
+        report = (health.result or {}).get("report") if health is not None and health.result else None
+        if health is not None and health.result.get("available") and report:
+            gpu = state.alert.labels.get("gpu")
+            gpus = [g for g in report.get("gpus") or [] if gpu is None or str(g.get("index")) == str(gpu)]
+            seen = {r for g in gpus for r in g.get("clock_event_reasons") or []}
+            if gpus and not seen & set(throttle.reasons):
+                which = f"GPU {gpu}" if gpu is not None else "no GPU"
+                return (
+                    f"the node-agent's NVML report for {report.get('node', '?')} shows {which} throttled for "
+                    f"{' or '.join(throttle.reasons)} (clock-event reasons now: {', '.join(sorted(seen)) or 'none'}): "
+                    "the alert's fault is not present"
+                )
     needs_gpu_fault = any(isinstance(p, GpuFaultConfirmed) for p in playbook.containment.preconditions)
     if needs_gpu_fault:
         health = _latest(state.evidence, "nvml.gpu_health")

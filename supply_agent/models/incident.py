@@ -225,6 +225,7 @@ class Evidence(BaseModel):
     untrusted: bool = False
     ms: float = 0.0
     runbook_step: str | None = None
+    subject: str | None = None  # the affected node the runbook step read for (see Proposal.subject)
     planner: str = "investigate"
 
 
@@ -252,6 +253,7 @@ class Proposal(BaseModel):
     planner: str = "runbook"
     runbook_step: str | None = None  # the playbook step it follows, when it follows one
     more: bool = False  # the same runbook step has more to do after this action (one notice per customer)
+    subject: str | None = None  # the affected node this step is for, when the incident has several
     root_cause: str | None = None
     calls: list[LlmCall] = Field(default_factory=list)
 
@@ -263,6 +265,7 @@ class StepRecord(BaseModel):
     action: Action
     planner: str
     more: bool = False  # the runbook step is not done after this action: the cursor stays
+    subject: str | None = None  # the affected node the step is for (see Proposal.subject)
     runbook_step: str | None = None
     decision: Decision | None = None
     approval: Approval | None = None

@@ -78,6 +78,20 @@ class GpuFaultConfirmed(Strict):
     max_age: Duration = timedelta(minutes=5)
 
 
+# NVML's clock-event (throttle) reasons that mean heat, as nvml.gpu_health names them.
+THERMAL_REASONS = ("HwThermalSlowdown", "SwThermalSlowdown")
+
+
+class GpuThrottleConfirmed(Strict):
+    """The node-agent itself (a fresh NVML report) confirms the GPU is throttled for one of
+    ``reasons`` (NVML's clock-event reasons): an alert about heat is not enough (DCGM's exporter and a
+    stale rule can both be wrong)."""
+
+    check: Literal["gpu_throttle_confirmed"]
+    reasons: list[NonEmptyStr] = Field(default_factory=lambda: list(THERMAL_REASONS), min_length=1)
+    max_age: Duration = timedelta(minutes=5)
+
+
 class PodsOnNode(Strict):
     """At most ``max`` pods remain on the node (DaemonSet pods not counted when ``except_daemonsets``)."""
 
@@ -154,6 +168,7 @@ Condition = Annotated[
     | NodeEvent
     | NodeAgentReachable
     | GpuFaultConfirmed
+    | GpuThrottleConfirmed
     | PodsOnNode
     | PodAbsent
     | DeploymentAvailable

@@ -20,6 +20,7 @@ from supply_agent.models import Action, Decision, Targets, Verdict
 from supply_agent.policy import (
     GlobalLimits,
     GpuFaultConfirmed,
+    GpuThrottleConfirmed,
     NodeAgentReachable,
     NodeCondition,
     NodeEvent,
@@ -162,6 +163,14 @@ def _precondition(cond: Any, node: NodeView | None, world: WorldView) -> str | N
             None
             if node.name in world.confirmed_gpu_faults
             else f"the GPU fault on {node.name} is not confirmed by its node-agent"
+        )
+    if isinstance(cond, GpuThrottleConfirmed):
+        seen = world.throttle_reasons.get(node.name, frozenset())
+        return (
+            None
+            if seen & set(cond.reasons)
+            else f"the node-agent on {node.name} reports no GPU throttled for {', '.join(cond.reasons)} "
+            f"(reasons now: {', '.join(sorted(seen)) or 'none'})"
         )
     if isinstance(cond, NodeEvent):
         present = cond.reason in world.node_events.get(node.name, ())

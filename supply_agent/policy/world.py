@@ -56,6 +56,8 @@ class WorldView(BaseModel):
     alerting_nodes: frozenset[str] = frozenset()
     node_events: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # event reasons seen on a node
     confirmed_gpu_faults: frozenset[str] = frozenset()  # nodes whose node-agent report confirms the fault
+    # Per node read: the NVML clock-event (throttle) reasons its node-agent reports on any GPU now.
+    throttle_reasons: dict[str, frozenset[str]] = Field(default_factory=dict)
     # The nodes the incident is about: a playbook's node preconditions hold (or not) for an action that
     # targets no node (a notice, a credit) by looking at the incident's one node.
     subject_nodes: frozenset[str] = frozenset()

@@ -31,7 +31,8 @@ def execute(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
         if res.stale:
             # The executor refused a decision made before the agent's last write (another incident's,
             # or before a restart or a wait for approval): decide again on the world as it is now.
-            decision = rt.decide(last.action, deps.alerting_nodes(rt.clock()), frozenset(state.nodes()))
+            subject = frozenset({last.subject}) if last.subject else frozenset(state.nodes())
+            decision = rt.decide(last.action, deps.alerting_nodes(rt.clock()), subject)
             res = rt.execute(last.action, decision, last.approval)
             if res.outcome == "refused":
                 res = res.model_copy(

@@ -26,9 +26,18 @@ def gate(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
     )
     owner = deps.human_owner(state.incident_id)
     record = StepRecord(
-        index=index, action=action, planner=p.planner, runbook_step=p.runbook_step, more=p.more
+        index=index,
+        action=action,
+        planner=p.planner,
+        runbook_step=p.runbook_step,
+        more=p.more,
+        subject=p.subject,
     )
-    prior = [s for s in state.steps if s.runbook_step and s.runbook_step == p.runbook_step]
+    prior = [
+        s
+        for s in state.steps
+        if s.runbook_step and s.runbook_step == p.runbook_step and s.subject == p.subject
+    ]
     record.attempts = len(prior) + 1
     if owner:
         record.outcome = "refused"
@@ -38,7 +47,9 @@ def gate(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
             "timeline": [entry(deps, "gate", "decision", record.error)],
         }
     with rt.write_lock:
-        decision = rt.decide(action, deps.alerting_nodes(rt.clock()), frozenset(state.nodes()))
+        # The step's own node when the incident has several (a notice is about the node it follows).
+        subject = frozenset({p.subject}) if p.subject else frozenset(state.nodes())
+        decision = rt.decide(action, deps.alerting_nodes(rt.clock()), subject)
     record.decision = decision
     unenforced = not rt.enforce_gate and decision.verdict != Verdict.ALLOW
     if unenforced:

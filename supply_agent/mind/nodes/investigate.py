@@ -10,6 +10,7 @@ from supply_agent.mind.nodes.common import entry
 from supply_agent.mind.triage import (
     first_reads,
     match_playbook,
+    nothing_asked,
     observed,
     severity,
     summarise_read,
@@ -106,9 +107,13 @@ def investigate(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
             )
             pb = refined
             update |= {"playbook_id": pb.id if pb else None, "root_cause": pb.cause if pb else None}
-    absent = symptom_absent(probe, pb)
+    asked_nothing = nothing_asked(probe) if pb is not None else None
+    absent = asked_nothing or symptom_absent(probe, pb)
     if absent:
-        update |= {"outcome": "no_action", "root_cause": "no-fault", "phase": "summarise"}
+        # The fault is there and its own guidance asks nothing (XID 154 with recovery action none): the
+        # playbook's class is the cause. Otherwise the alert's fault is not there at all.
+        cause = pb.cause if asked_nothing and pb is not None else "no-fault"
+        update |= {"outcome": "no_action", "root_cause": cause, "phase": "summarise"}
         timeline.append(entry(deps, "investigate", "no_action", f"nothing to do: {absent}"))
     update["timeline"] = timeline
     return update

@@ -60,18 +60,26 @@ def after_plan(state: IncidentState, deps: GraphDeps) -> str:
 def read(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
     p = state.pending
     assert p is not None
-    advance = {"runbook_cursor": state.runbook_cursor + 1} if p.runbook_step else {}
+    advance = {"runbook_cursor": state.runbook_cursor + 1} if p.runbook_step and not p.more else {}
     if p.kind == "skip":
-        return {**advance, "pending": None, "timeline": [entry(deps, "read", "skip", p.reason)]}
+        skipped = entry(deps, "read", "skip", p.reason, runbook_step=p.runbook_step, subject=p.subject)
+        return {**advance, "pending": None, "timeline": [skipped]}
     assert p.tool is not None
     if p.tool == "escalate.human":
         if p.runbook_step:  # a runbook's hand-off (a hardware ticket): the mitigation goes on
             reason = str(p.params.get("reason", p.reason))
+            # One hand-off per affected node: each is kept (a human gets every node's ticket).
+            handoff = (
+                f"{state.handoff}; {reason}" if state.handoff and reason not in state.handoff else reason
+            )
+            text = f"hand-off to a human: {reason}"
             return {
                 **advance,
-                "handoff": reason,
+                "handoff": handoff,
                 "pending": None,
-                "timeline": [entry(deps, "read", "handoff", f"hand-off to a human: {reason}")],
+                "timeline": [
+                    entry(deps, "read", "handoff", text, runbook_step=p.runbook_step, subject=p.subject)
+                ],
             }
         return {
             "pending": p.model_copy(
@@ -85,6 +93,8 @@ def read(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
             ),
         }
     ev = read_evidence(deps, state.incident_id, p.tool, p.params, "read", p.runbook_step, p.planner)
+    if p.subject:
+        ev = ev.model_copy(update={"subject": p.subject})
     return {
         **advance,
         "evidence": [ev],

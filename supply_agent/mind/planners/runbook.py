@@ -13,7 +13,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from supply_agent.mind.planners.base import PlanContext
-from supply_agent.models.incident import IncidentState, Proposal
+from supply_agent.models.incident import AlertIn, IncidentState, Proposal
+from supply_agent.policy import Playbook
 
 _TEMPLATE = re.compile(r"\$\{([^}]*)\}")
 _WHOLE = re.compile(r"^\$\{([^}]*)\}$")
@@ -35,9 +36,48 @@ def step_results(state: IncidentState) -> dict[str, Any]:
     return out
 
 
-def customers_on_node(state: IncidentState) -> list[str]:
-    """Customers with tenant pods on the alert's node, from the latest pod listing of that node."""
-    node = state.alert.node
+def affected(state: IncidentState, pb: Playbook, uncatalogued: str | None = None) -> list[AlertIn]:
+    """The incident's entities this playbook acts on: one firing alert per node it handles (the first
+    alert's node first, then in the order they joined). Every one gets the runbook's steps."""
+    out: dict[str, AlertIn] = {}
+    for a in [state.alert, *state.alerts]:
+        if a.status != "firing" or not a.node or a.node in out:
+            continue
+        if a is state.alert or pb.match_key(a.alertname, a.labels, None, None, uncatalogued) is not None:
+            out[a.node] = a
+    return list(out.values())
+
+
+def _done_for(state: IncidentState, step: str, node: str) -> bool:
+    """Whether a runbook step was done for one node: read for it, acted on for it (and run), or passed
+    over for it (nothing to do there)."""
+    if any(ev.runbook_step == step and ev.subject == node for ev in state.evidence):
+        return True
+    if any(
+        s.runbook_step == step and s.subject == node and s.outcome in ("executed", "duplicate")
+        for s in state.steps
+    ):
+        return True
+    return any(
+        e.kind in ("skip", "handoff") and e.data.get("runbook_step") == step and e.data.get("subject") == node
+        for e in state.timeline
+    )
+
+
+def _told(state: IncidentState, step: str, node: str | None) -> set[str]:
+    """Customers a notice step told (for one node of several, or for the incident's one node)."""
+    return {
+        str(s.action.params.get("customer"))
+        for s in state.steps
+        if s.runbook_step == step
+        and s.outcome in ("executed", "duplicate")
+        and (node is None or s.subject == node)
+    }
+
+
+def customers_on_node(state: IncidentState, node: str | None = None) -> list[str]:
+    """Customers with tenant pods on the node (default: the alert's), from its latest pod listing."""
+    node = node or state.alert.node
     for ev in reversed(state.evidence):
         if ev.tool == "k8s.list_pods_on_node" and ev.ok and ev.params.get("node") == node:
             pods = ev.result if isinstance(ev.result, list) else []
@@ -115,6 +155,28 @@ class RunbookPlanner:
         step = pb.runbook[state.runbook_cursor]
         scope = template_scope(state, ctx)
         more = False
+        subject: str | None = None
+        entities = affected(state, pb, ctx.playbooks.limits.xid_uncatalogued)
+        if len(entities) > 1 and "${labels." in str(step.params):
+            # Several nodes with this fault in one incident: the step is done for each, in turn, with
+            # that node's alert's labels; the cursor moves on once every node has had it.
+            per_customer = step.tool == "notify.customer" and "${labels.customer}" in str(step.params)
+
+            def left(a: AlertIn) -> bool:
+                node = a.node or ""
+                if per_customer and not a.labels.get("customer"):
+                    told = _told(state, step.name, node)
+                    if [c for c in customers_on_node(state, node) if c not in told]:
+                        return True
+                    return not told and not _done_for(state, step.name, node)
+                return not _done_for(state, step.name, node)
+
+            todo = [a for a in entities if left(a)]
+            if todo:
+                current = todo[0]
+                subject = current.node
+                scope = {**scope, "labels": dict(current.labels)}
+                more = len(todo) > 1
         if (
             step.tool == "notify.customer"
             and "${labels.customer}" in str(step.params)
@@ -122,15 +184,11 @@ class RunbookPlanner:
         ):
             # A node alert names no customer: tell each customer whose pods the investigation found on
             # the node, one notice per customer, this step repeating until all are told.
-            told = {
-                s.action.params.get("customer")
-                for s in state.steps
-                if s.runbook_step == step.name and s.outcome in ("executed", "duplicate")
-            }
-            todo = [c for c in customers_on_node(state) if c not in told]
-            if todo:
-                scope = {**scope, "labels": {**scope["labels"], "customer": todo[0]}}
-                more = len(todo) > 1
+            told = _told(state, step.name, subject)
+            customers = [c for c in customers_on_node(state, subject) if c not in told]
+            if customers:
+                scope = {**scope, "labels": {**scope["labels"], "customer": customers[0]}}
+                more = more or len(customers) > 1
         if (
             step.tool.startswith(("notify.", "billing."))
             and "${labels.customer}" in str(step.params)
@@ -141,6 +199,8 @@ class RunbookPlanner:
                 kind="skip",
                 planner=self.name,
                 runbook_step=step.name,
+                more=more,
+                subject=subject,
                 reason=f"no customer named by the alert: nothing for {step.tool} to do in this step",
             )
         try:
@@ -157,6 +217,8 @@ class RunbookPlanner:
                     kind="skip",
                     planner=self.name,
                     runbook_step=step.name,
+                    more=more,
+                    subject=subject,
                     reason=f"nothing to credit: {step.name} renders ${amount}",
                 )
         return Proposal(
@@ -166,6 +228,7 @@ class RunbookPlanner:
             planner=self.name,
             runbook_step=step.name,
             more=more,
+            subject=subject,
             reason=step.description or f"{pb.title}: runbook step {step.name}",
             root_cause=pb.cause,
         )

@@ -192,6 +192,27 @@ def test_preconditions_come_from_the_world() -> None:
     assert d.verdict == Verdict.DENY and says(d, Verdict.DENY, "precondition", "ControlPlanePathDown")
 
 
+def test_a_thermal_taint_needs_the_node_agent_to_see_the_throttling() -> None:
+    """A heat alert alone never takes a node's GPUs out: the node-agent's NVML clock-event reasons must
+    say thermal slowdown (a second source)."""
+    base = make_world()
+    taint = act(
+        "k8s.taint_node",
+        playbook="thermal-throttling",
+        node="pool0-000",
+        key="gpu-thermal",
+        value="throttling",
+        effect="PreferNoSchedule",
+    )
+    d = decide(taint, base, History(), PLAYBOOKS)
+    assert d.verdict == Verdict.DENY and says(d, Verdict.DENY, "no GPU throttled")
+    cool = base.model_copy(update={"throttle_reasons": {"pool0-000": frozenset({"GpuIdle"})}})
+    assert says(decide(taint, cool, History(), PLAYBOOKS), Verdict.DENY, "reasons now: GpuIdle")
+    hot = base.model_copy(update={"throttle_reasons": {"pool0-000": frozenset({"HwThermalSlowdown"})}})
+    d = decide(taint, hot, History(), PLAYBOOKS)
+    assert not any("throttled" in r for r in d.reasons), d.reasons
+
+
 def test_playbook_limits_per_incident_and_approval_steps() -> None:
     base = make_world()
     pressured = {
@@ -580,6 +601,7 @@ def arrange(world: WorldView, node: str, conds: list[Any], broken: int | None) -
     update: dict[str, Any] = {"conditions": dict(view.conditions)}
     events: list[str] = []
     confirmed: set[str] = set()
+    throttled: frozenset[str] = frozenset()
     for i, cond in enumerate(conds):
         holds = i != broken
         check = cond.check
@@ -594,6 +616,8 @@ def arrange(world: WorldView, node: str, conds: list[Any], broken: int | None) -
         elif check == "gpu_fault_confirmed":
             if holds:
                 confirmed.add(node)
+        elif check == "gpu_throttle_confirmed":
+            throttled = frozenset(cond.reasons[:1]) if holds else frozenset({"GpuIdle"})
         elif check == "node_event":
             if holds == cond.present:
                 events.append(cond.reason)
@@ -613,6 +637,7 @@ def arrange(world: WorldView, node: str, conds: list[Any], broken: int | None) -
         nodes={**world.nodes, node: view.model_copy(update=update)},
         node_events={node: tuple(events)},
         confirmed_gpu_faults=frozenset(confirmed),
+        throttle_reasons={node: throttled},
         alerting_nodes=frozenset({node}),
         subject_nodes=frozenset({node}),
     )
