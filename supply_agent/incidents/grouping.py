@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from supply_agent.models.incident import AlertIn
+from supply_agent.policy.xids import follows_another
 
 # The monitor down on many nodes is one outage, one page.
 MONITOR_ALERTS = frozenset({"NodeAgentDown"})
@@ -35,11 +36,38 @@ def grouping_key(alert: AlertIn) -> str:
     return f"{alert.alertname}|{rest}"
 
 
+def _gpu_of(alert: AlertIn) -> tuple[str, str] | None:
+    node, gpu = alert.labels.get("node"), alert.labels.get("gpu")
+    return (node, gpu) if node and gpu is not None else None
+
+
+def _xid(alert: AlertIn) -> int | None:
+    raw = alert.labels.get("xid") or alert.labels.get("err_code")
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
 def group_alerts(alerts: Iterable[AlertIn]) -> list[list[AlertIn]]:
-    """Alerts folded into incidents by grouping key, in arrival order; a resolved alert joins its group."""
+    """Alerts folded into incidents by grouping key, in arrival order; a resolved alert joins its group.
+
+    An XID NVIDIA's catalogue says follows another (45, preemptive cleanup after an earlier error; 154,
+    the recovery action changed) joins the incident of the other XID on the same GPU: one fault, one
+    incident, the other XID's playbook."""
+    alerts = list(alerts)
+    leaders: dict[tuple[str, str], str] = {}
+    for alert in alerts:
+        code, gpu = _xid(alert), _gpu_of(alert)
+        if code is not None and gpu is not None and not follows_another(code):
+            leaders.setdefault(gpu, grouping_key(alert))
     groups: dict[str, list[AlertIn]] = {}
     for alert in alerts:
-        groups.setdefault(grouping_key(alert), []).append(alert)
+        code, gpu = _xid(alert), _gpu_of(alert)
+        key = grouping_key(alert)
+        if code is not None and gpu is not None and follows_another(code) and gpu in leaders:
+            key = leaders[gpu]
+        groups.setdefault(key, []).append(alert)
     return list(groups.values())
 
 

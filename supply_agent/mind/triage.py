@@ -23,6 +23,9 @@ def match_playbook(
     """The most specific playbook for any of the incident's firing alerts. ``conditions`` and ``events``
     (what investigation saw on the node) refine the match; None means not observed yet."""
     firing = [a for a in alerts if a.status == "firing"] or alerts
+    # An XID that follows another (45, 154) is answered by the other's playbook when both are here.
+    leading = [a for a in firing if not _follower(a)]
+    firing = leading or firing
     hits = []
     for alert in firing:
         for pb in playbooks:
@@ -32,6 +35,13 @@ def match_playbook(
             if key is not None:
                 hits.append((key, pb.id, pb))
     return min(hits, key=lambda h: (h[0], h[1]))[2] if hits else None
+
+
+def _follower(alert: AlertIn) -> bool:
+    from supply_agent.policy.xids import follows_another
+
+    raw = alert.labels.get("xid") or alert.labels.get("err_code")
+    return raw is not None and raw.isdigit() and follows_another(int(raw))
 
 
 def observed(evidence: list[Evidence], node: str | None) -> tuple[dict[str, str] | None, list[str] | None]:

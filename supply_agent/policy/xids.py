@@ -404,3 +404,13 @@ def bucket_of(code: int) -> ImmediateBucket | None:
     or the catalogue gives it no bucket (the caller's conservative default applies)."""
     entry = lookup(code)
     return entry.immediate_action if entry is not None else None
+
+
+# Buckets whose XID reports on an earlier error rather than a fault of its own (the catalogue's "Not
+# Solo" codes): 45 is the cleanup after another XID, 154 announces the recovery another one needs.
+FOLLOWER_BUCKETS = frozenset({"WORKFLOW_XID_45", "XID_154"})
+
+
+def follows_another(code: int) -> bool:
+    """Whether the catalogue's bucket for ``code`` says it follows another XID on the same GPU."""
+    return bucket_of(code) in FOLLOWER_BUCKETS

@@ -47,3 +47,15 @@ def test_who_looks_for_an_old_incident_and_since_when() -> None:
     assert join_window(_a("X", "resolved"), NOW, window) == (True, None)
     assert join_window(_a("X"), NOW, None) == (False, None)
     assert join_window(_a("X"), NOW, window) == (True, NOW - window)
+
+
+def test_an_xid_that_follows_another_joins_it_on_the_same_gpu() -> None:
+    """NVIDIA's catalogue: 45 is the cleanup after an earlier error and 154 announces the recovery another
+    XID needs; on the same GPU they are that fault's incident. Alone, or on another GPU, they are not."""
+    off_bus = _a("GPUXidError", node="n1", gpu="3", xid="79")
+    cleanup = _a("GPUXidError", node="n1", gpu="3", xid="45")
+    recovery = _a("GPUXidError", node="n1", gpu="3", xid="154")
+    elsewhere = _a("GPUXidError", node="n1", gpu="5", xid="45")
+    groups = group_alerts([off_bus, cleanup, recovery, elsewhere])
+    assert groups == [[off_bus, cleanup, recovery], [elsewhere]]
+    assert group_alerts([cleanup]) == [[cleanup]]
