@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 
 class FaultKind(StrEnum):
-    XID = "xid"  # a GPU XID event (the code says which)
+    XID = "xid"  # a GPU XID event (the code says which; XID 154 also the GPU recovery action)
     ECC = "ecc"  # uncorrectable ECC: DBE counters up, XID 48 (+63/64 row remap on A100+)
     OFF_BUS = "off-bus"  # the GPU fell off the PCIe bus: XID 79, NVML GpuIsLost
     THERMAL = "thermal"  # thermal slowdown: temperature high, thermal clock-event reasons set
@@ -55,6 +55,11 @@ class Fault(BaseModel):
     gpu: int | None = None
     code: int | None = Field(
         None, description="The XID code, for xid faults (and the XID an ECC/off-bus fault raised)."
+    )
+    recovery_action: str | None = Field(
+        None,
+        description="For xid faults: the GPU recovery action NVML reports after it (none, reset, "
+        "node_reboot, drain_p2p, drain_and_reset, ...); XID 154's effect follows it.",
     )
     namespace: str | None = None
     pod: str | None = None

@@ -1,8 +1,9 @@
 """A SIMULATED NVML: the subset of nvidia-ml-py (`pynvml`) that `tools.nvml.NvmlCollector` calls.
 
 This is not NVML and talks to no GPU. It exists so the sandbox fleet can run the real collector over
-pretend GPUs and inject faults (XIDs, uncorrectable ECC, a GPU off the bus, thermal slowdown). It keeps
-pynvml's names, signatures, return types and exceptions (the real `pynvml.NVMLError` subclasses), and
+pretend GPUs and inject faults (XIDs, uncorrectable ECC, a GPU off the bus, thermal slowdown, the GPU
+recovery action XID 154 announces). It keeps pynvml's names, signatures, return types (field values are
+the real `pynvml.c_nvmlFieldValue_t`) and exceptions (the real `pynvml.NVMLError` subclasses), and
 NVML's event semantics: an event set only receives events emitted after a device was registered on it,
 and `nvmlEventSetWait_v2` raises `NVMLError_Timeout` when nothing is queued (it never sleeps).
 
@@ -76,6 +77,7 @@ class SimGpu:
     remap_failure: bool = False
     clock_event_mask: int = 0
     lost: bool = False
+    recovery_action: int = pynvml.NVML_GPU_RECOVERY_ACTION_NONE  # NVML_FI_DEV_GET_GPU_RECOVERY_ACTION
     nvlink_active: list[bool] = field(default_factory=list)
     ecc_enabled: bool = True
     remap_supported: bool = True
@@ -138,6 +140,13 @@ class SimNvml:
     NVML_MEMORY_ERROR_TYPE_UNCORRECTED = pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
     NVML_VOLATILE_ECC = pynvml.NVML_VOLATILE_ECC
     NVML_AGGREGATE_ECC = pynvml.NVML_AGGREGATE_ECC
+    NVML_FI_DEV_GET_GPU_RECOVERY_ACTION = pynvml.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION
+    NVML_VALUE_TYPE_UNSIGNED_INT = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+    NVML_GPU_RECOVERY_ACTION_NONE = pynvml.NVML_GPU_RECOVERY_ACTION_NONE
+    NVML_GPU_RECOVERY_ACTION_GPU_RESET = pynvml.NVML_GPU_RECOVERY_ACTION_GPU_RESET
+    NVML_GPU_RECOVERY_ACTION_NODE_REBOOT = pynvml.NVML_GPU_RECOVERY_ACTION_NODE_REBOOT
+    NVML_GPU_RECOVERY_ACTION_DRAIN_P2P = pynvml.NVML_GPU_RECOVERY_ACTION_DRAIN_P2P
+    NVML_GPU_RECOVERY_ACTION_DRAIN_AND_RESET = pynvml.NVML_GPU_RECOVERY_ACTION_DRAIN_AND_RESET
     nvmlEventTypeSingleBitEccError = pynvml.nvmlEventTypeSingleBitEccError
     nvmlEventTypeDoubleBitEccError = pynvml.nvmlEventTypeDoubleBitEccError
     nvmlEventTypeXidCriticalError = pynvml.nvmlEventTypeXidCriticalError
@@ -217,6 +226,15 @@ class SimNvml:
         self.inject_xid(index, 48)
         self.inject_xid(index, 64 if remap_failed else 63)
 
+    def set_recovery_action(self, index: int, action: int) -> None:
+        """Set the nvmlDeviceGpuRecoveryAction_t NVML_FI_DEV_GET_GPU_RECOVERY_ACTION reads for `index`."""
+        self._gpu_state(index).recovery_action = int(action)
+
+    def change_recovery_action(self, index: int, action: int) -> None:
+        """What the driver does when a GPU's recovery action changes: set it, then emit XID 154."""
+        self.set_recovery_action(index, action)
+        self.inject_xid(index, 154)
+
     def fall_off_bus(self, index: int) -> None:
         """XID 79, then every query of the GPU raises NVMLError_GpuIsLost."""
         self.inject_xid(index, 79)
@@ -236,8 +254,9 @@ class SimNvml:
         """Back to healthy, as after a GPU reset or node reboot: UUIDs and lifetime counters are kept.
 
         Volatile ECC counts, a pending remap (it is applied), a remap failure, thermal slowdown, a lost
-        GPU and down NVLinks all clear; aggregate ECC and remapped-row counts persist, as in the InfoROM.
-        Queued events are dropped; registrations stay, so a running collector keeps receiving events.
+        GPU, down NVLinks and the recovery action (back to none) all clear; aggregate ECC and remapped-row
+        counts persist, as in the InfoROM. Queued events are dropped; registrations stay, so a running
+        collector keeps receiving events.
         """
         for gpu in self.gpus:
             gpu.ecc_volatile_uncorrected = 0
@@ -246,6 +265,7 @@ class SimNvml:
             gpu.temperature_c = gpu.base_temperature_c
             gpu.clock_event_mask = 0
             gpu.lost = False
+            gpu.recovery_action = pynvml.NVML_GPU_RECOVERY_ACTION_NONE
             gpu.nvlink_active = [True] * len(gpu.nvlink_active)
         for event_set in self._sets:
             event_set.queue.clear()
@@ -332,6 +352,22 @@ class SimNvml:
         if not 0 <= link < len(gpu.nvlink_active):
             raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return pynvml.NVML_FEATURE_ENABLED if gpu.nvlink_active[link] else pynvml.NVML_FEATURE_DISABLED
+
+    def nvmlDeviceGetFieldValues(self, handle: SimHandle, fieldIds: list[Any]) -> Any:
+        """As pynvml: an array of `c_nvmlFieldValue_t`, each with its own return code (a field the
+        simulation does not have answers NotSupported in its value; only a bad or lost device raises)."""
+        gpu = self._device(handle)
+        values = (pynvml.c_nvmlFieldValue_t * len(fieldIds))()
+        for value, field_id in zip(values, fieldIds, strict=True):
+            field, scope = field_id if isinstance(field_id, tuple) else (field_id, 0)
+            value.fieldId, value.scopeId = field, scope
+            if field == pynvml.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION:
+                value.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+                value.value.uiVal = gpu.recovery_action
+                value.nvmlReturn = pynvml.NVML_SUCCESS
+            else:
+                value.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+        return values
 
     def nvmlDeviceGetSupportedEventTypes(self, handle: SimHandle) -> int:
         return self._device(handle).supported_events

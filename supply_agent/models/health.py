@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
+
+# NVML's GPU recovery action (NVML_FI_DEV_GET_GPU_RECOVERY_ACTION, nvmlDeviceGpuRecoveryAction_t), by name:
+# what the driver says must happen before the GPU can be trusted again. XID 154 announces a change of it.
+# "unknown" is a value newer than this vocabulary (the raw value is in `recovery_action_code`).
+RecoveryAction = Literal[
+    "none",
+    "reset",
+    "node_reboot",
+    "drain_p2p",
+    "drain_and_reset",
+    "recover_imex_domain",
+    "bus_reset",
+    "system_reboot",
+    "unknown",
+]
 
 
 class XidEvent(BaseModel):
@@ -48,6 +64,12 @@ class GpuHealth(BaseModel):
     clock_event_mask: int | None = None
     clock_event_reasons: list[str] = Field(default_factory=list, description='e.g. "HwThermalSlowdown".')
     nvlinks: list[NvLinkState] | None = None
+    recovery_action: RecoveryAction | None = Field(
+        None,
+        description="NVML's GPU recovery action: none, reset, node_reboot, drain_p2p, drain_and_reset, ... "
+        "(None: not read; see `unsupported` and `errors`).",
+    )
+    recovery_action_code: int | None = Field(None, description="The raw nvmlDeviceGpuRecoveryAction_t value.")
     xid_events: list[XidEvent] = Field(default_factory=list)
     unsupported: list[str] = Field(default_factory=list, description="Fields NVML said NotSupported.")
     errors: dict[str, str] = Field(default_factory=dict, description="Field name -> NVML error text.")

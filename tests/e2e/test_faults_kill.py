@@ -22,9 +22,8 @@ import pytest
 
 from sandbox.executor.audit import AuditLog
 from sandbox.fleet.admin import AdminClient
-from sandbox.fleet.world import POOL_LABEL
 from supply_agent.intake.signing import sign_pagerduty, sign_slack
-from tests.support.served import Served, serve_env, until
+from tests.support.served import Served, serve_env, until, xid79_page
 from tests.support.service_harness import APPROVER, PD_SECRET, SLACK_SECRET, outside_world
 from tests.support.slack_stub import block_actions_payload, click_body
 
@@ -47,16 +46,8 @@ def _approve_value(blocks: object) -> str:
 def _killed_once_and_finished(tmp_path: Path, point: str) -> None:
     with outside_world(tmp_path) as (fleet, kubeconfig, pd, slack):
         admin = AdminClient.from_kubeconfig(kubeconfig)
-        pools: dict[str, list[str]] = {}
-        for n in fleet.store.items("nodes"):
-            pools.setdefault(n["metadata"]["labels"][POOL_LABEL], []).append(n["metadata"]["name"])
-        node = sorted(pools[sorted(pools)[0]])[0]
-        admin.inject("xid", node=node, gpu=1, code=79)
-        admin.advance(1800)
-        hook = admin.alerts("pagerduty")[0]
-        pd_id = hook["event"]["data"]["id"]
+        _, hook, pd_id = xid79_page(fleet, admin, pd)
         iid = f"pd-{pd_id}"
-        pd.alerts[pd_id] = admin.request("GET", f"pagerduty/incidents/{pd_id}/alerts")["alerts"]
         marker = tmp_path / "crashed"
         env = serve_env(tmp_path, pd, slack)
         env.update({"SUPPLY_AGENT_CRASH_AT": point, "SUPPLY_AGENT_CRASH_ONCE": str(marker)})

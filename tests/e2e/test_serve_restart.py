@@ -10,9 +10,8 @@ from pathlib import Path
 import httpx
 
 from sandbox.fleet.admin import AdminClient
-from sandbox.fleet.world import POOL_LABEL
 from supply_agent.intake.signing import sign_pagerduty, sign_slack
-from tests.support.served import Served, serve_env, until
+from tests.support.served import Served, serve_env, until, xid79_page
 from tests.support.service_harness import (
     APPROVER,
     PD_SECRET,
@@ -25,15 +24,7 @@ from tests.support.slack_stub import block_actions_payload, click_body
 def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(tmp_path: Path) -> None:
     with outside_world(tmp_path) as (fleet, kubeconfig, pd, slack):
         admin = AdminClient.from_kubeconfig(kubeconfig)
-        pools: dict[str, list[str]] = {}
-        for n in fleet.store.items("nodes"):
-            pools.setdefault(n["metadata"]["labels"][POOL_LABEL], []).append(n["metadata"]["name"])
-        node = sorted(pools[sorted(pools)[0]])[0]
-        admin.inject("xid", node=node, gpu=1, code=79)
-        admin.advance(1800)
-        hook = admin.alerts("pagerduty")[0]
-        pd_id = hook["event"]["data"]["id"]
-        pd.alerts[pd_id] = admin.request("GET", f"pagerduty/incidents/{pd_id}/alerts")["alerts"]
+        node, hook, pd_id = xid79_page(fleet, admin, pd)
         env = serve_env(tmp_path, pd, slack)
         log = tmp_path / "serve.log"
 

@@ -104,3 +104,20 @@ def serve_env(tmp: Path, pd: PagerDutyStub, slack: SlackStub) -> dict[str, str]:
         }
     )
     return env
+
+
+def xid79_page(fleet: Any, admin: Any, pd: PagerDutyStub) -> tuple[str, dict[str, Any], str]:
+    """An XID 79 on the first pool's first node, paged the way PagerDuty would: (node, webhook, PD id);
+    the stub serves the incident's alerts."""
+    from sandbox.fleet.world import POOL_LABEL
+
+    pools: dict[str, list[str]] = {}
+    for n in fleet.store.items("nodes"):
+        pools.setdefault(n["metadata"]["labels"][POOL_LABEL], []).append(n["metadata"]["name"])
+    node = sorted(pools[sorted(pools)[0]])[0]
+    admin.inject("xid", node=node, gpu=1, code=79)
+    admin.advance(1800)
+    hook = admin.alerts("pagerduty")[0]
+    pd_id = hook["event"]["data"]["id"]
+    pd.alerts[pd_id] = admin.request("GET", f"pagerduty/incidents/{pd_id}/alerts")["alerts"]
+    return node, hook, pd_id

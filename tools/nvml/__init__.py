@@ -18,9 +18,12 @@ from tools.nvml.codes import (
     ERROR_NOT_SUPPORTED,
     ERROR_TIMEOUT,
     EVENT_TYPE_XID_CRITICAL_ERROR,
+    FI_DEV_GET_GPU_RECOVERY_ACTION,
+    GPU_RECOVERY_ACTIONS,
     NOT_A_MIG_INSTANCE,
     NVLINK_LINKS,
     decode_clock_event_reasons,
+    decode_recovery_action,
     unavailable_sentence,
 )
 from tools.nvml.collector import NvmlCollector, collect_once
@@ -42,12 +45,15 @@ __all__ = [
     "ERROR_NO_PERMISSION",
     "ERROR_TIMEOUT",
     "EVENT_TYPE_XID_CRITICAL_ERROR",
+    "FI_DEV_GET_GPU_RECOVERY_ACTION",
+    "GPU_RECOVERY_ACTIONS",
     "NOT_A_MIG_INSTANCE",
     "NVLINK_LINKS",
     "GpuHealthRead",
     "NvmlCollector",
     "collect_once",
     "decode_clock_event_reasons",
+    "decode_recovery_action",
     "gpu_health",
     "unavailable_sentence",
 ]

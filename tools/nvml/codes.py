@@ -1,5 +1,5 @@
 """NVML's side of the C ABI, as the collector needs it: return codes, event types, clock-event reason
-bits, and what they mean in words.
+bits, field ids and values (the GPU recovery action), and what they mean in words.
 
 It exists apart from the collector because these are facts about NVML (stable across driver versions),
 not about how this project reads it: the numbers are pynvml's, named once here.
@@ -25,6 +25,38 @@ EVENT_TYPE_XID_CRITICAL_ERROR = 0x8
 NOT_A_MIG_INSTANCE = 0xFFFFFFFF
 # Hopper and Blackwell have 18 NVLinks; NVML answers InvalidArgument past the last one.
 NVLINK_LINKS = 18
+
+# nvmlDeviceGetFieldValues: the field id of the GPU's recovery action (recent drivers only: an older one
+# answers NotSupported for it; it replaces the deprecated NVML_FI_DEV_RESET_STATUS = 226 and
+# NVML_FI_DEV_DRAIN_AND_RESET_STATUS = 227), and, per nvmlValueType_t, the member of a field value's union
+# that holds the value.
+FI_DEV_GET_GPU_RECOVERY_ACTION = 230
+VALUE_TYPE_MEMBERS: dict[int, str] = {
+    0: "dVal",
+    1: "uiVal",
+    2: "ulVal",
+    3: "ullVal",
+    4: "sllVal",
+    5: "siVal",
+    6: "usVal",
+}
+
+# nvmlDeviceGpuRecoveryAction_t, by value, in the names the health report uses. NVIDIA's "Error Recovery
+# and Response Flags": none = the GPU can be used again at once by a new process; reset = terminate every
+# GPU process and reset the GPU; node_reboot = the OS may be inconsistent, reboot it; drain_p2p = end the
+# processes doing peer-to-peer traffic, then read the action again; drain_and_reset = keep new work off,
+# reset the GPU once it is drained. 5-7 are newer (IMEX domains, PCIe bus reset, system reboot).
+GPU_RECOVERY_ACTIONS: dict[int, str] = {
+    0: "none",
+    1: "reset",
+    2: "node_reboot",
+    3: "drain_p2p",
+    4: "drain_and_reset",
+    5: "recover_imex_domain",
+    6: "bus_reset",
+    7: "system_reboot",
+}
+GPU_RECOVERY_ACTION_VALUES: dict[str, int] = {name: value for value, name in GPU_RECOVERY_ACTIONS.items()}
 
 # nvmlClocksEventReason* bits (formerly nvmlClocksThrottleReason*), in bit order.
 CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (
@@ -63,6 +95,11 @@ def decode_clock_event_reasons(mask: int) -> list[str]:
             rest &= ~bit
         bit <<= 1
     return names
+
+
+def decode_recovery_action(value: int) -> str:
+    """The name of an NVML GPU recovery action; "unknown" for a value this binding does not know."""
+    return GPU_RECOVERY_ACTIONS.get(int(value), "unknown")
 
 
 def unavailable_sentence(exc: BaseException) -> str:

@@ -3,7 +3,8 @@
 `NvmlCollector` is what `supply-agent node-agent` runs on each GPU node: it subscribes to XID
 critical-error events once, keeps a bounded per-GPU history of them (NVML event sets only deliver
 events that happen after registration, so a missed poll is a missed XID), and on demand reads ECC,
-row remapping, temperature, clock-event reasons and NVLink state for every GPU.
+row remapping, temperature, clock-event reasons, NVLink state and the GPU recovery action (the field
+NVML_FI_DEV_GET_GPU_RECOVERY_ACTION, which XID 154 announces a change of) for every GPU.
 
 Every field is read on its own: one field NVML refuses is named in `unsupported` or `errors` and the
 rest are still reported, and a GPU that fell off the bus is reported `lost` rather than failing the
@@ -31,9 +32,12 @@ from tools.nvml.codes import (
     ERROR_NOT_SUPPORTED,
     ERROR_TIMEOUT,
     EVENT_TYPE_XID_CRITICAL_ERROR,
+    FI_DEV_GET_GPU_RECOVERY_ACTION,
     NOT_A_MIG_INSTANCE,
     NVLINK_LINKS,
+    VALUE_TYPE_MEMBERS,
     decode_clock_event_reasons,
+    decode_recovery_action,
     unavailable_sentence,
 )
 
@@ -69,6 +73,14 @@ def _handle_key(handle: Any) -> Hashable:
 def _error_text(exc: BaseException) -> str:
     text = str(exc)
     return text or f"{type(exc).__name__} (code {getattr(exc, 'value', '?')})"
+
+
+class _FieldError(Exception):
+    """A field's own NVML return code, for a binding that offers no NVMLError to raise it as."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(f"NVML error {value}")
+        self.value = value
 
 
 class _GpuLost(Exception):
@@ -382,6 +394,11 @@ class NvmlCollector:
 
         values["nvlinks"] = self._nvlinks(handle, unsupported, errors)
 
+        action = read("recovery_action", lambda: self._recovery_action(handle))
+        if action is not None:
+            values["recovery_action_code"] = action
+            values["recovery_action"] = decode_recovery_action(action)
+
     def _clock_event_mask(self, handle: Any) -> int:
         nvml = self._nvml
         current = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
@@ -393,6 +410,27 @@ class NvmlCollector:
                 if getattr(exc, "value", None) != ERROR_FUNCTION_NOT_FOUND:
                     raise
         return int(nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle))
+
+    def _recovery_action(self, handle: Any) -> int:
+        """NVML_FI_DEV_GET_GPU_RECOVERY_ACTION through nvmlDeviceGetFieldValues.
+
+        The call succeeds as a whole and reports each field's own return code, so a driver that does not
+        know the field answers NotSupported (or InvalidArgument) in the value, not as an exception.
+        """
+        nvml = self._nvml
+        field_id = getattr(nvml, "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", FI_DEV_GET_GPU_RECOVERY_ACTION)
+        get_values = getattr(nvml, "nvmlDeviceGetFieldValues", None)
+        if get_values is None:  # a binding older than field values: the same as a driver without them
+            raise _FieldError(ERROR_FUNCTION_NOT_FOUND)
+        value = get_values(handle, [field_id])[0]
+        code = int(value.nvmlReturn)
+        if code == ERROR_INVALID_ARGUMENT:
+            code = ERROR_NOT_SUPPORTED  # a driver older than the field id rejects the id itself
+        if code:
+            error = getattr(nvml, "NVMLError", None)
+            raise error(code) if error is not None else _FieldError(code)
+        member = VALUE_TYPE_MEMBERS.get(int(value.valueType), "uiVal")
+        return int(getattr(value.value, member))
 
     def _nvlinks(
         self, handle: Any, unsupported: list[str], errors: dict[str, str]

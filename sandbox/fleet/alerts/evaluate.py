@@ -116,7 +116,9 @@ def _labels(trigger: Trigger, fault: Fault, cluster: str) -> dict[str, str]:
     if "instance" in rule.scope:
         labels["instance"] = fault.node or ""  # node-local exporters are relabelled to the node name
     labels.update(rule.static_labels)
-    severity = rule.severity_by_xid.get(xid, rule.severity) if xid is not None else rule.severity
+    severity = rule.severity
+    if rule.severity_of_xid is not None and xid is not None:
+        severity = rule.severity_of_xid(xid, fault.recovery_action)
     labels.update({"alertname": rule.alert, "severity": severity, "cluster": cluster})
     return {name: value for name, value in sorted(labels.items()) if value}  # Prometheus drops empty labels
 

@@ -7,7 +7,7 @@ Shared by the rules (rules.py), their evaluation (evaluate.py) and every receive
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -56,7 +56,8 @@ class Rule:
     scope: tuple[Scope, ...] = ()
     static_labels: Mapping[str, str] = field(default_factory=dict)  # labels the matched series carries
     xid: int | None = None  # the XID this condition is (pinned); None: the fault's code names it
-    severity_by_xid: Mapping[int, Severity] = field(default_factory=dict)
+    # The severity of the alert for an XID and the fault's GPU recovery action; None: always `severity`.
+    severity_of_xid: Callable[[int, str | None], Severity] | None = None
 
 
 @dataclass(frozen=True, slots=True)

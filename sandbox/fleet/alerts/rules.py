@@ -12,14 +12,11 @@ from datetime import timedelta
 
 from sandbox.fleet.alerts.model import Inhibit, Rule, Scope, Trigger
 from sandbox.fleet.faults import FaultKind
+from sandbox.fleet.xids import severity as xid_severity
 
 RUNBOOKS = "http://runbooks.sandbox.local/alerts"
 MIXIN_RUNBOOKS = "https://runbooks.prometheus-operator.dev/runbooks/kubernetes"
 
-
-# XIDs that mean the GPU (not the job) is broken and needs a reset, a reboot or a replacement
-# (NVIDIA's XID catalogue). Others (13, 31, 43, 45, ...) are usually the application's own fault.
-_CRITICAL_XIDS: frozenset[int] = frozenset({48, 62, 64, 74, 79, 95, 119, 120})
 
 _GPU: tuple[Scope, ...] = ("gpu", "xid")
 
@@ -27,7 +24,10 @@ GPU_XID_ERROR = Rule(
     alert="GPUXidError",
     expr="DCGM_FI_DEV_XID_ERRORS > 0",
     severity="warning",
-    severity_by_xid={code: "critical" for code in sorted(_CRITICAL_XIDS)},
+    # From NVIDIA's Xid catalogue (sandbox.fleet.xids): critical when the GPU needs a reset, a reboot or
+    # service (XID 154: when its recovery action says so), warning for an application error, info when
+    # nothing needs doing.
+    severity_of_xid=xid_severity,
     summary="XID {{ $labels.xid }} on GPU {{ $labels.gpu }} of node {{ $labels.node }}",
     description="GPU {{ $labels.gpu }} ({{ $labels.modelName }}, {{ $labels.UUID }}) on node "
     "{{ $labels.node }} reported XID {{ $labels.xid }}. Some XIDs are faults of the job running on it, "

@@ -62,7 +62,7 @@ class SandboxV1Mixin(APIState):
                     f"unknown fault kind {body.get('kind')!r}; known: "
                     f"{', '.join(k.value for k in FaultKind)}",
                 ) from exc
-            known = {"kind", "node", "gpu", "code", "namespace", "pod", "detail"}
+            known = {"kind", "node", "gpu", "code", "namespace", "pod", "detail", "recovery_action"}
             if unknown := set(body) - known:
                 raise FleetError(422, "Invalid", f"unknown fault field(s): {', '.join(sorted(unknown))}")
             for field in ("gpu", "code"):
@@ -76,6 +76,7 @@ class SandboxV1Mixin(APIState):
                 namespace=body.get("namespace"),
                 pod=body.get("pod"),
                 detail=str(body.get("detail") or ""),
+                recovery_action=body.get("recovery_action"),
             )
             return json_response(fault.model_dump(mode="json"), 201)
         if path == "faults/clear" and method == "POST":

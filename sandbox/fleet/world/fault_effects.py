@@ -1,6 +1,7 @@
 """What an injected fault does to the world, and how the world heals when it is cleared. The fault models
 themselves (`FaultKind`, `Fault`) are data in `sandbox.fleet.faults`; this module makes every API show a
-fault: the NVML report, node conditions and taints, events, pod statuses, meters and logs.
+fault: the NVML report, node conditions and taints, events, pod statuses, meters and logs. What an XID
+does (GPU health, its job) follows NVIDIA's Xid catalogue, through `sandbox.fleet.xids`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from sandbox.fleet.world.spec import (
     PRODUCT_LABEL,
     RACK_LABEL,
     REGION_LABEL,
-    XID_APPLICATION,
-    XID_INFORMATIONAL,
     FleetError,
     Meter,
     is_ready,
@@ -26,6 +25,14 @@ from sandbox.fleet.world.spec import (
     not_found,
 )
 from sandbox.fleet.world.state import FleetState
+from sandbox.fleet.xids import (
+    DEFAULT_RECOVERY_ACTION,
+    XID_RECOVERY_ACTION_CHANGED,
+    recovery_action_in,
+    recovery_action_name,
+)
+from sandbox.fleet.xids import effect as xid_effect
+from tools.nvml.codes import GPU_RECOVERY_ACTION_VALUES
 
 
 class FaultEffectsMixin(FleetState):
@@ -75,8 +82,22 @@ class FaultEffectsMixin(FleetState):
         namespace: str | None = None,
         pod: str | None = None,
         detail: str = "",
+        recovery_action: str | int | None = None,
     ) -> Fault:
-        """Inject a fault; every API (NVML report, conditions, events, pod status, meters) shows it."""
+        """Inject a fault; every API (NVML report, conditions, events, pod status, meters) shows it.
+
+        ``recovery_action`` (xid faults only, a name or an NVML value) is what NVML reports as the GPU's
+        recovery action afterwards. An XID 154 always carries one: given, else named in ``detail`` (the
+        driver's "... changed from 0x0 (None) to 0x1 (GPU Reset Required)"), else `DEFAULT_RECOVERY_ACTION`.
+        """
+        if recovery_action is not None and kind != FaultKind.XID:
+            raise FleetError(422, "Invalid", "only an xid fault carries a GPU recovery action")
+        try:
+            action = None if recovery_action is None else recovery_action_name(recovery_action)
+        except ValueError as exc:
+            raise FleetError(422, "Invalid", str(exc)) from None
+        if kind == FaultKind.XID and code == XID_RECOVERY_ACTION_CHANGED and action is None:
+            action = recovery_action_in(detail) or DEFAULT_RECOVERY_ACTION
         if kind in NODE_FAULTS:
             if not node:
                 raise FleetError(422, "Invalid", f"fault {kind.value!r} needs a node")
@@ -121,6 +142,7 @@ class FaultEffectsMixin(FleetState):
             node=node if kind in NODE_FAULTS else None,
             gpu=gpu,
             code=code,
+            recovery_action=action,
             namespace=namespace,
             pod=pod,
             labels=labels,
@@ -143,7 +165,13 @@ class FaultEffectsMixin(FleetState):
             uuid_ = sim.gpus[fault.gpu].uuid
             if kind == FaultKind.XID:
                 assert fault.code is not None
-                sim.inject_xid(fault.gpu, fault.code)
+                if fault.recovery_action is None:
+                    sim.inject_xid(fault.gpu, fault.code)
+                elif fault.code == XID_RECOVERY_ACTION_CHANGED:
+                    sim.change_recovery_action(fault.gpu, GPU_RECOVERY_ACTION_VALUES[fault.recovery_action])
+                else:
+                    sim.set_recovery_action(fault.gpu, GPU_RECOVERY_ACTION_VALUES[fault.recovery_action])
+                    sim.inject_xid(fault.gpu, fault.code)
             elif kind == FaultKind.ECC:
                 sim.inject_ecc_uncorrectable(fault.gpu)
             elif kind == FaultKind.OFF_BUS:
@@ -160,20 +188,24 @@ class FaultEffectsMixin(FleetState):
                 )
             else:
                 xid = fault.code or 0
-                fatal = xid not in XID_APPLICATION and xid not in XID_INFORMATIONAL
+                what = xid_effect(xid, fault.recovery_action)
+                note = []
+                if xid == XID_RECOVERY_ACTION_CHANGED:
+                    note.append(f"GPU recovery action: {fault.recovery_action}")
+                if not what.gpu_unhealthy:
+                    note.append("application error; GPU healthy" if what.job_dies else "GPU healthy")
                 self.event(
                     node,
                     "Warning",
                     "GpuXidError",
-                    f"XID {xid} on GPU {fault.gpu} ({uuid_})"
-                    + ("" if fatal else " (application error; GPU healthy)"),
+                    f"XID {xid} on GPU {fault.gpu} ({uuid_})" + (f" ({'; '.join(note)})" if note else ""),
                     "node-agent",
                 )
-                if fatal:
+                if what.gpu_unhealthy:
                     self._unhealthy.setdefault(fault.node, set()).add(fault.gpu)
                     self._refresh_node(fault.node)
                 owner = self._gpu_owner[fault.node][fault.gpu]
-                if owner and xid not in XID_INFORMATIONAL:
+                if owner and what.job_dies:
                     self._container_crashed(owner, f"CUDA error: XID {xid} on GPU {fault.gpu}")
         elif kind in (FaultKind.NOT_READY, FaultKind.PARTITION):
             assert fault.node is not None

@@ -1,6 +1,6 @@
 """What a fleet is made of, before any controller runs: its shape (`FleetSpec`), the label and annotation
-names its objects carry, the XID classes the device plugin acts on, the API error every controller raises,
-and the pod predicates they all share.
+names its objects carry, the API error every controller raises, and the pod predicates they all share.
+(What each XID does to a GPU and its job is `sandbox.fleet.xids`, from NVIDIA's Xid catalogue.)
 """
 
 from __future__ import annotations
@@ -25,11 +25,6 @@ AGENT_NAMESPACE = "supply-agent-system"
 AGENT_NAME = "node-agent"
 AGENT_PORT = 9400
 TOLERATION_SECONDS = 300  # the default not-ready/unreachable NoExecute toleration of a pod
-
-# NVIDIA's device plugin treats these XIDs as the application's fault and keeps the GPU healthy.
-XID_APPLICATION = frozenset({13, 31, 43, 45, 68})
-# Informational: the GPU keeps serving (63: a row remap was recorded; 92: high single-bit ECC rate).
-XID_INFORMATIONAL = frozenset({63, 92})
 
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 

@@ -40,8 +40,17 @@ def affected(state: IncidentState, pb: Playbook, uncatalogued: str | None = None
     """The incident's entities this playbook acts on: one firing alert per node it handles (the first
     alert's node first, then in the order they joined). Every one gets the runbook's steps."""
     out: dict[str, AlertIn] = {}
+    # A node a read could not find (an alert naming a node the cluster does not have) is left out: the
+    # truth about what is affected is the cluster's.
+    unread = {
+        str(e.params.get("node"))
+        for e in state.evidence
+        if e.tool == "k8s.get_node" and not e.ok and e.params.get("node")
+    }
     for a in [state.alert, *state.alerts]:
         if a.status != "firing" or not a.node or a.node in out:
+            continue
+        if a is not state.alert and a.node in unread:
             continue
         if a is state.alert or pb.match_key(a.alertname, a.labels, None, None, uncatalogued) is not None:
             out[a.node] = a
@@ -157,6 +166,17 @@ class RunbookPlanner:
         more = False
         subject: str | None = None
         entities = affected(state, pb, ctx.playbooks.limits.xid_uncatalogued)
+        looked = {str(e.params.get("node")) for e in state.evidence if e.tool == "k8s.get_node"}
+        unseen = [a.node for a in entities[1:] if a.node and a.node not in looked]
+        if unseen:
+            # Another node joined the incident: read it first (is it there? what does it show?).
+            return Proposal(
+                kind="act",
+                tool="k8s.get_node",
+                params={"node": unseen[0]},
+                planner=self.name,
+                reason=f"{unseen[0]} has the same alert: read it before acting on it",
+            )
         if len(entities) > 1 and "${labels." in str(step.params):
             # Several nodes with this fault in one incident: the step is done for each, in turn, with
             # that node's alert's labels; the cursor moves on once every node has had it.

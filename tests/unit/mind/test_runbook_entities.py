@@ -27,7 +27,14 @@ def _xid(node: str, code: int = 48, gpu: int = 2, customer: str = "") -> AlertIn
     return AlertIn(alertname="GPUXidError", labels=labels, fingerprint=f"{node}-{code}")
 
 
-def _state(*alerts: AlertIn, **extra: Any) -> IncidentState:
+def _node_read(node: str, ok: bool = True) -> Evidence:
+    return Evidence(tool="k8s.get_node", params={"node": node}, ok=ok, summary="", result={"name": node})
+
+
+def _state(*alerts: AlertIn, seen: bool = True, **extra: Any) -> IncidentState:
+    """An incident of these alerts; with ``seen``, each node already read (it exists)."""
+    reads = [_node_read(a.node) for a in alerts if a.node] if seen else []
+    extra["evidence"] = [*reads, *extra.get("evidence", [])]
     return IncidentState(incident_id="i1", alerts=list(alerts), opened_at=NOW, playbook_id="xid-ecc", **extra)
 
 
@@ -86,6 +93,19 @@ def test_a_read_step_repeats_per_node_and_a_notice_uses_that_nodes_labels() -> N
     state = _did(state, pb.runbook[notify].name or "", "notify.customer", "node-a", customer="ember")
     p = RunbookPlanner().propose(state, CTX)
     assert p.params["customer"] == "cobalt" and p.subject == "node-b"
+
+
+def test_a_node_that_joins_is_read_first_and_left_out_if_the_cluster_has_none() -> None:
+    a, ghost = _xid("node-a", customer="ember"), _xid("ghost-1", customer="cobalt")
+    pb = PLAYBOOKS.get("xid-ecc")
+    assert pb is not None
+    state = _state(a, ghost, seen=False)
+    first = RunbookPlanner().propose(state, CTX)
+    assert (first.tool, first.params, first.runbook_step) == ("k8s.get_node", {"node": "ghost-1"}, None)
+    state = state.model_copy(update={"evidence": [_node_read("ghost-1", ok=False)]})
+    assert [x.node for x in affected(state, pb)] == ["node-a"]
+    p = RunbookPlanner().propose(state, CTX)
+    assert p.tool == "nvml.gpu_health" and p.subject is None  # one node: planned as before
 
 
 def test_one_node_is_planned_as_before() -> None:

@@ -175,7 +175,7 @@ def test_a_clause_naming_codes_beats_one_naming_their_bucket() -> None:
     codes = Match(alertnames=["GPUXidError"], xids=[46, 62])
     bucket = Match(alertnames=["GPUXidError"], xid_buckets=["RESET_GPU"])
     assert specificity(codes) < specificity(bucket)
-    with pytest.raises(ValueError, match="XID|bucket|RESET"):
+    with pytest.raises(ValueError, match=r"Input should be"):
         Match(alertnames=["GPUXidError"], xid_buckets=["REBOOT_PLEASE"])  # type: ignore[list-item]
 
 
