@@ -156,6 +156,13 @@ class PagerDutyClient:
             "POST", path, lambda: self._client.rpost(path, json={"content": content}), replay_safe=False
         )
 
+    def notes(self, incident_id: str) -> list[str]:
+        """The contents of the incident's notes (``GET /incidents/{id}/notes``), oldest first."""
+        path = f"/incidents/{_checked(incident_id)}/notes"
+        found = self._call("GET", path, lambda: self._client.rget(path))
+        items = found if isinstance(found, list) else []
+        return [str(n.get("content", "")) for n in items if isinstance(n, dict)]
+
     def escalate(self, incident_id: str, reason: str, escalation_policy_id: str | None = None) -> None:
         """Note the reason, then reassign the incident to the escalation policy (argument, else setting).
 

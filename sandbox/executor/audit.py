@@ -90,6 +90,18 @@ class AuditLog:
                 .limit(1)
             ).first()
 
+    def interrupted(self, idempotency_key: str) -> bool:
+        """Whether the last run under this key began (a ``before`` row) and never recorded how it ended:
+        the process died mid-call, so the other side may or may not have acted."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            last = session.scalar(
+                select(AuditRecord.phase)
+                .where(AuditRecord.idempotency_key == idempotency_key)
+                .order_by(AuditRecord.id.desc())
+                .limit(1)
+            )
+        return last == "before"
+
     def records(self, incident_id: str | None = None) -> list[AuditRecord]:
         with Session(self.engine, expire_on_commit=False) as session:
             q = select(AuditRecord).order_by(AuditRecord.id)

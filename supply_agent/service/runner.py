@@ -198,8 +198,19 @@ class RunnerMixin(ServiceState):
         ):
             log.warning("write-back has no client configured; skipped", incident_id=iid, call=tool)
             return None
+        executor = self.env.runtime.executor
+        # The last try was cut off mid-call (a kill): PagerDuty may hold the note already, and a note
+        # sent twice is noise on the page. Look before sending again.
+        if (
+            tool == "pagerduty.note"
+            and self.pd is not None
+            and executor.audit.interrupted(key)
+            and str(params.get("content")) in self.pd.notes(str(params.get("incident")))
+        ):
+            log.info("note delivered before the interruption; not sent again", incident_id=iid)
+            return {}
         action = Action(tool=tool, params=params, incident_id=iid, step=0, proposed_by="service")
-        res = self.env.runtime.executor.control(action, by="supply-agent", key=key)
+        res = executor.control(action, by="supply-agent", key=key)
         if res.outcome in ("executed", "duplicate"):
             failpoints.reached("sent")
             return res.result or {}

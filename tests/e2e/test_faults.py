@@ -299,3 +299,34 @@ def test_pagerduty_down_during_an_escalation_the_reassign_arrives_after(tmp_path
         assert len(escalations) == 1, escalations
         assert "resolved" not in h.pd.statuses(pd_id)
         assert h.service.jobs.with_status("dead") == []
+
+
+def test_a_note_cut_off_mid_call_is_looked_up_before_it_is_sent_again(tmp_path: Path) -> None:
+    """A kill between PagerDuty storing a note and the audit saying so: the retry finds the note in
+    PagerDuty and does not post it twice; a note that did not arrive is sent."""
+    with serve_harness(tmp_path) as h:
+        h.pd.add_incident("PCUT1")
+        audit = h.service.env.runtime.executor.audit
+        params = {"incident": "PCUT1", "content": "[evidence] the note that made it"}
+        key = "cut-off-note"
+        common = {"incident_id": "pd-PCUT1", "step": 0, "tool": "pagerduty.note", "action_hash": "h" * 64}
+        audit.append(
+            phase="before", outcome="pending", idempotency_key=key, params=params, verdict="control", **common
+        )
+        assert audit.interrupted(key)
+        assert h.service.pd is not None
+        h.service.pd.add_note("PCUT1", params["content"])  # PagerDuty got it; the process died then
+        h.service._deliver("pd-PCUT1", "pagerduty.note", params, key)
+        assert h.pd.notes("PCUT1") == [params["content"]]
+        lost = {"incident": "PCUT1", "content": "[evidence] the note that did not"}
+        audit.append(
+            phase="before",
+            outcome="pending",
+            idempotency_key="cut-2",
+            params=lost,
+            verdict="control",
+            **common,
+        )
+        h.service._deliver("pd-PCUT1", "pagerduty.note", lost, "cut-2")
+        assert h.pd.notes("PCUT1") == [params["content"], lost["content"]]
+        assert not audit.interrupted("cut-2")

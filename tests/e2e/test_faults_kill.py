@@ -80,7 +80,8 @@ def _killed_once_and_finished(tmp_path: Path, point: str) -> None:
             # PagerDuty: one acknowledge, then one resolve; every note once.
             assert pd.statuses(pd_id) == ["acknowledged", "resolved"]
             notes = pd.notes(pd_id)
-            assert notes and len(notes) == len(set(notes)), "a note was sent twice"
+            twice = sorted({n for n in notes if notes.count(n) > 1})
+            assert notes and not twice, f"sent twice: {twice}"
             # Slack: one prompt, one update.
             assert len(slack.posted()) == 1 and len(slack.updates()) == 1
             # The fleet and the ledger: each action done once, none skipped.

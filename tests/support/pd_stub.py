@@ -10,6 +10,7 @@ to the client. It serves only what supply-agent calls:
 * ``PUT /incidents/{id}``: body ``{"incident": {...}}``; applies ``status`` and ``escalation_policy``
   to the stored incident and answers ``{"incident": {...}}``;
 * ``POST /incidents/{id}/notes``: body ``{"note": {"content": ...}}``; answers ``{"note": {...}}``;
+* ``GET /incidents/{id}/notes``: ``{"notes": [{"content": ...}, ...]}``;
 * ``GET /users?query=``: users from ``stub.users`` whose email or name contains the query.
 
 Every request needs ``Authorization: Token token=<api_key>`` (else 401) and every write a ``From``
@@ -224,6 +225,10 @@ class PagerDutyStub:
                     if q in str(u.get("email", "")).lower() + "\n" + str(u.get("name", "")).lower()
                 ]
                 return 200, _page("users", found, req.query)
+            if req.method == "GET" and (m := _NOTES.fullmatch(req.path)):
+                if m[1] not in self.incidents and m[1] not in self.alerts:
+                    return 404, _error(404, "Incident Not Found")
+                return 200, {"notes": [{"content": c} for c in self._notes.get(m[1], [])]}
             if req.method == "PUT" and (m := _INCIDENT.fullmatch(req.path)):
                 return self._update_incident(m[1], req.json)
             if req.method == "POST" and (m := _NOTES.fullmatch(req.path)):

@@ -10,6 +10,10 @@ Every field is read on its own: one field NVML refuses is named in `unsupported`
 rest are still reported, and a GPU that fell off the bus is reported `lost` rather than failing the
 whole report. A machine without NVML gets a report that says so in a sentence, never an exception.
 The sandbox fleet runs this same collector over `sandbox.fleet.nvml_sim.SimNvml`.
+
+Long because each NVML query has its own failure modes (unsupported, not permitted, GPU lost, a field
+value's own return code) and the report must say which, field by field; split, the reading and its
+error handling would drift apart.
 """
 
 from __future__ import annotations
