@@ -245,6 +245,7 @@ def stall(tmp: Path, what: str) -> Figures:
             )
         )
         f.to_page_s = time.monotonic() - start if paged else None
+        _until(lambda: _samples(h, "supply_agent_handed_back_total"), 10)  # counted just after it is sent
         _count(h, f, acks)
         f.lost = 0 if paged else f.acknowledged
         h.pd.heal()
@@ -280,7 +281,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"faults-{name}-") as d:
             console.print(f"[dim]running {name} ...[/]")
             rows.append(SCENARIOS[name](Path(d)))
-    table = Table(title="Faults: acknowledged = stored = handled or paged back")
+    table = Table(
+        title="Faults: acknowledged = stored = handled or paged back (stored and handled count the approval click too)"
+    )
     for col in (
         "fault",
         "acked",
