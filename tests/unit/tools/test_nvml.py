@@ -7,7 +7,6 @@ import ctypes
 import json
 import threading
 import time
-import types
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ import pytest
 from sandbox.fleet.nvml_sim import SimGpu, SimNvml
 from supply_agent.models import GpuHealthReport
 from supply_agent.node_agent import make_app
+from tests.support.nvml_fakes import module_over
 from tools.nvml import NvmlCollector, _handle_key, collect_once, decode_clock_event_reasons
 
 H100 = "NVIDIA H100 80GB HBM3"
@@ -253,20 +253,6 @@ def test_xid_history_is_bounded(sim: SimNvml) -> None:
 
 
 # fake modules: one field NVML refuses, old drivers, init failures ---------------------------------
-
-
-def module_over(sim: SimNvml, **overrides: Any) -> types.ModuleType:
-    """A module exposing the sim's API, with some functions replaced (None removes one)."""
-    module = types.ModuleType("fake_pynvml")
-    for name in dir(sim):
-        if name.startswith(("nvml", "NVML")):
-            setattr(module, name, getattr(sim, name))
-    for name, value in overrides.items():
-        if value is None:
-            delattr(module, name)
-        else:
-            setattr(module, name, value)
-    return module
 
 
 def raising(code: int) -> Any:

@@ -15,6 +15,7 @@ from sandbox.fleet.admin import AdminClient, AdminError
 from sandbox.fleet.nvml_sim import SimNvml
 from supply_agent.models import GpuHealthReport
 from supply_agent.node_agent import make_app
+from tests.support.nvml_fakes import module_over
 from tools.kubernetes import KubeTools
 from tools.nvml import NvmlCollector, collect_once
 from tools.nvml.codes import (
@@ -30,22 +31,6 @@ H100 = "NVIDIA H100 80GB HBM3"
 @pytest.fixture
 def sim() -> SimNvml:
     return SimNvml.healthy("node-a", 8, H100, seed=42)
-
-
-def module_over(sim: SimNvml, **overrides: Any) -> Any:
-    """A module exposing the sim's API, with some functions replaced (None removes one)."""
-    import types
-
-    module = types.ModuleType("fake_pynvml")
-    for name in dir(sim):
-        if name.startswith(("nvml", "NVML")):
-            setattr(module, name, getattr(sim, name))
-    for name, value in overrides.items():
-        if value is None:
-            delattr(module, name)
-        else:
-            setattr(module, name, value)
-    return module
 
 
 def answering(sim: SimNvml, nvml_return: int, value: int = 0, value_type: int = 1) -> Any:
