@@ -63,7 +63,13 @@ def failure_reasons(r: EvalResult) -> list[str]:
     if r.error:
         reasons.append(f"error: {r.error}")
     if not r.outcome_correct:
-        reasons.append(f"outcome mismatch: expected {r.expected_outcome}, got {r.outcome}")
+        if r.incidents_opened != r.incidents_expected:
+            # Say what differs: how many incidents the alerts became, and the outcome if that differs too.
+            reasons.append(
+                f"incident count mismatch: expected {r.incidents_expected} incident(s), opened {r.incidents_opened}"
+            )
+        if r.outcome != r.expected_outcome:
+            reasons.append(f"outcome mismatch: expected {r.expected_outcome}, got {r.outcome}")
     if not r.root_cause_correct:
         reasons.append(
             f"root cause mismatch: expected {r.expected_root_cause or _NONE}, got {r.root_cause or _NONE}"

@@ -40,6 +40,7 @@ class EvalResult(BaseModel):
     outcomes: list[str] = Field(default_factory=list, description="Every opened incident, in order.")
     expected_outcomes: list[str] = Field(default_factory=list)
     incidents_opened: int = 0
+    incidents_expected: int = 1
     root_cause: str | None = None
     expected_root_cause: str = ""
     root_cause_correct: bool = False

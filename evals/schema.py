@@ -34,8 +34,13 @@ class IncidentFileError(ValueError):
     """A bad incident file: the message names the file and the field."""
 
 
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_COMPOUND = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
+
+
 def parse_duration(value: Any) -> timedelta:
-    """``90``, ``"90s"``, ``"2m"``, ``"1.5h"``, ``"250ms"``: a non-negative duration."""
+    """``90``, ``"90s"``, ``"2m"``, ``"1.5h"``, ``"250ms"``, or parts added up (``"5m15s"``,
+    ``"1h30m"``, as Go and Prometheus write them): a non-negative duration."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
@@ -43,11 +48,15 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        m = _DURATION.match(str(value))
-        if m is None:
-            raise ValueError(f"{value!r} is not a duration (use 30s, 5m, 1h or seconds)")
-        unit = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]
-        seconds = float(m.group(1)) * unit
+        text = str(value).strip()
+        m = _DURATION.match(text)
+        units = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}
+        if m is not None:
+            seconds = float(m.group(1)) * units[m.group(2)]
+        elif _COMPOUND.fullmatch(text):
+            seconds = sum(float(n) * units[u] for n, u in _PART.findall(text))
+        else:
+            raise ValueError(f"{value!r} is not a duration (use 30s, 5m, 1h, 5m15s or seconds)")
     if seconds < 0:
         raise ValueError(f"{value!r}: a duration is not negative")
     return timedelta(seconds=seconds)
@@ -283,6 +292,11 @@ class Limits(_Strict):
 
 class Expect(_Strict):
     outcome: Outcome
+    acceptable: list[Outcome] = Field(
+        default_factory=list,
+        description="Other outcomes that are right too (the source allows either); `outcome: [a, b]` "
+        "says the same: the first is the outcome, the rest acceptable.",
+    )
     outcomes: list[Outcome] | None = Field(
         None, description="With several incidents: each one's outcome, in the order opened."
     )
@@ -291,6 +305,14 @@ class Expect(_Strict):
     must: list[ActionPattern] = Field(default_factory=list)
     must_not: list[ActionPattern] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _outcome_list(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("outcome"), list):
+            first, *rest = data["outcome"] or [None]
+            data = {**data, "outcome": first, "acceptable": [*rest, *data.get("acceptable", [])]}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Expect:

@@ -266,7 +266,7 @@ def score(
     if exp.outcomes is not None:
         outcome_ok = outcomes == list(exp.outcomes)
     else:
-        outcome_ok = primary == exp.outcome and len(outcomes) == exp.incidents
+        outcome_ok = primary in (exp.outcome, *exp.acceptable) and len(outcomes) == exp.incidents
     root = states[0].root_cause if states else ("no-fault" if exp.incidents == 0 else None)
     must_missing = missing_musts(exp.must, executed, names)
     violations = forbidden_actions(exp.must_not, executed, names)
@@ -297,6 +297,7 @@ def score(
         outcomes=outcomes,
         expected_outcomes=list(exp.outcomes or ([exp.outcome] if exp.incidents else [])),
         incidents_opened=len(states),
+        incidents_expected=exp.incidents,
         root_cause=root,
         expected_root_cause=exp.root_cause,
         root_cause_correct=root_ok,
