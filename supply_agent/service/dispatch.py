@@ -13,7 +13,7 @@ import json
 import queue
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from supply_agent import failpoints
 from supply_agent.incidents.agent import ApprovalAnswer, RunResult
@@ -36,6 +36,16 @@ from supply_agent.service.state import (
     log,
 )
 from tools.errors import describe, retry_after, transient
+
+
+class Handled(NamedTuple):
+    """How handling one stored event ended: its status (``retry`` puts it back), why, and the wait the
+    other side asked for."""
+
+    event_id: int
+    status: str
+    note: str
+    wait: float | None = None
 
 
 class DispatchMixin(ServiceState):
@@ -91,7 +101,7 @@ class DispatchMixin(ServiceState):
                 done = self._handle_batch(ids)
             except Exception as exc:  # never lose the batch: each event is tried again, or marked with why
                 log.exception("event batch failed", events=len(ids))
-                done = [(i, *self._failure(exc)) for i in ids]
+                done = [Handled(i, *self._failure(exc)) for i in ids]
             try:
                 self._record(done)
             except Exception as exc:  # still pending in the log: the rescan queues them again
@@ -102,40 +112,40 @@ class DispatchMixin(ServiceState):
                 self.metrics.queue.set(self._pending)
 
     @staticmethod
-    def _failure(exc: BaseException) -> tuple[str, str]:
-        """How an event's failed handling ends: ``retry`` when it may pass, ``failed`` for bad data.
-        The wait the other side asked for rides in the note (``retry after N s``)."""
-        why = describe(exc)
+    def _failure(exc: BaseException) -> tuple[str, str, float | None]:
+        """How an event's failed handling ends: ``retry`` when it may pass, ``failed`` for bad data;
+        the note, and the wait the other side asked for (``Retry-After``)."""
         if transient(exc):
-            asked = retry_after(exc)
-            return "retry", why if asked is None else f"{why} ({_ASKED}{asked:g} s)"
-        return "failed", why
+            return "retry", describe(exc), retry_after(exc)
+        return "failed", describe(exc), None
 
-    def _record(self, done: list[tuple[int, str, str]]) -> None:
-        finished = [d for d in done if d[1] != "retry"]
+    def _record(self, done: list[Handled]) -> None:
+        finished = [(d.event_id, d.status, d.note) for d in done if d.status != "retry"]
+        retried = [d for d in done if d.status == "retry"]
         later: list[tuple[int, str, float]] = []
-        if len(finished) < len(done):
-            stored = self.events.get_many([i for i, status, _ in done if status == "retry"])
+        if retried:
+            stored = self.events.get_many([d.event_id for d in retried])
             now = time.time()
-            for i, _, note in (d for d in done if d[1] == "retry"):
-                attempts = stored[i].attempts if i in stored else 0
-                later.append((i, note, now + self.backoff.delay(attempts, _asked(note))))
+            for d in retried:
+                attempts = stored[d.event_id].attempts if d.event_id in stored else 0
+                later.append((d.event_id, d.note, now + self.backoff.delay(attempts, d.wait)))
         self.events.finish_many(finished)
         self.events.retry_many(later)
         with self._pending_lock:
             for i, _, at in later:
                 heapq.heappush(self._retry_at, (at, i))
-        for _, status, _ in done:
+        for d in done:
+            status = d.status
             self.metrics.handled.labels(status).inc()
             if status == "failed":
                 self.metrics.dead_letters.labels("event").inc()
         for i, note, _ in later:
             log.warning("event handling failed; trying again", event_id=i, error=note)
 
-    def _handle_batch(self, ids: list[int]) -> list[tuple[int, str, str]]:
+    def _handle_batch(self, ids: list[int]) -> list[Handled]:
         """Handle stored events in order. Alerts of consecutive events fold together (one call to the
         agent); a human's action in PagerDuty is applied in its place in the order."""
-        done: list[tuple[int, str, str]] = []
+        done: list[Handled] = []
         held: list[tuple[int, list[AlertIn]]] = []
 
         def flush() -> None:
@@ -145,8 +155,10 @@ class DispatchMixin(ServiceState):
                 status, note = self._open([a for _, alerts in held for a in alerts])
             except Exception as exc:
                 log.warning("folding alerts failed", events=len(held), error=describe(exc))
-                status, note = self._failure(exc)
-            done.extend((i, status, note) for i, _ in held)
+                done.extend(Handled(i, *self._failure(exc)) for i, _ in held)
+                held.clear()
+                return
+            done.extend(Handled(i, status, note) for i, _ in held)
             held.clear()
 
         stored = self.events.get_many(ids)
@@ -158,7 +170,7 @@ class DispatchMixin(ServiceState):
                 alerts, human = self._read_event(ev)
             except Exception as exc:  # one bad event does not stop the others; it is kept, marked
                 log.warning("event failed", event_id=event_id, error=describe(exc))
-                done.append((event_id, *self._failure(exc)))
+                done.append(Handled(event_id, *self._failure(exc)))
                 continue
             if alerts is not None:
                 held.append((event_id, alerts))
@@ -168,8 +180,9 @@ class DispatchMixin(ServiceState):
                 status, note = human() if human else ("ignored", "nothing to act on")
             except Exception as exc:
                 log.warning("event failed", event_id=event_id, error=describe(exc))
-                status, note = self._failure(exc)
-            done.append((event_id, status, note))
+                done.append(Handled(event_id, *self._failure(exc)))
+                continue
+            done.append(Handled(event_id, status, note))
         flush()
         return done
 
@@ -255,16 +268,3 @@ class DispatchMixin(ServiceState):
             raise
         self._after(result)
         return result
-
-
-_ASKED = "retry after "
-
-
-def _asked(note: str) -> float | None:
-    """The wait a failure's note says the other side asked for (see ``_failure``)."""
-    if _ASKED not in note:
-        return None
-    try:
-        return float(note.rsplit(_ASKED, 1)[1].split(" ", 1)[0])
-    except ValueError:
-        return None

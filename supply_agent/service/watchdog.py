@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 from supply_agent.models import Action
+from supply_agent.service.slack_blocks import escape
 from supply_agent.service.state import ServiceState, log
 from tools.errors import describe
 
@@ -187,7 +188,9 @@ class WatchdogMixin(ServiceState):
             action = Action(
                 tool="slack.post",
                 params={
-                    "text": text,
+                    # The notification text is mrkdwn: errors quote other systems, so they cannot
+                    # make links or mentions; the block is plain text.
+                    "text": escape(text[:2900]),
                     "blocks": [{"type": "section", "text": {"type": "plain_text", "text": text[:2900]}}],
                 },
                 incident_id=s.incident_id,
