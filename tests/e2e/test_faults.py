@@ -105,8 +105,12 @@ def test_pagerduty_alert_read_failing_the_page_is_handled_when_it_reads(tmp_path
         t0 = time.monotonic()
         assert h.post_pagerduty(hook).status_code == 202
         h.until("the incident to open", lambda: h.service.store.get(f"pd-{pd_id}"), 40)
-        event = h.service.events.get(1)
-        assert event is not None and event.status == "handled" and event.attempts >= 1
+        # Marked handled just after the fold that opened the incident: wait for it, then look.
+        event = h.until(
+            "the event marked handled",
+            lambda: (e := h.service.events.get(1)) is not None and e.status == "handled" and e,
+        )
+        assert event.attempts >= 1
         reads = [r for r in h.pd.requests if r.path.endswith("/alerts")]
         if status == 429:  # Retry-After: 3 honoured: no hammering while PagerDuty asks us to wait
             assert len(reads) <= 3, len(reads)
