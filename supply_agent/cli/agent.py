@@ -57,8 +57,7 @@ def register(main: click.Group) -> None:
         if not Path(path).exists():
             raise click.BadParameter(f"{path} does not exist", param_hint="--kubeconfig")
         try:
-            body = read_alert_file(alert_file)
-            alerts, pd_refs = parse_alerts(body, where=str(alert_file))
+            alerts, pd_refs = _read_bodies(alert_file)
         except AlertError as exc:
             raise click.BadParameter(str(exc), param_hint="ALERT_FILE") from exc
         try:
@@ -91,6 +90,31 @@ def register(main: click.Group) -> None:
                     console.print(f"[cyan]{r.incident_id} hand-off:[/] {r.state.handoff}")
         if not results:
             console.print("no new incident: these alerts joined incidents already open (or handled)")
+
+    def _read_bodies(alert_file: Path) -> tuple[list[AlertIn], list[Any]]:
+        """The alerts of ALERT_FILE: one webhook body, or a JSON array of them (what `sandbox alerts`
+        prints), each element parsed as one body. An array of the project's own alert objects, with no
+        webhook body in it, stays what it was: one body."""
+        body = read_alert_file(alert_file)
+        if not isinstance(body, list) or not any(_is_webhook(b) for b in body):
+            if body == []:
+                raise AlertError(f"{alert_file}: an empty JSON array: no webhook bodies in it")
+            return parse_alerts(body, where=str(alert_file))
+        alerts: list[AlertIn] = []
+        refs: list[Any] = []
+        for i, one in enumerate(body):
+            where = f"body [{i}]"
+            if not isinstance(one, dict):
+                raise AlertError(
+                    f"{where}: expected a webhook body (a JSON object), not {type(one).__name__}"
+                )
+            got, pd = parse_alerts(one, where=where)
+            alerts += got
+            refs += pd
+        return alerts, refs
+
+    def _is_webhook(body: Any) -> bool:
+        return isinstance(body, dict) and ("alerts" in body or "event" in body)
 
     def _pagerduty_details(refs: list[Any], env: Any) -> list[AlertIn]:
         out: list[AlertIn] = []

@@ -181,7 +181,12 @@ class Agent:
                 bound.warning(text)
                 return RunResult(incident_id=iid, status="paused", state=self.state(iid), pending=pending)
             payload = {pending.interrupt_id: resume.model_dump(mode="json")}
-            graph_input: Any = Command(resume=payload)
+            joined = self.joined(iid)
+            # Alerts that joined while it waited for the answer extend the plan: the thread resumes
+            # with them (the runbook then gives each new entity its steps).
+            graph_input: Any = Command(resume=payload, update={"alerts": joined} if joined else None)
+            if joined:
+                bound.info("alerts joined while paused", alerts=len(joined))
         elif isinstance(incident, IncidentState):
             graph_input = incident
         else:
@@ -217,6 +222,14 @@ class Agent:
             io_s=io,
             timings=dict(self.deps.timings),
         )
+
+    def joined(self, incident_id: str) -> list[AlertIn]:
+        """The thread's alerts plus those linked to the incident since (in arrival order); empty when
+        none joined."""
+        have = self.state(incident_id).alerts
+        seen = {a.fingerprint + a.status for a in have}
+        new = [a for a in self.store.alerts_for(incident_id) if a.fingerprint + a.status not in seen]
+        return [*have, *new] if new else []
 
     def state(self, incident_id: str) -> IncidentState:
         snap = self.graph.get_state(self.config(incident_id))

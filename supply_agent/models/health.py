@@ -71,6 +71,11 @@ class GpuHealth(BaseModel):
     )
     recovery_action_code: int | None = Field(None, description="The raw nvmlDeviceGpuRecoveryAction_t value.")
     xid_events: list[XidEvent] = Field(default_factory=list)
+    pods: list[str] | None = Field(
+        None,
+        description="The pods bound to this GPU (namespace/name), from the kubelet's pod-resources API "
+        "(None: not read). Who is affected comes from here and the cluster, never from alert labels.",
+    )
     unsupported: list[str] = Field(default_factory=list, description="Fields NVML said NotSupported.")
     errors: dict[str, str] = Field(default_factory=dict, description="Field name -> NVML error text.")
 

@@ -70,5 +70,12 @@ class NodeAgentMixin(FleetState):
             return 200, "text/plain", b"ok"
         if path in ("", "health"):
             _, collector = self.agent(node_name)
-            return 200, "application/json", orjson.dumps(collector.report().model_dump(mode="json"))
+            report = collector.report()
+            # What the node-agent reads from the kubelet's pod-resources API on a real node: the pods the
+            # device plugin bound to each GPU (here, the sandbox scheduler's assignment).
+            owners = self._gpu_owner.get(node_name) or []
+            for gpu in report.gpus:
+                owner = owners[gpu.index] if gpu.index < len(owners) else None
+                gpu.pods = [owner] if owner else []
+            return 200, "application/json", orjson.dumps(report.model_dump(mode="json"))
         return 404, "text/plain", b"404 page not found\n"

@@ -15,6 +15,7 @@ from typing import Any
 from supply_agent.mind.planners.base import PlanContext
 from supply_agent.models.incident import AlertIn, IncidentState, Proposal
 from supply_agent.policy import Playbook
+from supply_agent.policy.steps import Step
 
 _TEMPLATE = re.compile(r"\$\{([^}]*)\}")
 _WHOLE = re.compile(r"^\$\{([^}]*)\}$")
@@ -57,18 +58,25 @@ def affected(state: IncidentState, pb: Playbook, uncatalogued: str | None = None
     return list(out.values())
 
 
+def _mine(subject: str | None, node: str | None, state: IncidentState) -> bool:
+    """Whether a record with this subject was for ``node``: no subject means the incident's first node."""
+    return subject == node or (subject is None and node == state.alert.node)
+
+
 def _done_for(state: IncidentState, step: str, node: str) -> bool:
     """Whether a runbook step was done for one node: read for it, acted on for it (and run), or passed
     over for it (nothing to do there)."""
-    if any(ev.runbook_step == step and ev.subject == node for ev in state.evidence):
+    if any(ev.runbook_step == step and _mine(ev.subject, node, state) for ev in state.evidence):
         return True
     if any(
-        s.runbook_step == step and s.subject == node and s.outcome in ("executed", "duplicate")
+        s.runbook_step == step and _mine(s.subject, node, state) and s.outcome in ("executed", "duplicate")
         for s in state.steps
     ):
         return True
     return any(
-        e.kind in ("skip", "handoff") and e.data.get("runbook_step") == step and e.data.get("subject") == node
+        e.kind in ("skip", "handoff")
+        and e.data.get("runbook_step") == step
+        and _mine(e.data.get("subject"), node, state)
         for e in state.timeline
     )
 
@@ -80,8 +88,19 @@ def _told(state: IncidentState, step: str, node: str | None) -> set[str]:
         for s in state.steps
         if s.runbook_step == step
         and s.outcome in ("executed", "duplicate")
-        and (node is None or s.subject == node)
+        and (node is None or _mine(s.subject, node, state))
     }
+
+
+def _left(state: IncidentState, pb: Playbook, step: Step, a: AlertIn) -> bool:
+    """Whether one entity still needs this step (a notice: while a customer there is untold)."""
+    node = a.node or ""
+    if step.tool == "notify.customer" and "${labels.customer}" in str(step.params):
+        told = _told(state, step.name, node)
+        if [c for c in customers_to_tell(state, a, pb, node) if c not in told]:
+            return True
+        return not told and not _done_for(state, step.name, node)
+    return not _done_for(state, step.name, node)
 
 
 def customers_on_node(state: IncidentState, node: str | None = None) -> list[str]:
@@ -100,12 +119,120 @@ def customers_on_node(state: IncidentState, node: str | None = None) -> list[str
     return []
 
 
+# Who an alert says is affected: an exporter's attribution made at scrape time (dcgm-exporter's pod labels
+# can be stale or wrong), so untrusted. The cluster says who is affected; these labels never reach a step.
+_IDENTITY_LABELS = ("customer", "namespace", "pod", "container", "deployment", "exported_namespace")
+
+
+def pod_subject(alert: AlertIn) -> bool:
+    """Whether the alert is about a pod (its namespace and name are its subject). On a GPU's series
+    (a ``gpu`` or ``xid`` label) the pod is the exporter's attribution, not the subject."""
+    labels = alert.labels
+    if "pod" not in labels or "namespace" not in labels:
+        return False
+    return alert.alertname.startswith("KubePod") or not ({"gpu", "xid", "err_code"} & labels.keys())
+
+
+def trusted_labels(alert: AlertIn) -> dict[str, str]:
+    """The alert's labels a step may use: never its customer; its pod only when the pod is its subject."""
+    drop = ("customer",) if pod_subject(alert) else _IDENTITY_LABELS
+    return {k: v for k, v in alert.labels.items() if k not in drop}
+
+
+def _pods_listed(state: IncidentState, node: str | None) -> list[dict[str, Any]]:
+    for ev in reversed(state.evidence):
+        if ev.tool == "k8s.list_pods_on_node" and ev.ok and ev.params.get("node") == node:
+            return [p for p in (ev.result if isinstance(ev.result, list) else []) if isinstance(p, dict)]
+    return []
+
+
+def _listed(state: IncidentState, node: str) -> bool:
+    return any(
+        ev.tool == "k8s.list_pods_on_node" and ev.ok and ev.params.get("node") == node
+        for ev in state.evidence
+    )
+
+
+def pods_on_gpu(state: IncidentState, node: str | None, gpu: str | None) -> list[str] | None:
+    """The pods the node-agent says are bound to one GPU ("ns/name", from the kubelet's pod-resources);
+    None when no report said (not read, or an older node-agent)."""
+    if not node or gpu is None:
+        return None
+    for ev in reversed(state.evidence):
+        if ev.tool != "nvml.gpu_health" or not ev.ok or not isinstance(ev.result, dict):
+            continue
+        if ev.params.get("node") != node:
+            continue
+        report = ev.result.get("report") or {}
+        for g in report.get("gpus") or []:
+            if str(g.get("index")) == str(gpu):
+                pods = g.get("pods")
+                return [str(p) for p in pods] if isinstance(pods, list) else None
+        return None
+    return None
+
+
+def customer_of_pod(state: IncidentState, namespace: str, pod: str, node: str | None = None) -> str | None:
+    """A pod's customer as the cluster labels it (its own read, or its node's pod listing)."""
+    for ev in reversed(state.evidence):
+        if ev.tool == "k8s.get_pod" and ev.ok and isinstance(ev.result, dict):
+            r = ev.result
+            if r.get("namespace") == namespace and r.get("name") == pod:
+                return str(r["customer"]) if r.get("customer") else None
+    for p in _pods_listed(state, node):
+        if p.get("namespace") == namespace and p.get("name") == pod:
+            return str(p["customer"]) if p.get("customer") else None
+    return None
+
+
+def identity(state: IncidentState, alert: AlertIn, labels: dict[str, str]) -> dict[str, str]:
+    """The step's labels with who is affected filled from the cluster: a pod alert's customer from the
+    pod; a GPU alert's pod and customer from the pods bound to that GPU (when the node-agent reports
+    them). Notices go further (see :func:`customers_to_tell`)."""
+    out = dict(labels)
+    if pod_subject(alert):
+        customer = customer_of_pod(state, alert.labels["namespace"], alert.labels["pod"], alert.node)
+        if customer:
+            out["customer"] = customer
+        return out
+    on_gpu = pods_on_gpu(state, alert.node, alert.labels.get("gpu"))
+    for key in on_gpu or []:
+        ns, _, name = key.partition("/")
+        customer = customer_of_pod(state, ns, name, alert.node)
+        if customer:
+            out.update(customer=customer, namespace=ns, pod=name)
+            break
+    return out
+
+
+def _takes_node_out(pb: Playbook) -> bool:
+    # A drain evicts every pod on the node; a cordon or taint only turns new work away.
+    return any(s.tool == "k8s.drain_node" for s in pb.runbook)
+
+
+def customers_to_tell(state: IncidentState, alert: AlertIn, pb: Playbook, node: str | None) -> list[str]:
+    """Customers a notice goes to: everyone with pods on a node the playbook takes out of service;
+    otherwise the customers of the pods on the alert's GPU (every customer on the node when the GPU's
+    pods are not known)."""
+    node = node or alert.node
+    on_gpu = None if _takes_node_out(pb) else pods_on_gpu(state, node, alert.labels.get("gpu"))
+    if on_gpu is None:
+        return customers_on_node(state, node)
+    found = set()
+    for key in on_gpu:
+        ns, _, name = key.partition("/")
+        customer = customer_of_pod(state, ns, name, node)
+        if customer:
+            found.add(customer)
+    return sorted(found)
+
+
 def template_scope(state: IncidentState, ctx: PlanContext) -> dict[str, Any]:
     alert = state.alert
     pb = ctx.playbook(state)
     started = alert.starts_at or state.opened_at
     return {
-        "labels": dict(alert.labels),
+        "labels": trusted_labels(alert),
         "annotations": dict(alert.annotations),
         "incident": {
             "id": state.incident_id,
@@ -165,6 +292,8 @@ class RunbookPlanner:
         scope = template_scope(state, ctx)
         more = False
         subject: str | None = None
+        current = state.alert
+        rewound = False
         entities = affected(state, pb, ctx.playbooks.limits.xid_uncatalogued)
         looked = {str(e.params.get("node")) for e in state.evidence if e.tool == "k8s.get_node"}
         unseen = [a.node for a in entities[1:] if a.node and a.node not in looked]
@@ -177,35 +306,48 @@ class RunbookPlanner:
                 planner=self.name,
                 reason=f"{unseen[0]} has the same alert: read it before acting on it",
             )
+        if len(entities) > 1:
+            # A node that joined after earlier steps ran (while the incident waited for an approval, say)
+            # gets those steps first: nobody is skipped past.
+            for earlier in pb.runbook[: state.runbook_cursor]:
+                if "${labels." not in str(earlier.params):
+                    continue
+                behind = [_left(state, pb, earlier, a) for a in entities]
+                if any(behind) and not all(behind):  # another node had it and this one did not
+                    step, rewound = earlier, True
+                    break
         if len(entities) > 1 and "${labels." in str(step.params):
             # Several nodes with this fault in one incident: the step is done for each, in turn, with
             # that node's alert's labels; the cursor moves on once every node has had it.
-            per_customer = step.tool == "notify.customer" and "${labels.customer}" in str(step.params)
-
-            def left(a: AlertIn) -> bool:
-                node = a.node or ""
-                if per_customer and not a.labels.get("customer"):
-                    told = _told(state, step.name, node)
-                    if [c for c in customers_on_node(state, node) if c not in told]:
-                        return True
-                    return not told and not _done_for(state, step.name, node)
-                return not _done_for(state, step.name, node)
-
-            todo = [a for a in entities if left(a)]
+            todo = [a for a in entities if _left(state, pb, step, a)]
             if todo:
                 current = todo[0]
                 subject = current.node
-                scope = {**scope, "labels": dict(current.labels)}
-                more = len(todo) > 1
+                scope = {**scope, "labels": trusted_labels(current)}
+                more = len(todo) > 1 or rewound
+        entity = current
+        needs_who = step.tool.startswith(("notify.", "billing.")) and "${labels.customer}" in str(step.params)
+        where = subject or entity.node
+        if needs_who and where and not pod_subject(entity) and not _listed(state, where):
+            # Who is affected is the cluster's to say: list the node's pods before telling or crediting.
+            return Proposal(
+                kind="act",
+                tool="k8s.list_pods_on_node",
+                params={"node": where},
+                planner=self.name,
+                reason=f"who has pods on {where}: read before {step.tool}",
+            )
+        scope = {**scope, "labels": identity(state, entity, scope["labels"])}
         if (
             step.tool == "notify.customer"
             and "${labels.customer}" in str(step.params)
-            and not scope["labels"].get("customer")
+            and not pod_subject(entity)
         ):
-            # A node alert names no customer: tell each customer whose pods the investigation found on
-            # the node, one notice per customer, this step repeating until all are told.
+            # Who to tell comes from the cluster: each customer whose pods the investigation found on the
+            # node (or on the GPU), one notice per customer, this step repeating until all are told.
             told = _told(state, step.name, subject)
-            customers = [c for c in customers_on_node(state, subject) if c not in told]
+            customers = [c for c in customers_to_tell(state, entity, pb, subject) if c not in told]
+            scope = {**scope, "labels": {k: v for k, v in scope["labels"].items() if k != "customer"}}
             if customers:
                 scope = {**scope, "labels": {**scope["labels"], "customer": customers[0]}}
                 more = more or len(customers) > 1
@@ -221,7 +363,7 @@ class RunbookPlanner:
                 runbook_step=step.name,
                 more=more,
                 subject=subject,
-                reason=f"no customer named by the alert: nothing for {step.tool} to do in this step",
+                reason=f"no customer's pod found there in the cluster: nothing for {step.tool} to do in this step",
             )
         try:
             params = render(step.params, scope, f"{pb.id}.runbook.{step.name}.params")

@@ -91,8 +91,50 @@ def test_a_read_step_repeats_per_node_and_a_notice_uses_that_nodes_labels() -> N
     notify = next(i for i, s in enumerate(pb.runbook) if s.tool == "notify.customer")
     state = _state(a, b, runbook_cursor=notify)
     state = _did(state, pb.runbook[notify].name or "", "notify.customer", "node-a", customer="ember")
+    # Who to tell is the cluster's to say: node-b is listed first, then its customer is told.
+    p = RunbookPlanner().propose(state, CTX)
+    assert p.tool == "k8s.list_pods_on_node" and p.params == {"node": "node-b"}
+    pods = [{"namespace": "tenant-cobalt", "name": "train-0", "customer": "cobalt", "daemonset": False}]
+    state = _read(state, "", "k8s.list_pods_on_node", "node-b", pods)
     p = RunbookPlanner().propose(state, CTX)
     assert p.params["customer"] == "cobalt" and p.subject == "node-b"
+
+
+def test_who_is_told_comes_from_the_cluster_never_from_the_alerts_labels() -> None:
+    """dcgm-exporter's pod attribution can be stale: an alert naming cobalt on a GPU running acme's pod
+    tells acme, and credits acme's pod, never cobalt."""
+    a = _xid("node-a", customer="cobalt")
+    a = a.model_copy(update={"labels": {**a.labels, "namespace": "tenant-cobalt", "pod": "old-pod"}})
+    pb = PLAYBOOKS.get("xid-ecc")
+    assert pb is not None
+    notify = next(i for i, s in enumerate(pb.runbook) if s.tool == "notify.customer")
+    state = _state(a, runbook_cursor=notify)
+    pods = [
+        {"namespace": "tenant-acme", "name": "infer-1", "customer": "acme", "daemonset": False},
+        {"namespace": "supply-agent-system", "name": "node-agent-x", "customer": None, "daemonset": True},
+    ]
+    state = _read(state, "", "k8s.list_pods_on_node", "node-a", pods)
+    report = {"node": "node-a", "gpus": [{"index": 2, "pods": ["tenant-acme/infer-1"]}]}
+    state = state.model_copy(
+        update={
+            "evidence": [
+                *state.evidence,
+                Evidence(
+                    tool="nvml.gpu_health",
+                    params={"node": "node-a"},
+                    ok=True,
+                    summary="",
+                    result={"node": "node-a", "available": True, "report": report},
+                ),
+            ]
+        }
+    )
+    p = RunbookPlanner().propose(state, CTX)
+    assert p.tool == "notify.customer" and p.params["customer"] == "acme"
+    credit = next((i for i, s in enumerate(pb.runbook) if s.tool.startswith("billing.")), None)
+    if credit is not None:
+        p = RunbookPlanner().propose(state.model_copy(update={"runbook_cursor": credit}), CTX)
+        assert "cobalt" not in str(p.params) and "old-pod" not in str(p.params)
 
 
 def test_a_node_that_joins_is_read_first_and_left_out_if_the_cluster_has_none() -> None:
@@ -148,3 +190,66 @@ def test_xid_154_asks_nothing_only_on_a_fresh_none() -> None:
     assert nothing_asked(_state(alert)) is None  # nothing read yet
     other = _xid("node-a", code=48, gpu=0)
     assert nothing_asked(_state(other, evidence=[_gpu_report("node-a", 0, "none")])) is None
+
+
+def test_a_node_that_joins_late_gets_the_steps_the_first_node_already_had() -> None:
+    """The second node's alert joined while the first node's drain waited for approval: before the
+    cursor moves on, the second node gets every earlier step the first one had (its cordon included)."""
+    a, b = _xid("node-a"), _xid("node-b", gpu=6)
+    pb = PLAYBOOKS.get("xid-ecc")
+    assert pb is not None
+    cordon = next(i for i, s in enumerate(pb.runbook) if s.tool == "k8s.cordon_node")
+    state = _state(a, runbook_cursor=cordon + 1)
+    for i, st in enumerate(pb.runbook[: cordon + 1]):  # the first node had them, before b joined
+        if st.tool == "k8s.cordon_node":
+            state = _did(state, st.name or "", st.tool, "node-a", node="node-a")
+        else:
+            state = state.model_copy(
+                update={
+                    "timeline": [
+                        *state.timeline,
+                        TimelineEntry(
+                            at=NOW,
+                            node="read",
+                            kind="skip",
+                            text="",
+                            data={"runbook_step": st.name, "subject": None},
+                        ),
+                    ]
+                }
+            )
+        assert i <= cordon
+    # Recorded without a subject (it was the only node then): that counts as the first node's.
+    state = state.model_copy(
+        update={
+            "alerts": [a, b],
+            "steps": [s.model_copy(update={"subject": None}) for s in state.steps],
+            "evidence": [*state.evidence, _node_read("node-b")],
+        }
+    )
+    seen = []
+    for _ in range(len(pb.runbook) * 2):
+        p = RunbookPlanner().propose(state, CTX)
+        if p.runbook_step not in {s.name for s in pb.runbook[: cordon + 1]}:
+            break
+        assert p.subject == "node-b", p
+        seen.append(p.tool)
+        if p.kind == "act" and p.tool == "k8s.cordon_node":
+            assert p.params == {"node": "node-b"} and p.more
+            state = _did(state, p.runbook_step or "", p.tool, "node-b", node="node-b")
+        else:
+            state = state.model_copy(
+                update={
+                    "timeline": [
+                        *state.timeline,
+                        TimelineEntry(
+                            at=NOW,
+                            node="read",
+                            kind="skip",
+                            text="",
+                            data={"runbook_step": p.runbook_step, "subject": "node-b"},
+                        ),
+                    ]
+                }
+            )
+    assert "k8s.cordon_node" in seen
