@@ -192,6 +192,14 @@ def test_xid_154_asks_nothing_only_on_a_fresh_none() -> None:
     assert nothing_asked(_state(other, evidence=[_gpu_report("node-a", 0, "none")])) is None
 
 
+def _skipped(state: IncidentState, step: str | None, subject: str | None) -> IncidentState:
+    """The planner passed over a step for one node (nothing to do there)."""
+    skip = TimelineEntry(
+        at=NOW, node="read", kind="skip", text="", data={"runbook_step": step, "subject": subject}
+    )
+    return state.model_copy(update={"timeline": [*state.timeline, skip]})
+
+
 def test_a_node_that_joins_late_gets_the_steps_the_first_node_already_had() -> None:
     """The second node's alert joined while the first node's drain waited for approval: before the
     cursor moves on, the second node gets every earlier step the first one had (its cordon included)."""
@@ -204,20 +212,7 @@ def test_a_node_that_joins_late_gets_the_steps_the_first_node_already_had() -> N
         if st.tool == "k8s.cordon_node":
             state = _did(state, st.name or "", st.tool, "node-a", node="node-a")
         else:
-            state = state.model_copy(
-                update={
-                    "timeline": [
-                        *state.timeline,
-                        TimelineEntry(
-                            at=NOW,
-                            node="read",
-                            kind="skip",
-                            text="",
-                            data={"runbook_step": st.name, "subject": None},
-                        ),
-                    ]
-                }
-            )
+            state = _skipped(state, st.name, None)
         assert i <= cordon
     # Recorded without a subject (it was the only node then): that counts as the first node's.
     state = state.model_copy(
@@ -238,18 +233,5 @@ def test_a_node_that_joins_late_gets_the_steps_the_first_node_already_had() -> N
             assert p.params == {"node": "node-b"} and p.more
             state = _did(state, p.runbook_step or "", p.tool, "node-b", node="node-b")
         else:
-            state = state.model_copy(
-                update={
-                    "timeline": [
-                        *state.timeline,
-                        TimelineEntry(
-                            at=NOW,
-                            node="read",
-                            kind="skip",
-                            text="",
-                            data={"runbook_step": p.runbook_step, "subject": "node-b"},
-                        ),
-                    ]
-                }
-            )
+            state = _skipped(state, p.runbook_step, "node-b")
     assert "k8s.cordon_node" in seen
