@@ -103,20 +103,18 @@ def _left(state: IncidentState, pb: Playbook, step: Step, a: AlertIn) -> bool:
     return not _done_for(state, step.name, node)
 
 
-def customers_on_node(state: IncidentState, node: str | None = None) -> list[str]:
-    """Customers with tenant pods on the node (default: the alert's), from its latest pod listing."""
-    node = node or state.alert.node
+def _pods_listed(state: IncidentState, node: str | None) -> list[dict[str, Any]] | None:
+    """The node's latest pod listing in the evidence; None when it was never listed."""
     for ev in reversed(state.evidence):
         if ev.tool == "k8s.list_pods_on_node" and ev.ok and ev.params.get("node") == node:
-            pods = ev.result if isinstance(ev.result, list) else []
-            return sorted(
-                {
-                    str(p["customer"])
-                    for p in pods
-                    if isinstance(p, dict) and p.get("customer") and not p.get("daemonset")
-                }
-            )
-    return []
+            return [p for p in (ev.result if isinstance(ev.result, list) else []) if isinstance(p, dict)]
+    return None
+
+
+def customers_on_node(state: IncidentState, node: str | None = None) -> list[str]:
+    """Customers with tenant pods on the node (default: the alert's), from its latest pod listing."""
+    pods = _pods_listed(state, node or state.alert.node) or []
+    return sorted({str(p["customer"]) for p in pods if p.get("customer") and not p.get("daemonset")})
 
 
 # Who an alert says is affected: an exporter's attribution made at scrape time (dcgm-exporter's pod labels
@@ -137,20 +135,6 @@ def trusted_labels(alert: AlertIn) -> dict[str, str]:
     """The alert's labels a step may use: never its customer; its pod only when the pod is its subject."""
     drop = ("customer",) if pod_subject(alert) else _IDENTITY_LABELS
     return {k: v for k, v in alert.labels.items() if k not in drop}
-
-
-def _pods_listed(state: IncidentState, node: str | None) -> list[dict[str, Any]]:
-    for ev in reversed(state.evidence):
-        if ev.tool == "k8s.list_pods_on_node" and ev.ok and ev.params.get("node") == node:
-            return [p for p in (ev.result if isinstance(ev.result, list) else []) if isinstance(p, dict)]
-    return []
-
-
-def _listed(state: IncidentState, node: str) -> bool:
-    return any(
-        ev.tool == "k8s.list_pods_on_node" and ev.ok and ev.params.get("node") == node
-        for ev in state.evidence
-    )
 
 
 def pods_on_gpu(state: IncidentState, node: str | None, gpu: str | None) -> list[str] | None:
@@ -179,7 +163,7 @@ def customer_of_pod(state: IncidentState, namespace: str, pod: str, node: str | 
             r = ev.result
             if r.get("namespace") == namespace and r.get("name") == pod:
                 return str(r["customer"]) if r.get("customer") else None
-    for p in _pods_listed(state, node):
+    for p in _pods_listed(state, node) or []:
         if p.get("namespace") == namespace and p.get("name") == pod:
             return str(p["customer"]) if p.get("customer") else None
     return None
@@ -328,7 +312,7 @@ class RunbookPlanner:
         entity = current
         needs_who = step.tool.startswith(("notify.", "billing.")) and "${labels.customer}" in str(step.params)
         where = subject or entity.node
-        if needs_who and where and not pod_subject(entity) and not _listed(state, where):
+        if needs_who and where and not pod_subject(entity) and _pods_listed(state, where) is None:
             # Who is affected is the cluster's to say: list the node's pods before telling or crediting.
             return Proposal(
                 kind="act",
