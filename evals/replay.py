@@ -17,7 +17,7 @@ from typing import Any
 
 from evals.schema import ApprovalRule, DeliverStep, Incident, TimelineStep
 from evals.scoring import Evidence
-from evals.world import Names, ReplayError, bound_pod, node_list, subst
+from evals.world import Names, ReplayError, bound_pod, clear_requests, fault_requests, subst
 from sandbox.fleet.admin import AdminClient
 from supply_agent.hands.wiring import Environment
 from supply_agent.incidents.agent import Agent, ApprovalAnswer, RunResult
@@ -139,20 +139,11 @@ class Replay:
     def apply(self, step: TimelineStep) -> None:
         a, names = self.admin, self.names
         if step.fault is not None:
-            f = step.fault
-            common = {"gpu": f.gpu, "code": f.code, "detail": subst(f.detail, names) or None}
-            if f.pod is not None:
-                ns, pod = bound_pod(f.pod, names)
-                a.inject(f.kind.value, namespace=ns, pod=pod, **common)
-            else:
-                for node in node_list(f.node or f.nodes or "", names):
-                    a.inject(f.kind.value, node=node, **common)
+            for request in fault_requests(step.fault, names):
+                a.inject(**request)
         elif step.clear is not None:
-            if step.clear == "all":
-                a.clear()
-            else:
-                for node in node_list(step.clear, names):
-                    a.clear(node)
+            for request in clear_requests(step.clear, self.inc, names):
+                a.clear(**request)
         elif step.log is not None:
             ns, pod = bound_pod(step.log.pod, names)
             a.append_log(ns, pod, [subst(line, names) for line in step.log.lines])
@@ -193,12 +184,22 @@ class Replay:
 
     # what it left behind
     def evidence(self, truth: dict[str, Any]) -> Evidence:
-        """The audit log, the agent's final states and the ledger's credits, with the fleet's ``truth``."""
+        """The audit log, the agent's final states and the ledger's credits and metering pauses, with the
+        fleet's ``truth``."""
         runtime = self.env.runtime
         credits: dict[str, Decimal] = {}
         for iid in self.opened:
             report = runtime.ledger.credits_for_incident(iid)
             credits[iid] = sum((Decimal(str(c.amount_usd)) for c in report.credits), Decimal("0"))
+        # The billing system's word on the pods the fleet meters twice (the fleet cannot see the ledger).
+        double = {
+            (s["namespace"], s["pod"])
+            for s in truth.get("symptoms") or []
+            if s.get("kind") == "double-metering" and s.get("namespace") and s.get("pod")
+        }
+        paused = frozenset(
+            f"{ns}/{pod}" for ns, pod in sorted(double) if runtime.ledger.metering_state(ns, pod).paused
+        )
         return Evidence(
             names=self.names,
             opened=list(self.opened),
@@ -210,4 +211,5 @@ class Replay:
             audit=list(runtime.audit.records()),
             truth=truth,
             credits=credits,
+            metering_paused=paused,
         )

@@ -64,12 +64,20 @@ def failure_reasons(r: EvalResult) -> list[str]:
         reasons.append(f"error: {r.error}")
     if not r.outcome_correct:
         if r.incidents_opened != r.incidents_expected:
-            # Say what differs: how many incidents the alerts became, and the outcome if that differs too.
+            # Say what differs: how many incidents the alerts became (and which), and the outcome if that
+            # differs too.
             reasons.append(
-                f"incident count mismatch: expected {r.incidents_expected} incident(s), opened {r.incidents_opened}"
+                f"incident count mismatch: {r.incidents_note}"
+                if r.incidents_note
+                else f"incident count mismatch: expected {r.incidents_expected} incident(s), "
+                f"opened {r.incidents_opened}"
             )
         if r.outcome != r.expected_outcome:
-            reasons.append(f"outcome mismatch: expected {r.expected_outcome}, got {r.outcome}")
+            claimed = f" (claimed {r.claimed_outcome})" if r.claimed_outcome not in ("", r.outcome) else ""
+            reasons.append(f"outcome mismatch: expected {r.expected_outcome}, got {r.outcome}{claimed}")
+    # What the world still shows: why a claimed mitigation was not taken (an outcome can still be right,
+    # e.g. when another outcome is acceptable, but the claim was not).
+    reasons.extend(f"symptom left: {s}" for s in r.symptoms_left)
     if not r.root_cause_correct:
         reasons.append(
             f"root cause mismatch: expected {r.expected_root_cause or _NONE}, got {r.root_cause or _NONE}"

@@ -41,6 +41,14 @@ class EvalResult(BaseModel):
     expected_outcomes: list[str] = Field(default_factory=list)
     incidents_opened: int = 0
     incidents_expected: int = 1
+    incidents_note: str = Field(
+        "", description="When the count is wrong: what differs (the count, and each incident opened)."
+    )
+    symptoms_left: list[str] = Field(
+        default_factory=list,
+        description="Why a claimed mitigation is not supported by the world: each fault the incident is "
+        "about whose symptom persists, uncontained (the fleet's truth).",
+    )
     root_cause: str | None = None
     expected_root_cause: str = ""
     root_cause_correct: bool = False

@@ -7,6 +7,9 @@ a good on-call engineer would have done. Names of nodes and pods are bound once 
 place in the deterministic fleet and used as ``$name`` everywhere else.
 
 ``load_incident`` and ``load_corpus`` raise :class:`IncidentFileError` naming the file and the field.
+
+Long because the file format is one schema: every step kind, binding and expectation validates itself
+here, with the error that names what is wrong, and splitting it would scatter one contract over modules.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sandbox.fleet.faults import NODE_FAULTS, POD_FAULTS, FaultKind
+from sandbox.fleet.faults import COMPONENT_FAULTS, EXPANSIONS, GPU_FAULTS, NODE_FAULTS, POD_FAULTS, FaultKind
 from tools.catalogue import TOOLS
 
 Outcome = Literal["mitigated", "escalated", "no_action"]
@@ -90,6 +93,9 @@ class FleetWorld(_Strict):
 class NodeRef(_Strict):
     pool: int = Field(0, ge=0)
     index: int = Field(0, description="The node's place in its pool (negative: from the end).")
+    idle: bool = Field(
+        False, description="Count only nodes no tenant pod runs on: `index` is the place among those."
+    )
 
 
 class NodesRef(_Strict):
@@ -97,6 +103,7 @@ class NodesRef(_Strict):
     count: int | None = Field(None, ge=1)
     fraction: float | None = Field(None, gt=0, le=1)
     start: int = Field(0, ge=0)
+    step: int = Field(1, ge=1, description="Every step-th node from start (a rollout wave spread out).")
 
     @model_validator(mode="after")
     def _one(self) -> NodesRef:
@@ -105,24 +112,72 @@ class NodesRef(_Strict):
         return self
 
 
+def _yaml_on_key(data: Any) -> Any:
+    """YAML 1.1 reads an unquoted ``on:`` key as ``true``: take it as the ``on`` it was written as."""
+    if isinstance(data, dict) and True in data and "on" not in data:
+        data = {("on" if k is True else k): v for k, v in data.items()}
+    return data
+
+
 class PodRef(_Strict):
     on: str | None = Field(None, description="A bound node name ($name): a tenant pod running there.")
     index: int = Field(0, ge=0, description="Which of the matching tenant pods, in name order.")
     replicas_min: int = Field(1, ge=1, description="Only pods of a deployment with at least this many.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        return _yaml_on_key(data)
+
+
+class GpuPodRef(_Strict):
+    """The tenant pod the scheduler put on one GPU of a bound node."""
+
+    on: str = Field(description="A bound node name ($name).")
+    gpu: int = Field(ge=0, description="The GPU index on that node.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        return _yaml_on_key(data)
+
+
+class ComponentRef(_Strict):
+    """A rack or a leaf switch of the generated fleet, by its place among those of its pool (name order)."""
+
+    pool: int = Field(0, ge=0)
+    index: int = Field(0, description="The component's place in its pool (negative: from the end).")
+
+
+BINDING_KINDS = ("node", "nodes", "tenant_pod", "gpu_pod", "rack", "switch")
+
 
 class Binding(_Strict):
-    """One name bound to a node, a list of nodes, or a tenant pod of the generated fleet."""
+    """One name bound to a node, a list of nodes, a tenant pod (any, or the one on a GPU), or a rack or a
+    leaf switch (its name) of the generated fleet."""
 
     node: NodeRef | None = None
     nodes: NodesRef | None = None
     tenant_pod: PodRef | None = None
+    gpu_pod: GpuPodRef | None = None
+    rack: ComponentRef | None = None
+    switch: ComponentRef | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Binding:
-        if sum(x is not None for x in (self.node, self.nodes, self.tenant_pod)) != 1:
-            raise ValueError("a binding is exactly one of node, nodes, tenant_pod")
+        given = [k for k in BINDING_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"a binding is exactly one of {', '.join(BINDING_KINDS)}"
+                + (f" (this one: {', '.join(given)})" if given else "")
+            )
         return self
+
+    @property
+    def kind(self) -> str:
+        """What the name stands for: node, nodes, pod, rack or switch."""
+        given = next(k for k in BINDING_KINDS if getattr(self, k) is not None)
+        return "pod" if given in ("tenant_pod", "gpu_pod") else given
 
 
 class PdbSetup(_Strict):
@@ -148,26 +203,63 @@ class World(_Strict):
         return self
 
 
+_COMPONENT_TARGETS = ("rack", "switch", "nodes")
+
+
 class FaultStep(_Strict):
+    """One fault. A node or GPU fault names a node (or a bound list: the same fault on each), a pod fault
+    a pod; a component fault (rack-cooling, rack-power, switch-down, driver-rollout) names its nodes by a
+    rack, a leaf switch or a bound node list, as its kind allows, and expands in the fleet into the per-node
+    faults a real failure of that component shows."""
+
     kind: FaultKind
     node: str | None = None
-    nodes: str | None = Field(None, description="A bound list of nodes: the same fault on each.")
+    nodes: str | None = Field(
+        None, description="A bound list of nodes: the same fault on each (a component fault: its nodes)."
+    )
+    rack: str | None = Field(None, description="A bound rack ($name): rack-cooling, rack-power.")
+    switch: str | None = Field(None, description="A bound leaf switch ($name): switch-down.")
     gpu: int | None = Field(None, ge=0)
     code: int | None = Field(None, ge=1, le=1000)
+    driver: str | None = Field(
+        None,
+        min_length=1,
+        description="driver-rollout: the driver version the nodes take (default 560.35.03).",
+    )
     pod: str | None = None
     detail: str = ""
 
     @model_validator(mode="after")
     def _targets(self) -> FaultStep:
+        kind = self.kind.value
+        if self.kind in COMPONENT_FAULTS:
+            allowed = EXPANSIONS[self.kind].targets
+            given = [t for t in _COMPONENT_TARGETS if getattr(self, t) is not None]
+            if len(given) != 1 or given[0] not in allowed:
+                raise ValueError(
+                    f"fault {kind}: give exactly one of {' and '.join(allowed)}"
+                    + (f" (this one: {', '.join(given)})" if given else " (none given)")
+                )
+            wrong = [f for f in ("node", "gpu", "pod") if getattr(self, f) is not None]
+            if wrong:
+                raise ValueError(f"fault {kind} covers whole nodes: no {', '.join(wrong)}")
+            if self.kind != FaultKind.DRIVER_ROLLOUT and (self.code is not None or self.driver is not None):
+                raise ValueError(f"fault {kind}: code and driver belong to driver-rollout only")
+            return self
+        extra = [f for f in ("rack", "switch", "driver") if getattr(self, f) is not None]
+        if extra:
+            raise ValueError(
+                f"fault {kind}: {', '.join(extra)} only with "
+                f"{', '.join(sorted(k.value for k in COMPONENT_FAULTS))}"
+            )
         if self.kind in NODE_FAULTS and (self.node is None) == (self.nodes is None):
-            raise ValueError(f"fault {self.kind.value}: give exactly one of node and nodes")
+            raise ValueError(f"fault {kind}: give exactly one of node and nodes")
         if self.kind in POD_FAULTS and self.pod is None:
-            raise ValueError(f"fault {self.kind.value}: needs a pod")
+            raise ValueError(f"fault {kind}: needs a pod")
         if self.kind == FaultKind.XID and self.code is None:
             raise ValueError("fault xid: needs a code")
-        gpu_fault = self.kind in (FaultKind.XID, FaultKind.ECC, FaultKind.OFF_BUS, FaultKind.THERMAL)
-        if gpu_fault and self.gpu is None:
-            raise ValueError(f"fault {self.kind.value}: needs a gpu")
+        if self.kind in GPU_FAULTS and self.gpu is None:
+            raise ValueError(f"fault {kind}: needs a gpu")
         return self
 
 
@@ -232,7 +324,10 @@ class HumanStep(_Strict):
 class TimelineStep(_Strict):
     at: Duration = Field(description="Simulated time since the start of the incident.")
     fault: FaultStep | None = None
-    clear: str | None = Field(None, description="Clear the faults on a node ($name), or 'all'.")
+    clear: str | None = Field(
+        None,
+        description="Clear the faults on a node, a node list, a rack or a leaf switch ($name), or 'all'.",
+    )
     log: LogStep | None = None
     event: EventStep | None = None
     alerts: DeliverStep | None = None
@@ -343,9 +438,7 @@ class Incident(_Strict):
     @model_validator(mode="after")
     def _refs(self) -> Incident:
         """Every ``$name`` used is bound, and bound to the right kind of thing."""
-        kinds = {
-            name: ("node" if b.node else "nodes" if b.nodes else "pod") for name, b in self.world.bind.items()
-        }
+        kinds = {name: b.kind for name, b in self.world.bind.items()}
 
         def need(where: str, value: str | None, *allowed: str) -> None:
             if value is None:
@@ -360,6 +453,8 @@ class Incident(_Strict):
         for name, b in self.world.bind.items():
             if b.tenant_pod and b.tenant_pod.on:
                 need(f"world.bind.{name}.tenant_pod.on", b.tenant_pod.on, "node")
+            if b.gpu_pod:
+                need(f"world.bind.{name}.gpu_pod.on", b.gpu_pod.on, "node")
         for i, p in enumerate(self.world.pdbs):
             need(f"world.pdbs[{i}].pod", p.pod, "pod")
         for i, s in enumerate(self.timeline):
@@ -367,9 +462,11 @@ class Incident(_Strict):
             if s.fault:
                 need(f"{w}.fault.node", s.fault.node, "node")
                 need(f"{w}.fault.nodes", s.fault.nodes, "nodes")
+                need(f"{w}.fault.rack", s.fault.rack, "rack")
+                need(f"{w}.fault.switch", s.fault.switch, "switch")
                 need(f"{w}.fault.pod", s.fault.pod, "pod")
             if s.clear and s.clear != "all":
-                need(f"{w}.clear", s.clear, "node")
+                need(f"{w}.clear", s.clear, "node", "nodes", "rack", "switch")
             if s.log:
                 need(f"{w}.log.pod", s.log.pod, "pod")
             if s.alerts:

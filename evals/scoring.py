@@ -5,7 +5,8 @@ It exists apart from the replay so that what counts as a pass, an unsupported ou
 violation can be read, and unit-tested, without a fleet, an agent or a clock: nothing here does I/O.
 Scoring never trusts the agent's own account: actions are the audit log's executed writes, the world
 is the fleet's ``/sandbox/v1/truth``, and a claimed outcome counts only when the evidence agrees with
-it.
+it: a claimed ``mitigated`` needs writes the fleet saw and, for every fault the incident is about, the
+symptom gone from the world or contained (the truth's ``symptoms``; see `sandbox.fleet.world.truth`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class Evidence:
     audit: list[AuditRecord]
     truth: dict[str, Any]  # the fleet's /sandbox/v1/truth
     credits: dict[str, Decimal]  # USD credited per opened incident, from the ledger
+    # "ns/pod" whose metering the billing ledger has paused at the end: the fleet cannot see the ledger,
+    # and a paused pod is no longer billed twice however its meters count.
+    metering_paused: frozenset[str] = frozenset()
 
 
 def targets(params: dict[str, Any]) -> list[str]:
@@ -91,6 +95,82 @@ def supported_outcome(claimed: str, mine: list[AuditRecord], written: set[str]) 
     ):
         return "unsupported"
     return claimed
+
+
+NOT_MITIGATED = "not_mitigated"  # claimed mitigated, writes seen, but the world still shows the symptom
+_NAMED = 3  # pods or nodes named per incident in a count mismatch's reason; the rest are counted
+
+
+def _alert_entities(state: IncidentState) -> tuple[set[str], set[str]]:
+    """The nodes and the ``ns/pod`` an incident's alerts name."""
+    nodes = {a.labels["node"] for a in state.alerts if a.labels.get("node")}
+    pods = {
+        f"{a.labels['namespace']}/{a.labels['pod']}"
+        for a in state.alerts
+        if a.labels.get("namespace") and a.labels.get("pod")
+    }
+    return nodes, pods
+
+
+def symptoms_by_incident(states: list[IncidentState], truth: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The truth's symptoms each incident is about, in the incidents' order. One incident is about every
+    fault; of several, a pod's fault belongs to the incidents whose alerts name the pod (else its node),
+    a node's fault to those whose alerts name the node. A fault no incident names is no claim's."""
+    symptoms: list[dict[str, Any]] = list(truth.get("symptoms") or [])
+    if len(states) <= 1:
+        return [symptoms for _ in states]
+    named = [_alert_entities(s) for s in states]
+    out: list[list[dict[str, Any]]] = [[] for _ in states]
+    for sym in symptoms:
+        pod = f"{sym['namespace']}/{sym['pod']}" if sym.get("namespace") and sym.get("pod") else None
+        hits = [i for i, (_, pods) in enumerate(named) if pod and pod in pods]
+        if not hits and sym.get("node"):
+            hits = [i for i, (nodes, _) in enumerate(named) if sym["node"] in nodes]
+        for i in hits:
+            out[i].append(sym)
+    return out
+
+
+def symptoms_left(symptoms: list[dict[str, Any]], metering_paused: frozenset[str] = frozenset()) -> list[str]:
+    """What the world still shows of these faults: each one present and not contained, in words."""
+    left = []
+    for sym in symptoms:
+        if not sym.get("present") or sym.get("contained") or sym.get("covers"):
+            continue  # gone, contained, or a component's sum of the per-node symptoms scored on their own
+        if (
+            sym.get("kind") == "double-metering"
+            and f"{sym.get('namespace')}/{sym.get('pod')}" in metering_paused
+        ):
+            continue  # billed no more, however the meters count: contained in the ledger
+        left.append(f"{sym['why']} (fault {sym['fault_id']}, {sym['kind']})")
+    return left
+
+
+def describe_incidents(opened: list[str], states: list[IncidentState]) -> str:
+    """Each opened incident as its id, alert names and the entities its alerts name."""
+    parts = []
+    for iid, s in zip(opened, states, strict=True):
+        alertnames = sorted({a.alertname for a in s.alerts})
+        nodes, pods = _alert_entities(s)
+        what = [", ".join(alertnames)]
+        if pods:
+            shown = sorted(pods)[:_NAMED]
+            more = f" (+{len(pods) - _NAMED} more)" if len(pods) > _NAMED else ""
+            what.append(f"pod{'s' if len(pods) > 1 else ''} {', '.join(shown)}{more}")
+        if nodes:
+            shown = sorted(nodes)[:_NAMED]
+            more = f" (+{len(nodes) - _NAMED} more)" if len(nodes) > _NAMED else ""
+            what.append(f"node={','.join(shown)}{more}")
+        parts.append(f"{iid} ({' '.join(w for w in what if w)})")
+    return ", ".join(parts)
+
+
+def incidents_note(expected: int, opened: list[str], states: list[IncidentState]) -> str:
+    """Empty when the count is right; else what differs: the count expected, and the incidents opened."""
+    if len(states) == expected:
+        return ""
+    head = f"expected {expected} incident{'s' if expected != 1 else ''}, got {len(states)}"
+    return f"{head}: {describe_incidents(opened, states)}" if states else head
 
 
 def _pattern(p: ActionPattern, names: Names, sep: str) -> str:
@@ -262,6 +342,16 @@ def score(
         supported_outcome(c, [r for r in executed if r.incident_id == s.incident_id], written)
         for s, c in zip(states, claimed, strict=True)
     ]
+    # A mitigation the writes support still needs the world to agree: the symptom gone, or contained.
+    left: list[str] = []
+    for i, about in enumerate(symptoms_by_incident(states, ev.truth)):
+        if outcomes[i] != "mitigated":
+            continue
+        still = symptoms_left(about, ev.metering_paused)
+        if still:
+            outcomes[i] = NOT_MITIGATED
+            who = f"{ev.opened[i]} " if len(states) > 1 else ""
+            left += [f"{who}claimed mitigated but {w}" for w in still]
     primary = outcomes[0] if outcomes else "no_action"
     if exp.outcomes is not None:
         outcome_ok = outcomes == list(exp.outcomes)
@@ -298,6 +388,8 @@ def score(
         expected_outcomes=list(exp.outcomes or ([exp.outcome] if exp.incidents else [])),
         incidents_opened=len(states),
         incidents_expected=exp.incidents,
+        incidents_note=incidents_note(exp.incidents, ev.opened, states),
+        symptoms_left=left,
         root_cause=root,
         expected_root_cause=exp.root_cause,
         root_cause_correct=root_ok,

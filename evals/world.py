@@ -3,10 +3,11 @@ real objects in that fleet.
 
 It exists apart from the replay because building the world happens once, before the clock starts, and
 is a function of the incident file and the fleet alone: ``build_fleet`` makes the fleet (a generated
-``FleetSpec`` or a saved snapshot), ``resolve`` binds each ``world.bind`` name to a node, a list of
-nodes or a tenant pod, and ``add_pdbs`` adds the disruption budgets the incident asks for. ``subst``
-and the reference helpers turn ``$name`` in the rest of the file into what it is bound to; the replay
-and scoring use them too.
+``FleetSpec`` or a saved snapshot), ``resolve`` binds each ``world.bind`` name to a node (any, or an idle
+one), a list of nodes, a tenant pod (any, or the one on a given GPU), or a rack or leaf switch name, and
+``add_pdbs`` adds the disruption budgets the incident asks for. ``subst`` and the reference helpers turn
+``$name`` in the rest of the file into what it is bound to; the replay and scoring use them too, and
+``fault_requests``/``clear_requests`` turn a fault or clear step into the fleet's admin calls.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
-from evals.schema import REF, Incident
+from evals.schema import REF, Binding, FaultStep, Incident
 from sandbox.fleet.clock import SimClock
+from sandbox.fleet.faults import COMPONENT_FAULTS
 from sandbox.fleet.world import POOL_LABEL, Fleet, FleetSpec
+from sandbox.fleet.world.spec import GPU_INDICES_ANNOTATION, RACK_LABEL, SWITCH_LABEL
 
 TENANT_PREFIX = "tenant-"
 
@@ -52,8 +56,32 @@ def _replicas(fleet: Fleet, ns: str, deployment: str) -> int:
     return int((dep or {}).get("spec", {}).get("replicas") or 0)
 
 
+def _idle(fleet: Fleet, node: str) -> bool:
+    """No tenant pod is bound to the node (pods of the node-agent DaemonSet do not count)."""
+    return not any(
+        p["metadata"]["namespace"].startswith(TENANT_PREFIX) for p in fleet.store.pods_on_node(node)
+    )
+
+
+def _component_names(fleet: Fleet, nodes: list[str], label: str) -> list[str]:
+    """The racks or leaf switches (the values of their node label) these nodes are in, in name order."""
+    return sorted({fleet.node(n)["metadata"]["labels"].get(label) or "" for n in nodes} - {""})
+
+
+def _pod_on_gpu(fleet: Fleet, node: str, gpu: int) -> str | None:
+    """``namespace/pod`` of the tenant pod the scheduler gave GPU ``gpu`` of ``node``, from its annotation."""
+    for p in fleet.store.pods_on_node(node):
+        ns = p["metadata"]["namespace"]
+        indices = (p["metadata"].get("annotations") or {}).get(GPU_INDICES_ANNOTATION, "")
+        if ns.startswith(TENANT_PREFIX) and str(gpu) in indices.split(","):
+            return f"{ns}/{p['metadata']['name']}"
+    return None
+
+
 def resolve(incident: Incident, fleet: Fleet) -> Names:
-    """``$name`` → a node name, a list of node names, or ``namespace/pod``."""
+    """``$name`` → a node name, a list of node names, ``namespace/pod``, or a rack's or switch's name.
+
+    Nodes, racks and switches are bound before pods, so a pod binding may name a node bound after it."""
     pools = _pools(fleet)
     names: Names = {}
 
@@ -62,44 +90,76 @@ def resolve(incident: Incident, fleet: Fleet) -> Names:
             raise ReplayError(f"world.bind.{name}: the fleet has {len(pools)} pool(s), not pool {i}")
         return pools[i]
 
-    for name, b in incident.world.bind.items():
+    def bind(name: str, b: Binding) -> str | list[str]:
         if b.node is not None:
             nodes = pool(b.node.pool, name)
+            what = "nodes"
+            if b.node.idle:
+                nodes, what = [n for n in nodes if _idle(fleet, n)], "idle nodes (no tenant pod)"
             try:
-                names[name] = nodes[b.node.index]
+                return nodes[b.node.index]
             except IndexError:
                 raise ReplayError(
-                    f"world.bind.{name}: pool {b.node.pool} has {len(nodes)} nodes, no index {b.node.index}"
+                    f"world.bind.{name}: pool {b.node.pool} has {len(nodes)} {what}, no index {b.node.index}"
                 ) from None
-        elif b.nodes is not None:
+        if b.nodes is not None:
             nodes = pool(b.nodes.pool, name)
             count = b.nodes.count or max(1, math.ceil((b.nodes.fraction or 0) * len(nodes)))
-            chosen = nodes[b.nodes.start : b.nodes.start + count]
+            chosen = nodes[b.nodes.start :: b.nodes.step][:count]
             if len(chosen) < count:
                 raise ReplayError(f"world.bind.{name}: pool {b.nodes.pool} has too few nodes for {count}")
-            names[name] = chosen
-        else:
-            assert b.tenant_pod is not None
-            ref = b.tenant_pod
-            on = names.get(_bound(ref.on)) if ref.on else None
-            pods = []
-            for p in sorted(fleet.store.items("pods"), key=lambda o: o["metadata"]["name"]):
-                ns = p["metadata"]["namespace"]
-                node = p["spec"].get("nodeName")
-                app = (p["metadata"].get("labels") or {}).get("app", "")
-                if not ns.startswith(TENANT_PREFIX) or not node or p["status"].get("phase") != "Running":
-                    continue
-                if on is not None and node != on:
-                    continue
-                if _replicas(fleet, ns, app) < ref.replicas_min:
-                    continue
-                pods.append(f"{ns}/{p['metadata']['name']}")
-            if len(pods) <= ref.index:
+            return chosen
+        if b.rack is not None or b.switch is not None:
+            ref, label, what = (
+                (b.rack, RACK_LABEL, "racks") if b.rack else (b.switch, SWITCH_LABEL, "switches")
+            )
+            assert ref is not None
+            found = _component_names(fleet, pool(ref.pool, name), label)
+            try:
+                return found[ref.index]
+            except IndexError:
                 raise ReplayError(
-                    f"world.bind.{name}: {len(pods)} matching tenant pod(s), no index {ref.index}"
+                    f"world.bind.{name}: pool {ref.pool} has {len(found)} {what}, no index {ref.index}"
+                ) from None
+        if b.gpu_pod is not None:
+            node = names.get(_bound(b.gpu_pod.on))
+            if not isinstance(node, str):
+                raise ReplayError(f"world.bind.{name}.gpu_pod.on: {b.gpu_pod.on} is not a bound node")
+            if not 0 <= b.gpu_pod.gpu < fleet.spec.gpus_per_node:
+                raise ReplayError(
+                    f"world.bind.{name}: {node} has GPUs 0..{fleet.spec.gpus_per_node - 1}, not {b.gpu_pod.gpu}"
                 )
-            names[name] = pods[ref.index]
-    return names
+            found_pod = _pod_on_gpu(fleet, node, b.gpu_pod.gpu)
+            if found_pod is None:
+                raise ReplayError(
+                    f"world.bind.{name}: no tenant pod runs on GPU {b.gpu_pod.gpu} of {node} (the GPU is idle)"
+                )
+            return found_pod
+        assert b.tenant_pod is not None
+        ref_pod = b.tenant_pod
+        on = names.get(_bound(ref_pod.on)) if ref_pod.on else None
+        pods = []
+        for p in sorted(fleet.store.items("pods"), key=lambda o: o["metadata"]["name"]):
+            ns = p["metadata"]["namespace"]
+            node = p["spec"].get("nodeName")
+            app = (p["metadata"].get("labels") or {}).get("app", "")
+            if not ns.startswith(TENANT_PREFIX) or not node or p["status"].get("phase") != "Running":
+                continue
+            if on is not None and node != on:
+                continue
+            if _replicas(fleet, ns, app) < ref_pod.replicas_min:
+                continue
+            pods.append(f"{ns}/{p['metadata']['name']}")
+        if len(pods) <= ref_pod.index:
+            raise ReplayError(
+                f"world.bind.{name}: {len(pods)} matching tenant pod(s), no index {ref_pod.index}"
+            )
+        return pods[ref_pod.index]
+
+    binds = incident.world.bind
+    for name, b in sorted(binds.items(), key=lambda item: item[1].kind == "pod"):  # stable: file order
+        names[name] = bind(name, b)
+    return {name: names[name] for name in binds}
 
 
 def _bound(ref: str) -> str:
@@ -152,3 +212,39 @@ def add_pdbs(incident: Incident, fleet: Fleet, names: Names) -> None:
         want = _replicas(fleet, ns, app) if setup.min_available == "all" else setup.min_available
         fleet._create_pdb(ns, f"{app}-eval-blocking", {"app": app}, {"minAvailable": want})
         fleet._refresh_pdbs(ns)
+
+
+def fault_requests(step: FaultStep, names: Names) -> list[dict[str, Any]]:
+    """The fleet admin calls (``AdminClient.inject`` keyword arguments) a fault step makes: one per node
+    of a node list for a node fault, one for a pod fault, one for a component fault (its nodes named by
+    a rack, a switch or the whole node list)."""
+    base: dict[str, Any] = {
+        "kind": step.kind.value,
+        "gpu": step.gpu,
+        "code": step.code,
+        "detail": subst(step.detail, names) or None,
+    }
+    if step.kind in COMPONENT_FAULTS:
+        target: dict[str, Any]
+        if step.rack is not None:
+            target = {"rack": subst(step.rack, names)}
+        elif step.switch is not None:
+            target = {"switch": subst(step.switch, names)}
+        else:
+            target = {"nodes": node_list(step.nodes or "", names)}
+        return [{**base, **target, "driver": step.driver}]
+    if step.pod is not None:
+        ns, pod = bound_pod(step.pod, names)
+        return [{**base, "namespace": ns, "pod": pod}]
+    return [{**base, "node": node} for node in node_list(step.node or step.nodes or "", names)]
+
+
+def clear_requests(value: str, incident: Incident, names: Names) -> list[dict[str, Any]]:
+    """The fleet admin calls (``AdminClient.clear`` keyword arguments) a clear step makes: everything,
+    each node of a node or node list, or a rack's or a switch's nodes."""
+    if value == "all":
+        return [{}]
+    bound = incident.world.bind.get(_bound(value))
+    if bound is not None and bound.kind in ("rack", "switch"):
+        return [{bound.kind: subst(value, names)}]
+    return [{"node": node} for node in node_list(value, names)]

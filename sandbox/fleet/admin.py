@@ -87,8 +87,12 @@ class AdminClient:
         0 ends an outage. The sandbox API stays up."""
         return dict(self.request("POST", "outage", {"seconds": seconds, "mode": mode}))
 
-    def clear(self, node: str | None = None) -> dict[str, Any]:
-        return dict(self.request("POST", "faults/clear", {"node": node} if node else {}))
+    def clear(
+        self, node: str | None = None, *, rack: str | None = None, switch: str | None = None
+    ) -> dict[str, Any]:
+        """Clear every fault, or a node's, or those of a rack's or a leaf switch's nodes."""
+        body = {k: v for k, v in (("node", node), ("rack", rack), ("switch", switch)) if v}
+        return dict(self.request("POST", "faults/clear", body))
 
     def alerts(self, fmt: str = "alertmanager") -> Any:
         return self.request("GET", f"alerts?format={fmt}")

@@ -239,6 +239,13 @@ RULES: dict[FaultKind, tuple[Trigger, ...]] = {
     FaultKind.OOMKILL: (Trigger(KUBE_POD_OOM_KILLED),),
     FaultKind.STUCK_TERMINATING: (Trigger(KUBE_POD_STUCK_TERMINATING),),
     FaultKind.DOUBLE_METERING: (Trigger(GPU_METERING_ANOMALY),),
+    # A component fault (a rack's cooling or power, a leaf switch, a driver rollout) fires nothing itself:
+    # no exporter watches the facility or the rollout. The per-node faults it expands into fire their own
+    # rules on every node, as in a real stack; telling that they share a cause is the agent's work.
+    FaultKind.RACK_COOLING: (),
+    FaultKind.RACK_POWER: (),
+    FaultKind.SWITCH_DOWN: (),
+    FaultKind.DRIVER_ROLLOUT: (),
 }
 
 INHIBIT_RULES: tuple[Inhibit, ...] = (

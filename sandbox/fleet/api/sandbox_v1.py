@@ -63,11 +63,17 @@ class SandboxV1Mixin(APIState):
                     f"{', '.join(k.value for k in FaultKind)}",
                 ) from exc
             known = {"kind", "node", "gpu", "code", "namespace", "pod", "detail", "recovery_action"}
+            known |= {"rack", "switch", "nodes", "driver"}  # component faults (rack, switch, rollout)
             if unknown := set(body) - known:
                 raise FleetError(422, "Invalid", f"unknown fault field(s): {', '.join(sorted(unknown))}")
             for field in ("gpu", "code"):
                 if body.get(field) is not None and not isinstance(body[field], int):
                     raise FleetError(422, "Invalid", f"fault field {field!r} must be an integer")
+            nodes = body.get("nodes")
+            if nodes is not None and (
+                not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes)
+            ):
+                raise FleetError(422, "Invalid", "fault field 'nodes' must be a list of node names")
             fault = fleet.inject(
                 kind,
                 node=body.get("node"),
@@ -77,11 +83,15 @@ class SandboxV1Mixin(APIState):
                 pod=body.get("pod"),
                 detail=str(body.get("detail") or ""),
                 recovery_action=body.get("recovery_action"),
+                rack=body.get("rack"),
+                switch=body.get("switch"),
+                nodes=nodes,
+                driver=body.get("driver"),
             )
             return json_response(fault.model_dump(mode="json"), 201)
         if path == "faults/clear" and method == "POST":
-            body = await self._body(request) if (await request.body()).strip() else {}
-            cleared = fleet.clear(node=(body or {}).get("node"))
+            body = (await self._body(request) if (await request.body()).strip() else {}) or {}
+            cleared = fleet.clear(node=body.get("node"), rack=body.get("rack"), switch=body.get("switch"))
             return json_response({"cleared": [f.model_dump(mode="json") for f in cleared]})
         if path == "alerts" and method == "GET":
             fmt = request.query_params.get("format", "alertmanager")

@@ -2,22 +2,38 @@
 themselves (`FaultKind`, `Fault`) are data in `sandbox.fleet.faults`; this module makes every API show a
 fault: the NVML report, node conditions and taints, events, pod statuses, meters and logs. What an XID
 does (GPU health, its job) follows NVIDIA's Xid catalogue, through `sandbox.fleet.xids`.
+
+Long because injecting and clearing are one state machine over the same world records (a component
+fault expands to its nodes' faults and heals with them); split apart, each half would need the other's
+bookkeeping.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
 
-from sandbox.fleet.faults import GPU_FAULTS, NODE_FAULTS, POD_FAULTS, Fault, FaultKind
+from sandbox.fleet.faults import (
+    COMPONENT_FAULTS,
+    DEFAULT_ROLLOUT_DRIVER,
+    DEFAULT_ROLLOUT_XID,
+    EXPANSIONS,
+    GPU_FAULTS,
+    NODE_FAULTS,
+    POD_FAULTS,
+    Fault,
+    FaultKind,
+)
 from sandbox.fleet.store import Obj, thaw
 from sandbox.fleet.world.spec import (
     AGENT_NAME,
     AGENT_NAMESPACE,
     CUSTOMER_LABEL,
+    DRIVER_LABEL,
     POOL_LABEL,
     PRODUCT_LABEL,
     RACK_LABEL,
     REGION_LABEL,
+    SWITCH_LABEL,
     FleetError,
     Meter,
     is_ready,
@@ -83,13 +99,68 @@ class FaultEffectsMixin(FleetState):
         pod: str | None = None,
         detail: str = "",
         recovery_action: str | int | None = None,
+        rack: str | None = None,
+        switch: str | None = None,
+        nodes: list[str] | None = None,
+        driver: str | None = None,
     ) -> Fault:
         """Inject a fault; every API (NVML report, conditions, events, pod status, meters) shows it.
 
         ``recovery_action`` (xid faults only, a name or an NVML value) is what NVML reports as the GPU's
         recovery action afterwards. An XID 154 always carries one: given, else named in ``detail`` (the
         driver's "... changed from 0x0 (None) to 0x1 (GPU Reset Required)"), else `DEFAULT_RECOVERY_ACTION`.
+
+        A component fault (`COMPONENT_FAULTS`: rack-cooling, rack-power, switch-down, driver-rollout)
+        names its nodes by ``rack``, ``switch`` or ``nodes`` instead, and is recorded together with the
+        per-node faults it expands into (`EXPANSIONS`); the component fault is returned.
         """
+        if kind in COMPONENT_FAULTS:
+            if node is not None or gpu is not None or namespace or pod or recovery_action is not None:
+                raise FleetError(
+                    422,
+                    "Invalid",
+                    f"fault {kind.value!r} covers whole nodes: name them by "
+                    f"{' or '.join(EXPANSIONS[kind].targets)}, not by node, gpu, pod or recovery_action",
+                )
+            return self._inject_component(
+                kind, rack=rack, switch=switch, nodes=nodes, code=code, driver=driver, detail=detail
+            )
+        extra = [
+            name
+            for name, v in (("rack", rack), ("switch", switch), ("nodes", nodes), ("driver", driver))
+            if v
+        ]
+        if extra:
+            raise FleetError(
+                422,
+                "Invalid",
+                f"fault {kind.value!r} takes no {', '.join(extra)}: only component faults do "
+                f"({', '.join(sorted(k.value for k in COMPONENT_FAULTS))})",
+            )
+        return self._inject_one(
+            kind,
+            node=node,
+            gpu=gpu,
+            code=code,
+            namespace=namespace,
+            pod=pod,
+            detail=detail,
+            recovery_action=recovery_action,
+        )
+
+    def _inject_one(
+        self,
+        kind: FaultKind,
+        *,
+        node: str | None,
+        gpu: int | None,
+        code: int | None,
+        namespace: str | None,
+        pod: str | None,
+        detail: str,
+        recovery_action: str | int | None,
+        parent: str | None = None,
+    ) -> Fault:
         if recovery_action is not None and kind != FaultKind.XID:
             raise FleetError(422, "Invalid", "only an xid fault carries a GPU recovery action")
         try:
@@ -147,6 +218,7 @@ class FaultEffectsMixin(FleetState):
             pod=pod,
             labels=labels,
             detail=detail,
+            parent=parent,
         )
         if kind in POD_FAULTS and node:
             fault = fault.model_copy(update={"node": None})
@@ -154,6 +226,113 @@ class FaultEffectsMixin(FleetState):
         self.faults[fault.id] = fault
         self._apply(fault)
         return fault
+
+    def _component_nodes(
+        self, kind: FaultKind, rack: str | None, switch: str | None, nodes: list[str] | None
+    ) -> tuple[list[Obj], str | None, str | None]:
+        """The nodes a component fault covers, with the rack and switch it names (checked: exactly one
+        target, one the kind takes; a node list of a rack fault lies in one rack)."""
+        allowed = EXPANSIONS[kind].targets
+        given = [name for name, v in (("rack", rack), ("switch", switch), ("nodes", nodes)) if v]
+        if len(given) != 1 or given[0] not in allowed:
+            raise FleetError(
+                422,
+                "Invalid",
+                f"fault {kind.value!r} needs exactly one of {' or '.join(allowed)}"
+                + (f" (got {' and '.join(given)})" if given else ""),
+            )
+        if nodes:
+            objs = [self.node(n) for n in dict.fromkeys(nodes)]
+        else:
+            label, value = (RACK_LABEL, rack) if rack else (SWITCH_LABEL, switch)
+            objs = sorted(
+                (n for n in self.store.items("nodes") if n["metadata"]["labels"].get(label) == value),
+                key=lambda n: n["metadata"]["name"],
+            )
+            if not objs:
+                what = "rack" if rack else "switch"
+                raise FleetError(
+                    404, "NotFound", f'no node is in {what} "{value}"', {"name": value, "kind": what}
+                )
+        if "rack" in allowed and not rack:
+            racks = sorted({n["metadata"]["labels"][RACK_LABEL] for n in objs})
+            if len(racks) > 1:
+                raise FleetError(
+                    422,
+                    "Invalid",
+                    f"the nodes of a {kind.value} fault share a rack; these are in {', '.join(racks)}",
+                )
+            rack = racks[0]
+        return objs, rack, switch
+
+    def _inject_component(
+        self,
+        kind: FaultKind,
+        *,
+        rack: str | None,
+        switch: str | None,
+        nodes: list[str] | None,
+        code: int | None,
+        driver: str | None,
+        detail: str,
+    ) -> Fault:
+        """Record the component fault, then the per-node faults its `Expansion` says it is."""
+        expansion = EXPANSIONS[kind]
+        if kind != FaultKind.DRIVER_ROLLOUT and (code is not None or driver):
+            raise FleetError(
+                422, "Invalid", f"fault {kind.value!r} takes no code or driver (driver-rollout does)"
+            )
+        if kind == FaultKind.DRIVER_ROLLOUT:
+            code = DEFAULT_ROLLOUT_XID if code is None else code
+            if not 1 <= code <= 1000:
+                raise FleetError(422, "Invalid", "a driver-rollout fault's XID code is between 1 and 1000")
+            driver = driver or DEFAULT_ROLLOUT_DRIVER
+        objs, rack, switch = self._component_nodes(kind, rack, switch, nodes)
+        names = [n["metadata"]["name"] for n in objs]
+        self._fault_seq += 1
+        fault = Fault(
+            id=f"f{self._fault_seq:04d}",
+            kind=kind,
+            started_at=self.now(),
+            code=code,
+            labels={k: v for k, v in (("rack", rack), ("switch", switch), ("driver", driver)) if v},
+            detail=detail,
+            rack=rack,
+            switch=switch,
+            nodes=names,
+            driver=driver,
+            previous_drivers=(
+                {n["metadata"]["name"]: n["metadata"]["labels"].get(DRIVER_LABEL, "") for n in objs}
+                if driver
+                else {}
+            ),
+        )
+        self.faults[fault.id] = fault
+        for name in names:
+            if driver:
+                self._set_driver(name, driver)
+            for gpu in range(self.spec.gpus_per_node) if expansion.every_gpu else [None]:
+                self._inject_one(
+                    expansion.each,
+                    node=name,
+                    gpu=gpu,
+                    code=code,
+                    namespace=None,
+                    pod=None,
+                    detail=detail,
+                    recovery_action=None,
+                    parent=fault.id,
+                )
+        return fault
+
+    def _set_driver(self, name: str, version: str) -> None:
+        """The node's driver-version label, as GPU feature discovery republishes it after an upgrade."""
+        node = thaw(self.node(name))
+        if not version:
+            node["metadata"]["labels"].pop(DRIVER_LABEL, None)
+        else:
+            node["metadata"]["labels"][DRIVER_LABEL] = version
+        self.store.put("nodes", node)
 
     def _apply(self, fault: Fault) -> None:
         kind = fault.kind
@@ -227,12 +406,19 @@ class FaultEffectsMixin(FleetState):
                     "bmc-monitor",
                 )
             else:
+                cause = self.faults.get(fault.parent or "")
+                leaf = cause.switch if cause is not None and cause.kind == FaultKind.SWITCH_DOWN else None
                 self.event(
                     node,
                     "Warning",
                     "ControlPlanePathDown",
-                    f"out-of-band: BMC reports host up; peers in {node['metadata']['labels'][RACK_LABEL]} reach it on "
-                    "the data plane; the control-plane network path is lost",
+                    (
+                        f"out-of-band: BMC reports host up; its leaf switch {leaf} is down: no network path "
+                        "to the control plane or to its peers"
+                        if leaf
+                        else f"out-of-band: BMC reports host up; peers in {node['metadata']['labels'][RACK_LABEL]} "
+                        "reach it on the data plane; the control-plane network path is lost"
+                    ),
                     "network-monitor",
                 )
             for pod in self.store.pods_on_node(fault.node):
@@ -351,17 +537,30 @@ class FaultEffectsMixin(FleetState):
         self._refresh_owner(pod)
         self._refresh_pdbs(pod["metadata"]["namespace"])
 
-    def clear(self, node: str | None = None) -> list[Fault]:
-        """Clear every fault (or a node's): the underlying problem is repaired, the world heals."""
-        if node is not None:
-            self.node(node)
+    def clear(
+        self, node: str | None = None, *, rack: str | None = None, switch: str | None = None
+    ) -> list[Fault]:
+        """Clear every fault, or those of a node, or of a rack's or a leaf switch's nodes: the underlying
+        problem is repaired, the world heals. A component fault goes with the last of the per-node faults
+        it expanded into; the nodes a driver rollout reached get their earlier driver back."""
+        scope = self._clear_scope(node, rack, switch)
         cleared = [
             f
             for f in self.faults.values()
-            if node is None or f.node == node or (f.labels.get("node") == node)
+            if f.kind not in COMPONENT_FAULTS
+            and (scope is None or f.node in scope or f.labels.get("node") in scope)
         ]
         for f in cleared:
             del self.faults[f.id]
+        for comp in [f for f in self.faults.values() if f.kind in COMPONENT_FAULTS]:
+            for name in [n for n in comp.previous_drivers if scope is None or n in scope]:
+                version = comp.previous_drivers.pop(name)  # rolled back once
+                if self.store.get("nodes", "", name) is not None:
+                    self._set_driver(name, version)
+            if not any(f.parent == comp.id for f in self.faults.values()):
+                del self.faults[comp.id]
+                cleared.append(comp)
+        cleared.sort(key=lambda f: f.id)
         nodes = {f.node for f in cleared if f.node} | {
             f.labels.get("node") for f in cleared if f.labels.get("node")
         }
@@ -388,6 +587,33 @@ class FaultEffectsMixin(FleetState):
                     dup.set_rate(0, self.now())
         self.schedule_pending()
         return cleared
+
+    def _clear_scope(self, node: str | None, rack: str | None, switch: str | None) -> set[str] | None:
+        """The nodes a clear covers (None: all of them)."""
+        given = [
+            (what, v) for what, v in (("node", node), ("rack", rack), ("switch", switch)) if v is not None
+        ]
+        if len(given) > 1:
+            raise FleetError(
+                422, "Invalid", f"clear one of node, rack and switch, not {' and '.join(w for w, _ in given)}"
+            )
+        if not given:
+            return None
+        what, value = given[0]
+        if what == "node":
+            self.node(value)
+            return {value}
+        label = RACK_LABEL if what == "rack" else SWITCH_LABEL
+        scope = {
+            n["metadata"]["name"]
+            for n in self.store.items("nodes")
+            if n["metadata"]["labels"].get(label) == value
+        }
+        if not scope:
+            raise FleetError(
+                404, "NotFound", f'no node is in {what} "{value}"', {"name": value, "kind": what}
+            )
+        return scope
 
     def _heal_pod(self, pod: Obj) -> None:
         if is_terminating(pod):

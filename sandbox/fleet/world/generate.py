@@ -13,12 +13,17 @@ from sandbox.fleet.store import Obj
 from sandbox.fleet.world.spec import (
     AGENT_NAMESPACE,
     CUSTOMER_LABEL,
+    DEFAULT_DRIVER_VERSION,
+    DRIVER_LABEL,
     GPU,
     POOL_LABEL,
     PRODUCT_LABEL,
     RACK_LABEL,
     REGION_LABEL,
+    SWITCH_LABEL,
     ZONE_LABEL,
+    rack_name,
+    switch_name,
 )
 from sandbox.fleet.world.state import FleetState
 
@@ -103,9 +108,11 @@ class GenerateMixin(FleetState):
                     REGION_LABEL: region,
                     ZONE_LABEL: zone,
                     POOL_LABEL: pool,
-                    RACK_LABEL: f"{pool}-rack-{idx // 16:03d}",
+                    RACK_LABEL: rack_name(pool, idx),
+                    SWITCH_LABEL: switch_name(pool, idx),
                     PRODUCT_LABEL: product,
                     "nvidia.com/gpu.count": g,
+                    DRIVER_LABEL: DEFAULT_DRIVER_VERSION,
                 },
                 "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
             },

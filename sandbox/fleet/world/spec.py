@@ -15,6 +15,15 @@ from sandbox.fleet.store import Obj
 
 POOL_LABEL = "supply-agent.io/pool"
 RACK_LABEL = "supply-agent.io/rack"
+# The leaf (top-of-rack) switch a node's network hangs off. Leaves are not racks: each serves
+# NODES_PER_SWITCH nodes offset by half a leaf, so every other leaf spans the boundary of two racks.
+SWITCH_LABEL = "supply-agent.io/switch"
+# The label NVIDIA's GPU feature discovery publishes for the installed driver (the full version).
+DRIVER_LABEL = "nvidia.com/cuda.driver-version.full"
+# Every node's driver before any rollout: the version the simulated NVML reports (less its "-sim").
+DEFAULT_DRIVER_VERSION = "550.90.07"
+NODES_PER_RACK = 16
+NODES_PER_SWITCH = 8
 CUSTOMER_LABEL = "supply-agent.io/customer"
 GPU_INDICES_ANNOTATION = "supply-agent.io/gpu-indices"
 REGION_LABEL = "topology.kubernetes.io/region"
@@ -50,6 +59,17 @@ class FleetSpec(BaseModel):
     fill: float = Field(0.7, ge=0.0, le=1.0, description="Fraction of GPUs the tenant workloads request.")
     customers: int | None = Field(None, ge=1, description="Default: one per ten nodes, at least three.")
     pdb_fraction: float = Field(0.5, ge=0.0, le=1.0, description="Fraction of deployments with a PDB.")
+
+
+def rack_name(pool: str, index: int) -> str:
+    """The rack of the ``index``-th node of ``pool``: NODES_PER_RACK consecutive nodes share one."""
+    return f"{pool}-rack-{index // NODES_PER_RACK:03d}"
+
+
+def switch_name(pool: str, index: int) -> str:
+    """The leaf switch of the ``index``-th node of ``pool``: leaf k serves nodes 8k-4 .. 8k+3 (leaf 0 the
+    first four), so leaf 2 serves the last four nodes of rack 0 and the first four of rack 1."""
+    return f"{pool}-leaf-{(index + NODES_PER_SWITCH // 2) // NODES_PER_SWITCH:03d}"
 
 
 def _resource_count(pod: Obj) -> int:
