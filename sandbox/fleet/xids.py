@@ -55,6 +55,12 @@ OVERRIDES: dict[int, XidEffect] = {
     # IGNORE for the operator, but its trigger is an application that hit a fault and had to terminate
     # (NVIDIA's device plugin counts it an application error): the job dies, the GPU is fine.
     43: XidEffect(False, True, "warning", "IGNORE, but the application was stopped: the job dies"),
+    # IGNORE for the operator (a firmware watchdog on the context-switch engine, FECS), but the channel it
+    # timed out on is torn down with the context running on it: that process dies, the GPU is fine
+    # (NVIDIA's Xid catalogue: ROBUST_CHANNEL_FECS_ERR_WATCHDOG_TIMEOUT, a robust-channel error).
+    38: XidEffect(
+        False, True, "warning", "IGNORE, but the context on the timed-out channel ends: the job dies"
+    ),
     # WORKFLOW_XID_45: the driver's cleanup of a job after an earlier error; the job ends, the GPU is fine
     # (a companion XID, if any, says more about the GPU).
     45: XidEffect(False, True, "warning", "WORKFLOW_XID_45: preemptive cleanup of the job"),

@@ -34,6 +34,7 @@ from supply_agent.policy import (
     PayoutHeld,
     PlaybookSet,
     PodAbsent,
+    PodRunning,
     PodsOnNode,
 )
 from supply_agent.policy.gate import decide, history_from_audit, targets_of
@@ -138,10 +139,20 @@ class Runtime:
         return history_from_audit(self.audit.records(), world, breaker)
 
     def decide(
-        self, action: Action, alerting: frozenset[str], subject: frozenset[str] = frozenset()
+        self,
+        action: Action,
+        alerting: frozenset[str],
+        subject: frozenset[str] = frozenset(),
+        *,
+        pods: frozenset[str] = frozenset(),
+        observed: frozenset[str] | None = None,
     ) -> Decision:
         """Read the world and ask the gate (a pure function) about one action. The decision carries the
-        world revision it was made on, read first: a write after that makes it stale at the executor."""
+        world revision it was made on, read first: a write after that makes it stale at the executor.
+
+        ``pods`` are the pods the incident is about ("namespace/name", from its pod alerts) and
+        ``observed`` the customers its own reads saw on its nodes and pods (None: not given; the gate
+        then asks a human about a customer the cluster does not show affected now)."""
         revision = self.executor.revision
         world = self.world([], alerting)
         targets, _ = targets_of(action, world)
@@ -151,7 +162,9 @@ class Runtime:
         nodes = sorted(set(targets.nodes) | (subject if len(subject) == 1 else set()))
         if nodes:
             world = cast(WorldView, self._timed(lambda: enrich(world, self.kube, nodes)))
-        world = world.model_copy(update={"subject_nodes": subject})
+        world = world.model_copy(
+            update={"subject_nodes": subject, "subject_pods": pods, "observed_customers": observed}
+        )
         decision = decide(action, world, self.history(world), self.playbooks)
         return decision.model_copy(update={"world_revision": revision})
 
@@ -189,6 +202,20 @@ class Runtime:
             pods = [x for x in k.list_pods_on_node(p["node"]) if not (c.except_daemonsets and x.daemonset)]
             live = [x for x in pods if x.phase not in ("Succeeded", "Failed")]
             return len(live) <= c.max, f"{len(live)} pods left on {p['node']} (at most {c.max})"
+        if isinstance(c, PodRunning):
+            try:
+                pod = k.get_pod(p["namespace"], p["pod"])
+            except ToolError as exc:
+                if exc.status == 404:
+                    return False, f"{p['namespace']}/{p['pod']} is gone"
+                raise
+            running = pod.phase == "Running" and pod.ready and not pod.waiting_reason and not pod.terminating
+            why = (
+                pod.waiting_reason
+                or ("Terminating" if pod.terminating else "")
+                or ("ready" if pod.ready else "not ready")
+            )
+            return running, f"{pod.namespace}/{pod.name} {pod.phase}, {why}, restarts={pod.restarts}"
         if isinstance(c, PodAbsent):
             try:
                 pod = k.get_pod(p["namespace"], p["pod"])

@@ -23,15 +23,24 @@ from supply_agent import failpoints
 from supply_agent.hands.runtime import Runtime
 from supply_agent.hands.wiring import Environment, build_environment
 from supply_agent.incidents.checkpoint import open_checkpointer
-from supply_agent.incidents.grouping import group_alerts, incident_id_for, join_window, next_incident_id
+from supply_agent.incidents.grouping import (
+    group_alerts,
+    incident_id_for,
+    join_window,
+    next_incident_id,
+    node_incident_base,
+)
 from supply_agent.incidents.store import IncidentStore
+from supply_agent.incidents.topology import TopologyGroup, fold_by_component
+from supply_agent.incidents.topology import incident_id_of as incident_of_component
 from supply_agent.mind.graph import GraphDeps, build_graph
 from supply_agent.mind.planners.base import Planner
 from supply_agent.mind.planners.factory import make_planner
 from supply_agent.models.approvals import counts
-from supply_agent.models.incident import AlertIn, IncidentState, TimelineEntry
+from supply_agent.models.incident import AlertIn, Component, IncidentState, TimelineEntry
 from supply_agent.policy import PlaybookSet
 from supply_agent.settings import Settings
+from tools.kubernetes import ToolError
 
 log = structlog.get_logger("supply_agent.incidents.agent")
 
@@ -144,13 +153,46 @@ class Agent:
             elif a.status == "firing":
                 rest.append(a)
         new = []
-        for group in group_alerts(rest):
-            iid = next_incident_id(
-                incident_id_for(group),
+        shared, rest = self._by_component(rest)
+        rest, on_dead = self._on_dead_nodes(rest)
+        groups: list[tuple[list[AlertIn], str, Component | None]] = [
+            (g.alerts, incident_of_component(g.component), g.component) for g in shared
+        ]
+        groups += [(g, incident_id_for(g), None) for g in group_alerts(rest)]
+        for alert, node in on_dead:
+            # A pod's symptom on a node that is down is the node's incident (its pods die with it).
+            home = next(
+                (
+                    g
+                    for g, _, c in groups
+                    if (c is not None and node in c.nodes) or any(a.node == node and a.pod is None for a in g)
+                ),
+                None,
+            )
+            if home is not None:
+                home.append(alert)
+                continue
+            known = next_incident_id(
+                node_incident_base(node),
                 lambda i: (row := self.store.get(i)) is not None and row.status == "closed",
             )
-            state = IncidentState(incident_id=iid, alerts=group, opened_at=now)
+            if self.store.get(known) is not None:
+                self.store.link_alerts([alert], known)
+                touched.add(known)
+                log.info("a pod's alert joined its dead node's incident", incident_id=known, node=node)
+            else:
+                groups.append(([alert], incident_id_for([alert]), None))
+        for group, base, component in groups:
+            iid = next_incident_id(
+                base, lambda i: (row := self.store.get(i)) is not None and row.status == "closed"
+            )
+            state = IncidentState(incident_id=iid, alerts=group, opened_at=now, component=component)
             title = group[0].annotations.get("summary") or group[0].alertname
+            if component is not None:
+                title = (
+                    f"{len(component.nodes)} of the {component.size} nodes of {component.kind} "
+                    f"{component.name} alert at once ({group[0].alertname})"
+                )
             opened = self.store.open_incident(state, title)
             self.store.link_alerts(group, iid)
             touched.add(iid)
@@ -159,6 +201,57 @@ class Agent:
             else:
                 log.info("alerts joined an open incident", incident_id=iid, alerts=len(group))
         return new, touched
+
+    def _by_component(self, alerts: list[AlertIn]) -> tuple[list[TopologyGroup], list[AlertIn]]:
+        """The alerts that share a component fold by it (see ``topology``); what the cluster says about
+        their nodes decides. If the cluster cannot be read now, every alert folds as its own node's (the
+        gate's mass-failure limit still holds the line) and the fold says so."""
+        kube = self.runtime.kube
+
+        def labels_of(node: str) -> dict[str, str] | None:
+            try:
+                return kube.get_node(node).labels
+            except ToolError as exc:
+                if exc.status == 404:
+                    return None  # an alert naming a node the cluster does not have counts for nothing
+                raise
+
+        def size_of(label: str, value: str) -> int:
+            return len(kube.list_nodes(label_selector=f"{label}={value}"))
+
+        try:
+            return fold_by_component(alerts, self.runtime.playbooks, labels_of, size_of)
+        except ToolError as exc:
+            log.warning("could not read the alerting nodes' components: folding node by node", error=str(exc))
+            return [], alerts
+
+    def _on_dead_nodes(self, alerts: list[AlertIn]) -> tuple[list[AlertIn], list[tuple[AlertIn, str]]]:
+        """The pod alerts whose pod is on a node the cluster shows not Ready, with that node; and the
+        rest. A pod stuck Terminating or not ready on a dead host is a symptom of the host (kubernetes
+        #72226): one incident, the node's. Where the pod runs comes from the cluster, not the alert."""
+        kube = self.runtime.kube
+        rest, moved = [], []
+        for a in alerts:
+            pod = a.pod if a.status == "firing" else None
+            node = None
+            if pod is not None:
+                try:
+                    node = kube.get_pod(*pod).node
+                    ready = kube.get_node(node).condition("Ready") if node else None
+                except ToolError as exc:
+                    log.info(
+                        "could not read a pod alert's node: folding it as the pod's",
+                        pod="/".join(pod),
+                        error=str(exc),
+                    )
+                    node = ready = None
+                if node is None or ready is None or ready.status == "True":
+                    node = None
+            if node is None:
+                rest.append(a)
+            else:
+                moved.append((a, node))
+        return rest, moved
 
     # -- running a thread --------------------------------------------------------------------------
     @staticmethod

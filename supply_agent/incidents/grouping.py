@@ -36,6 +36,11 @@ def grouping_key(alert: AlertIn) -> str:
     return f"{alert.alertname}|{rest}"
 
 
+def node_incident_base(node: str) -> str:
+    """The id a node's own incident (NotReady, NodeDown, disk pressure ...) has, before ``-2``, ``-3``."""
+    return "inc-" + hashlib.sha256(f"node={node}".encode()).hexdigest()[:12]
+
+
 def _gpu_of(alert: AlertIn) -> tuple[str, str] | None:
     node, gpu = alert.labels.get("node"), alert.labels.get("gpu")
     return (node, gpu) if node and gpu is not None else None

@@ -19,10 +19,15 @@ def match_playbook(
     alerts: list[AlertIn],
     conditions: dict[str, str] | None = None,
     events: list[str] | None = None,
+    component: str | None = None,
 ) -> Playbook | None:
     """The most specific playbook for any of the incident's firing alerts. ``conditions`` and ``events``
-    (what investigation saw on the node) refine the match; None means not observed yet."""
+    (what investigation saw on the node) refine the match; None means not observed yet. ``component``:
+    the kind of shared component the incident is about (a rack, a switch), None for one node's."""
     firing = [a for a in alerts if a.status == "firing"] or alerts
+    # A pod's alert that joined its node's incident (the node is down) is the node's symptom: the
+    # node's alerts choose the playbook.
+    firing = [a for a in firing if a.pod is None] or firing
     # An XID that follows another (45, 154) is answered by the other's playbook when both are here.
     leading = [a for a in firing if not _follower(a)]
     firing = leading or firing
@@ -30,7 +35,12 @@ def match_playbook(
     for alert in firing:
         for pb in playbooks:
             key = pb.match_key(
-                alert.alertname, alert.labels, conditions, events, playbooks.limits.xid_uncatalogued
+                alert.alertname,
+                alert.labels,
+                conditions,
+                events,
+                playbooks.limits.xid_uncatalogued,
+                component,
             )
             if key is not None:
                 hits.append((key, pb.id, pb))
@@ -184,6 +194,60 @@ def symptom_absent(state: IncidentState, playbook: Playbook | None) -> str | Non
             r = pod.result
             if r.get("ready") and not r.get("waiting_reason") and r.get("phase") == "Running":
                 return f"{r['namespace']}/{r['name']} is Running and ready: the crash loop is over"
+    return None
+
+
+# NVML's GpuIsLost is the GPU fallen off the bus: NVIDIA's Xid catalogue XID 79.
+LOST_GPU_XID = 79
+UNCORRECTABLE_ECC_XID = 48
+
+
+def _hardware_xid(code: int) -> bool:
+    from supply_agent.policy.xids import bucket_of
+
+    return code not in APPLICATION_XIDS and bucket_of(code) not in ("RESTART_APP", "IGNORE")
+
+
+def pod_gpu_fault(evidence: list[Evidence], namespace: str, pod: str, node: str) -> AlertIn | None:
+    """The GPU fault behind a pod's symptom, as the pod's node's node-agent reports it: a GPU bound to the
+    pod (its pod-resources list) that is lost, has uncorrectable ECC errors or raised a hardware XID. The
+    answer is the GPU alert that fault raises, derived (``source="agent"``), or None."""
+    health = next(
+        (
+            e
+            for e in reversed(evidence)
+            if e.tool == "nvml.gpu_health" and e.ok and e.params.get("node") == node and e.result
+        ),
+        None,
+    )
+    report = (
+        (health.result or {}).get("report") if health is not None and health.result.get("available") else None
+    )
+    for g in (report or {}).get("gpus") or []:
+        if f"{namespace}/{pod}" not in (g.get("pods") or []):
+            continue
+        hardware = [x["xid"] for x in g.get("xid_events") or [] if _hardware_xid(int(x["xid"]))]
+        if g.get("lost"):
+            xid, what = LOST_GPU_XID, "is lost (fell off the bus)"
+        elif (g.get("ecc_uncorrected_volatile") or 0) > 0:
+            xid, what = UNCORRECTABLE_ECC_XID, "has uncorrectable ECC errors"
+        elif hardware:
+            xid, what = int(hardware[-1]), f"raised XID {hardware[-1]}"
+        else:
+            continue
+        why = (
+            f"the node-agent on {node} reports GPU {g['index']}, bound to {namespace}/{pod}, {what}: "
+            "the pod's symptom is that GPU's fault"
+        )
+        labels = {"node": node, "gpu": str(g["index"]), "xid": str(xid)}
+        if g.get("uuid"):
+            labels["UUID"] = str(g["uuid"])
+        return AlertIn(
+            alertname="GPUXidError",
+            labels=labels,
+            annotations={"summary": why, "derived_from": f"nvml.gpu_health node={node}"},
+            source="agent",
+        )
     return None
 
 

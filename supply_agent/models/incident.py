@@ -43,7 +43,9 @@ class AlertIn(BaseModel):
     annotations: dict[str, str] = Field(default_factory=dict)
     starts_at: datetime | None = None
     fingerprint: str = ""
-    source: Literal["alertmanager", "pagerduty", "file"] = "file"
+    # "agent": not received but found: the fault the cluster shows behind a received alert (its
+    # annotations say what it was derived from); never stored as a received alert.
+    source: Literal["alertmanager", "pagerduty", "file", "agent"] = "file"
     source_id: str = Field("", description="PagerDuty incident id, or Alertmanager groupKey.")
     group_key: str = ""
 
@@ -64,6 +66,17 @@ class AlertIn(BaseModel):
     @property
     def node(self) -> str | None:
         return self.labels.get("node")
+
+    @property
+    def pod(self) -> tuple[str, str] | None:
+        """The pod the alert is about (namespace, name), when a pod is its subject. On a GPU's series (a
+        ``gpu``, ``xid`` or ``err_code`` label) a pod label is the exporter's attribution, not the subject."""
+        labels = self.labels
+        if "pod" not in labels or "namespace" not in labels:
+            return None
+        if self.alertname.startswith("KubePod") or not ({"gpu", "xid", "err_code"} & labels.keys()):
+            return labels["namespace"], labels["pod"]
+        return None
 
 
 def _time(value: Any, where: str) -> datetime | None:
@@ -281,12 +294,26 @@ class StepRecord(BaseModel):
     io_ms: float = 0.0
 
 
+class Component(BaseModel):
+    """A component several alerting nodes share (a rack, a leaf switch, a driver version), as the
+    cluster's node labels say: the incident's suspected cause."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str = Field(description="rack, switch, driver: a kind _global.yaml's topology names.")
+    label: str = Field(description="The node label that says which component a node is in.")
+    name: str = Field(description="The label's value: the component's name.")
+    nodes: list[str] = Field(description="The alerting nodes in it.")
+    size: int = Field(ge=1, description="How many nodes the cluster has in it.")
+
+
 class IncidentState(BaseModel):
     """The LangGraph state of one incident (thread id = incident id)."""
 
     incident_id: str
     alerts: list[AlertIn]
     opened_at: datetime
+    component: Component | None = None  # the shared component the incident is about, if any
     playbook_id: str | None = None
     severity: str = "warning"
     root_cause: str | None = None
@@ -313,6 +340,7 @@ class IncidentState(BaseModel):
 
 STATE_TYPES: tuple[type[BaseModel], ...] = (
     AlertIn,
+    Component,
     TimelineEntry,
     Evidence,
     LlmCall,

@@ -47,6 +47,7 @@ from supply_agent.policy.conditions import (
     NodeUnschedulable,
     PayoutHeld,
     PodAbsent,
+    PodRunning,
     PodsOnNode,
 )
 from supply_agent.policy.limits import (
@@ -107,6 +108,7 @@ __all__ = [
     "PlaybookSet",
     "PlaybookSetError",
     "PodAbsent",
+    "PodRunning",
     "PodsOnNode",
     "RateLimits",
     "SoftHardLimit",

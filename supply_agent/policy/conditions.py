@@ -106,6 +106,12 @@ class PodAbsent(Strict):
     check: Literal["pod_absent"]
 
 
+class PodRunning(Strict):
+    """The step's pod is Running and Ready, no container waiting (a crash loop or an OOM loop is over)."""
+
+    check: Literal["pod_running"]
+
+
 class DeploymentAvailable(Strict):
     """The step's deployment reports all desired replicas updated and available."""
 
@@ -147,6 +153,7 @@ _CONDITION_TYPES: tuple[type[Strict], ...] = (
     GpuFaultConfirmed,
     PodsOnNode,
     PodAbsent,
+    PodRunning,
     DeploymentAvailable,
     CreditExists,
     MeteringPaused,
@@ -171,6 +178,7 @@ Condition = Annotated[
     | GpuThrottleConfirmed
     | PodsOnNode
     | PodAbsent
+    | PodRunning
     | DeploymentAvailable
     | CreditExists
     | MeteringPaused

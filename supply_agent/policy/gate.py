@@ -3,6 +3,10 @@
 Pure and deterministic: the same inputs give the same decision, with every reason and every limit
 consulted. Nothing here reads the network or the clock; ``world.now`` is the time. Over a soft limit
 the answer is ``ask`` (a human decides), over a hard one ``deny``; the strictest rule wins.
+
+Long because it is the gate: every rule the containment design names (kill switch, bounded targets, deny
+lists, circuit breaker, playbook containment, identity, mass failure, blast radius, rates) is here next
+to the others, so one reading shows the whole of a decision and the order the rules are consulted in.
 """
 
 from __future__ import annotations
@@ -31,7 +35,16 @@ from supply_agent.policy import (
     SoftHardLimit,
 )
 from supply_agent.policy.world import History, NodeView, PastAction, WorldView
-from tools.catalogue import CATALOGUE, CONTROL_TOOLS, DISRUPTING, K8S_VERBS, OUT_OF_SERVICE, TOOLS, Effect
+from tools.catalogue import (
+    CATALOGUE,
+    CONTROL_TOOLS,
+    DISRUPTING,
+    K8S_VERBS,
+    OUT_OF_SERVICE,
+    TOOLS,
+    WRITE_TOOLS,
+    Effect,
+)
 
 _ORDER = {Verdict.ALLOW: 0, Verdict.ASK: 1, Verdict.DENY: 2}
 _NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
@@ -39,6 +52,9 @@ _NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 # From the tool table: writes that take a node's GPUs out of service for new work, writes that stop or
 # move a customer's running work, and what each tool does in Kubernetes terms (for the deny list).
 NODE_OUT = OUT_OF_SERVICE
+# Writes addressed to a customer (a notice, a credit, their pod's metering): the customer must be one the
+# incident affects, as the cluster says (see ``_identity``).
+CUSTOMER_WRITES = frozenset(t for t in WRITE_TOOLS if t == "notify.customer" or t.startswith("billing."))
 
 
 @dataclass
@@ -226,6 +242,9 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
     if not problems and targets.empty():
         r.add(Verdict.DENY, "the action names no target: an empty target set is an error, never 'everything'")
 
+    if not problems and action.tool in CUSTOMER_WRITES and targets.customers:
+        _identity(r, action, targets, world)
+
     # Deny lists.
     r.consulted.append("deny.namespaces")
     pod_namespaces = {t.split("/", 1)[0] for t in targets.pods} | set(targets.namespaces)
@@ -322,6 +341,42 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
             f"(limit {limits.rate_limits.writes_per_incident})",
         )
     return _decision(action, r, targets, now)
+
+
+def _identity(r: _Ruling, action: Action, targets: Targets, world: WorldView) -> None:
+    """A notice or a billing write goes only to a customer the incident affects: one with a tenant pod on
+    its subject nodes or the action's target nodes, or owning (by the pod's label in the cluster) a pod it
+    is about, or one the agent saw there in this incident's own reads (pods gone since a drain, or evicted
+    from a dead node). Who is affected comes from the cluster: an alert's labels are anyone's text, and a
+    planner (a model above all) may have read a customer from them.
+
+    Unaffected, a non-human proposal is denied. When the caller gave no record of what the incident saw
+    (``observed_customers`` None) a customer the cluster does not show affected now cannot be told from a
+    forged one, and a human decides (ask): it never passes silently. A human's own proposal (``explain``,
+    a command) is theirs to make: this rule leaves its verdict as the other rules say."""
+    if action.proposed_by == "human":
+        return
+    r.consulted.append("identity.customers")
+    observed = world.observed_customers
+    for customer in targets.customers:
+        if world.affected_now(customer, targets.nodes) or (observed is not None and customer in observed):
+            continue
+        where = _names(tuple(sorted({*(n for n in world.subject_nodes if n in world.nodes), *targets.nodes})))
+        pods = _names(tuple(sorted(world.subject_pods)), 3, pods=True)
+        scope = f"this incident's nodes ({where or 'none'})" + (f" or its pods ({pods})" if pods else "")
+        why = (
+            f"customer {customer[:63]} has no pods on {scope}"
+            + (
+                ", and this incident's reads saw none of theirs there"
+                if observed is not None
+                else ", and no record of what this incident's reads saw was given to the gate"
+            )
+            + ": who is affected comes from the cluster, not from alert labels"
+        )
+        if observed is None:
+            r.add(Verdict.ASK, f"{why}; a human decides")
+        else:
+            r.add(Verdict.DENY, why)
 
 
 def _playbook_rules(
@@ -434,10 +489,16 @@ def _blast_radius(
         )
 
 
-def _names(names: tuple[str, ...], shown: int = 5) -> str:
+def _names(names: tuple[str, ...], shown: int = 5, pods: bool = False) -> str:
     """A few names for a reason, the rest counted. Names from alert labels are anyone's text: one that
-    is not a plausible node name is counted, never quoted (it reaches the timeline, Slack, a prompt)."""
-    plain = [n for n in names if len(n) <= 63 and _NAME.match(n)]
+    is not a plausible node name (with ``pods``, "namespace/name") is counted, never quoted (it reaches
+    the timeline, Slack, a prompt)."""
+
+    def plausible(n: str) -> bool:
+        parts = n.split("/", 1) if pods else [n]
+        return len(parts) == (2 if pods else 1) and all(len(x) <= 63 and _NAME.match(x) for x in parts)
+
+    plain = [n for n in names if plausible(n)]
     text = ", ".join(plain[:shown])
     rest = len(names) - min(len(plain), shown)
     if rest:

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from supply_agent.policy.base import NonEmptyStr, Strict, fail
+from supply_agent.policy.base import NonEmptyStr, Slug, Strict, fail
 from supply_agent.policy.tools import WRITE_TOOLS, ToolName
 from supply_agent.policy.units import Duration, Fraction, IntOrPercent, Percent, at_most
 from supply_agent.policy.xids import ImmediateBucket
@@ -159,6 +159,26 @@ class MassFailure(Strict):
         return unhealthy <= max(threshold.scaled(total), self.always_allow_nodes)
 
 
+class Topology(Strict):
+    """Alerts from several nodes that share one component (a rack's cooling or power, a leaf switch, a
+    driver version being rolled out) fold into one incident naming the component as the suspected cause:
+    one page, no per-node action. ``components`` maps each kind a playbook's ``match.topology`` may name
+    to the node label that says which component a node belongs to, read from the cluster (never from an
+    alert's labels). A component counts when at least ``min_nodes`` of its nodes alert together and they
+    are at least ``min_fraction`` percent of its nodes; the smallest such component wins (a rack before
+    the driver version the whole fleet runs)."""
+
+    min_nodes: int = Field(3, ge=2)
+    min_fraction: Percent = 25.0
+    components: dict[Slug, NonEmptyStr] = Field(
+        default_factory=lambda: {
+            "rack": "supply-agent.io/rack",
+            "switch": "supply-agent.io/switch",
+            "driver": "nvidia.com/cuda.driver-version.full",
+        }
+    )
+
+
 class CircuitBreaker(Strict):
     """NVSentinel's breaker: trips when the unique nodes the agent cordoned within ``duration`` exceed
     ``percentage`` of the fleet's nodes, or when ``failed_verifications`` steps fail verification within
@@ -260,6 +280,7 @@ class GlobalLimits(Strict):
     blast_radius: BlastRadius = BlastRadius()
     rate_limits: RateLimits = RateLimits()
     mass_failure: MassFailure = MassFailure()
+    topology: Topology = Topology()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     approvals: Approvals = Approvals()
     handback: Handback = Handback()

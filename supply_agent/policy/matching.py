@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from supply_agent.policy.base import NonEmptyStr, Strict, fail
+from supply_agent.policy.base import NonEmptyStr, Slug, Strict, fail
 from supply_agent.policy.conditions import Status
 from supply_agent.policy.xids import ImmediateBucket, bucket_of
 
@@ -53,6 +53,12 @@ class Match(Strict):
     xid_buckets: list[ImmediateBucket] = Field(default_factory=list)
     node_conditions: dict[str, Status] = Field(default_factory=dict)
     node_events: list[NonEmptyStr] = Field(default_factory=list)
+    topology: list[Slug] = Field(
+        default_factory=list,
+        description="The incident is about a component several alerting nodes share (a kind named in "
+        "_global.yaml's topology.components: rack, switch, driver). A clause with topology matches only such "
+        "an incident, and a clause without it never does.",
+    )
 
     @model_validator(mode="after")
     def _not_empty(self) -> Match:
@@ -71,10 +77,14 @@ def clause_matches(
     conditions: Mapping[str, str] | None = None,
     events: Sequence[str] | None = None,
     uncatalogued: str | None = None,
+    component: str | None = None,
 ) -> bool:
     """Whether an alert satisfies one clause. ``conditions`` and ``events`` are what was observed on the
     node; None means not observed yet, and the clause's ``node_conditions`` / ``node_events`` are not
-    checked. ``uncatalogued`` is the bucket an XID without one in the catalogue counts as."""
+    checked. ``uncatalogued`` is the bucket an XID without one in the catalogue counts as. ``component``
+    is the kind of shared component the incident is about (None: one node's or one pod's incident)."""
+    if ((component in clause.topology) if clause.topology else component is None) is False:
+        return False
     if clause.alertnames and alertname not in clause.alertnames:
         return False
     if any(labels.get(k) != v for k, v in clause.labels.items()):
@@ -109,6 +119,7 @@ def specificity(clause: Match) -> tuple[int, int]:
         + bool(clause.xids or clause.xid_buckets)
         + len(clause.node_conditions)
         + bool(clause.node_events)
+        + bool(clause.topology)
     )
     codes = len(clause.xids) or (500 + len(clause.xid_buckets) if clause.xid_buckets else 1000)
     alternatives = (len(clause.alertnames) or 1000) + codes
@@ -122,11 +133,12 @@ def match_key(
     conditions: Mapping[str, str] | None = None,
     events: Sequence[str] | None = None,
     uncatalogued: str | None = None,
+    component: str | None = None,
 ) -> tuple[int, int] | None:
     """The `specificity` of the most specific clause that matches, or None when none does."""
     keys = [
         specificity(c)
         for c in clauses
-        if clause_matches(c, alertname, labels, conditions, events, uncatalogued)
+        if clause_matches(c, alertname, labels, conditions, events, uncatalogued, component)
     ]
     return min(keys) if keys else None

@@ -149,6 +149,12 @@ class Playbook(Strict):
     match: Annotated[list[Match], BeforeValidator(_one_or_many), Field(min_length=1)]
     # Validated before `runbook`, which is checked against it.
     containment: Containment = Containment()
+    goal: list[Condition] = Field(
+        default_factory=list,
+        description="What must hold in the world, read back when the runbook is done, before the incident is "
+        "called mitigated (the symptom gone: the pod running, the condition cleared), checked with the "
+        "incident's alert as the step; if any does not, the incident escalates saying what is left.",
+    )
     runbook: Annotated[list[Step], Field(min_length=1)]
 
     @field_validator("source")
@@ -194,6 +200,12 @@ class Playbook(Strict):
         conditions: Mapping[str, str] | None = None,
         events: Sequence[str] | None = None,
         uncatalogued: str | None = None,
+        component: str | None = None,
     ) -> tuple[int, int] | None:
         """The sort key of the most specific clause that matches, or None (`matching.match_key`)."""
-        return match_key(self.match, alertname, labels, conditions, events, uncatalogued)
+        return match_key(self.match, alertname, labels, conditions, events, uncatalogued, component)
+
+    @property
+    def topology(self) -> frozenset[str]:
+        """The component kinds this playbook answers for (empty: a node's or a pod's playbook)."""
+        return frozenset(k for m in self.match for k in m.topology)

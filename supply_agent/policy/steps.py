@@ -87,6 +87,12 @@ class Step(Strict):
     verify: Verify | None = Field(None, validate_default=True)
     on_failure: OnFailure = OnFailure()
     requires_approval: bool = False
+    when: Literal["job_died"] | None = Field(
+        None,
+        description="Run the step only if this holds, else pass over it: job_died = a pod on the alert's "
+        "GPU (as its node-agent reports) restarted or ended with an error. For an XID NVIDIA says needs "
+        "no action, whose job may still have died: its customer is told only then.",
+    )
 
     @field_validator("verify")
     @classmethod

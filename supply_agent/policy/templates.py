@@ -1,5 +1,6 @@
 """Step parameters and the ``${...}`` templates in them: ``${labels.node}``, ``${annotations.summary}``,
-``${incident.id}``, ``${playbook.id}``, ``${steps.NAME.FIELD}``.
+``${incident.id}``, ``${playbook.id}``, ``${steps.NAME.FIELD}``, and for an incident about a shared
+component ``${component.kind}``, ``.name``, ``.label``, ``.nodes``, ``.size``, ``.alerting``.
 
 It exists so that a parameter is checked once, on load (JSON-like, never empty or a wildcard, every
 template well formed), and so that the runbook checks can find which earlier steps a step refers to.
@@ -21,6 +22,7 @@ _TEMPLATE_REF = re.compile(
     r"(?:labels|annotations)\.[A-Za-z_][A-Za-z0-9_]*"
     r"|incident\.(?:id|title|url|started_at|now)"
     r"|playbook\.(?:id|title)"
+    r"|component\.(?:kind|name|label|nodes|size|alerting)"
     r"|steps\.[a-z0-9][a-z0-9-]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+"
 )
 _PARAM_SCALARS = (str, int, float, bool, type(None))

@@ -61,6 +61,15 @@ class WorldView(BaseModel):
     # The nodes the incident is about: a playbook's node preconditions hold (or not) for an action that
     # targets no node (a notice, a credit) by looking at the incident's one node.
     subject_nodes: frozenset[str] = frozenset()
+    # Who the incident affects, for the gate's identity rule on notices and billing writes (``affected``).
+    # The pods the incident is about ("namespace/name", from its pod alerts): found in the cluster, their
+    # customer is the pod's own label there, never the alert's.
+    subject_pods: frozenset[str] = frozenset()
+    # Customers the agent itself saw, in this incident's reads from the cluster, with pods on its nodes or
+    # among its pods: the ones whose pods are gone since (drained, evicted from a dead node) still count.
+    # None: not computed (the caller had no incident evidence to give); the gate then asks a human about a
+    # customer the cluster does not show affected now, rather than let it through.
+    observed_customers: frozenset[str] | None = None
 
     _pool_sizes: dict[str, int] = PrivateAttr(default_factory=dict)
     _pods: dict[str, tuple[str, PodRef]] = PrivateAttr(default_factory=dict)
@@ -84,6 +93,21 @@ class WorldView(BaseModel):
 
     def deployment_pods(self, namespace: str, name: str) -> list[PodRef]:
         return self._deployments.get(f"{namespace}/{name}", [])
+
+    def affected_now(self, customer: str, nodes: tuple[str, ...] = ()) -> bool:
+        """Whether the cluster shows ``customer`` affected by the incident now: a tenant (non-DaemonSet)
+        pod of theirs on one of its subject nodes or on ``nodes`` (the action's targets), or one of the
+        pods it is about labelled as theirs. O(those nodes' pods + the incident's pods): no fleet scan."""
+        for name in {*self.subject_nodes, *nodes}:
+            node = self.nodes.get(name)
+            if node is not None and any(p.customer == customer and not p.daemonset for p in node.pods):
+                return True
+        for key in self.subject_pods:
+            namespace, _, pod = key.partition("/")
+            found = self.find_pod(namespace, pod)
+            if found is not None and found[1].customer == customer:
+                return True
+        return False
 
     def alerting_split(self) -> tuple[frozenset[str], tuple[str, ...]]:
         """The alerting nodes the cluster has, and (sorted) those it does not, in O(alerting nodes).

@@ -74,9 +74,10 @@ CLASSES: list[tuple[str, Callable[[Harness], Any], str, str, list[str], list[str
      [], ["k8s.cordon_node", "k8s.drain_node"]),
     ("disk", lambda h: h.inject("disk-pressure", node=node(h)), "disk-pressure", "mitigated",
      ["k8s.cordon_node"], ["k8s.drain_node"]),
-    ("crashloop", pod_fault("crashloop"), "tenant-crashloop", "mitigated",
+    # Told and credited, but the customer's pod still loops: not mitigated (the playbook's goal reads it back).
+    ("crashloop", pod_fault("crashloop"), "tenant-crashloop", "escalated",
      ["notify.customer", "billing.issue_credit"], ["k8s.delete_pod", "k8s.rollout_restart"]),
-    ("oomkill", pod_fault("oomkill"), "tenant-oomkilled", "mitigated",
+    ("oomkill", pod_fault("oomkill"), "tenant-oomkilled", "escalated",
      ["notify.customer", "billing.issue_credit"], ["k8s.delete_pod", "k8s.rollout_restart"]),
     ("stuck", pod_fault("stuck-terminating"), "stuck-terminating", "mitigated", ["k8s.delete_pod"], []),
     ("double-metering", pod_fault("double-metering"), "double-metering", "mitigated",
@@ -101,6 +102,8 @@ def test_each_playbook_class_end_to_end(
         result = only(h.handle("auto", advance_s=1800))
         state = result.state
         assert (state.playbook_id, state.outcome) == (playbook, outcome), state.escalation_reason
+        if name in ("crashloop", "oomkill"):  # the reason says what is left in the world
+            assert "symptom is still there" in (state.escalation_reason or ""), state.escalation_reason
         done = executed(result)
         assert set(must) <= set(done), done
         assert not set(must_not) & {s.action.tool for s in state.steps if s.outcome == "executed"}

@@ -8,6 +8,7 @@ from typing import Any
 
 from supply_agent.mind.deps import GraphDeps
 from supply_agent.mind.nodes.common import default_verify, entry, result_line, runbook_step, short
+from supply_agent.mind.nodes.gate import decide
 from supply_agent.models.incident import IncidentState
 from supply_agent.policy import OnFailure, Verify
 
@@ -31,8 +32,7 @@ def execute(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
         if res.stale:
             # The executor refused a decision made before the agent's last write (another incident's,
             # or before a restart or a wait for approval): decide again on the world as it is now.
-            subject = frozenset({last.subject}) if last.subject else frozenset(state.nodes())
-            decision = rt.decide(last.action, deps.alerting_nodes(rt.clock()), subject)
+            decision = decide(state, deps, last.action, last.subject)
             res = rt.execute(last.action, decision, last.approval)
             if res.outcome == "refused":
                 res = res.model_copy(

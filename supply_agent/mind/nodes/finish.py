@@ -8,6 +8,7 @@ from typing import Any
 
 from supply_agent.mind.deps import GraphDeps
 from supply_agent.mind.nodes.common import entry, short
+from supply_agent.models import Action
 from supply_agent.models.incident import IncidentState
 
 
@@ -20,6 +21,18 @@ def resolve(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
             "phase": "summarise",
             "timeline": [entry(deps, "resolve", "escalate", f"escalated to a human: {state.handoff}")],
         }
+    left = goal_left(state, deps) if acted else []
+    if left:
+        # The runbook ran and every step verified, but the world does not show the symptom gone.
+        reason = "the runbook ran, but the symptom is still there: " + "; ".join(left)
+        if state.handoff:
+            reason += f" ({state.handoff})"
+        return {
+            "outcome": "escalated",
+            "escalation_reason": reason,
+            "phase": "summarise",
+            "timeline": [entry(deps, "resolve", "escalate", f"escalated to a human: {reason}")],
+        }
     outcome = "mitigated" if acted else "no_action"
     text = (
         f"mitigated: {len(acted)} action(s) executed and verified"
@@ -31,6 +44,26 @@ def resolve(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
         "phase": "summarise",
         "timeline": [entry(deps, "resolve", "resolve", text)],
     }
+
+
+def goal_left(state: IncidentState, deps: GraphDeps) -> list[str]:
+    """What of the playbook's goal does not hold now, read back from the cluster (empty: all does)."""
+    from supply_agent.mind.planners.runbook import trusted_labels
+
+    pb = deps.runtime.playbooks.get(state.playbook_id) if state.playbook_id else None
+    if pb is None or not pb.goal:
+        return []
+    labels = trusted_labels(state.alert)
+    probe = Action(tool="goal", params=labels, incident_id=state.incident_id, step=len(state.steps))
+    left = []
+    for condition in pb.goal:
+        try:
+            ok, seen = deps.runtime.check(condition, probe)
+        except KeyError as exc:  # the alert does not name what the goal reads
+            ok, seen = False, f"{condition.check}: the alert names no {exc}"
+        if not ok:
+            left.append(seen)
+    return left
 
 
 def escalate(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:

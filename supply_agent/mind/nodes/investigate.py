@@ -12,23 +12,27 @@ from supply_agent.mind.triage import (
     match_playbook,
     nothing_asked,
     observed,
+    pod_gpu_fault,
     severity,
     summarise_read,
     symptom_absent,
 )
-from supply_agent.models.incident import Evidence, IncidentState
+from supply_agent.models.incident import AlertIn, Evidence, IncidentState
 from tools.catalogue import FRESH_METERS
 from tools.kubernetes import ToolError
 
 
 def triage(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
     pbs = deps.runtime.playbooks
-    pb = match_playbook(pbs, state.alerts)
+    c = state.component
+    pb = match_playbook(pbs, state.alerts, component=c.kind if c else None)
     sev = severity(pb, state.alerts)
     nodes = state.nodes()
     where = (
         f" on {len(nodes)} node(s): {', '.join(nodes[:5])}{'…' if len(nodes) > 5 else ''}" if nodes else ""
     )
+    if c is not None:
+        where += f", all in {c.kind} {c.name} ({len(c.nodes)} of its {c.size} nodes; its {c.label} label)"
     text = (
         f"{state.alert.alertname}{where}: playbook {pb.id} ({pb.title}), severity {sev}"
         if pb
@@ -76,25 +80,73 @@ def read_evidence(
     )
 
 
+def _behind_the_pod(state: IncidentState, deps: GraphDeps, evidence: list[Evidence]) -> AlertIn | None:
+    """For a pod's alert: read the node-agent of the node the cluster says the pod runs on (appended to
+    ``evidence``, with the node itself); the GPU fault it reports on the pod's GPU, if any."""
+    pod = state.alert.pod if state.alert.source != "agent" else None
+    if pod is None:
+        return None
+    read = next(
+        (e for e in evidence if e.tool == "k8s.get_pod" and e.ok and isinstance(e.result, dict)), None
+    )
+    node = read.result.get("node") if read is not None and isinstance(read.result, dict) else None
+    if not node:
+        return None
+    evidence.append(
+        read_evidence(
+            deps, state.incident_id, "nvml.gpu_health", {"node": node}, "investigate", None, "investigate"
+        )
+    )
+    found = pod_gpu_fault(evidence, pod[0], pod[1], str(node))
+    if found is not None:
+        evidence += [
+            read_evidence(deps, state.incident_id, t, p, "investigate", None, "investigate")
+            for t, p in first_reads(found)
+            if t != "nvml.gpu_health"
+        ]
+    return found
+
+
 def investigate(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
     pbs = deps.runtime.playbooks
     evidence = [
         read_evidence(deps, state.incident_id, t, p, "investigate", None, "investigate")
         for t, p in first_reads(state.alert)
     ]
-    timeline = [entry(deps, "investigate", "evidence", f"{e.tool}: {e.summary}") for e in evidence]
-    probe = state.model_copy(update={"evidence": [*state.evidence, *evidence]})
     pb = pbs.get(state.playbook_id) if state.playbook_id else None
-    update: dict[str, Any] = {
-        "evidence": evidence,
-        "read_budget": state.read_budget - len(evidence),
-        "phase": "plan",
-    }
+    update: dict[str, Any] = {"phase": "plan"}
+    timeline = []
+    found = _behind_the_pod(state, deps, evidence)
+    if found is not None:
+        # Diagnosis changes the plan: the pod's symptom is its GPU's hardware fault, so the incident is
+        # that node's hardware incident (the pod's alert stays, as its symptom).
+        alerts = [found, *state.alerts]
+        refined = match_playbook(pbs, alerts)
+        timeline.append(
+            entry(
+                deps,
+                "investigate",
+                "triage",
+                f"diagnosis changes the playbook: {state.playbook_id or 'none'} → {refined.id if refined else 'none'}"
+                f" ({found.annotations['summary']})",
+            )
+        )
+        pb = refined
+        update |= {
+            "alerts": alerts,
+            "playbook_id": pb.id if pb else None,
+            "root_cause": pb.cause if pb else None,
+        }
+        state = state.model_copy(update={"alerts": alerts, "playbook_id": update["playbook_id"]})
+    timeline = [entry(deps, "investigate", "evidence", f"{e.tool}: {e.summary}") for e in evidence] + timeline
+    probe = state.model_copy(update={"evidence": [*state.evidence, *evidence]})
+    update |= {"evidence": evidence, "read_budget": state.read_budget - len(evidence)}
     # What the node showed refines the match: NotReady with ControlPlanePathDown is a partition,
     # with HostUnresponsive a dead host.
     conditions, events = observed(probe.evidence, state.alert.node)
     if conditions is not None or events is not None:
-        refined = match_playbook(pbs, state.alerts, conditions, events)
+        kind = state.component.kind if state.component else None
+        refined = match_playbook(pbs, state.alerts, conditions, events, kind)
         if (refined.id if refined else None) != state.playbook_id:
             timeline.append(
                 entry(

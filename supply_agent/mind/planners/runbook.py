@@ -125,10 +125,7 @@ _IDENTITY_LABELS = ("customer", "namespace", "pod", "container", "deployment", "
 def pod_subject(alert: AlertIn) -> bool:
     """Whether the alert is about a pod (its namespace and name are its subject). On a GPU's series
     (a ``gpu`` or ``xid`` label) the pod is the exporter's attribution, not the subject."""
-    labels = alert.labels
-    if "pod" not in labels or "namespace" not in labels:
-        return False
-    return alert.alertname.startswith("KubePod") or not ({"gpu", "xid", "err_code"} & labels.keys())
+    return alert.pod is not None
 
 
 def trusted_labels(alert: AlertIn) -> dict[str, str]:
@@ -189,6 +186,18 @@ def identity(state: IncidentState, alert: AlertIn, labels: dict[str, str]) -> di
     return out
 
 
+def job_died(state: IncidentState, alert: AlertIn) -> bool:
+    """Whether a pod bound to the alert's GPU (the node-agent's report) restarted or ended in error, as the
+    node's latest pod listing shows it."""
+    on_gpu = set(pods_on_gpu(state, alert.node, alert.labels.get("gpu")) or [])
+    for p in _pods_listed(state, alert.node) or []:
+        if f"{p.get('namespace')}/{p.get('name')}" not in on_gpu:
+            continue
+        if int(p.get("restarts") or 0) > 0 or p.get("last_termination_reason") or p.get("phase") == "Failed":
+            return True
+    return False
+
+
 def _takes_node_out(pb: Playbook) -> bool:
     # A drain evicts every pod on the node; a cordon or taint only turns new work away.
     return any(s.tool == "k8s.drain_node" for s in pb.runbook)
@@ -227,6 +236,18 @@ def template_scope(state: IncidentState, ctx: PlanContext) -> dict[str, Any]:
             "now": max(ctx.now, started + timedelta(seconds=1)).isoformat(),
         },
         "playbook": {"id": pb.id, "title": pb.title} if pb else {},
+        "component": (
+            {
+                "kind": c.kind,
+                "name": c.name,
+                "label": c.label,
+                "nodes": ", ".join(c.nodes),
+                "size": c.size,
+                "alerting": len(c.nodes),
+            }
+            if (c := state.component)
+            else {}
+        ),
         "steps": step_results(state),
     }
 
@@ -322,6 +343,15 @@ class RunbookPlanner:
                 reason=f"who has pods on {where}: read before {step.tool}",
             )
         scope = {**scope, "labels": identity(state, entity, scope["labels"])}
+        if step.when == "job_died" and not job_died(state, entity):
+            return Proposal(
+                kind="skip",
+                planner=self.name,
+                runbook_step=step.name,
+                more=more,
+                subject=subject,
+                reason=f"no job on GPU {entity.labels.get('gpu', '?')} of {entity.node} died: nothing for {step.name} to do",
+            )
         if (
             step.tool == "notify.customer"
             and "${labels.customer}" in str(step.params)

@@ -102,8 +102,10 @@ def test_every_catalogued_code_follows_its_bucket() -> None:
 
 
 def test_overrides_keep_what_the_sandbox_modelled_before_the_catalogue() -> None:
-    assert set(OVERRIDES) == {43, 45, 48, 94}
+    assert set(OVERRIDES) == {38, 43, 45, 48, 94}
     assert (effect(43).gpu_unhealthy, effect(43).job_dies) == (False, True)  # IGNORE, but the app stopped
+    # IGNORE, but the robust channel the FECS watchdog timed out on is torn down with its context
+    assert (effect(38).gpu_unhealthy, effect(38).job_dies, effect(38).severity) == (False, True, "warning")
     assert (effect(45).gpu_unhealthy, effect(45).job_dies) == (False, True)
     assert (effect(48).gpu_unhealthy, effect(48).severity) == (True, "critical")
     assert (effect(94).gpu_unhealthy, effect(94).job_dies, effect(94).severity) == (True, True, "warning")
@@ -176,7 +178,7 @@ def test_recovery_action_names_and_values() -> None:
 # the world, bucket by bucket ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("code", [8, 13, 31, 32, 68, 69])  # RESTART_APP
+@pytest.mark.parametrize("code", [8, 13, 31, 32, 68, 69, 38])  # RESTART_APP, and 38 (IGNORE, its job ends)
 def test_restart_app_kills_the_job_and_keeps_the_gpu(fleet: Fleet, code: int) -> None:
     out, restarted, healthy, severity, _ = observe(fleet, code)
     assert (out, restarted, healthy, severity) == (False, True, "True", "warning")
@@ -188,7 +190,7 @@ def test_restart_app_kills_the_job_and_keeps_the_gpu(fleet: Fleet, code: int) ->
     )
 
 
-@pytest.mark.parametrize("code", [38, 44, 63, 92, 137])  # IGNORE
+@pytest.mark.parametrize("code", [44, 63, 92, 137])  # IGNORE (38 and 43 end their job: see OVERRIDES)
 def test_ignore_breaks_nothing(fleet: Fleet, code: int) -> None:
     out, restarted, healthy, severity, _ = observe(fleet, code)
     assert (out, restarted, healthy) == (False, False, "True")
