@@ -31,7 +31,7 @@ from supply_agent.incidents.grouping import (
     node_incident_base,
 )
 from supply_agent.incidents.store import IncidentStore
-from supply_agent.incidents.topology import TopologyGroup, fold_by_component
+from supply_agent.incidents.topology import TopologyGroup, component_home, fold_by_component
 from supply_agent.incidents.topology import incident_id_of as incident_of_component
 from supply_agent.mind.graph import GraphDeps, build_graph
 from supply_agent.mind.planners.base import Planner
@@ -153,7 +153,9 @@ class Agent:
             elif a.status == "firing":
                 rest.append(a)
         new = []
-        shared, rest = self._by_component(rest)
+        labels: dict[str, dict[str, str] | None] = {}
+        shared, rest = self._by_component(rest, labels)
+        rest = self._into_components(rest, labels, now, touched)
         rest, on_dead = self._on_dead_nodes(rest)
         groups: list[tuple[list[AlertIn], str, Component | None]] = [
             (g.alerts, incident_of_component(g.component), g.component) for g in shared
@@ -202,19 +204,27 @@ class Agent:
                 log.info("alerts joined an open incident", incident_id=iid, alerts=len(group))
         return new, touched
 
-    def _by_component(self, alerts: list[AlertIn]) -> tuple[list[TopologyGroup], list[AlertIn]]:
+    def _node_labels(self, node: str, cache: dict[str, dict[str, str] | None]) -> dict[str, str] | None:
+        """A node's labels as the cluster has them (None: it has no such node), read once per fold."""
+        if node not in cache:
+            try:
+                cache[node] = self.runtime.kube.get_node(node).labels
+            except ToolError as exc:
+                if exc.status != 404:
+                    raise
+                cache[node] = None  # an alert naming a node the cluster does not have counts for nothing
+        return cache[node]
+
+    def _by_component(
+        self, alerts: list[AlertIn], cache: dict[str, dict[str, str] | None]
+    ) -> tuple[list[TopologyGroup], list[AlertIn]]:
         """The alerts that share a component fold by it (see ``topology``); what the cluster says about
         their nodes decides. If the cluster cannot be read now, every alert folds as its own node's (the
         gate's mass-failure limit still holds the line) and the fold says so."""
         kube = self.runtime.kube
 
         def labels_of(node: str) -> dict[str, str] | None:
-            try:
-                return kube.get_node(node).labels
-            except ToolError as exc:
-                if exc.status == 404:
-                    return None  # an alert naming a node the cluster does not have counts for nothing
-                raise
+            return self._node_labels(node, cache)
 
         def size_of(label: str, value: str) -> int:
             return len(kube.list_nodes(label_selector=f"{label}={value}"))
@@ -224,6 +234,45 @@ class Agent:
         except ToolError as exc:
             log.warning("could not read the alerting nodes' components: folding node by node", error=str(exc))
             return [], alerts
+
+    def _into_components(
+        self, alerts: list[AlertIn], cache: dict[str, dict[str, str] | None], now: datetime, touched: set[str]
+    ) -> list[AlertIn]:
+        """Alerts that join a component's incident opened earlier (open, or closed within the grouping
+        window): a rack's seventh node that throttles a minute after the six is the rack's, not a new
+        page. The rest, in order."""
+        if not any(pb.topology for pb in self.runtime.playbooks):
+            return alerts
+        window = self.runtime.playbooks.limits.mass_failure.window
+
+        def latest(base: str) -> tuple[str, str | None] | None:
+            iid, n, last = base, 1, None
+            while (row := self.store.get(iid)) is not None:
+                last, n = row, n + 1
+                iid = f"{base}-{n}"
+            if last is None or (
+                last.status == "closed" and (last.closed_at is None or last.closed_at < now - window)
+            ):
+                return None
+            return last.id, last.playbook_id
+
+        rest = []
+        for a in alerts:
+            try:
+                labels = self._node_labels(a.node, cache) if a.node and a.status == "firing" else None
+            except ToolError as exc:
+                log.warning(
+                    "could not read an alert's node: folding it as its own", node=a.node, error=str(exc)
+                )
+                labels = None
+            home = component_home(a, self.runtime.playbooks, labels, latest)
+            if home is None:
+                rest.append(a)
+                continue
+            self.store.link_alerts([a], home)
+            touched.add(home)
+            log.info("an alert joined its component's incident", incident_id=home, node=a.node)
+        return rest
 
     def _on_dead_nodes(self, alerts: list[AlertIn]) -> tuple[list[AlertIn], list[tuple[AlertIn, str]]]:
         """The pod alerts whose pod is on a node the cluster shows not Ready, with that node; and the

@@ -48,7 +48,42 @@ def topology_key(kind: str, name: str) -> str:
 
 def incident_id_of(component: Component) -> str:
     """A stable id: the same component's alerts open (or join) the same incident."""
-    return "inc-" + hashlib.sha256(topology_key(component.kind, component.name).encode()).hexdigest()[:12]
+    return component_incident_base(component.kind, component.name)
+
+
+def component_incident_base(kind: str, name: str) -> str:
+    return "inc-" + hashlib.sha256(topology_key(kind, name).encode()).hexdigest()[:12]
+
+
+def component_home(
+    alert: AlertIn,
+    playbooks: PlaybookSet,
+    node_labels: Mapping[str, str] | None,
+    latest: Callable[[str], tuple[str, str | None] | None],
+) -> str | None:
+    """The incident of a component the alert's node is in, that is still open or closed within the
+    window, and whose playbook answers this alert there: a node of a rack whose cooling incident is open
+    throttles too, later than the others. ``latest(base id)`` gives that incident's id and playbook
+    (None when there is none to join)."""
+    if node_labels is None or alert.status != "firing" or alert.pod is not None:
+        return None
+    unc = playbooks.limits.xid_uncatalogued
+    for kind, label in sorted(playbooks.limits.topology.components.items()):
+        name = node_labels.get(label)
+        if not name:
+            continue
+        found = latest(component_incident_base(kind, name))
+        if found is None:
+            continue
+        iid, pb_id = found
+        pb = playbooks.get(pb_id) if pb_id else None
+        if (
+            pb is not None
+            and kind in pb.topology
+            and pb.match_key(alert.alertname, alert.labels, None, None, unc, kind)
+        ):
+            return iid
+    return None
 
 
 def _candidates(alerts: Sequence[AlertIn]) -> list[AlertIn]:
