@@ -363,9 +363,11 @@ def _identity(r: _Ruling, action: Action, targets: Targets, world: WorldView) ->
             continue
         where = _names(tuple(sorted({*(n for n in world.subject_nodes if n in world.nodes), *targets.nodes})))
         pods = _names(tuple(sorted(world.subject_pods)), 3, pods=True)
+        # The name is the proposal's (a model may have read it from an alert): quoted only if plausible.
+        who = customer if _names((customer,)) == customer else "(a name that is no plausible customer name)"
         scope = f"this incident's nodes ({where or 'none'})" + (f" or its pods ({pods})" if pods else "")
         why = (
-            f"customer {customer[:63]} has no pods on {scope}"
+            f"customer {who} has no pods on {scope}"
             + (
                 ", and this incident's reads saw none of theirs there"
                 if observed is not None
