@@ -36,6 +36,7 @@ from supply_agent.policy import (
     PodAbsent,
     PodRunning,
     PodsOnNode,
+    PodState,
 )
 from supply_agent.policy.gate import decide, history_from_audit, targets_of
 from supply_agent.policy.world import History, WorldView
@@ -202,6 +203,11 @@ class Runtime:
             pods = [x for x in k.list_pods_on_node(p["node"]) if not (c.except_daemonsets and x.daemonset)]
             live = [x for x in pods if x.phase not in ("Succeeded", "Failed")]
             return len(live) <= c.max, f"{len(live)} pods left on {p['node']} (at most {c.max})"
+        if isinstance(c, PodState):
+            pod = k.get_pod(p["namespace"], p["pod"])
+            reasons = {r for r in (pod.waiting_reason, pod.last_termination_reason) if r}
+            shown = ", ".join(sorted(reasons)) or "no waiting or termination reason"
+            return bool(reasons & set(c.reasons)), f"{pod.namespace}/{pod.name}: {shown}"
         if isinstance(c, PodRunning):
             try:
                 pod = k.get_pod(p["namespace"], p["pod"])

@@ -43,6 +43,7 @@ def read_world(kube: KubeTools, now: datetime, alerting_nodes: frozenset[str] = 
             int(((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0))
             for c in p["spec"]["containers"]
         )
+        cs = ((p.get("status") or {}).get("containerStatuses") or [{}])[0]
         by_node.setdefault(node, []).append(
             PodRef(
                 namespace=meta["namespace"],
@@ -51,6 +52,8 @@ def read_world(kube: KubeTools, now: datetime, alerting_nodes: frozenset[str] = 
                 gpus=gpus,
                 daemonset=bool(owner and owner["kind"] == "DaemonSet"),
                 deployment=_deployment_of(p),
+                waiting_reason=((cs.get("state") or {}).get("waiting") or {}).get("reason"),
+                last_termination_reason=((cs.get("lastState") or {}).get("terminated") or {}).get("reason"),
             )
         )
     nodes = {}

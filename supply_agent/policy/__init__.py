@@ -49,6 +49,7 @@ from supply_agent.policy.conditions import (
     PodAbsent,
     PodRunning,
     PodsOnNode,
+    PodState,
 )
 from supply_agent.policy.limits import (
     Approvals,
@@ -109,6 +110,7 @@ __all__ = [
     "PlaybookSetError",
     "PodAbsent",
     "PodRunning",
+    "PodState",
     "PodsOnNode",
     "RateLimits",
     "SoftHardLimit",

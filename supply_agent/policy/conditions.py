@@ -106,6 +106,14 @@ class PodAbsent(Strict):
     check: Literal["pod_absent"]
 
 
+class PodState(Strict):
+    """One of the incident's pods shows one of ``reasons`` as its container's waiting or last termination
+    reason (CrashLoopBackOff, OOMKilled): the pod's own status confirms the alert before a write."""
+
+    check: Literal["pod_state"]
+    reasons: list[str] = Field(min_length=1)
+
+
 class PodRunning(Strict):
     """The step's pod is Running and Ready, no container waiting (a crash loop or an OOM loop is over)."""
 
@@ -154,6 +162,7 @@ _CONDITION_TYPES: tuple[type[Strict], ...] = (
     PodsOnNode,
     PodAbsent,
     PodRunning,
+    PodState,
     DeploymentAvailable,
     CreditExists,
     MeteringPaused,
@@ -179,6 +188,7 @@ Condition = Annotated[
     | PodsOnNode
     | PodAbsent
     | PodRunning
+    | PodState
     | DeploymentAvailable
     | CreditExists
     | MeteringPaused

@@ -32,6 +32,7 @@ from supply_agent.policy import (
     Playbook,
     PlaybookSet,
     PodsOnNode,
+    PodState,
     SoftHardLimit,
 )
 from supply_agent.policy.world import History, NodeView, PastAction, WorldView
@@ -159,6 +160,22 @@ def agent_out_nodes(history: History) -> set[str]:
 def _precondition(cond: Any, node: NodeView | None, world: WorldView) -> str | None:
     """None when the precondition holds for the target node, else why not."""
     check = getattr(cond, "check", "?")
+    if isinstance(cond, PodState):
+        shown: list[str] = []
+        for key in sorted(world.subject_pods):
+            namespace, _, name = key.partition("/")
+            found = world.find_pod(namespace, name)
+            if found is None:
+                continue
+            pod = found[1]
+            if {pod.waiting_reason, pod.last_termination_reason} & set(cond.reasons):
+                return None
+            shown.append(
+                f"{pod.waiting_reason or pod.last_termination_reason or 'no waiting or termination reason'}"
+            )
+        if not shown:
+            return f"none of the incident's pods is in the cluster to confirm {' or '.join(cond.reasons)}"
+        return f"the incident's pods show {', '.join(shown)}, not {' or '.join(cond.reasons)}"
     if node is None:
         return f"precondition {check} needs a node target"
     if isinstance(cond, NodeCondition):

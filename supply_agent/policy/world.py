@@ -23,6 +23,9 @@ class PodRef(BaseModel):
     gpus: int = 0
     daemonset: bool = False
     deployment: str | None = None
+    # The first container's status: why it waits (CrashLoopBackOff) and why it last ended (OOMKilled).
+    waiting_reason: str | None = None
+    last_termination_reason: str | None = None
 
 
 class NodeView(BaseModel):

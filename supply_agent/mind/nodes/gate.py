@@ -60,9 +60,9 @@ def decide(state: IncidentState, deps: GraphDeps, action: Action, step_subject: 
     about and the customers its own reads saw (the only writes that need the scan)."""
     rt = deps.runtime
     subject = frozenset({step_subject}) if step_subject else frozenset(state.nodes())
-    who: dict[str, Any] = {}
+    who: dict[str, Any] = {"pods": incident_pods(state)}  # a pod's status confirms a pod's fault
     if action.tool in CUSTOMER_WRITES:
-        who = {"pods": incident_pods(state), "observed": observed_customers(state, step_subject)}
+        who["observed"] = observed_customers(state, step_subject)
     return rt.decide(action, deps.alerting_nodes(rt.clock()), subject, **who)
 
 

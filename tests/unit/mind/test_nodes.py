@@ -38,7 +38,9 @@ class Hands:
     def clock(self) -> datetime:
         return NOW
 
-    def decide(self, action: Action, alerting: frozenset[str], subject: frozenset[str]) -> Decision:
+    def decide(
+        self, action: Action, alerting: frozenset[str], subject: frozenset[str], **incident: Any
+    ) -> Decision:
         self.decided.append(action)
         return Decision(
             verdict=self.verdict,

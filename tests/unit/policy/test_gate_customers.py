@@ -80,6 +80,8 @@ def fleet(pods: tuple[PodRef, ...], observed: frozenset[str] | None = frozenset(
 
 AGENT = PodRef(namespace="supply-agent-system", name="node-agent-x", customer="platform", daemonset=True)
 ACME = PodRef(namespace="tenant-acme", name="train-0", customer="acme", gpus=4)
+# The same pod crash-looping, as the cluster shows it (tenant-crashloop's precondition reads it).
+LOOPING = ACME.model_copy(update={"waiting_reason": "CrashLoopBackOff"})
 
 
 # -- the rule ----------------------------------------------------------------------------------------
@@ -189,7 +191,7 @@ def test_a_pod_incidents_customer_is_the_pods_label_in_the_cluster() -> None:
     (the alert's node label) is a ghost, so only the pod itself says who is affected."""
     world = WorldView(
         now=NOW,
-        nodes={NODE: NodeView(name=NODE, pool="west", gpus=8, pods=(AGENT, ACME))},
+        nodes={NODE: NodeView(name=NODE, pool="west", gpus=8, pods=(AGENT, LOOPING))},
         subject_nodes=frozenset(),  # the alert's node is not the cluster's
         subject_pods=frozenset({"tenant-acme/train-0"}),
         observed_customers=frozenset(),
@@ -474,7 +476,7 @@ def test_the_gate_node_gives_the_gate_what_the_incident_saw(monkeypatch: pytest.
 def test_a_pod_alerts_node_label_and_customer_label_are_not_who_is_affected(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    world = WorldView(now=NOW, nodes={NODE: NodeView(name=NODE, pool="west", gpus=8, pods=(AGENT, ACME))})
+    world = WorldView(now=NOW, nodes={NODE: NodeView(name=NODE, pool="west", gpus=8, pods=(AGENT, LOOPING))})
     rt = _runtime(world, monkeypatch)
     state = _incident(alerts=(CRASH,))
     pending = {"playbook_id": "tenant-crashloop"}
@@ -504,4 +506,6 @@ def test_other_writes_do_not_need_the_incidents_record(monkeypatch: pytest.Monke
     s = _incident().model_copy(update={"pending": p, "playbook_id": "xid-fallen-off-bus"})
     gate_node.gate(s, GraphDeps(runtime=rt, planner=None))  # type: ignore[arg-type]
     _gate(_incident(), rt, "acme")
-    assert seen == [{}, {"pods": frozenset(), "observed": frozenset()}]
+    # The incident's pods go with every write (a pod's status confirms a pod's fault); the customers its
+    # reads saw only with a write addressed to a customer.
+    assert seen == [{"pods": frozenset()}, {"pods": frozenset(), "observed": frozenset()}]
