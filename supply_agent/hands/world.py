@@ -78,12 +78,13 @@ def read_world(kube: KubeTools, now: datetime, alerting_nodes: frozenset[str] = 
 def enrich(world: WorldView, kube: KubeTools, nodes: list[str]) -> WorldView:
     """Add what the gate's preconditions need for the nodes an action targets: their event reasons, and
     whether the node-agent's own NVML report confirms a GPU fault (a lost GPU, uncorrected ECC errors,
-    or a non-application XID)."""
+    or a non-application XID), and every XID it reports (an application's too)."""
     from tools.nvml import gpu_health
 
     events = dict(world.node_events)
     confirmed = set(world.confirmed_gpu_faults)
     throttled = dict(world.throttle_reasons)
+    reported = dict(world.reported_xids)
     for name in nodes:
         if name not in world.nodes:
             continue
@@ -91,6 +92,7 @@ def enrich(world: WorldView, kube: KubeTools, nodes: list[str]) -> WorldView:
         read = gpu_health(kube, name)
         if read.available and read.report is not None:
             throttled[name] = frozenset(r for gpu in read.report.gpus for r in gpu.clock_event_reasons)
+            reported[name] = frozenset(x.xid for gpu in read.report.gpus for x in gpu.xid_events)
             for gpu in read.report.gpus:
                 xids = {x.xid for x in gpu.xid_events} - APPLICATION_XIDS
                 if gpu.lost or (gpu.ecc_uncorrected_volatile or 0) > 0 or xids:
@@ -100,5 +102,6 @@ def enrich(world: WorldView, kube: KubeTools, nodes: list[str]) -> WorldView:
             "node_events": events,
             "confirmed_gpu_faults": frozenset(confirmed),
             "throttle_reasons": throttled,
+            "reported_xids": reported,
         }
     )

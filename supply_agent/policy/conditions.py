@@ -106,6 +106,13 @@ class PodAbsent(Strict):
     check: Literal["pod_absent"]
 
 
+class GpuXidReported(Strict):
+    """The node-agent's own NVML report for the node lists an XID event (any, an application's too):
+    the second source for an XID that leaves the GPU healthy, before telling anyone about it."""
+
+    check: Literal["gpu_xid_reported"]
+
+
 class PodState(Strict):
     """One of the incident's pods shows one of ``reasons`` as its container's waiting or last termination
     reason (CrashLoopBackOff, OOMKilled): the pod's own status confirms the alert before a write."""
@@ -163,6 +170,7 @@ _CONDITION_TYPES: tuple[type[Strict], ...] = (
     PodAbsent,
     PodRunning,
     PodState,
+    GpuXidReported,
     DeploymentAvailable,
     CreditExists,
     MeteringPaused,
@@ -189,6 +197,7 @@ Condition = Annotated[
     | PodAbsent
     | PodRunning
     | PodState
+    | GpuXidReported
     | DeploymentAvailable
     | CreditExists
     | MeteringPaused

@@ -25,6 +25,7 @@ from supply_agent.policy import (
     GlobalLimits,
     GpuFaultConfirmed,
     GpuThrottleConfirmed,
+    GpuXidReported,
     NodeAgentReachable,
     NodeCondition,
     NodeEvent,
@@ -205,6 +206,9 @@ def _precondition(cond: Any, node: NodeView | None, world: WorldView) -> str | N
             else f"the node-agent on {node.name} reports no GPU throttled for {', '.join(cond.reasons)} "
             f"(reasons now: {', '.join(sorted(seen)) or 'none'})"
         )
+    if isinstance(cond, GpuXidReported):
+        xids = world.reported_xids.get(node.name, frozenset())
+        return None if xids else f"the node-agent on {node.name} reports no XID event"
     if isinstance(cond, NodeEvent):
         present = cond.reason in world.node_events.get(node.name, ())
         return (

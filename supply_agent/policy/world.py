@@ -61,6 +61,8 @@ class WorldView(BaseModel):
     confirmed_gpu_faults: frozenset[str] = frozenset()  # nodes whose node-agent report confirms the fault
     # Per node read: the NVML clock-event (throttle) reasons its node-agent reports on any GPU now.
     throttle_reasons: dict[str, frozenset[str]] = Field(default_factory=dict)
+    # Per node read: every XID its node-agent's NVML event set delivered (application ones included).
+    reported_xids: dict[str, frozenset[int]] = Field(default_factory=dict)
     # The nodes the incident is about: a playbook's node preconditions hold (or not) for an action that
     # targets no node (a notice, a credit) by looking at the incident's one node.
     subject_nodes: frozenset[str] = frozenset()

@@ -1,5 +1,6 @@
-"""A pod's fault is confirmed from a second source before the first write: the pod's own status in the
-cluster (its container waiting in CrashLoopBackOff, or last ended OOMKilled), not only the alert."""
+"""A fault is confirmed from a second source before the first write: a pod's own status in the
+cluster (its container waiting in CrashLoopBackOff, or last ended OOMKilled), and for an XID that leaves
+the GPU healthy the node-agent's own NVML events, not only the alert."""
 
 from __future__ import annotations
 
@@ -65,3 +66,18 @@ def test_a_pod_the_cluster_does_not_have_confirms_nothing() -> None:
     )
     assert d.verdict == Verdict.DENY
     assert any("none of the incident's pods is in the cluster" in r for r in d.reasons), d.reasons
+
+
+@pytest.mark.parametrize(
+    ("reported", "verdict"), [(frozenset({13}), Verdict.ALLOW), (frozenset(), Verdict.DENY)]
+)
+def test_an_application_xid_is_told_only_when_the_node_agent_reports_it(
+    reported: frozenset[int], verdict: Verdict
+) -> None:
+    world = _world(None, None).model_copy(
+        update={"subject_nodes": frozenset({"n0"}), "reported_xids": {"n0": reported}}
+    )
+    d = decide(_notice("xid-application"), world, History(), PLAYBOOKS)
+    assert d.verdict == verdict, d.reasons
+    if verdict == Verdict.DENY:
+        assert any("reports no XID event" in r for r in d.reasons), d.reasons
