@@ -43,7 +43,7 @@ from supply_agent.policy.world import History, WorldView
 from tools.billing import Ledger, MeterReading
 from tools.catalogue import CATALOGUE, Clients, Effect, parse_input
 from tools.catalogue import run as run_tool
-from tools.kubernetes import KubeTools, ToolError
+from tools.kubernetes import KubeTools, PodInfo, ToolError
 from tools.notify import Outbox
 
 
@@ -209,12 +209,10 @@ class Runtime:
             shown = ", ".join(sorted(reasons)) or "no waiting or termination reason"
             return bool(reasons & set(c.reasons)), f"{pod.namespace}/{pod.name}: {shown}"
         if isinstance(c, PodRunning):
-            try:
-                pod = k.get_pod(p["namespace"], p["pod"])
-            except ToolError as exc:
-                if exc.status == 404:
-                    return False, f"{p['namespace']}/{p['pod']} is gone"
-                raise
+            found = _pod_or_none(k, p["namespace"], p["pod"])
+            if found is None:
+                return False, f"{p['namespace']}/{p['pod']} is gone"
+            pod = found
             running = pod.phase == "Running" and pod.ready and not pod.waiting_reason and not pod.terminating
             why = (
                 pod.waiting_reason
@@ -223,13 +221,10 @@ class Runtime:
             )
             return running, f"{pod.namespace}/{pod.name} {pod.phase}, {why}, restarts={pod.restarts}"
         if isinstance(c, PodAbsent):
-            try:
-                pod = k.get_pod(p["namespace"], p["pod"])
-            except ToolError as exc:
-                if exc.status == 404:
-                    return True, f"{p['namespace']}/{p['pod']} is gone"
-                raise
-            return False, f"{pod.namespace}/{pod.name} still exists (uid {pod.uid})"
+            left = _pod_or_none(k, p["namespace"], p["pod"])
+            if left is None:
+                return True, f"{p['namespace']}/{p['pod']} is gone"
+            return False, f"{left.namespace}/{left.name} still exists (uid {left.uid})"
         if isinstance(c, DeploymentAvailable):
             d = k.deployment_status(p["namespace"], p["deployment"])
             ok = d.observed_generation >= d.generation and d.updated == d.replicas == d.available
@@ -272,3 +267,13 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
+
+
+def _pod_or_none(kube: KubeTools, namespace: str, name: str) -> PodInfo | None:
+    """The pod, or None when the cluster has no such pod (404); any other failure is raised."""
+    try:
+        return kube.get_pod(namespace, name)
+    except ToolError as exc:
+        if exc.status == 404:
+            return None
+        raise

@@ -343,14 +343,21 @@ class RunbookPlanner:
                 reason=f"who has pods on {where}: read before {step.tool}",
             )
         scope = {**scope, "labels": identity(state, entity, scope["labels"])}
-        if step.when == "job_died" and not job_died(state, entity):
+
+        def skip(reason: str) -> Proposal:
+            """Pass over this step for this entity: there is nothing for it to do there."""
             return Proposal(
                 kind="skip",
                 planner=self.name,
                 runbook_step=step.name,
                 more=more,
                 subject=subject,
-                reason=f"no job on GPU {entity.labels.get('gpu', '?')} of {entity.node} died: nothing for {step.name} to do",
+                reason=reason,
+            )
+
+        if step.when == "job_died" and not job_died(state, entity):
+            return skip(
+                f"no job on GPU {entity.labels.get('gpu', '?')} of {entity.node} died: nothing for {step.name} to do"
             )
         if (
             step.tool == "notify.customer"
@@ -371,13 +378,8 @@ class RunbookPlanner:
             and not scope["labels"].get("customer")
         ):
             # A GPU with no customer's job on it: nobody to tell, nothing billed to look up or credit.
-            return Proposal(
-                kind="skip",
-                planner=self.name,
-                runbook_step=step.name,
-                more=more,
-                subject=subject,
-                reason=f"no customer's pod found there in the cluster: nothing for {step.tool} to do in this step",
+            return skip(
+                f"no customer's pod found there in the cluster: nothing for {step.tool} to do in this step"
             )
         try:
             params = render(step.params, scope, f"{pb.id}.runbook.{step.name}.params")
