@@ -3,6 +3,10 @@
 `GET /health` is the node's `GpuHealthReport`; `GET /healthz` is liveness. A background thread waits on
 the NVML event set the whole time the server runs, because NVML delivers an XID only to a set that is
 listening when it happens: reading events only when /health is asked would miss them.
+
+Each report also says which pods hold each GPU (`GpuHealth.pods`), read from the kubelet's pod-resources
+socket (`tools.podresources`, mounted read-only by the DaemonSet); when it cannot be read, `pods` is None
+and `errors["pods"]` says why.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from starlette.routing import Route
 
 from supply_agent.logging import configure_logging, get_logger
 from tools.nvml import NvmlCollector
+from tools.podresources import DEFAULT_SOCKET, DEFAULT_TIMEOUT_S, PodResourcesClient
 
 
 def _log() -> Any:
@@ -74,6 +79,7 @@ def make_app(collector: NvmlCollector, poll_timeout_ms: int = DEFAULT_POLL_TIMEO
             gpus=len(report.gpus),
             driver=report.driver_version,
             error=report.error,
+            pods_error=next((g.errors["pods"] for g in report.gpus if "pods" in g.errors), None),
         )
         try:
             yield
@@ -89,13 +95,34 @@ def make_app(collector: NvmlCollector, poll_timeout_ms: int = DEFAULT_POLL_TIMEO
     )
 
 
-def serve(host: str, port: int, node: str, nvml: ModuleType | Any | None = None) -> None:
+def make_collector(
+    node: str,
+    nvml: ModuleType | Any | None = None,
+    pod_resources_socket: str | None = DEFAULT_SOCKET,
+    pod_resources_timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> NvmlCollector:
+    """The node-agent's collector: NVML, and the kubelet's pod-resources (None: pods are not read)."""
+    client = (
+        None
+        if pod_resources_socket is None
+        else PodResourcesClient(pod_resources_socket, timeout_s=pod_resources_timeout_s)
+    )
+    return NvmlCollector(node, nvml=nvml, pod_resources=client)
+
+
+def serve(
+    host: str,
+    port: int,
+    node: str,
+    nvml: ModuleType | Any | None = None,
+    pod_resources_socket: str | None = DEFAULT_SOCKET,
+) -> None:
     """Run the node-agent on uvicorn until interrupted; without a GPU it still serves a report saying so."""
     import uvicorn
 
     configure_logging()
-    collector = NvmlCollector(node, nvml=nvml)
-    _log().info("node_agent.serving", node=node, host=host, port=port)
+    collector = make_collector(node, nvml=nvml, pod_resources_socket=pod_resources_socket)
+    _log().info("node_agent.serving", node=node, host=host, port=port, pod_resources=pod_resources_socket)
     try:
         uvicorn.run(make_app(collector), host=host, port=port, log_level="info")
     finally:

@@ -9,7 +9,9 @@ NVML_FI_DEV_GET_GPU_RECOVERY_ACTION, which XID 154 announces a change of) for ev
 Every field is read on its own: one field NVML refuses is named in `unsupported` or `errors` and the
 rest are still reported, and a GPU that fell off the bus is reported `lost` rather than failing the
 whole report. A machine without NVML gets a report that says so in a sentence, never an exception.
-The sandbox fleet runs this same collector over `sandbox.fleet.nvml_sim.SimNvml`.
+The sandbox fleet runs this same collector over `sandbox.fleet.nvml_sim.SimNvml`. Given a
+`tools.podresources.PodResourcesClient` (the node-agent gives it one), each report also fills every GPU's
+`pods` from the kubelet's pod-resources API, or names in `errors["pods"]` why it could not.
 
 Long because each NVML query has its own failure modes (unsupported, not permitted, GPU lost, a field
 value's own return code) and the report must say which, field by field; split, the reading and its
@@ -25,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supply_agent.logging import get_logger
 from supply_agent.models import GpuHealth, GpuHealthReport, NvLinkState, RemappedRows, XidEvent
@@ -44,6 +46,9 @@ from tools.nvml.codes import (
     decode_recovery_action,
     unavailable_sentence,
 )
+
+if TYPE_CHECKING:
+    from tools.podresources import PodResourcesClient
 
 # How many queued events one poll drains at most, so a flood cannot pin the caller forever.
 _MAX_DRAIN = 10_000
@@ -122,8 +127,12 @@ class NvmlCollector:
         nvml: ModuleType | Any | None = None,
         clock: Callable[[], datetime] | None = None,
         xid_history: int = 256,
+        pod_resources: PodResourcesClient | None = None,
     ) -> None:
         self.node = node
+        # The kubelet's pod-resources client that fills each GPU's `pods` (None: not read, as in the
+        # sandbox, whose fleet fills them from its own scheduler).
+        self._pod_resources = pod_resources
         self._clock = clock or (lambda: datetime.now(UTC))
         self._xid_history = xid_history
         self._import_error: str | None = None
@@ -310,6 +319,11 @@ class NvmlCollector:
                 simulated=self.simulated,
                 error=self._error or "NVML is not available on this machine.",
             )
+        gpus = [self._gpu_health(device) for device in devices]
+        if self._pod_resources is not None:
+            from tools.podresources import fill_gpu_pods  # imports gRPC only where it is used
+
+            fill_gpu_pods(gpus, self._pod_resources)
         return GpuHealthReport(
             node=self.node,
             collected_at=collected_at,
@@ -318,7 +332,7 @@ class NvmlCollector:
             driver_version=self._driver_version,
             nvml_version=self._nvml_version,
             error=self._error,
-            gpus=[self._gpu_health(device) for device in devices],
+            gpus=gpus,
         )
 
     def _gpu_health(self, device: _Device) -> GpuHealth:
@@ -537,9 +551,11 @@ def _mig_id(data: Any, field: str) -> int | None:
     return int(value)
 
 
-def collect_once(node: str, nvml: ModuleType | Any | None = None) -> GpuHealthReport:
+def collect_once(
+    node: str, nvml: ModuleType | Any | None = None, pod_resources: PodResourcesClient | None = None
+) -> GpuHealthReport:
     """Start a collector, take one report, close it (events from before this call are not seen)."""
-    collector = NvmlCollector(node, nvml=nvml)
+    collector = NvmlCollector(node, nvml=nvml, pod_resources=pod_resources)
     try:
         collector.start()
         return collector.report()
