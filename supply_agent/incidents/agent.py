@@ -34,6 +34,7 @@ from supply_agent.incidents.store import IncidentStore
 from supply_agent.incidents.topology import TopologyGroup, component_home, fold_by_component
 from supply_agent.incidents.topology import incident_id_of as incident_of_component
 from supply_agent.mind.graph import GraphDeps, build_graph
+from supply_agent.mind.nodes.approval import WAKE
 from supply_agent.mind.planners.base import Planner
 from supply_agent.mind.planners.factory import make_planner
 from supply_agent.models.approvals import counts
@@ -69,6 +70,10 @@ class ApprovalAnswer(BaseModel):
     decided_at: datetime
     channel: str = "terminal"
     comment: str = ""
+    # The request it answers (a Slack click's button names it). Set, it must be the pending one: the
+    # interrupt id may change while a request waits (a wake asks the same question again), its action
+    # hash does not.
+    action_hash: str | None = None
 
 
 class Approver(Protocol):
@@ -311,21 +316,25 @@ class Agent:
         """Run (or resume) one incident's thread until it ends or pauses for an approval."""
         iid = incident if isinstance(incident, str) else incident.incident_id
         bound = log.bind(incident_id=iid)
-        cfg = self.config(iid)
         if resume is not None:
             pending = self.pending(iid)
             if pending is None:
                 raise ValueError(f"incident {iid} has no pending approval")
+            if resume.action_hash is not None and resume.action_hash != pending.action_hash:
+                raise ValueError(
+                    f"incident {iid}: the answer is for action {resume.action_hash[:12]}, and the pending "
+                    f"approval is for {pending.action_hash[:12]}"
+                )
             if not counts(resume.approver, resume.approved, self.runtime.executor.approvers):
                 # Changes nothing, and is audited: the request stays pending for someone who may approve.
                 text = f"ignored an approval from {resume.approver} via {resume.channel}: not an approver"
                 self.store.note(iid, self.runtime.clock(), text, action_hash=pending.action_hash)
                 bound.warning(text)
                 return RunResult(incident_id=iid, status="paused", state=self.state(iid), pending=pending)
-            payload = {pending.interrupt_id: resume.model_dump(mode="json")}
+            payload = {pending.interrupt_id: resume.model_dump(mode="json", exclude={"action_hash"})}
             joined = self.joined(iid)
-            # Alerts that joined while it waited for the answer extend the plan: the thread resumes
-            # with them (the runbook then gives each new entity its steps).
+            # Alerts that joined and did not wake it yet go in with the answer (the runbook then gives
+            # each new entity its steps).
             graph_input: Any = Command(resume=payload, update={"alerts": joined} if joined else None)
             if joined:
                 bound.info("alerts joined while paused", alerts=len(joined))
@@ -333,6 +342,33 @@ class Agent:
             graph_input = incident
         else:
             graph_input = None  # continue a thread from its last checkpoint (after a crash)
+        return self._drive(iid, graph_input)
+
+    def wake(self, incident_id: str) -> RunResult | None:
+        """Take in the alerts that joined a thread paused at an approval, and plan for them now.
+
+        The interrupt is resumed with a wake (not an answer): the step waiting for approval is parked,
+        the new entities get the steps that need no human (each through the gate, as always), and the
+        thread pauses again on the same request (same action hash, same expiry). None, changing
+        nothing, when the thread is not paused or no alert joined it since it last took them in: waking
+        twice for the same alerts does nothing the second time."""
+        pending = self.pending(incident_id)
+        if pending is None:
+            return None
+        joined = self.joined(incident_id)
+        if not joined:
+            return None
+        new = len(joined) - len(self.state(incident_id).alerts)
+        log.info("alerts joined a paused incident: waking it", incident_id=incident_id, alerts=new)
+        wake = {"kind": WAKE, "alerts": new, "action_hash": pending.action_hash}
+        return self._drive(
+            incident_id, Command(resume={pending.interrupt_id: wake}, update={"alerts": joined})
+        )
+
+    def _drive(self, iid: str, graph_input: Any) -> RunResult:
+        """Stream the thread from ``graph_input`` until it ends or pauses; mirror it in the store."""
+        bound = log.bind(incident_id=iid)
+        cfg = self.config(iid)
         self.runtime.io.reset()
         self.deps.timings.clear()
         t0 = time.perf_counter()
@@ -397,17 +433,26 @@ class Agent:
 
     # -- the whole job -----------------------------------------------------------------------------
     def handle(self, alerts: Iterable[AlertIn], approver: Approver | None) -> list[RunResult]:
-        """Open incidents for the alerts and run each until it ends, answering approvals as it goes."""
-        results = []
-        for incident in self.open(alerts):
-            result = self.run(incident)
-            while result.pending is not None and approver is not None:
-                answer = approver.answer(result.pending)
-                if answer is None:
-                    break
-                result = self.run(result.incident_id, resume=answer)
-            results.append(result)
+        """Open incidents for the alerts and run each until it ends, answering approvals as it goes. An
+        incident paused at an approval that the alerts joined is woken (see :meth:`wake`) and answered
+        the same way."""
+        new, touched = self.fold(alerts)
+        results = [self._answered(self.run(incident), approver) for incident in new]
+        for iid in sorted(touched - {s.incident_id for s in new}):
+            # A run cut short (a crash mid-wake, say) is brought to its pause or its end first.
+            result = self.run(iid) if self.unfinished(iid) else None
+            result = self.wake(iid) or result
+            if result is not None:
+                results.append(self._answered(result, approver))
         return results
+
+    def _answered(self, result: RunResult, approver: Approver | None) -> RunResult:
+        while result.pending is not None and approver is not None:
+            answer = approver.answer(result.pending)
+            if answer is None:
+                break
+            result = self.run(result.incident_id, resume=answer)
+        return result
 
 
 def checkpoint_url(settings: Settings) -> str:

@@ -1,10 +1,13 @@
 """The agent loop: a LangGraph ``StateGraph`` from alert to verified mitigation (or a human).
 
 triage -> investigate -> plan -> (read -> plan)* -> gate -> [approval] -> execute -> verify -> plan ...
--> resolve | escalate -> summarise. Thread id = incident id. Every write goes through the gate and the
-guarded executor; a denied, rejected, expired or failed step escalates to a human with the reason.
-A node re-runs from its start after a crash or a resume, so each node is safe to run twice: reads
-are harmless, and the executor returns the recorded result for a step that already executed.
+-> resolve | escalate -> summarise. Alerts joining a thread paused at an approval wake it: approval ->
+plan with the step parked, and plan -> approval (the same question) when the plan comes back to it
+(gate -> defer -> approval when a new step needs an approval meanwhile: one question at a time).
+Thread id = incident id. Every write goes through the gate and the guarded executor; a denied,
+rejected, expired or failed step escalates to a human with the reason. A node re-runs from its start
+after a crash or a resume, so each node is safe to run twice: reads are harmless, and the executor
+returns the recorded result for a step that already executed.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
         ("read", plan.read),
         ("gate", gate.gate),
         ("approval", approval.approval),
+        ("defer", approval.defer),
         ("execute", act.execute),
         ("verify", act.verify),
         ("resolve", finish.resolve),
@@ -56,16 +60,27 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
     g.add_conditional_edges(
         "investigate", lambda s: "summarise" if s.outcome else "plan", ["summarise", "plan"]
     )
-    g.add_conditional_edges("plan", bind(plan.after_plan), ["read", "gate", "resolve", "escalate"])
+    g.add_conditional_edges("plan", bind(_after_plan), ["read", "gate", "approval", "resolve", "escalate"])
     g.add_conditional_edges("read", bind(plan.after_read), ["plan", "escalate"])
-    g.add_conditional_edges("gate", bind(gate.after_gate), ["approval", "execute", "escalate"])
-    g.add_conditional_edges("approval", bind(approval.after_approval), ["execute", "escalate"])
+    g.add_conditional_edges("gate", bind(_after_gate), ["approval", "defer", "execute", "escalate"])
+    g.add_edge("defer", "approval")
+    g.add_conditional_edges("approval", bind(approval.after_approval), ["execute", "escalate", "plan"])
     g.add_conditional_edges("execute", bind(act.after_execute), ["verify", "escalate"])
     g.add_conditional_edges("verify", bind(act.after_verify), ["plan", "escalate"])
     g.add_edge("resolve", "summarise")
     g.add_edge("escalate", "summarise")
     g.add_edge("summarise", END)
     return g.compile(checkpointer=checkpointer)
+
+
+def _after_plan(state: IncidentState, deps: GraphDeps) -> str:
+    # A step parked at its approval (alerts woke the thread) is asked again when the plan comes back to it.
+    return "approval" if approval.back_to_parked(state) else plan.after_plan(state, deps)
+
+
+def _after_gate(state: IncidentState, deps: GraphDeps) -> str:
+    # One question at a time: a new ask while a parked step waits is let go and the parked one asked.
+    return "defer" if approval.asks_behind_parked(state) else gate.after_gate(state, deps)
 
 
 def _timed(deps: GraphDeps, name: str, fn: Callable[[IncidentState], dict[str, Any]]) -> Callable[..., Any]:

@@ -185,8 +185,13 @@ class ApprovalsMixin(ServiceState):
 
         Level-triggered: if the thread took the answer already (a kill after the approval was
         checkpointed and before the prompt was finished), it is continued from its checkpoint and the
-        prompt finished with what the thread recorded; nothing is asked or done twice."""
+        prompt finished with what the thread recorded; nothing is asked or done twice. The answer is
+        bound to the incident and the action hash, not to the interrupt: a thread woken by alerts that
+        joined asks the same request again under a new interrupt id, and a wake cut short by a crash is
+        first brought back to that request."""
         iid = prompt.incident_id
+        if self.agent.unfinished(iid):
+            self._run(iid)
         pending = self.agent.pending(iid)
         if pending is not None and pending.action_hash == prompt.action_hash:
             answer = ApprovalAnswer(
@@ -194,11 +199,10 @@ class ApprovalsMixin(ServiceState):
                 approver=prompt.decided_by or "unknown",
                 decided_at=prompt.decided_at or self.clock(),
                 channel="slack" if prompt.decision != "expire" else "expiry",
+                action_hash=prompt.action_hash,
             )
             result = self._run(iid, resume=answer)
             state = result.state
-        elif self.agent.unfinished(iid):
-            state = self._run(iid).state
         else:
             try:
                 state = self.agent.state(iid)

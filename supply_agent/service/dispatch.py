@@ -257,8 +257,18 @@ class DispatchMixin(ServiceState):
     def _run(self, target: IncidentState | str, resume: ApprovalAnswer | None = None) -> RunResult:
         """One graph run and its write-back; an error is raised to the job, which tries again."""
         iid = target if isinstance(target, str) else target.incident_id
+        result = self._graph(iid, lambda: self.agent.run(target, resume=resume))
+        assert result is not None
+        return result
+
+    def _wake_paused(self, iid: str) -> RunResult | None:
+        """Wake a thread paused at an approval that alerts joined (see ``Agent.wake``), and write back
+        what it reached; None when it is not paused or nothing joined it since it took its alerts in."""
+        return self._graph(iid, lambda: self.agent.wake(iid))
+
+    def _graph(self, iid: str, call: Callable[[], RunResult | None]) -> RunResult | None:
         try:
-            result = self.agent.run(target, resume=resume)
+            result = call()
         except Exception as exc:
             log.bind(incident_id=iid).warning("graph run failed", error=describe(exc))
             with contextlib.suppress(Exception):  # the store may be what failed; the job keeps the error
@@ -266,5 +276,6 @@ class DispatchMixin(ServiceState):
                     iid, self.clock(), f"the graph run failed (tried again): {type(exc).__name__}: {exc}"
                 )
             raise
-        self._after(result)
+        if result is not None:
+            self._after(result)
         return result

@@ -6,8 +6,8 @@ row, the executor's audit under the job's key) and does what is left, so running
 a kill, repeats nothing.
 
 - ``run``: bring an incident's thread forward: start it from its stored alerts, continue it after a
-  crash, or, when it has nothing left to do, derive its write-back again (stored under keys, so
-  nothing goes twice).
+  crash, wake it when alerts joined it while it waits for an approval, or, when it has nothing left to
+  do, derive its write-back again (stored under keys, so nothing goes twice).
 - ``resume``: apply a claimed approval answer to the thread.
 - ``send``: one PagerDuty or Slack write through the guarded executor, under its key.
 - ``prompt`` / ``prompt_update``: post the approval prompt / update it with the answer, reading the
@@ -167,11 +167,14 @@ class RunnerMixin(ServiceState):
 
     # -- runs --------------------------------------------------------------------------------------
     def _reconcile(self, iid: str) -> None:
-        """Bring the incident's thread forward from what is stored; write back what it reached."""
+        """Bring the incident's thread forward from what is stored; write back what it reached. A thread
+        paused at an approval that new alerts joined is woken: it plans for them now, and the approval
+        stays pending (the same request, the same prompt)."""
         with self._locks_lock:
             lock = self._incident_locks[iid]
         with lock:
             snap = self.agent.graph.get_state(self.agent.config(iid))
+            ran = False
             if not snap.values:
                 row = self.store.get(iid)
                 alerts = self.store.alerts_for(iid)
@@ -180,15 +183,18 @@ class RunnerMixin(ServiceState):
                     return
                 state = IncidentState(incident_id=iid, alerts=alerts, opened_at=row.opened_at)
                 self._run(state)
-            elif self.agent.unfinished(iid):
+                ran = True
+            elif self.agent.unfinished(iid):  # a crash (mid-wake too): continued from its checkpoint
                 self._run(iid)
-            else:  # nothing left to run: derive the write-back again (keys make it a no-op if sent)
-                pending = self.agent.pending(iid)
-                state = self.agent.state(iid)
-                status = "paused" if pending is not None else "done"
-                self._after(
-                    RunResult(incident_id=iid, status=status, state=state, pending=pending), fresh=False
-                )
+                ran = True
+            # Level-triggered: the alerts linked to the incident that its thread has not taken in.
+            if self._wake_paused(iid) is not None or ran:
+                return
+            # Nothing left to run: derive the write-back again (keys make it a no-op if sent).
+            pending = self.agent.pending(iid)
+            state = self.agent.state(iid)
+            status = "paused" if pending is not None else "done"
+            self._after(RunResult(incident_id=iid, status=status, state=state, pending=pending), fresh=False)
 
     # -- the outbox --------------------------------------------------------------------------------
     def _deliver(self, iid: str, tool: str, params: dict[str, Any], key: str) -> dict[str, Any] | None:

@@ -55,6 +55,7 @@ class WritebackMixin(ServiceState):
             return
         if result.status != "done" or state.outcome is None:
             return
+        self._close_prompts(iid)
         if fresh:
             self.metrics.finished(state)
         if pd is None:
@@ -73,3 +74,17 @@ class WritebackMixin(ServiceState):
             escalation = {"incident": pd_id, "reason": f"supply-agent escalates: {reason}"}
             key = send_key(iid, "pagerduty.escalate", escalation, end)
             self._send(iid, "pagerduty.escalate", escalation, key)
+
+    def _close_prompts(self, iid: str) -> None:
+        """A thread that ended with a prompt still open (it escalated while a step waited, parked, for
+        its approval): nobody can answer it any more, so its message stops offering the buttons."""
+        for prompt in self.prompts.with_status("pending"):
+            if prompt.incident_id != iid:
+                continue
+            self.prompts.finish(iid, prompt.action_hash, "expired")
+            self._put(
+                "prompt_update",
+                iid,
+                f"prompt_update:{iid}:{prompt.action_hash}:expired",
+                {"action_hash": prompt.action_hash, "status": "expired"},
+            )
