@@ -23,6 +23,7 @@ from supply_agent import failpoints
 from supply_agent.hands.runtime import Runtime
 from supply_agent.hands.wiring import Environment, build_environment
 from supply_agent.incidents.checkpoint import open_checkpointer
+from supply_agent.incidents.fold_reads import ClusterUnreadable, FoldReads
 from supply_agent.incidents.grouping import (
     group_alerts,
     incident_id_for,
@@ -41,7 +42,6 @@ from supply_agent.models.approvals import counts
 from supply_agent.models.incident import AlertIn, Component, IncidentState, TimelineEntry
 from supply_agent.policy import PlaybookSet
 from supply_agent.settings import Settings
-from tools.kubernetes import ToolError
 
 log = structlog.get_logger("supply_agent.incidents.agent")
 
@@ -158,10 +158,12 @@ class Agent:
             elif a.status == "firing":
                 rest.append(a)
         new = []
-        labels: dict[str, dict[str, str] | None] = {}
-        shared, rest = self._by_component(rest, labels)
-        rest = self._into_components(rest, labels, now, touched)
-        rest, on_dead = self._on_dead_nodes(rest)
+        reads = FoldReads(self.runtime.kube)
+        shared, rest = self._by_component(rest, reads)
+        rest = self._into_components(rest, reads, now, touched)
+        rest, on_dead = self._on_dead_nodes(rest, reads)
+        if reads.down is not None:
+            log.warning("could not read the cluster while folding: folded node by node", error=reads.down)
         groups: list[tuple[list[AlertIn], str, Component | None]] = [
             (g.alerts, incident_of_component(g.component), g.component) for g in shared
         ]
@@ -209,39 +211,18 @@ class Agent:
                 log.info("alerts joined an open incident", incident_id=iid, alerts=len(group))
         return new, touched
 
-    def _node_labels(self, node: str, cache: dict[str, dict[str, str] | None]) -> dict[str, str] | None:
-        """A node's labels as the cluster has them (None: it has no such node), read once per fold."""
-        if node not in cache:
-            try:
-                cache[node] = self.runtime.kube.get_node(node).labels
-            except ToolError as exc:
-                if exc.status != 404:
-                    raise
-                cache[node] = None  # an alert naming a node the cluster does not have counts for nothing
-        return cache[node]
-
     def _by_component(
-        self, alerts: list[AlertIn], cache: dict[str, dict[str, str] | None]
+        self, alerts: list[AlertIn], reads: FoldReads
     ) -> tuple[list[TopologyGroup], list[AlertIn]]:
         """The alerts that share a component fold by it (see ``topology``); what the cluster says about
-        their nodes decides. If the cluster cannot be read now, every alert folds as its own node's (the
-        gate's mass-failure limit still holds the line) and the fold says so."""
-        kube = self.runtime.kube
-
-        def labels_of(node: str) -> dict[str, str] | None:
-            return self._node_labels(node, cache)
-
-        def size_of(label: str, value: str) -> int:
-            return len(kube.list_nodes(label_selector=f"{label}={value}"))
-
+        their nodes decides. If the cluster cannot be read now, every alert folds as its own node's."""
         try:
-            return fold_by_component(alerts, self.runtime.playbooks, labels_of, size_of)
-        except ToolError as exc:
-            log.warning("could not read the alerting nodes' components: folding node by node", error=str(exc))
+            return fold_by_component(alerts, self.runtime.playbooks, reads.labels_of, reads.size_of)
+        except ClusterUnreadable:
             return [], alerts
 
     def _into_components(
-        self, alerts: list[AlertIn], cache: dict[str, dict[str, str] | None], now: datetime, touched: set[str]
+        self, alerts: list[AlertIn], reads: FoldReads, now: datetime, touched: set[str]
     ) -> list[AlertIn]:
         """Alerts that join a component's incident opened earlier (open, or closed within the grouping
         window): a rack's seventh node that throttles a minute after the six is the rack's, not a new
@@ -264,11 +245,8 @@ class Agent:
         rest = []
         for a in alerts:
             try:
-                labels = self._node_labels(a.node, cache) if a.node and a.status == "firing" else None
-            except ToolError as exc:
-                log.warning(
-                    "could not read an alert's node: folding it as its own", node=a.node, error=str(exc)
-                )
+                labels = reads.labels_of(a.node) if a.node and a.status == "firing" else None
+            except ClusterUnreadable:
                 labels = None
             home = component_home(a, self.runtime.playbooks, labels, latest)
             if home is None:
@@ -279,28 +257,19 @@ class Agent:
             log.info("an alert joined its component's incident", incident_id=home, node=a.node)
         return rest
 
-    def _on_dead_nodes(self, alerts: list[AlertIn]) -> tuple[list[AlertIn], list[tuple[AlertIn, str]]]:
+    def _on_dead_nodes(
+        self, alerts: list[AlertIn], reads: FoldReads
+    ) -> tuple[list[AlertIn], list[tuple[AlertIn, str]]]:
         """The pod alerts whose pod is on a node the cluster shows not Ready, with that node; and the
         rest. A pod stuck Terminating or not ready on a dead host is a symptom of the host (kubernetes
         #72226): one incident, the node's. Where the pod runs comes from the cluster, not the alert."""
-        kube = self.runtime.kube
         rest, moved = [], []
         for a in alerts:
             pod = a.pod if a.status == "firing" else None
-            node = None
-            if pod is not None:
-                try:
-                    node = kube.get_pod(*pod).node
-                    ready = kube.get_node(node).condition("Ready") if node else None
-                except ToolError as exc:
-                    log.info(
-                        "could not read a pod alert's node: folding it as the pod's",
-                        pod="/".join(pod),
-                        error=str(exc),
-                    )
-                    node = ready = None
-                if node is None or ready is None or ready.status == "True":
-                    node = None
+            try:
+                node = reads.dead_node_of(*pod) if pod is not None else None
+            except ClusterUnreadable:
+                node = None
             if node is None:
                 rest.append(a)
             else:

@@ -48,3 +48,27 @@ def test_a_pods_alert_on_a_dead_node_is_the_nodes_incident(tmp_path: Path) -> No
         names = {a.alertname for a in h.agent.store.alerts_for(result.incident_id)}
         assert "KubePodStuckTerminating" in names and "KubeNodeNotReady" in names
         assert "k8s.delete_pod" not in {s.action.tool for s in state.steps}
+
+
+def test_with_the_cluster_refusing_the_fold_goes_on_node_by_node(tmp_path: Path) -> None:
+    """The alerts are stored first; the fold's cluster reads (labels, a pod's node) failing must not fail
+    the fold: it folds node by node, and after the first failure it asks the cluster nothing more."""
+    with harness(tmp_path) as h:
+        nodes = h.nodes()[:4]
+        for n in nodes:
+            h.inject("thermal", node=n, gpu=0)
+        ns, pod, _ = h.tenant_pod(nodes[0])
+        h.inject("crashloop", namespace=ns, pod=pod)
+        alerts = h.alerts(advance_s=960)
+        assert {"GPUThermalThrottling", "KubePodCrashLooping"} <= {a.alertname for a in alerts}
+        h.admin.outage(60.0, "refuse")
+        try:
+            new, touched = h.agent.fold(alerts)
+        finally:
+            h.admin.outage(0)
+        assert {s.component for s in new} == {None}
+        assert sorted(s.alert.node for s in new if s.alert.alertname == "GPUThermalThrottling") == sorted(
+            nodes
+        )
+        assert any(s.alert.pod == (ns, pod) for s in new), [s.alert.alertname for s in new]
+        assert len(touched) == len(new)

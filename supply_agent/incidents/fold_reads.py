@@ -1,0 +1,84 @@
+"""What one fold of alerts into incidents reads from the cluster, and how it degrades when it cannot.
+
+The fold asks the cluster which rack, switch and driver each alerting node has (its labels), how many
+nodes share one, and where a pod's alert's pod runs and whether that node is Ready. Each node is read
+once per fold. The fold must never fail for want of these answers: the alerts are already stored, and a
+node-by-node fold is always possible (the gate's mass-failure limit still holds the line). So the first
+read that fails (the API down, refusing, timing out) marks the cluster unreadable for the rest of this
+fold, and every later question gets :class:`ClusterUnreadable` at once instead of another round of
+retries: an outage costs one read's retries per fold, not one per alert.
+"""
+
+from __future__ import annotations
+
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from tools.kubernetes import KubeTools, ToolError
+
+# What a read of an unreachable or failing API raises once the client's own retries are spent.
+_CLUSTER_ERRORS: tuple[type[BaseException], ...] = (ToolError, ApiException, HTTPError, OSError)
+
+
+class ClusterUnreadable(Exception):
+    """The cluster could not be read during this fold (the first failure's text)."""
+
+
+class FoldReads:
+    """The cluster reads of one fold: cached per node; after a failure, none more."""
+
+    def __init__(self, kube: KubeTools) -> None:
+        self.kube = kube
+        self.down: str | None = None
+        self._labels: dict[str, dict[str, str] | None] = {}
+        self._sizes: dict[tuple[str, str], int] = {}
+
+    def _guard(self) -> None:
+        if self.down is not None:
+            raise ClusterUnreadable(self.down)
+
+    def _failed(self, exc: BaseException) -> ClusterUnreadable:
+        self.down = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        return ClusterUnreadable(self.down)
+
+    def labels_of(self, node: str) -> dict[str, str] | None:
+        """A node's labels (None: the cluster has no such node, so its alert counts for nothing)."""
+        if node in self._labels:
+            return self._labels[node]
+        self._guard()
+        try:
+            self._labels[node] = self.kube.get_node(node).labels
+        except ToolError as exc:
+            if exc.status != 404:
+                raise self._failed(exc) from exc
+            self._labels[node] = None
+        except _CLUSTER_ERRORS as exc:
+            raise self._failed(exc) from exc
+        return self._labels[node]
+
+    def size_of(self, label: str, value: str) -> int:
+        """How many nodes the cluster has with ``label=value`` (one label-selected list, O(them))."""
+        if (label, value) not in self._sizes:
+            self._guard()
+            try:
+                self._sizes[(label, value)] = len(self.kube.list_nodes(label_selector=f"{label}={value}"))
+            except _CLUSTER_ERRORS as exc:
+                raise self._failed(exc) from exc
+        return self._sizes[(label, value)]
+
+    def dead_node_of(self, namespace: str, pod: str) -> str | None:
+        """The node the pod runs on, when the cluster shows that node not Ready; else None (the pod is
+        gone, unscheduled, or on a Ready node)."""
+        self._guard()
+        try:
+            node = self.kube.get_pod(namespace, pod).node
+            if not node:
+                return None
+            ready = self.kube.get_node(node).condition("Ready")
+        except ToolError as exc:
+            if exc.status == 404:
+                return None
+            raise self._failed(exc) from exc
+        except _CLUSTER_ERRORS as exc:
+            raise self._failed(exc) from exc
+        return node if ready is not None and ready.status != "True" else None
