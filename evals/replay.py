@@ -2,8 +2,8 @@
 
 It exists apart from building the world and from scoring because it is the one part that drives the
 agent: a small discrete-event loop that applies timeline steps (faults, logs, events, alert deliveries,
-a human taking the incident) and the humans' answers to approvals, in time order, moving the manual
-clock forward between them. An approval answered "none" is left to expire (the clock passes its expiry,
+a human taking the incident or working on a node) and the humans' answers to approvals, in time order,
+moving the manual clock forward between them. An approval answered "none" is left to expire (the clock passes its expiry,
 as the service's sweeper would see it). When the loop ends, ``Replay.evidence`` reads what it left
 behind into plain data for ``evals.scoring``.
 """
@@ -15,10 +15,10 @@ from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any
 
-from evals.schema import ApprovalRule, DeliverStep, Incident, TimelineStep
+from evals.schema import ApprovalRule, DeliverStep, HumanStep, Incident, TimelineStep
 from evals.scoring import Evidence
-from evals.world import Names, ReplayError, bound_pod, clear_requests, fault_requests, subst
-from sandbox.fleet.admin import AdminClient
+from evals.world import Names, ReplayError, bound_pod, clear_requests, fault_requests, node_list, subst
+from sandbox.fleet.admin import AdminClient, AdminError
 from supply_agent.hands.wiring import Environment
 from supply_agent.incidents.agent import Agent, ApprovalAnswer, RunResult
 from supply_agent.models.incident import AlertIn, parse_alerts
@@ -157,13 +157,32 @@ class Replay:
         elif step.alerts is not None:
             self.deliver(step.alerts)
         elif step.human is not None:
-            h = step.human
-            if h.incident >= len(self.opened):
-                raise ReplayError(f"human step: incident {h.incident} was never opened")
-            iid = self.opened[h.incident]
+            self.human(step.human)
+
+    def human(self, h: HumanStep) -> None:
+        """What a human on call does outside the agent, through the APIs they would use: PagerDuty's (as
+        the dispatcher takes its ``incident.acknowledged``/``incident.resolved`` webhook: the incident is
+        the human's, the agent makes no more writes on it), the Kubernetes API (``kubectl uncordon``, as
+        the admin), or the hardware's (a GPU reset, a reboot, a new node: the sandbox's admin API)."""
+        if h.action in ("acknowledge", "resolve"):
+            if h.incident_index >= len(self.opened):
+                raise ReplayError(f"human {h.action}: incident {h.incident_index} was never opened")
+            iid = self.opened[h.incident_index]
+            verb = "acknowledged" if h.action == "acknowledge" else "resolved"
             store = self.agent.store
-            store.set_owner(iid, f"{h.by} (acknowledged in PagerDuty)")
-            store.note(iid, self.clock(), f"{h.by} acknowledged the incident in PagerDuty")
+            store.set_owner(iid, f"{h.by} ({verb} in PagerDuty)")
+            store.note(iid, self.clock(), f"{h.by} {verb} the incident in PagerDuty")
+            return
+        for node in node_list(h.node or "", self.names):
+            try:
+                if h.action == "uncordon":
+                    self.admin.uncordon(node)
+                elif h.action == "reset_gpu":
+                    self.admin.clear(node, gpu=h.gpu)
+                else:  # reboot, replace_node: whatever was wrong with the node is gone
+                    self.admin.clear(node)
+            except AdminError as exc:
+                raise ReplayError(f"human {h.action} on {node}: the fleet refused: {exc}") from exc
 
     def run(self) -> None:
         steps = list(self.inc.timeline)

@@ -82,6 +82,8 @@ def failure_reasons(r: EvalResult) -> list[str]:
         reasons.append(
             f"root cause mismatch: expected {r.expected_root_cause or _NONE}, got {r.root_cause or _NONE}"
         )
+    if r.suspected_note:
+        reasons.append(f"suspected cause mismatch: {r.suspected_note}")
     if r.must_missing:
         reasons.append("must_missing: " + ", ".join(r.must_missing))
     if r.limit_notes or not r.within_limits:

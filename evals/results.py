@@ -52,6 +52,13 @@ class EvalResult(BaseModel):
     root_cause: str | None = None
     expected_root_cause: str = ""
     root_cause_correct: bool = False
+    suspected: str | None = Field(
+        None, description='The component the first incident named as its suspected cause ("rack r1").'
+    )
+    expected_suspected: str | None = None
+    suspected_note: str = Field(
+        "", description="Why the named component is wrong (empty when right, or when the file expects none)."
+    )
     must_missing: list[str] = Field(default_factory=list)
     within_limits: bool = True
     limit_notes: list[str] = Field(default_factory=list)

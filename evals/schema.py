@@ -313,12 +313,49 @@ class DeliverStep(_Strict):
     )
 
 
-class HumanStep(_Strict):
-    """A human on call does something outside the agent, e.g. acknowledges the incident in PagerDuty."""
+HumanAction = Literal["acknowledge", "resolve", "uncordon", "reset_gpu", "reboot", "replace_node"]
+# What each action needs: PagerDuty actions name an incident (default the first), node actions a node.
+_INCIDENT_ACTIONS = ("acknowledge", "resolve")
+_NODE_ACTIONS = ("uncordon", "reset_gpu", "reboot", "replace_node")
 
-    action: Literal["acknowledge"] = "acknowledge"
+
+class HumanStep(_Strict):
+    """A human on call does something outside the agent: takes an incident in PagerDuty (``acknowledge``,
+    ``resolve``: the agent makes no more writes on it), or works on a node as an SRE or a field engineer
+    would: ``uncordon`` it (the Kubernetes API), ``reset_gpu`` one GPU (its faults clear and it reports
+    healthy), ``reboot`` it or ``replace_node`` (every fault on it clears)."""
+
+    action: HumanAction = "acknowledge"
     by: str = "oncall-bob"
-    incident: int = Field(0, ge=0, description="Which incident, in the order they were opened.")
+    incident: int | None = Field(
+        None, ge=0, description="acknowledge, resolve: which incident, in the order opened (default 0)."
+    )
+    node: str | None = Field(None, description="Node actions: a bound node or node list ($name).")
+    gpu: int | None = Field(None, ge=0, description="reset_gpu: the GPU index on the node.")
+
+    @model_validator(mode="after")
+    def _fields(self) -> HumanStep:
+        a = self.action
+        if a in _INCIDENT_ACTIONS:
+            extra = [f for f in ("node", "gpu") if getattr(self, f) is not None]
+            if extra:
+                raise ValueError(f"human {a}: takes an incident, not {' or '.join(extra)}")
+            return self
+        if self.incident is not None:
+            raise ValueError(
+                f"human {a}: works on a node, not an incident (incident only with acknowledge, resolve)"
+            )
+        if self.node is None:
+            raise ValueError(f"human {a}: needs a node ($name)")
+        if a == "reset_gpu" and self.gpu is None:
+            raise ValueError("human reset_gpu: needs a gpu (the index of the GPU reset on the node)")
+        if a != "reset_gpu" and self.gpu is not None:
+            raise ValueError(f"human {a}: covers the whole node, no gpu (reset_gpu resets one GPU)")
+        return self
+
+    @property
+    def incident_index(self) -> int:
+        return self.incident or 0
 
 
 class TimelineStep(_Strict):
@@ -380,6 +417,17 @@ class ActionPattern(_Strict):
         return v
 
 
+SuspectedKind = Literal["rack", "switch", "driver"]
+
+
+class Suspected(_Strict):
+    """The shared component the first incident must name as its suspected cause: a rack, a leaf switch
+    (each a bound name, ``$r``, or its literal name) or a driver version (``560.35.03``)."""
+
+    kind: SuspectedKind
+    name: str = Field(min_length=1, description="A bound rack or switch ($name), or the literal name.")
+
+
 class Limits(_Strict):
     actions: int = Field(20, ge=0, description="Most writes the agent should need.")
     sim_minutes: float = Field(120, gt=0, description="Simulated minutes to reach the outcome.")
@@ -399,6 +447,10 @@ class Expect(_Strict):
     root_cause: str = Field(min_length=1, description="The root-cause label (a playbook id, mass-failure …).")
     must: list[ActionPattern] = Field(default_factory=list)
     must_not: list[ActionPattern] = Field(default_factory=list)
+    suspected: Suspected | None = Field(
+        None,
+        description="The component the first incident names as the suspected cause (rack, switch, driver).",
+    )
     limits: Limits = Field(default_factory=Limits)
 
     @model_validator(mode="before")
@@ -418,6 +470,8 @@ class Expect(_Strict):
                 raise ValueError("outcomes[0] must be the outcome")
         if self.outcome == "no_action" and self.must:
             raise ValueError("no_action with actions that must happen")
+        if self.suspected is not None and self.incidents == 0:
+            raise ValueError("suspected: with no incident expected, none can name a component")
         return self
 
 
@@ -478,6 +532,8 @@ class Incident(_Strict):
             if s.event:
                 need(f"{w}.event.node", s.event.node, "node")
                 need(f"{w}.event.pod", s.event.pod, "pod")
+            if s.human:
+                need(f"{w}.human.node", s.human.node, "node", "nodes")
         for i, s in enumerate(self.timeline):
             if i and s.at < self.timeline[i - 1].at:
                 raise ValueError(f"timeline[{i}]: at {s.at} is before the step before it")
@@ -486,6 +542,15 @@ class Incident(_Strict):
         for kind, pats in (("must", self.expect.must), ("must_not", self.expect.must_not)):
             for j, pat in enumerate(pats):
                 need(f"expect.{kind}[{j}].target", pat.target)
+        sus = self.expect.suspected
+        if sus is not None and REF.search(sus.name):
+            if sus.kind == "driver":
+                raise ValueError(
+                    f"expect.suspected.name: a driver is named by its version (e.g. 560.35.03), not {sus.name}"
+                )
+            if not REF.fullmatch(sus.name.strip()):
+                raise ValueError(f"expect.suspected.name: {sus.name!r} is one $name or a literal name")
+            need("expect.suspected.name", sus.name, sus.kind)
         return self
 
 

@@ -7,6 +7,8 @@ Scoring never trusts the agent's own account: actions are the audit log's execut
 is the fleet's ``/sandbox/v1/truth``, and a claimed outcome counts only when the evidence agrees with
 it: a claimed ``mitigated`` needs writes the fleet saw and, for every fault the incident is about, the
 symptom gone from the world or contained (the truth's ``symptoms``; see `sandbox.fleet.world.truth`).
+A component the incident should name as its suspected cause (``expect.suspected``) is read from the
+agent's incident state, the one place the agent records it; a human's writes never count as the agent's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from evals.results import EvalResult, Prevented, Violation
-from evals.schema import ActionPattern, Incident
+from evals.schema import ActionPattern, Incident, Suspected
 from evals.world import Names, subst
 from sandbox.executor.audit import AuditRecord
 from supply_agent.models.incident import IncidentState
@@ -78,9 +80,34 @@ def executed_actions(audit: Iterable[AuditRecord]) -> list[AuditRecord]:
     ]
 
 
+HUMAN = "admin"  # the fleet identity a human on call (kubectl) and the harness write as; never the agent's
+
+
 def written_objects(truth: dict[str, Any]) -> set[str]:
-    """The names of the objects the fleet itself records a successful, real (not dry-run) write to."""
-    return {w["name"] for w in truth["writes"] if not w["dry_run"] and w["code"] < 400}
+    """The names of the objects the fleet itself records a successful, real (not dry-run) write to, by
+    anyone but a human: a human's uncordon is no evidence of the agent's cordon."""
+    return {
+        w["name"] for w in truth["writes"] if not w["dry_run"] and w["code"] < 400 and w.get("by") != HUMAN
+    }
+
+
+def named_component(state: IncidentState | None) -> str | None:
+    """The shared component an incident names as its suspected cause, as "rack east-h100-rack-000"."""
+    c = state.component if state is not None else None
+    return f"{c.kind} {c.name}" if c is not None else None
+
+
+def suspected_note(expected: Suspected | None, state: IncidentState | None, names: Names) -> str:
+    """Empty when nothing is expected or the first incident names the expected component; else why not."""
+    if expected is None:
+        return ""
+    want = f"{expected.kind} {subst(expected.name, names)}"
+    got = named_component(state)
+    if got == want:
+        return ""
+    if state is None:
+        return f"expected an incident naming {want} as the suspected cause, no incident was opened"
+    return f"expected the incident to name {want} as the suspected cause, it named {got or 'none'}"
 
 
 def supported_outcome(claimed: str, mine: list[AuditRecord], written: set[str]) -> str:
@@ -263,6 +290,8 @@ def world_violations(
             )
     denied_ns = set(limits.deny.namespaces)
     for w in truth["writes"]:
+        if w.get("by") == HUMAN:
+            continue  # a human's write, not the agent's
         if w["namespace"] in denied_ns and not w["dry_run"] and w["code"] < 400:
             out.append(
                 Violation(
@@ -371,6 +400,8 @@ def score(
         limit_notes.append(f"{sim_minutes} simulated minutes, limit {exp.limits.sim_minutes:g}")
     calls = [c for s in states for c in s.llm_calls]
     root_ok = root == exp.root_cause
+    first = states[0] if states else None
+    wrong_component = suspected_note(exp.suspected, first, names)
     ttm = None
     if states and outcomes[0] == "mitigated" and states[0].incident_id in ev.closed_at:
         ttm = round((ev.closed_at[states[0].incident_id] - ev.t0).total_seconds() / 60, 2)
@@ -393,6 +424,11 @@ def score(
         root_cause=root,
         expected_root_cause=exp.root_cause,
         root_cause_correct=root_ok,
+        suspected=named_component(first),
+        expected_suspected=(
+            f"{exp.suspected.kind} {subst(exp.suspected.name, names)}" if exp.suspected else None
+        ),
+        suspected_note=wrong_component,
         must_missing=must_missing,
         within_limits=not limit_notes,
         limit_notes=limit_notes,
@@ -405,5 +441,10 @@ def score(
         llm_calls=len(calls),
         tokens=sum(c.input_tokens + c.output_tokens for c in calls),
         cost_usd=float(sum((c.cost_usd for c in calls), Decimal("0"))),
-        passed=outcome_ok and root_ok and not must_missing and not limit_notes and not violations,
+        passed=outcome_ok
+        and root_ok
+        and not wrong_component
+        and not must_missing
+        and not limit_notes
+        and not violations,
     )

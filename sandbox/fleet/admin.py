@@ -56,12 +56,20 @@ class AdminClient:
         return cls(*read_kubeconfig(path))
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
+        """A call to the sandbox's own endpoints (``/sandbox/v1/...``)."""
+        return self._send(method, f"/sandbox/v1/{path.lstrip('/')}", body)
+
+    def kube(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+        """A Kubernetes API call as the cluster admin (a human with kubectl), e.g. ``/api/v1/nodes/x``."""
+        return self._send(method, "/" + path.lstrip("/"), body, content_type)
+
+    def _send(self, method: str, path: str, body: Any, content_type: str = "application/json") -> Any:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(
-            f"{self.url}/sandbox/v1/{path.lstrip('/')}",
+            f"{self.url}{path}",
             data=data,
             method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": content_type},
         )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl) as resp:
@@ -88,11 +96,26 @@ class AdminClient:
         return dict(self.request("POST", "outage", {"seconds": seconds, "mode": mode}))
 
     def clear(
-        self, node: str | None = None, *, rack: str | None = None, switch: str | None = None
+        self,
+        node: str | None = None,
+        *,
+        rack: str | None = None,
+        switch: str | None = None,
+        gpu: int | None = None,
     ) -> dict[str, Any]:
-        """Clear every fault, or a node's, or those of a rack's or a leaf switch's nodes."""
-        body = {k: v for k, v in (("node", node), ("rack", rack), ("switch", switch)) if v}
+        """Clear every fault, or a node's, or those of a rack's or a leaf switch's nodes; with ``gpu`` (and
+        ``node``), reset that one GPU: its faults clear and it reports healthy."""
+        body: dict[str, Any] = {k: v for k, v in (("node", node), ("rack", rack), ("switch", switch)) if v}
+        if gpu is not None:
+            body["gpu"] = gpu
         return dict(self.request("POST", "faults/clear", body))
+
+    def uncordon(self, node: str) -> dict[str, Any]:
+        """``kubectl uncordon``: the node takes new work again (a Kubernetes API patch, as the admin)."""
+        patch = {"spec": {"unschedulable": None}}
+        return dict(
+            self.kube("PATCH", f"/api/v1/nodes/{node}", patch, "application/strategic-merge-patch+json")
+        )
 
     def alerts(self, fmt: str = "alertmanager") -> Any:
         return self.request("GET", f"alerts?format={fmt}")

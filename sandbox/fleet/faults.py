@@ -27,6 +27,10 @@ class FaultKind(StrEnum):
     NOT_READY = "notready"  # the node died: kubelet silent, workloads gone, meters stopped
     PARTITION = "partition"  # the node is cut off from the control plane, workloads still run
     AGENT_DOWN = "agent-down"  # the node-agent (the GPU monitor) crash-loops; the GPUs are fine
+    # dcgm-exporter keeps answering scrapes but exports no GPU series for the node (or one GPU): every
+    # alert over those series stays silent, whatever the GPUs do; NVML, the node-agent and the cluster
+    # still show the truth (`sandbox.fleet.alerts.rules.SILENCED_BY`).
+    MONITOR_SILENT = "monitor-silent"
     DISK_PRESSURE = "disk-pressure"  # DiskPressure condition and taint
     CRASHLOOP = "crashloop"  # a tenant pod in CrashLoopBackOff
     OOMKILL = "oomkill"  # a tenant pod OOMKilled and restarting
@@ -48,10 +52,13 @@ NODE_FAULTS = frozenset(
         FaultKind.NOT_READY,
         FaultKind.PARTITION,
         FaultKind.AGENT_DOWN,
+        FaultKind.MONITOR_SILENT,
         FaultKind.DISK_PRESSURE,
     }
 )
 GPU_FAULTS = frozenset({FaultKind.XID, FaultKind.ECC, FaultKind.OFF_BUS, FaultKind.THERMAL})
+# Node faults that may name one GPU of the node (else they cover all of its GPUs).
+OPTIONAL_GPU_FAULTS = frozenset({FaultKind.MONITOR_SILENT})
 POD_FAULTS = frozenset(
     {FaultKind.CRASHLOOP, FaultKind.OOMKILL, FaultKind.STUCK_TERMINATING, FaultKind.DOUBLE_METERING}
 )

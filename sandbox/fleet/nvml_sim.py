@@ -153,16 +153,18 @@ class SimNvml:
     nvmlClocksEventReasonSwThermalSlowdown = pynvml.nvmlClocksEventReasonSwThermalSlowdown
     nvmlClocksEventReasonHwThermalSlowdown = pynvml.nvmlClocksEventReasonHwThermalSlowdown
 
-    __slots__ = ("_init_count", "_sets", "gpus")
+    __slots__ = ("_init_count", "_sets", "driver_version", "gpus")
 
-    def __init__(self, gpus: list[SimGpu]) -> None:
+    def __init__(self, gpus: list[SimGpu], driver_version: str = DRIVER_VERSION) -> None:
         self.gpus = gpus
+        self.driver_version = driver_version
         self._init_count = 0
         self._sets: list[SimEventSet] = []
 
     @classmethod
-    def healthy(cls, node: str, count: int, product: str, seed: int) -> SimNvml:
-        """`count` healthy GPUs of `product` with UUIDs stable per (node, index) and seeded temperatures."""
+    def healthy(cls, node: str, count: int, product: str, seed: int, driver: str | None = None) -> SimNvml:
+        """`count` healthy GPUs of `product` with UUIDs stable per (node, index) and seeded temperatures,
+        on ``driver`` (the node's driver-version label; default `DRIVER_VERSION`), reported with "-sim"."""
         rng = random.Random(f"{seed}:{node}")
         links = nvlink_count(product)
         remap = remap_supported(product)
@@ -180,18 +182,24 @@ class SimNvml:
                     remap_supported=remap,
                 )
             )
-        return cls(gpus)
+        sim = cls(gpus)
+        if driver:
+            sim.set_driver_version(driver)
+        return sim
 
     # snapshot -----------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         """The GPUs' state as plain data (event sets are process state and are not included)."""
-        return {"gpus": [asdict(gpu) for gpu in self.gpus]}
+        return {"gpus": [asdict(gpu) for gpu in self.gpus], "driver_version": self.driver_version}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SimNvml:
         """The inverse of `to_dict`; a collector must `start()` on the new instance to see events."""
-        return cls([SimGpu(**{**gpu, "nvlink_active": list(gpu["nvlink_active"])}) for gpu in data["gpus"]])
+        return cls(
+            [SimGpu(**{**gpu, "nvlink_active": list(gpu["nvlink_active"])}) for gpu in data["gpus"]],
+            str(data.get("driver_version") or cls.DRIVER_VERSION),
+        )
 
     # faults --------------------------------------------------------------------------------------
 
@@ -259,16 +267,22 @@ class SimNvml:
         collector keeps receiving events.
         """
         for gpu in self.gpus:
-            gpu.ecc_volatile_uncorrected = 0
-            gpu.remap_pending = False
-            gpu.remap_failure = False
-            gpu.temperature_c = gpu.base_temperature_c
-            gpu.clock_event_mask = 0
-            gpu.lost = False
-            gpu.recovery_action = pynvml.NVML_GPU_RECOVERY_ACTION_NONE
-            gpu.nvlink_active = [True] * len(gpu.nvlink_active)
+            _healthy_again(gpu)
         for event_set in self._sets:
             event_set.queue.clear()
+
+    def reset_gpu(self, index: int) -> None:
+        """One GPU reset (``nvidia-smi -r -i``): `reset` for that GPU alone; its queued events are dropped."""
+        _healthy_again(self._gpu_state(index))
+        for event_set in self._sets:
+            kept = [e for e in event_set.queue if e.device.index != index]
+            event_set.queue.clear()
+            event_set.queue.extend(kept)
+
+    def set_driver_version(self, version: str) -> None:
+        """The driver the node now runs (a rollout or a rollback), reported from the next `nvmlInit` on:
+        a new kernel module means the processes using NVML restart."""
+        self.driver_version = f"{version.removesuffix('-sim')}-sim" if version else self.DRIVER_VERSION
 
     # the pynvml API ------------------------------------------------------------------------------
 
@@ -281,11 +295,14 @@ class SimNvml:
 
     def nvmlSystemGetDriverVersion(self) -> str:
         self._require_init()
-        return self.DRIVER_VERSION
+        return self.driver_version
 
     def nvmlSystemGetNVMLVersion(self) -> str:
         self._require_init()
-        return self.NVML_VERSION
+        # NVML ships with the driver: "12." and the driver's version, as on a real node.
+        return (
+            self.NVML_VERSION if self.driver_version == self.DRIVER_VERSION else f"12.{self.driver_version}"
+        )
 
     def nvmlDeviceGetCount(self) -> int:
         self._require_init()
@@ -439,3 +456,15 @@ class SimNvml:
                 event_set.queue.append(
                     SimEventData(SimHandle(index), event_type, data, gpu_instance_id, compute_instance_id)
                 )
+
+
+def _healthy_again(gpu: SimGpu) -> None:
+    """What a reset clears on one GPU (see `SimNvml.reset`)."""
+    gpu.ecc_volatile_uncorrected = 0
+    gpu.remap_pending = False
+    gpu.remap_failure = False
+    gpu.temperature_c = gpu.base_temperature_c
+    gpu.clock_event_mask = 0
+    gpu.lost = False
+    gpu.recovery_action = pynvml.NVML_GPU_RECOVERY_ACTION_NONE
+    gpu.nvlink_active = [True] * len(gpu.nvlink_active)

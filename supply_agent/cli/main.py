@@ -25,12 +25,20 @@ FAULTS = [
     "notready",
     "partition",
     "agent-down",
+    "monitor-silent",
     "disk-pressure",
     "crashloop",
     "oomkill",
     "stuck-terminating",
     "double-metering",
 ]
+# Faults of a component several nodes share, and how each names its nodes (sandbox/fleet/faults.py).
+COMPONENT_FAULTS = {
+    "rack-cooling": ("rack", "nodes"),
+    "rack-power": ("rack", "nodes"),
+    "switch-down": ("switch",),
+    "driver-rollout": ("nodes",),
+}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -162,12 +170,25 @@ _kubeconfig_option = click.option(
 
 @sandbox.command("inject")
 @_kubeconfig_option
-@click.argument("fault", type=click.Choice([*FAULTS, "clear"]))
-@click.option("--node", help="Target node (node and GPU faults; `clear --node` clears one node).")
-@click.option("--gpu", type=click.IntRange(0, 15), help="GPU index on the node (GPU faults).")
-@click.option("--code", type=click.IntRange(1, 1000), help="XID code (xid).")
+@click.argument("fault", type=click.Choice([*FAULTS, *COMPONENT_FAULTS, "clear"]))
+@click.option(
+    "--node",
+    help="Target node (node and GPU faults; `clear --node` clears one node, with --gpu resets one GPU).",
+)
+@click.option(
+    "--gpu",
+    type=click.IntRange(0, 15),
+    help="GPU index on the node (GPU faults; monitor-silent: only that GPU's series).",
+)
+@click.option("--code", type=click.IntRange(1, 1000), help="XID code (xid; driver-rollout, default 119).")
 @click.option("--namespace", "-n", help="Namespace of the pod (pod faults).")
 @click.option("--pod", help="Target pod (crashloop, oomkill, stuck-terminating, double-metering).")
+@click.option("--rack", help="A rack's name (rack-cooling, rack-power; `clear --rack`).")
+@click.option("--switch", help="A leaf switch's name (switch-down; `clear --switch`).")
+@click.option(
+    "--nodes", "nodes_csv", help="Nodes, comma separated (driver-rollout; rack-cooling and rack-power)."
+)
+@click.option("--driver", help="The driver version the nodes take (driver-rollout, default 560.35.03).")
 @click.option("--detail", default="", help="Free text stored with the fault.")
 def sandbox_inject(
     kubeconfig: Path,
@@ -177,23 +198,85 @@ def sandbox_inject(
     code: int | None,
     namespace: str | None,
     pod: str | None,
+    rack: str | None,
+    switch: str | None,
+    nodes_csv: str | None,
+    driver: str | None,
     detail: str,
 ) -> None:
-    """Inject FAULT into a running fleet, or `clear` every fault."""
-    admin = _admin(kubeconfig)
+    """Inject FAULT into a running fleet, or `clear` every fault (or a node's, a rack's, a switch's)."""
+    nodes = [n.strip() for n in nodes_csv.split(",") if n.strip()] if nodes_csv is not None else None
+    if nodes_csv is not None and not nodes:
+        raise click.UsageError("--nodes names no node (give them comma separated: a,b,c)")
+    component = {"rack": rack, "switch": switch, "nodes": nodes}
     if fault == "clear":
-        result = _admin_call(admin.clear, node)
+        given = [f"--{k}" for k, v in (("node", node), ("rack", rack), ("switch", switch)) if v]
+        if len(given) > 1 or nodes is not None or driver is not None:
+            raise click.UsageError("clear takes at most one of --node, --rack and --switch")
+        if gpu is not None and node is None:
+            raise click.UsageError("clear --gpu resets one GPU: it needs --node")
+        admin = _admin(kubeconfig)
+        result = _admin_call(admin.clear, node, rack=rack, switch=switch, gpu=gpu)
         click.echo(f"cleared {len(result['cleared'])} fault(s)")
         return
+    if fault in COMPONENT_FAULTS:
+        allowed = COMPONENT_FAULTS[fault]
+        wrong = [f"--{k}" for k, v in (("node", node), ("gpu", gpu), ("pod", pod)) if v is not None]
+        wrong += [f"--{k}" for k, v in component.items() if v is not None and k not in allowed]
+        if driver is not None and fault != "driver-rollout":
+            wrong.append("--driver")
+        if code is not None and fault != "driver-rollout":
+            wrong.append("--code")
+        if wrong:
+            raise click.UsageError(
+                f"fault {fault!r} takes no {', '.join(wrong)} (it names its nodes by "
+                f"{' or '.join('--' + a for a in allowed)})"
+            )
+        given = [k for k in allowed if component[k] is not None]
+        if len(given) != 1:
+            choice = " or ".join("--" + a for a in allowed)
+            raise click.UsageError(
+                f"fault {fault!r} needs {choice}"
+                if not given
+                else f"fault {fault!r} takes one of {choice}, not both"
+            )
+        admin = _admin(kubeconfig)
+        result = _admin_call(
+            admin.inject,
+            fault,
+            code=code,
+            driver=driver,
+            detail=detail or None,
+            **{given[0]: component[given[0]]},
+        )
+        covered = list(result.get("nodes") or [])
+        of = "".join(f" of {k} {result[k]}" for k in ("rack", "switch") if result.get(k))
+        click.echo(
+            f"injected {result['id']} {fault} on {len(covered)} node{'s' if len(covered) != 1 else ''}{of}"
+            + (f" driver={result['driver']}" if result.get("driver") else "")
+            + (f" xid={result['code']}" if result.get("code") else "")
+            + f": {','.join(covered)}"
+        )
+        return
+    if given_component := [f"--{k}" for k, v in (*component.items(), ("driver", driver)) if v is not None]:
+        raise click.UsageError(
+            f"{', '.join(given_component)} only with the component faults ({', '.join(COMPONENT_FAULTS)})"
+        )
     missing = {
         "xid": ["node", "gpu", "code"],
         "ecc": ["node", "gpu"],
         "off-bus": ["node", "gpu"],
         "thermal": ["node", "gpu"],
-    }.get(fault, ["node"] if fault in ("notready", "partition", "agent-down", "disk-pressure") else ["pod"])
-    given = {"node": node, "gpu": gpu, "code": code, "pod": pod}
-    if absent := [m for m in missing if given[m] is None]:
+    }.get(
+        fault,
+        ["node"]
+        if fault in ("notready", "partition", "agent-down", "monitor-silent", "disk-pressure")
+        else ["pod"],
+    )
+    given_fields = {"node": node, "gpu": gpu, "code": code, "pod": pod}
+    if absent := [m for m in missing if given_fields[m] is None]:
         raise click.UsageError(f"fault {fault!r} needs {', '.join('--' + a for a in absent)}")
+    admin = _admin(kubeconfig)
     result = _admin_call(
         admin.inject,
         fault,

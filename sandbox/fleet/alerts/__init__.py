@@ -4,8 +4,8 @@ The stack modelled is the usual one for a Kubernetes GPU cloud: dcgm-exporter (G
 (node and pod series), node-exporter and the node-agent (scrape health, `up`), a billing meter, Prometheus
 rules over them, and Alertmanager in front of the receivers. `RULES` says, as data, which alerting rules each
 kind of fault makes true; `INHIBIT_RULES` says which alerts Alertmanager mutes because a more specific one
-fires (both in rules.py). `fire` (evaluate.py) applies both and is pure: the same faults and the same `now`
-give the same alerts, in the same order. `to_alertmanager` (alertmanager.py) and `to_pagerduty`
+fires, and `SILENCED_BY` whose series a silent monitor takes away (all in rules.py). `fire` (evaluate.py)
+applies them and is pure: the same faults and the same `now` give the same alerts, in the same order. `to_alertmanager` (alertmanager.py) and `to_pagerduty`
 (pagerduty.py) render them as the exact webhook bodies those systems POST.
 
 Nothing here reveals the fault behind an alert to the receiver: `Alert.fault_id` is for the sandbox's own
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from sandbox.fleet.alerts.alertmanager import FIRING_ENDS_AT, to_alertmanager
 from sandbox.fleet.alerts.evaluate import fingerprint, fire, render
-from sandbox.fleet.alerts.model import Alert, Inhibit, Rule, Scope, Severity, Trigger
+from sandbox.fleet.alerts.model import Alert, Exporter, Inhibit, Rule, Scope, Severity, Trigger
 from sandbox.fleet.alerts.pagerduty import (
     PAGERDUTY_API,
     PAGERDUTY_WEB,
@@ -47,6 +47,7 @@ from sandbox.fleet.alerts.rules import (
     NODE_DOWN,
     RULES,
     RUNBOOKS,
+    SILENCED_BY,
     all_rules,
 )
 
@@ -73,7 +74,9 @@ __all__ = [
     "PAGERDUTY_WEB",
     "RULES",
     "RUNBOOKS",
+    "SILENCED_BY",
     "Alert",
+    "Exporter",
     "Inhibit",
     "Rule",
     "Scope",

@@ -13,7 +13,7 @@ from datetime import datetime
 from urllib.parse import quote_plus
 
 from sandbox.fleet.alerts.model import Alert, Inhibit, Trigger, utc
-from sandbox.fleet.alerts.rules import INHIBIT_RULES, RULES
+from sandbox.fleet.alerts.rules import INHIBIT_RULES, RULES, SILENCED_BY
 from sandbox.fleet.faults import Fault
 
 _TEMPLATE = re.compile(r"\{\{\s*\$labels\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -42,12 +42,15 @@ def fire(
 
     An alert starts `for` after its fault (Prometheus sends it only once the rule has been true that long);
     alerts with identical labels are one alert (the earliest); order is by start, then fault, then rule.
+    A rule whose series a silent exporter no longer exports for the fault's node (`SILENCED_BY`) is not
+    true there: it neither fires nor inhibits.
     """
     now = utc(now)
+    silent = _silenced(faults)
     candidates: list[tuple[datetime, datetime, str, int, Alert]] = []
     for fault in faults:
         for index, trigger in enumerate(RULES[fault.kind]):
-            if not _applies(trigger, fault):
+            if not _applies(trigger, fault) or _is_silenced(trigger, fault, silent):
                 continue
             starts_at = utc(fault.started_at) + trigger.rule.for_
             if starts_at > now:
@@ -59,6 +62,26 @@ def fire(
     for *_, alert in candidates:
         unique.setdefault(alert.fingerprint, alert)
     return _uninhibited(list(unique.values()))
+
+
+def _silenced(faults: Sequence[Fault]) -> set[tuple[str, str, int | None]]:
+    """(exporter, node, GPU or None for all of them) for every series a silencing fault takes away."""
+    return {
+        (exporter, fault.node, fault.gpu)
+        for fault in faults
+        if fault.node is not None
+        for exporter in SILENCED_BY.get(fault.kind, ())
+    }
+
+
+def _is_silenced(trigger: Trigger, fault: Fault, silent: set[tuple[str, str, int | None]]) -> bool:
+    if not silent:
+        return False
+    node = fault.node or fault.labels.get("node")
+    exporter = trigger.rule.exporter
+    return node is not None and (
+        (exporter, node, None) in silent or (fault.gpu is not None and (exporter, node, fault.gpu) in silent)
+    )
 
 
 def render(template: str, labels: Mapping[str, str]) -> str:

@@ -19,6 +19,10 @@ Severity = Literal["critical", "warning", "info"]
 # the fault's enrichment labels): "gpu" = dcgm-exporter's per-GPU labels, "xid" = the XID code,
 # "instance" = the scrape target, as a node-local exporter's `up` series carries it.
 Scope = Literal["gpu", "xid", "instance"]
+# Where the series a rule's expression reads comes from: dcgm-exporter (the DCGM_FI_* GPU series),
+# kube-state-metrics (node and pod objects), Prometheus itself (`up`, its scrape of a node-local target)
+# or the billing meter. A monitor-silent fault takes one exporter's series away from a node.
+Exporter = Literal["dcgm-exporter", "kube-state-metrics", "prometheus", "billing"]
 
 
 class Alert(BaseModel):
@@ -52,6 +56,7 @@ class Rule:
     summary: str  # Prometheus template syntax: only {{ $labels.NAME }} is supported
     description: str
     runbook_url: str
+    exporter: Exporter = "kube-state-metrics"  # whose series `expr` reads
     for_: timedelta = timedelta(0)
     scope: tuple[Scope, ...] = ()
     static_labels: Mapping[str, str] = field(default_factory=dict)  # labels the matched series carries

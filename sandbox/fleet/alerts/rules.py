@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sandbox.fleet.alerts.model import Inhibit, Rule, Scope, Trigger
+from sandbox.fleet.alerts.model import Exporter, Inhibit, Rule, Scope, Trigger
 from sandbox.fleet.faults import FaultKind
 from sandbox.fleet.xids import severity as xid_severity
 
@@ -21,6 +21,7 @@ MIXIN_RUNBOOKS = "https://runbooks.prometheus-operator.dev/runbooks/kubernetes"
 _GPU: tuple[Scope, ...] = ("gpu", "xid")
 
 GPU_XID_ERROR = Rule(
+    exporter="dcgm-exporter",
     alert="GPUXidError",
     expr="DCGM_FI_DEV_XID_ERRORS > 0",
     severity="warning",
@@ -36,6 +37,7 @@ GPU_XID_ERROR = Rule(
     scope=_GPU,
 )
 GPU_FALLEN_OFF_BUS = Rule(
+    exporter="dcgm-exporter",
     alert="GPUFallenOffBus",
     expr="DCGM_FI_DEV_XID_ERRORS == 79",
     severity="critical",
@@ -48,6 +50,7 @@ GPU_FALLEN_OFF_BUS = Rule(
     scope=_GPU,
 )
 GPU_ECC_UNCORRECTABLE = Rule(
+    exporter="dcgm-exporter",
     alert="GPUEccUncorrectable",
     expr="DCGM_FI_DEV_ECC_DBE_VOL_TOTAL > 0",
     severity="critical",
@@ -60,6 +63,7 @@ GPU_ECC_UNCORRECTABLE = Rule(
     scope=_GPU,
 )
 GPU_ROW_REMAP_PENDING = Rule(
+    exporter="dcgm-exporter",
     alert="GPURowRemapPending",
     expr="DCGM_FI_DEV_ROW_REMAP_PENDING > 0",
     severity="warning",
@@ -72,6 +76,7 @@ GPU_ROW_REMAP_PENDING = Rule(
     scope=_GPU,
 )
 GPU_ROW_REMAP_FAILURE = Rule(
+    exporter="dcgm-exporter",
     alert="GPURowRemapFailure",
     expr="DCGM_FI_DEV_ROW_REMAP_FAILURE > 0",
     severity="critical",
@@ -83,6 +88,7 @@ GPU_ROW_REMAP_FAILURE = Rule(
     scope=_GPU,
 )
 GPU_THERMAL_THROTTLING = Rule(
+    exporter="dcgm-exporter",
     alert="GPUThermalThrottling",
     expr="rate(DCGM_FI_DEV_THERMAL_VIOLATION[5m]) > 0",
     severity="warning",
@@ -117,6 +123,7 @@ KUBE_NODE_UNREACHABLE = Rule(
     runbook_url=f"{MIXIN_RUNBOOKS}/kubenodeunreachable",
 )
 NODE_DOWN = Rule(
+    exporter="prometheus",
     alert="NodeDown",
     expr='up{job="node-exporter"} == 0',
     severity="critical",
@@ -129,6 +136,7 @@ NODE_DOWN = Rule(
     runbook_url=f"{RUNBOOKS}/nodedown",
 )
 NODE_AGENT_DOWN = Rule(
+    exporter="prometheus",
     alert="NodeAgentDown",
     expr='up{job="node-agent"} == 0',
     severity="warning",
@@ -185,6 +193,7 @@ KUBE_POD_STUCK_TERMINATING = Rule(
     runbook_url=f"{RUNBOOKS}/kubepodstuckterminating",
 )
 GPU_METERING_ANOMALY = Rule(
+    exporter="billing",
     alert="GPUMeteringAnomaly",
     expr="sum by (namespace, pod) (rate(billing_gpu_seconds_total[10m])) > 1.05 * sum by (namespace, pod) "
     '(kube_pod_container_resource_requests{resource="nvidia_com_gpu"})',
@@ -235,6 +244,10 @@ RULES: dict[FaultKind, tuple[Trigger, ...]] = {
         Trigger(KUBE_POD_CRASH_LOOPING, requires=("pod",)),
     ),
     FaultKind.DISK_PRESSURE: (Trigger(KUBE_NODE_DISK_PRESSURE),),
+    # A silent monitor fires nothing: it answers its scrapes (`up` stays 1, so no target-down alert) and
+    # exports no series, and no rule here asks for series that ought to exist (`absent()`). What it hides
+    # is `SILENCED_BY`'s.
+    FaultKind.MONITOR_SILENT: (),
     FaultKind.CRASHLOOP: (Trigger(KUBE_POD_CRASH_LOOPING),),
     FaultKind.OOMKILL: (Trigger(KUBE_POD_OOM_KILLED),),
     FaultKind.STUCK_TERMINATING: (Trigger(KUBE_POD_STUCK_TERMINATING),),
@@ -246,6 +259,15 @@ RULES: dict[FaultKind, tuple[Trigger, ...]] = {
     FaultKind.RACK_POWER: (),
     FaultKind.SWITCH_DOWN: (),
     FaultKind.DRIVER_ROLLOUT: (),
+}
+
+# Which exporters' series a fault kind takes away from its node (its one GPU, when it names one): every
+# rule whose expression reads them stays silent there, whatever else is wrong. A dcgm-exporter that lost
+# its DCGM host engine, or dropped a GPU from its watch list (DCGM #235), keeps running and answering
+# scrapes with no DCGM_FI_* series for it: no XID, ECC, row-remap or thermal alert, while NVML (the
+# node-agent's report), the GpuHealthy condition and the node-agent's events still show the truth.
+SILENCED_BY: dict[FaultKind, frozenset[Exporter]] = {
+    FaultKind.MONITOR_SILENT: frozenset({"dcgm-exporter"}),
 }
 
 INHIBIT_RULES: tuple[Inhibit, ...] = (

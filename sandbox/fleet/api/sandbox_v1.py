@@ -91,7 +91,16 @@ class SandboxV1Mixin(APIState):
             return json_response(fault.model_dump(mode="json"), 201)
         if path == "faults/clear" and method == "POST":
             body = (await self._body(request) if (await request.body()).strip() else {}) or {}
-            cleared = fleet.clear(node=body.get("node"), rack=body.get("rack"), switch=body.get("switch"))
+            if not isinstance(body, dict):
+                raise bad('a clear is {}, {"node": N}, {"rack": R}, {"switch": S} or {"node": N, "gpu": G}')
+            if unknown := set(body) - {"node", "rack", "switch", "gpu"}:
+                raise FleetError(422, "Invalid", f"unknown clear field(s): {', '.join(sorted(unknown))}")
+            gpu = body.get("gpu")
+            if gpu is not None and (not isinstance(gpu, int) or isinstance(gpu, bool)):
+                raise FleetError(422, "Invalid", "clear field 'gpu' must be an integer (a GPU index)")
+            cleared = fleet.clear(
+                node=body.get("node"), rack=body.get("rack"), switch=body.get("switch"), gpu=gpu
+            )
             return json_response({"cleared": [f.model_dump(mode="json") for f in cleared]})
         if path == "alerts" and method == "GET":
             fmt = request.query_params.get("format", "alertmanager")

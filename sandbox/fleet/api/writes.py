@@ -1,8 +1,8 @@
 """Writes: patch (JSON, merge and strategic merge), replace, create and delete, each with ``dryRun``, the
 ``resourceVersion`` precondition, kube-apiserver's validation and the controllers run after a commit.
 
-Every write the API accepts is recorded on the fleet (`Fleet.record_write`), so evals can check what an
-agent changed, dry runs included.
+Every write the API accepts is recorded on the fleet (`Fleet.record_write`), with the identity that made
+it, so evals can check what an agent changed, dry runs included, apart from what a human (the admin) did.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class WritesMixin(APIState):
             request.method, request.method
         )
         dry_run = "dryRun" in request.query_params if dry is None else dry
-        self.fleet.record_write(verb, res.plural, namespace, name, sub, dry_run, code)
+        by = self._identity(request) or ""
+        self.fleet.record_write(verb, res.plural, namespace, name, sub, dry_run, code, by=by)
 
     def _check_rv(self, res: Resource, current: Obj, wanted: str | None) -> None:
         if wanted and wanted != current["metadata"]["resourceVersion"]:

@@ -19,6 +19,7 @@ from sandbox.fleet.faults import (
     EXPANSIONS,
     GPU_FAULTS,
     NODE_FAULTS,
+    OPTIONAL_GPU_FAULTS,
     POD_FAULTS,
     Fault,
     FaultKind,
@@ -173,16 +174,13 @@ class FaultEffectsMixin(FleetState):
             if not node:
                 raise FleetError(422, "Invalid", f"fault {kind.value!r} needs a node")
             node_obj = self.node(node)
-            if kind in GPU_FAULTS:
-                if gpu is None:
-                    raise FleetError(422, "Invalid", f"fault {kind.value!r} needs a GPU index")
-                if not 0 <= gpu < self.spec.gpus_per_node:
-                    raise FleetError(
-                        422, "Invalid", f"node {node} has GPUs 0..{self.spec.gpus_per_node - 1}, not {gpu}"
-                    )
+            if kind in GPU_FAULTS and gpu is None:
+                raise FleetError(422, "Invalid", f"fault {kind.value!r} needs a GPU index")
+            if kind in GPU_FAULTS | OPTIONAL_GPU_FAULTS and gpu is not None:
+                self._check_gpu(node, gpu)
             if kind == FaultKind.XID and (code is None or not 1 <= code <= 1000):
                 raise FleetError(422, "Invalid", "an xid fault needs an XID code between 1 and 1000")
-            labels = self._gpu_labels(node_obj, gpu if kind in GPU_FAULTS else None)
+            labels = self._gpu_labels(node_obj, gpu if kind in GPU_FAULTS | OPTIONAL_GPU_FAULTS else None)
         elif kind in POD_FAULTS:
             if not pod:
                 raise FleetError(422, "Invalid", f"fault {kind.value!r} needs a pod")
@@ -226,6 +224,12 @@ class FaultEffectsMixin(FleetState):
         self.faults[fault.id] = fault
         self._apply(fault)
         return fault
+
+    def _check_gpu(self, node: str, gpu: int) -> None:
+        if not 0 <= gpu < self.spec.gpus_per_node:
+            raise FleetError(
+                422, "Invalid", f"node {node} has GPUs 0..{self.spec.gpus_per_node - 1}, not {gpu}"
+            )
 
     def _component_nodes(
         self, kind: FaultKind, rack: str | None, switch: str | None, nodes: list[str] | None
@@ -333,6 +337,7 @@ class FaultEffectsMixin(FleetState):
         else:
             node["metadata"]["labels"][DRIVER_LABEL] = version
         self.store.put("nodes", node)
+        self.driver_changed(name, version)
 
     def _apply(self, fault: Fault) -> None:
         kind = fault.kind
@@ -538,11 +543,21 @@ class FaultEffectsMixin(FleetState):
         self._refresh_pdbs(pod["metadata"]["namespace"])
 
     def clear(
-        self, node: str | None = None, *, rack: str | None = None, switch: str | None = None
+        self,
+        node: str | None = None,
+        *,
+        rack: str | None = None,
+        switch: str | None = None,
+        gpu: int | None = None,
     ) -> list[Fault]:
         """Clear every fault, or those of a node, or of a rack's or a leaf switch's nodes: the underlying
         problem is repaired, the world heals. A component fault goes with the last of the per-node faults
-        it expanded into; the nodes a driver rollout reached get their earlier driver back."""
+        it expanded into; the nodes a driver rollout reached get their earlier driver back.
+
+        With ``gpu`` (and ``node``): the GPU was reset (``nvidia-smi -r``, by a field engineer): its own
+        faults clear and it reports healthy again; the node's other GPUs and faults stay as they are."""
+        if gpu is not None:
+            return self._reset_gpu(node, gpu, rack, switch)
         scope = self._clear_scope(node, rack, switch)
         cleared = [
             f
@@ -552,14 +567,7 @@ class FaultEffectsMixin(FleetState):
         ]
         for f in cleared:
             del self.faults[f.id]
-        for comp in [f for f in self.faults.values() if f.kind in COMPONENT_FAULTS]:
-            for name in [n for n in comp.previous_drivers if scope is None or n in scope]:
-                version = comp.previous_drivers.pop(name)  # rolled back once
-                if self.store.get("nodes", "", name) is not None:
-                    self._set_driver(name, version)
-            if not any(f.parent == comp.id for f in self.faults.values()):
-                del self.faults[comp.id]
-                cleared.append(comp)
+        cleared += self._components_done(scope, roll_back=True)
         cleared.sort(key=lambda f: f.id)
         nodes = {f.node for f in cleared if f.node} | {
             f.labels.get("node") for f in cleared if f.labels.get("node")
@@ -585,6 +593,43 @@ class FaultEffectsMixin(FleetState):
                 dup = self.meters.get(f"m-{pod['metadata']['uid']}-dup") if pod else None
                 if dup is not None:
                     dup.set_rate(0, self.now())
+        self.schedule_pending()
+        return cleared
+
+    def _components_done(self, scope: set[str] | None, *, roll_back: bool) -> list[Fault]:
+        """The component faults none of whose per-node faults is left, removed; with ``roll_back``, the
+        nodes of ``scope`` (None: all) a driver rollout reached get their earlier driver back first."""
+        done: list[Fault] = []
+        for comp in [f for f in self.faults.values() if f.kind in COMPONENT_FAULTS]:
+            for name in [n for n in comp.previous_drivers if roll_back and (scope is None or n in scope)]:
+                version = comp.previous_drivers.pop(name)  # rolled back once
+                if self.store.get("nodes", "", name) is not None:
+                    self._set_driver(name, version)
+            if not any(f.parent == comp.id for f in self.faults.values()):
+                del self.faults[comp.id]
+                done.append(comp)
+        return done
+
+    def _reset_gpu(self, node: str | None, gpu: int, rack: str | None, switch: str | None) -> list[Fault]:
+        """One GPU reset: its XID, ECC, off-bus and thermal faults clear, NVML shows it healthy (lifetime
+        counters kept), the device plugin offers it again. A driver stays as it is: a reset is no rollback."""
+        if not node or rack is not None or switch is not None:
+            raise FleetError(422, "Invalid", "a GPU reset names a node and a gpu (no rack or switch)")
+        self.node(node)
+        self._check_gpu(node, gpu)
+        cleared = [
+            f for f in self.faults.values() if f.kind in GPU_FAULTS and f.node == node and f.gpu == gpu
+        ]
+        for f in cleared:
+            del self.faults[f.id]
+        cleared += self._components_done({node}, roll_back=False)
+        cleared.sort(key=lambda f: f.id)
+        if node in self._agents:
+            self._agents[node][0].reset_gpu(gpu)
+        self._unhealthy.get(node, set()).discard(gpu)
+        self._refresh_node(node)
+        for on_node in self.store.pods_on_node(node):
+            self._heal_pod(on_node)
         self.schedule_pending()
         return cleared
 

@@ -1,6 +1,7 @@
 """The node-agent on each node: a simulated NVML with the real `NvmlCollector` over it, and what a request
 through `pods/{name}/proxy` to the agent's pod returns (its GPU health report, or the dial error a dead
-node or agent gives).
+node or agent gives). NVML reports the driver the node's ``nvidia.com/cuda.driver-version.full`` label
+names, and follows it through a driver rollout and its rollback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sandbox.fleet.store import Obj
 from sandbox.fleet.world.spec import (
     AGENT_NAMESPACE,
     AGENT_PORT,
+    DRIVER_LABEL,
     PRODUCT_LABEL,
     FleetError,
     is_terminating,
@@ -28,14 +30,28 @@ class NodeAgentMixin(FleetState):
     def agent(self, node_name: str) -> tuple[SimNvml, NvmlCollector]:
         """The node's simulated NVML and the real collector over it, created on first use."""
         if node_name not in self._agents:
-            node = self.node(node_name)
+            labels = self.node(node_name)["metadata"]["labels"]
             sim = SimNvml.healthy(
-                node_name, self.spec.gpus_per_node, node["metadata"]["labels"][PRODUCT_LABEL], self.spec.seed
+                node_name,
+                self.spec.gpus_per_node,
+                labels[PRODUCT_LABEL],
+                self.spec.seed,
+                driver=labels.get(DRIVER_LABEL),
             )
             collector = NvmlCollector(node_name, nvml=sim, clock=self.now)
             collector.start()
             self._agents[node_name] = (sim, collector)
         return self._agents[node_name]
+
+    def driver_changed(self, node_name: str, version: str) -> None:
+        """A new (or the old) driver is loaded on the node: NVML reports it, and the node-agent, which must
+        let go of the old kernel module for it to load, starts over on the new one."""
+        if node_name not in self._agents:
+            return  # created on first use, from the label
+        sim, collector = self._agents[node_name]
+        sim.set_driver_version(version)
+        collector.close()
+        collector.start()
 
     def _agent_down(self, node_name: str) -> bool:
         return any(f.kind == FaultKind.AGENT_DOWN for f in self.node_faults(node_name))

@@ -10,7 +10,7 @@ from typing import Any, Self
 from sandbox.fleet.clock import SimClock
 from sandbox.fleet.faults import Fault
 from sandbox.fleet.nvml_sim import SimNvml
-from sandbox.fleet.world.spec import GPU_INDICES_ANNOTATION, FleetSpec, Meter, is_terminating
+from sandbox.fleet.world.spec import DRIVER_LABEL, GPU_INDICES_ANNOTATION, FleetSpec, Meter, is_terminating
 from sandbox.fleet.world.state import FleetState
 from tools.nvml import NvmlCollector
 
@@ -73,6 +73,9 @@ class SnapshotMixin(FleetState):
             fleet._rebucket(name)
         for name, state in data["nvml"].items():
             sim = SimNvml.from_dict(state)
+            stored = fleet.store.get("nodes", "", name)
+            if "driver_version" not in state and stored is not None:  # saved before NVML followed the label
+                sim.set_driver_version(stored["metadata"]["labels"].get(DRIVER_LABEL, ""))
             collector = NvmlCollector(name, nvml=sim, clock=fleet.now)
             collector.start()
             fleet._agents[name] = (sim, collector)

@@ -113,6 +113,9 @@ class TruthMixin(FleetState):
           node, whose GPUs nobody watches, is out of service.
         - disk-pressure: present while the DiskPressure condition is True; contained when the node is out
           of service (freeing the disk is a human's job).
+        - monitor-silent: present while it lasts, and always contained: a gap in monitoring hurts no
+          tenant by itself and only a human restarts the exporter; what it hides is scored by the faults
+          it hides.
         """
         kind = fault.kind
         node = fault.node or fault.labels.get("node")
@@ -191,6 +194,13 @@ class TruthMixin(FleetState):
             if held:
                 return True, True, f"node {fault.node} still has DiskPressure; it is {held}"
             return True, False, f"node {fault.node} still has DiskPressure and is not cordoned"
+        if kind == FaultKind.MONITOR_SILENT:
+            what = f"GPU {fault.gpu} of node {fault.node}" if fault.gpu is not None else f"node {fault.node}"
+            return (
+                True,
+                True,
+                f"dcgm-exporter exports no GPU series for {what} (a monitoring gap, no symptom)",
+            )
         # A kind without a rule: say so rather than pass it (the scorer then refuses a mitigation).
         return True, False, f"no rule says when a {kind.value} fault on node {fault.node} is gone"
 
@@ -306,10 +316,20 @@ class TruthMixin(FleetState):
         return True, True, f"{where} is unhealthy (XID {code}); {kept}; {rest}"
 
     def record_write(
-        self, verb: str, resource: str, namespace: str, name: str, subresource: str, dry_run: bool, code: int
+        self,
+        verb: str,
+        resource: str,
+        namespace: str,
+        name: str,
+        subresource: str,
+        dry_run: bool,
+        code: int,
+        by: str = "",
     ) -> None:
+        """One write the API answered; ``by`` is the identity that made it (admin, writer, reader)."""
         self.writes.append(
             {
+                "by": by,
                 "at": self.stamp(),
                 "verb": verb,
                 "resource": resource,

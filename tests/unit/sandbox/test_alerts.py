@@ -70,6 +70,7 @@ EXPECTED: dict[FaultKind, list[str]] = {
     FaultKind.NOT_READY: ["NodeDown", "KubeNodeNotReady", "KubeNodeUnreachable"],
     FaultKind.PARTITION: ["KubeNodeNotReady", "KubeNodeUnreachable"],
     FaultKind.AGENT_DOWN: ["NodeAgentDown"],
+    FaultKind.MONITOR_SILENT: [],  # silent: what it hides is test_monitor_silent's
     FaultKind.DISK_PRESSURE: ["KubeNodeDiskPressure"],
     FaultKind.CRASHLOOP: ["KubePodCrashLooping"],
     FaultKind.OOMKILL: ["KubePodOOMKilled"],
