@@ -88,6 +88,16 @@ class Replay:
             self.paused.pop(iid, None)
             self.closed_at.setdefault(iid, self.clock())
 
+    def _after_wake(self, iid: str, result: RunResult) -> None:
+        """A woken thread paused again on the request it was asked (its answer comes when it would
+        have), or on another, or ended."""
+        when, rule, before = self.paused[iid]
+        now, then = result.pending, before.pending
+        if now is not None and then is not None and now.action_hash == then.action_hash:
+            self.paused[iid] = (when, rule, result)
+        else:
+            self._after_run(result)
+
     def answer(self, iid: str) -> None:
         when, rule, _ = self.paused.pop(iid)
         self.advance_to(when)
@@ -132,9 +142,14 @@ class Replay:
             )[0]
         for _ in range(step.repeat):
             self.deliveries += 1
-            for state in self.agent.open(alerts, window=self.window):
+            new, touched = self.agent.fold(alerts, window=self.window)
+            for state in new:
                 self.opened.append(state.incident_id)
                 self._after_run(self.agent.run(state))
+            # Alerts that joined an incident paused for an approval wake it, as the service does.
+            for iid in sorted(touched - {s.incident_id for s in new}):
+                if iid in self.paused and (woken := self.agent.wake(iid)) is not None:
+                    self._after_wake(iid, woken)
 
     def apply(self, step: TimelineStep) -> None:
         a, names = self.admin, self.names
