@@ -391,14 +391,7 @@ class RunbookPlanner:
             except (InvalidOperation, ValueError):
                 amount = None
             if amount is not None and amount <= 0:
-                return Proposal(
-                    kind="skip",
-                    planner=self.name,
-                    runbook_step=step.name,
-                    more=more,
-                    subject=subject,
-                    reason=f"nothing to credit: {step.name} renders ${amount}",
-                )
+                return skip(f"nothing to credit: {step.name} renders ${amount}")
         return Proposal(
             kind="act",
             tool=step.tool,

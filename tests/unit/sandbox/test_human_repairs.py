@@ -5,33 +5,20 @@ clears that GPU alone (the sandbox's admin API), an uncordon goes through the Ku
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from kubernetes import client
 
 from sandbox.fleet.admin import AdminClient, AdminError
 from sandbox.fleet.clock import SimClock
 from sandbox.fleet.nvml_sim import SimNvml
-from sandbox.fleet.world import AGENT_NAMESPACE, Fleet, FleetSpec
+from sandbox.fleet.world import Fleet, FleetSpec
 from sandbox.fleet.world.spec import DEFAULT_DRIVER_VERSION, DRIVER_LABEL
+from tests.support.fleet_reads import node_agent_health, node_names
 
 
 @pytest.fixture
 def fleet_spec() -> FleetSpec:
     return FleetSpec(nodes=12, gpus_per_node=8, pools=2, seed=5)
-
-
-def _nodes(core: client.CoreV1Api) -> list[str]:
-    return sorted(n.metadata.name for n in core.list_node().items)
-
-
-def _health(core: client.CoreV1Api, node: str) -> dict:
-    agent = core.list_namespaced_pod(AGENT_NAMESPACE, field_selector=f"spec.nodeName={node}").items[0]
-    raw = core.connect_get_namespaced_pod_proxy_with_path(
-        agent.metadata.name, AGENT_NAMESPACE, "health", _preload_content=False
-    )
-    return json.loads(raw.data)
 
 
 def _gpu_alerts(admin: AdminClient, node: str) -> set[tuple[str, str]]:
@@ -43,7 +30,7 @@ def _gpu_alerts(admin: AdminClient, node: str) -> set[tuple[str, str]]:
 
 
 def test_a_gpu_reset_clears_that_gpu_and_nothing_else(core: client.CoreV1Api, admin: AdminClient) -> None:
-    node, other = _nodes(core)[:2]
+    node, other = node_names(core)[:2]
     admin.inject("off-bus", node=node, gpu=1)
     admin.inject("ecc", node=node, gpu=2)
     admin.inject("disk-pressure", node=node)
@@ -51,7 +38,7 @@ def test_a_gpu_reset_clears_that_gpu_and_nothing_else(core: client.CoreV1Api, ad
     assert core.read_node(node).status.allocatable["nvidia.com/gpu"] == "6"
     cleared = admin.clear(node, gpu=1)["cleared"]
     assert [(f["kind"], f["node"], f["gpu"]) for f in cleared] == [("off-bus", node, 1)]
-    gpus = _health(core, node)["gpus"]
+    gpus = node_agent_health(core, node)["gpus"]
     assert gpus[1]["lost"] is False and gpus[1]["uuid"]  # back on the bus, the same GPU
     assert gpus[2]["ecc_uncorrected_volatile"] == 1  # the other GPU's fault is untouched
     assert core.read_node(node).status.allocatable["nvidia.com/gpu"] == "7"
@@ -65,13 +52,13 @@ def test_a_gpu_reset_clears_that_gpu_and_nothing_else(core: client.CoreV1Api, ad
 
 
 def test_a_gpu_reset_is_no_driver_rollback(core: client.CoreV1Api, admin: AdminClient) -> None:
-    node = _nodes(core)[3]
+    node = node_names(core)[3]
     admin.inject("driver-rollout", nodes=[node], driver="560.35.03", code=119)
     for gpu in range(8):
         admin.clear(node, gpu=gpu)
     assert admin.request("GET", "faults") == []  # the rollout went with its last part
     assert core.read_node(node).metadata.labels[DRIVER_LABEL] == "560.35.03"
-    assert _health(core, node)["driver_version"] == "560.35.03-sim"
+    assert node_agent_health(core, node)["driver_version"] == "560.35.03-sim"
 
 
 @pytest.mark.parametrize(
@@ -92,9 +79,9 @@ def test_a_gpu_out_of_range_and_a_bad_clear_body_are_refused(
     core: client.CoreV1Api, admin: AdminClient
 ) -> None:
     with pytest.raises(AdminError, match=r"has GPUs 0\.\.7, not 9"):
-        admin.clear(_nodes(core)[0], gpu=9)
+        admin.clear(node_names(core)[0], gpu=9)
     with pytest.raises(AdminError, match="must be an integer"):
-        admin.request("POST", "faults/clear", {"node": _nodes(core)[0], "gpu": "1"})
+        admin.request("POST", "faults/clear", {"node": node_names(core)[0], "gpu": "1"})
     with pytest.raises(AdminError, match="unknown clear field"):
         admin.request("POST", "faults/clear", {"nodes": ["x"]})
 
@@ -102,7 +89,7 @@ def test_a_gpu_out_of_range_and_a_bad_clear_body_are_refused(
 def test_an_uncordon_is_the_admins_write_through_the_kubernetes_api(
     core: client.CoreV1Api, admin: AdminClient
 ) -> None:
-    node = _nodes(core)[2]
+    node = node_names(core)[2]
     core.patch_node(node, {"spec": {"unschedulable": True}})
     assert core.read_node(node).spec.unschedulable is True
     admin.uncordon(node)
@@ -115,17 +102,17 @@ def test_an_uncordon_is_the_admins_write_through_the_kubernetes_api(
 
 
 def test_nvml_reports_the_driver_the_node_label_names(core: client.CoreV1Api, admin: AdminClient) -> None:
-    node, untouched = _nodes(core)[4:6]
-    assert _health(core, node)["driver_version"] == f"{DEFAULT_DRIVER_VERSION}-sim"
+    node, untouched = node_names(core)[4:6]
+    assert node_agent_health(core, node)["driver_version"] == f"{DEFAULT_DRIVER_VERSION}-sim"
     admin.inject("driver-rollout", nodes=[node], driver="570.86.15")
-    report = _health(core, node)
+    report = node_agent_health(core, node)
     assert report["driver_version"] == "570.86.15-sim"
     assert report["nvml_version"] == "12.570.86.15-sim"
     assert [[x["xid"] for x in g["xid_events"]] for g in report["gpus"]] == [[119]] * 8  # after the restart
-    assert _health(core, untouched)["driver_version"] == f"{DEFAULT_DRIVER_VERSION}-sim"
+    assert node_agent_health(core, untouched)["driver_version"] == f"{DEFAULT_DRIVER_VERSION}-sim"
     admin.clear()  # the rollback
-    assert _health(core, node)["driver_version"] == f"{DEFAULT_DRIVER_VERSION}-sim"
-    assert _health(core, node)["nvml_version"] == SimNvml.NVML_VERSION
+    assert node_agent_health(core, node)["driver_version"] == f"{DEFAULT_DRIVER_VERSION}-sim"
+    assert node_agent_health(core, node)["nvml_version"] == SimNvml.NVML_VERSION
 
 
 def test_a_node_first_seen_after_a_rollout_reports_its_driver_and_a_snapshot_keeps_it() -> None:

@@ -4,15 +4,14 @@ node's conditions and events, and the kube-state-metrics alerts still show the t
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from kubernetes import client
 
 from sandbox.fleet.admin import AdminClient, AdminError
 from sandbox.fleet.alerts import RULES, SILENCED_BY, all_rules
 from sandbox.fleet.faults import NODE_FAULTS, FaultKind
-from sandbox.fleet.world import AGENT_NAMESPACE, GPU_INDICES_ANNOTATION
+from sandbox.fleet.world import GPU_INDICES_ANNOTATION
+from tests.support.fleet_reads import node_agent_health, node_names
 
 DCGM_ALERTS = {
     "GPUXidError",
@@ -22,18 +21,6 @@ DCGM_ALERTS = {
     "GPURowRemapFailure",
     "GPUThermalThrottling",
 }
-
-
-def _nodes(core: client.CoreV1Api) -> list[str]:
-    return sorted(n.metadata.name for n in core.list_node().items)
-
-
-def _health(core: client.CoreV1Api, node: str) -> dict:
-    agent = core.list_namespaced_pod(AGENT_NAMESPACE, field_selector=f"spec.nodeName={node}").items[0]
-    raw = core.connect_get_namespaced_pod_proxy_with_path(
-        agent.metadata.name, AGENT_NAMESPACE, "health", _preload_content=False
-    )
-    return json.loads(raw.data)
 
 
 def _alerts(admin: AdminClient, node: str) -> list[tuple[str, str]]:
@@ -64,7 +51,7 @@ def test_every_rule_says_whose_series_it_reads() -> None:
 def test_a_silent_exporter_hides_an_xid_that_nvml_and_the_node_still_show(
     core: client.CoreV1Api, admin: AdminClient
 ) -> None:
-    silent, loud = _nodes(core)[:2]
+    silent, loud = node_names(core)[:2]
     quiet = admin.inject("monitor-silent", node=silent)
     assert quiet["kind"] == "monitor-silent" and quiet["gpu"] is None
     assert _alerts(admin, silent) == []  # nothing fires for the silence itself
@@ -75,7 +62,7 @@ def test_a_silent_exporter_hides_an_xid_that_nvml_and_the_node_still_show(
     assert _alerts(admin, silent) == []
     assert _alerts(admin, loud) == [("GPUFallenOffBus", "3")]  # the other node's exporter still speaks
     # What dcgm-exporter no longer says, NVML (the node-agent's report), the node and its events do.
-    gpus = _health(core, silent)["gpus"]
+    gpus = node_agent_health(core, silent)["gpus"]
     assert gpus[3]["lost"] is True
     assert [x["xid"] for x in gpus[4]["xid_events"]] == [48]
     assert _condition(core, silent, "GpuHealthy") == "False"
@@ -93,14 +80,14 @@ def test_a_silent_exporter_hides_an_xid_that_nvml_and_the_node_still_show(
 
 
 def test_a_silent_gpu_hides_only_that_gpu(core: client.CoreV1Api, admin: AdminClient) -> None:
-    node = _nodes(core)[0]
+    node = node_names(core)[0]
     admin.inject("monitor-silent", node=node, gpu=2)
     for gpu in (2, 5):
         admin.inject("thermal", node=node, gpu=gpu)
     admin.inject("ecc", node=node, gpu=2)
     admin.advance(600)
     assert _alerts(admin, node) == [("GPUThermalThrottling", "5")]
-    assert _health(core, node)["gpus"][2]["temperature_c"] >= 90  # NVML still reads it hot
+    assert node_agent_health(core, node)["gpus"][2]["temperature_c"] >= 90  # NVML still reads it hot
 
 
 def test_a_silent_monitor_leaves_the_cluster_alerts(core: client.CoreV1Api, admin: AdminClient) -> None:
@@ -120,7 +107,7 @@ def test_a_silent_monitor_leaves_the_cluster_alerts(core: client.CoreV1Api, admi
 
 
 def test_a_dead_node_with_a_silent_monitor_still_pages(core: client.CoreV1Api, admin: AdminClient) -> None:
-    node = _nodes(core)[1]
+    node = node_names(core)[1]
     admin.inject("monitor-silent", node=node)
     admin.inject("notready", node=node)
     admin.advance(20 * 60)
@@ -135,7 +122,7 @@ def test_a_bad_monitor_silent_fault_says_what_is_wrong(
     core: client.CoreV1Api, admin: AdminClient, fields: dict, message: str
 ) -> None:
     if "gpu" in fields:
-        fields = {"node": _nodes(core)[0], **fields}
+        fields = {"node": node_names(core)[0], **fields}
     with pytest.raises(AdminError) as err:
         admin.inject("monitor-silent", **fields)
     assert err.value.code == 422 and message in str(err.value)
