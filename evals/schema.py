@@ -417,12 +417,13 @@ class ActionPattern(_Strict):
         return v
 
 
-SuspectedKind = Literal["rack", "switch", "driver"]
+SuspectedKind = Literal["rack", "switch", "driver", "pool"]
 
 
 class Suspected(_Strict):
     """The shared component the first incident must name as its suspected cause: a rack, a leaf switch
-    (each a bound name, ``$r``, or its literal name) or a driver version (``560.35.03``)."""
+    (each a bound name, ``$r``, or its literal name), a driver version (``560.35.03``) or a pool
+    (its name, ``east-h100``)."""
 
     kind: SuspectedKind
     name: str = Field(min_length=1, description="A bound rack or switch ($name), or the literal name.")
@@ -449,7 +450,8 @@ class Expect(_Strict):
     must_not: list[ActionPattern] = Field(default_factory=list)
     suspected: Suspected | None = Field(
         None,
-        description="The component the first incident names as the suspected cause (rack, switch, driver).",
+        description="The component the first incident names as the suspected cause (rack, switch, driver, "
+        "pool).",
     )
     limits: Limits = Field(default_factory=Limits)
 

@@ -140,8 +140,14 @@ def fold_by_component(
     groups: list[TopologyGroup] = []
     taken: set[int] = set()
     # The component that explains the most alerting nodes first; of those, the smallest (a leaf switch
-    # whose every node alerts before the rack it sits in, half of which does).
-    for _, _, _, group in sorted(counted, key=lambda c: (-c[0], c[1], c[2])):
+    # whose every node alerts before the rack it sits in, half of which does), then the kind named first
+    # in _global.yaml (a rack that is a whole small pool is the rack).
+    order = {kind: i for i, kind in enumerate(topo.components)}
+
+    def rank(c: tuple[int, int, str, TopologyGroup]) -> tuple[int, int, int, str]:
+        return (-c[0], c[1], order.get(c[3].component.kind, len(order)), c[2])
+
+    for _, _, _, group in sorted(counted, key=rank):
         mine = [a for a in group.alerts if id(a) not in taken]
         if len({a.node for a in mine}) < topo.min_nodes:
             continue

@@ -165,8 +165,9 @@ class Topology(Strict):
     one page, no per-node action. ``components`` maps each kind a playbook's ``match.topology`` may name
     to the node label that says which component a node belongs to, read from the cluster (never from an
     alert's labels). A component counts when at least ``min_nodes`` of its nodes alert together and they
-    are at least ``min_fraction`` percent of its nodes; the smallest such component wins (a rack before
-    the driver version the whole fleet runs)."""
+    are at least ``min_fraction`` percent of its nodes; the component explaining the most of them wins,
+    then the smallest, then the kind listed first (a rack before the driver version the whole fleet
+    runs, a rack before the small pool it makes up)."""
 
     min_nodes: int = Field(3, ge=2)
     min_fraction: Percent = 25.0
@@ -175,6 +176,7 @@ class Topology(Strict):
             "rack": "supply-agent.io/rack",
             "switch": "supply-agent.io/switch",
             "driver": "nvidia.com/cuda.driver-version.full",
+            "pool": "supply-agent.io/pool",
         }
     )
 

@@ -98,7 +98,7 @@ def test_suspected_takes_a_bound_name_or_a_literal(tmp_path: Path) -> None:
         ({"kind": "switch", "name": "$n"}, "$n is a node, expected switch"),
         ({"kind": "driver", "name": "$n"}, "a driver is named by its version"),
         ({"kind": "rack", "name": "$r-and-more"}, "is one $name or a literal name"),
-        ({"kind": "pool", "name": "east"}, "expect.suspected.kind"),
+        ({"kind": "zone", "name": "east"}, "expect.suspected.kind"),
         ({"kind": "rack"}, "expect.suspected.name"),
     ],
 )

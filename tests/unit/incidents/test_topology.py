@@ -16,6 +16,7 @@ from supply_agent.policy import load_playbooks
 
 PLAYBOOKS = load_playbooks(Path(__file__).resolve().parents[3] / "playbooks")
 RACK, SWITCH, DRIVER = "supply-agent.io/rack", "supply-agent.io/switch", "nvidia.com/cuda.driver-version.full"
+POOL = "supply-agent.io/pool"
 
 
 def _fleet(n: int = 32, new_driver: frozenset[int] = frozenset()) -> dict[str, dict[str, str]]:
@@ -25,6 +26,7 @@ def _fleet(n: int = 32, new_driver: frozenset[int] = frozenset()) -> dict[str, d
             RACK: f"rack-{i // 16}",
             SWITCH: f"leaf-{(i + 4) // 8}",
             DRIVER: "560.35.03" if i in new_driver else "550.127.05",
+            POOL: "east" if i < 32 else "west",
         }
         for i in range(n)
     }
@@ -127,7 +129,21 @@ def test_no_alert_is_lost_or_doubled_and_each_group_meets_the_threshold(
         assert {a.node for a in g.alerts} <= set(g.component.nodes)
 
 
-@pytest.mark.parametrize("kind", ["rack", "switch", "driver"])
+def test_a_quarter_of_a_pool_over_racks_and_leaves_is_the_pool() -> None:
+    # Two per rack, one per leaf, the driver everyone runs: only the pool explains them.
+    spread = [1, 9, 17, 25, 30, 14, 6, 22]
+    alerts = [_a("GPUThermalThrottling", f"n{i:02d}", gpu="0") for i in spread]
+    [g], rest, _ = _fold(alerts, _fleet(64))
+    assert (g.component.kind, g.component.name, g.playbook.id) == ("pool", "east", "pool-wide")
+    assert g.playbook.cause == "mass-failure" and rest == []
+    # A whole small pool that is one rack is the rack: the kind listed first wins a tie.
+    small = {f"n{i:02d}": {RACK: "rack-0", POOL: "tiny"} for i in range(12)}
+    hot = [_a("GPUThermalThrottling", f"n{i:02d}", gpu="0") for i in range(4)]
+    [g], _, _ = _fold(hot, small)
+    assert (g.component.kind, g.playbook.id) == ("rack", "rack-cooling")
+
+
+@pytest.mark.parametrize("kind", ["rack", "switch", "driver", "pool"])
 def test_every_component_kind_has_a_playbook_and_a_label(kind: str) -> None:
     assert kind in PLAYBOOKS.limits.topology.components
     assert any(kind in pb.topology for pb in PLAYBOOKS)

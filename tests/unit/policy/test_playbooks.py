@@ -297,6 +297,7 @@ def test_write_steps_are_verified(shipped) -> None:
         "network-partition",
         "node-agent-down",
         "rack-cooling",
+        "pool-wide",
         "rack-power",
         "switch-down",
         "driver-rollout",
