@@ -142,10 +142,10 @@ def fold_by_component(
     # The component that explains the most alerting nodes first; of those, the smallest (a leaf switch
     # whose every node alerts before the rack it sits in, half of which does), then the kind named first
     # in _global.yaml (a rack that is a whole small pool is the rack).
-    order = {kind: i for i, kind in enumerate(topo.components)}
+    listed = {kind: i for i, kind in enumerate(topo.components)}
 
     def rank(c: tuple[int, int, str, TopologyGroup]) -> tuple[int, int, int, str]:
-        return (-c[0], c[1], order.get(c[3].component.kind, len(order)), c[2])
+        return (-c[0], c[1], listed.get(c[3].component.kind, len(listed)), c[2])
 
     for _, _, _, group in sorted(counted, key=rank):
         mine = [a for a in group.alerts if id(a) not in taken]
