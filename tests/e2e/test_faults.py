@@ -277,7 +277,12 @@ def test_dead_mans_switch_reassigns_in_pagerduty_when_the_cluster_stays_down(tmp
             30,
         )
         assert "run" in note[0]
-        assert h.pd.incidents[pd_id]["escalation_policy"]["id"] == "PPOLICY1"
+        # The note and the reassignment are two PagerDuty writes: wait for the second as well.
+        assert h.until(
+            "the reassignment",
+            lambda: h.pd.incidents.get(pd_id, {}).get("escalation_policy", {}).get("id") == "PPOLICY1",
+            30,
+        )
         h.admin.outage(0)
 
 
