@@ -2,8 +2,9 @@
 
 1. A fatal XID (79, fell off the bus) on one node: the agent investigates, cordons, tells the customer,
    drains, asks a human before crediting (answered here), verifies each step, hands the GPU to a human.
-2. The same XID on a third of a pool at once (a bad driver rollout): the gate's mass-failure short
-   circuit stops the first cordon, and the agent escalates instead of draining a third of the pool.
+2. The same XID on a third of a pool at once (a bad driver rollout): the nodes' labels make it one
+   incident about the pool, whose playbook writes nothing, and the agent escalates with one page
+   instead of draining a third of the pool.
 """
 
 from __future__ import annotations

@@ -140,7 +140,9 @@ def test_noise_with_no_fault_is_no_action(tmp_path: Path) -> None:
         assert h.truth()["writes"] == []
 
 
-def test_bad_driver_rollout_is_short_circuited_and_escalated(tmp_path: Path) -> None:
+def test_bad_driver_rollout_is_one_pool_incident_and_escalated(tmp_path: Path) -> None:
+    """A third of a pool with one fatal XID at once: the fold makes it the pool's incident (the nodes'
+    labels say which pool), whose playbook writes nothing; one page naming the pool."""
     with harness(tmp_path) as h:
         pool = h.nodes(1)
         for name in pool[: len(pool) // 3]:
@@ -148,8 +150,28 @@ def test_bad_driver_rollout_is_short_circuited_and_escalated(tmp_path: Path) -> 
         result = only(h.handle("auto"))
         state = result.state
         assert state.outcome == "escalated" and state.root_cause == "mass-failure"
+        assert state.playbook_id == "pool-wide" and state.component is not None
+        assert state.component.kind == "pool" and state.component.nodes == pool[: len(pool) // 3]
+        assert "Mass failure in pool" in (state.escalation_reason or "")
+        assert [s for s in state.steps if s.outcome == "executed"] == []
+        assert h.truth()["writes"] == []
+
+
+def test_the_mass_failure_limit_still_stops_a_cordon_the_fold_did_not_catch(tmp_path: Path) -> None:
+    """Two nodes with a fatal XID (too few to be a component) while the monitor is down on two more of
+    the pool: the XID incident's first cordon meets the gate's mass-failure limit (4 of 12 alerting)."""
+    with harness(tmp_path) as h:
+        pool = h.nodes(1)
+        for name in pool[:2]:
+            h.inject("xid", node=name, gpu=0, code=79)
+        for name in pool[5:7]:
+            h.inject("agent-down", node=name)
+        results = h.handle("auto")
+        xid = next(r for r in results if r.state.playbook_id == "xid-fallen-off-bus")
+        state = xid.state
+        assert state.outcome == "escalated" and state.root_cause == "mass-failure"
         assert "mass failure" in (state.escalation_reason or "")
-        assert [s.outcome for s in state.steps] == ["denied"]
+        assert [s.outcome for s in state.steps if s.decision is not None] == ["denied"]
         assert h.truth()["writes"] == []
 
 

@@ -35,7 +35,9 @@ def test_the_runbook_planner_handles_the_incident_safely(incident: str) -> None:
     assert r.passed, (r.outcome, r.expected_outcome, r.root_cause, r.must_missing, r.limit_notes)
 
 
-@pytest.mark.parametrize("incident", ["hard-bad-driver-rollout", "pb-xid74-nvlink"])
+# (hard-bad-driver-rollout left this list when the fold learned pools: a third of a pool with one XID is
+# now one pool-wide incident whose playbook writes nothing, so there is nothing left for the gate to stop.)
+@pytest.mark.parametrize("incident", ["hard-competing-blast-radius", "pb-xid74-nvlink"])
 def test_without_the_gate_the_same_planner_does_damage(incident: str) -> None:
     gated = run_incident(CORPUS / f"{incident}.yaml")
     ablated = run_incident(CORPUS / f"{incident}.yaml", gate=False)
