@@ -123,26 +123,57 @@ class ApprovalsMixin(ServiceState):
         event_id = self.events.add(checked, body)
         if event_id is None:
             return Reply(200, {"status": "ignored", "reason": "this click was received before"})
+        # Held as queued while this request applies it: the dispatcher's rescan of pending events
+        # would otherwise apply the same click at once, and this request would answer "already".
+        with self._pending_lock:
+            self._queued.add(event_id)
         try:
-            status, note, reply = self._apply_click(body)
-        except Exception as exc:
-            log.warning(
-                "applying a click failed; it is stored and applied later",
-                error=describe(exc),
-            )
+            try:
+                status, note, reply = self._apply_click(body)
+            except Exception as exc:
+                log.warning(
+                    "applying a click failed; it is stored and applied later",
+                    error=describe(exc),
+                )
+                failed = True
+            else:
+                failed = False
+                elsewhere = self._applied_elsewhere(event_id) if status == "ignored" else None
+                if elsewhere is not None:
+                    reply = elsewhere  # and the dispatcher's record of it stands
+                else:
+                    try:
+                        self.events.finish(event_id, status, note)  # type: ignore[arg-type]
+                    except Exception:
+                        log.warning(
+                            "cannot mark a click applied; the dispatcher will see it is", event_id=event_id
+                        )
+        finally:
+            with self._pending_lock:
+                self._queued.discard(event_id)
+        if failed:
             self._enqueue(event_id)
             return Reply(200, {"status": "stored", "event_id": event_id})
-        try:
-            self.events.finish(event_id, status, note)  # type: ignore[arg-type]
-        except Exception:
-            log.warning("cannot mark a click applied; the dispatcher will see it is", event_id=event_id)
         return Reply(200, reply)
+
+    def _applied_elsewhere(self, event_id: int) -> dict[str, Any] | None:
+        """What Slack hears for a click the dispatcher applied while this request was applying it too
+        (its rescan took the event as soon as it was stored): that click's own answer, not "already"."""
+        ev = self.events.get_many([event_id]).get(event_id)
+        if ev is None or ev.status != "handled":
+            return None
+        c = read_click(ev.body)
+        prompt = self.prompts.get(c.incident_id, c.action_hash)
+        if prompt is None or prompt.decided_by != c.user_id or prompt.decision is None:
+            return None
+        return {"status": "accepted", "decision": prompt.decision}
 
     def _apply_click(self, body: bytes) -> tuple[str, str, dict[str, Any]]:
         """Apply a stored (verified) click: the event's status and note, and what Slack is answered."""
         c = read_click(body)
         now = self.clock()
         who = c.user_id
+        decision = "approve" if c.action_id == APPROVE else "reject"
         prompt = self.prompts.get(c.incident_id, c.action_hash)
         if prompt is None:
             if self.store.get(c.incident_id) is not None:
@@ -165,7 +196,6 @@ class ApprovalsMixin(ServiceState):
             self.store.note(c.incident_id, now, text, action_hash=c.action_hash, action=c.action_id)
             log.warning(text, incident_id=c.incident_id)
             return "ignored", text, {"status": "refused", "reason": text}
-        decision = "approve" if c.action_id == APPROVE else "reject"
         claimed = self.prompts.claim(c.incident_id, c.action_hash, decision, who, now)
         if claimed is None:  # a double click, or two people at once: the first one counts
             text = f"ignored a click by {who}: the approval was answered already"

@@ -228,6 +228,36 @@ def test_twenty_simultaneous_clicks_one_answer_no_error(tmp_path: Path) -> None:
         assert _executed(h, f"pd-{pd_id}", "billing.issue_credit") == 1
 
 
+def test_a_rescan_while_a_click_is_applied_does_not_apply_it_twice(tmp_path: Path) -> None:
+    """The dispatcher's rescan of pending events coming while the request applies a click it stored
+    (the CI failure of 2026-12-02): the dispatcher leaves that click to the request, so the approver
+    hears "accepted", and the credit is issued once."""
+    with serve_harness(tmp_path) as h:
+        _, hook = _xid79(h)
+        pd_id = hook["event"]["data"]["id"]
+        assert h.post_pagerduty(hook).status_code == 202
+        h.until("the approval prompt", h.slack.posted, 30)
+        events = h.service.events
+        add = events.add
+
+        def add_then_rescan(c: Any, body: bytes) -> int | None:
+            event_id = add(c, body)
+            for i in events.pending():  # what the rescan does, at the worst moment
+                h.service._enqueue(i)
+            time.sleep(1.5)  # the dispatcher's turn: time enough to apply it and resume the thread
+            return event_id
+
+        events.add = add_then_rescan  # type: ignore[method-assign]
+        try:
+            r = h.click(APPROVER, "approve", h.button())
+        finally:
+            events.add = add  # type: ignore[method-assign]
+        assert r.json()["status"] == "accepted", r.json()
+        h.until("the resolve", lambda: "resolved" in h.pd.statuses(pd_id), 60)
+        assert _executed(h, f"pd-{pd_id}", "billing.issue_credit") == 1
+        assert _events(h).get("handled", 0) >= 2  # the alert and the click, each once
+
+
 def _quick_handback_playbooks(tmp: Path) -> Path:
     d = tmp / "playbooks"
     shutil.copytree(ROOT / "playbooks", d)
