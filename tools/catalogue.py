@@ -33,6 +33,7 @@ from tools.billing import (
     MeterAnomaly,
     MeteringInput,
     MeteringState,
+    MeterReading,
     PayoutHold,
     PayoutInput,
     Usage,
@@ -52,7 +53,7 @@ from tools.latches import BREAKER_CONFIGMAP, CONTROL_NAMESPACE, FREEZE_CONFIGMAP
 from tools.notify import Notice
 
 if TYPE_CHECKING:
-    from tools.billing import Ledger, MeterReading
+    from tools.billing import Ledger
     from tools.kubernetes import KubeTools
     from tools.notify import Outbox
     from tools.nvml import GpuHealthRead
@@ -270,10 +271,15 @@ def _usage(c: Clients, i: UsageInput, call: Call) -> Usage:
 def _meter_anomaly(c: Clients, i: PodInput, call: Call) -> MeterAnomaly:
     if c.meters is None:
         raise ValueError("no meter feed configured: cannot compare meters")
-    found = [a for a in c.ledger.meter_anomalies(c.meters()) if (a.namespace, a.pod) == (i.namespace, i.pod)]
-    if not found:
-        raise ValueError(f"{i.namespace}/{i.pod} is metered once: no duplicate meters")
-    return found[0]
+    readings = [r if isinstance(r, MeterReading) else MeterReading.model_validate(r) for r in c.meters()]
+    found = [a for a in c.ledger.meter_anomalies(readings) if (a.namespace, a.pod) == (i.namespace, i.pod)]
+    if found:
+        return found[0]
+    mine = [r for r in readings if (r.namespace, r.pod) == (i.namespace, i.pod)]
+    if not mine:
+        raise ValueError(f"no meter counts {i.namespace}/{i.pod}: cannot tell whether it is metered twice")
+    # Metered once (or by stopped meters only): a positive answer, the second source that says no.
+    return MeterAnomaly.metered_once(mine)
 
 
 def _keyed(model: type[_Req], i: BaseModel, call: Call, drop: frozenset[str] = frozenset()) -> _Req:
@@ -596,7 +602,7 @@ _ROWS: list[ToolSpec] = [
     ToolSpec(
         "billing.meter_anomalies",
         "Whether a pod is metered by more than one running meter, and the credit that refunds "
-        "what the duplicate meters billed (suggested_credit_usd).",
+        "what the duplicate meters billed (suggested_credit_usd); no duplicate_meters: metered once.",
         PodInput,
         Effect.READ,
         _meter_anomaly,

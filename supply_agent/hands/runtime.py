@@ -26,6 +26,7 @@ from supply_agent.policy import (
     CreditExists,
     CustomerNotified,
     DeploymentAvailable,
+    MeterDuplicated,
     MeteringPaused,
     NodeCondition,
     NodeEvent,
@@ -147,6 +148,7 @@ class Runtime:
         *,
         pods: frozenset[str] = frozenset(),
         observed: frozenset[str] | None = None,
+        customer_nodes: frozenset[str] | None = None,
     ) -> Decision:
         """Read the world and ask the gate (a pure function) about one action. The decision carries the
         world revision it was made on, read first: a write after that makes it stale at the executor.
@@ -163,11 +165,37 @@ class Runtime:
         nodes = sorted(set(targets.nodes) | (subject if len(subject) == 1 else set()))
         if nodes:
             world = cast(WorldView, self._timed(lambda: enrich(world, self.kube, nodes)))
-        world = world.model_copy(
-            update={"subject_nodes": subject, "subject_pods": pods, "observed_customers": observed}
-        )
+        update: dict[str, Any] = {
+            "subject_nodes": subject,
+            "subject_pods": pods,
+            "observed_customers": observed,
+            "customer_nodes": customer_nodes,
+        }
+        playbook = self.playbooks.get(action.playbook_id) if action.playbook_id else None
+        if playbook is not None and any(
+            isinstance(c, MeterDuplicated) for c in playbook.containment.preconditions
+        ):
+            update["running_meters"] = self._running_meters(pods | set(targets.pods))
+        world = world.model_copy(update=update)
         decision = decide(action, world, self.history(world), self.playbooks)
         return decision.model_copy(update={"world_revision": revision})
+
+    def _running_meters(self, pods: frozenset[str]) -> dict[str, int]:
+        """How many running meters count each of these pods now ("namespace/name"; a pod no meter
+        counts is left out). Empty when there is no meter feed, or the feed cannot be read."""
+        feed = self.meter_readings
+        if feed is None or not pods:
+            return {}
+        try:
+            readings = cast(list[MeterReading], self._timed(feed))
+        except Exception:  # the precondition then does not hold: no billing write on an unread meter
+            return {}
+        counts: dict[str, int] = {}
+        for r in readings:
+            key = f"{r.namespace}/{r.pod}"
+            if key in pods:
+                counts[key] = counts.get(key, 0) + int(r.running)
+        return counts
 
     def execute(self, action: Action, decision: Decision, approval: Approval | None) -> ExecutionResult:
         return cast(ExecutionResult, self._timed(lambda: self.executor.execute(action, decision, approval)))

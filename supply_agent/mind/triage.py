@@ -8,7 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from supply_agent.models.incident import AlertIn, Evidence, IncidentState
-from supply_agent.policy import GpuFaultConfirmed, GpuThrottleConfirmed, Playbook, PlaybookSet
+from supply_agent.policy import (
+    GpuFaultConfirmed,
+    GpuThrottleConfirmed,
+    MeterDuplicated,
+    Playbook,
+    PlaybookSet,
+)
 from supply_agent.policy.world import APPLICATION_XIDS
 
 SEVERITIES = ("info", "warning", "critical")
@@ -92,6 +98,18 @@ def first_reads(alert: AlertIn) -> list[tuple[str, dict[str, Any]]]:
             ("k8s.events_for", {"kind": "Pod", "namespace": ns, "name": pod}),
         ]
     return reads
+
+
+def confirm_reads(alert: AlertIn, playbook: Playbook | None) -> list[tuple[str, dict[str, Any]]]:
+    """The reads that confirm the playbook's fault from its second source, beyond :func:`first_reads`
+    (which already read the node's NVML report and conditions and the pod's status): the meters for a
+    metering alert."""
+    if playbook is None:
+        return []
+    ns, pod = alert.labels.get("namespace"), alert.labels.get("pod")
+    if ns and pod and any(isinstance(p, MeterDuplicated) for p in playbook.containment.preconditions):
+        return [("billing.meter_anomalies", {"namespace": ns, "pod": pod})]
+    return []
 
 
 def _latest(evidence: list[Evidence], tool: str) -> Evidence | None:
@@ -186,6 +204,14 @@ def symptom_absent(state: IncidentState, playbook: Playbook | None) -> str | Non
             return (
                 f"the node-agent's NVML report for {report.get('node', '?')} shows no GPU fault and "
                 "GpuHealthy=True: the alert's fault is not present"
+            )
+    if any(isinstance(p, MeterDuplicated) for p in playbook.containment.preconditions):
+        meters = _latest(state.evidence, "billing.meter_anomalies")
+        if meters is not None and meters.result and meters.result.get("duplicate_meters") == []:
+            r = meters.result
+            return (
+                f"the meters count {r['namespace']}/{r['pod']} once (meter {r['primary_meter']}), no "
+                "duplicate running: the alert's fault is not present (the query, not the meter, is wrong)"
             )
     pod_alert = state.alert.labels.get("pod") and not state.alert.labels.get("node")
     if pod_alert and state.alert.alertname in ("KubePodCrashLooping", "KubePodOOMKilled"):

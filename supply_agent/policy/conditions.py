@@ -121,6 +121,13 @@ class PodState(Strict):
     reasons: list[str] = Field(min_length=1)
 
 
+class MeterDuplicated(Strict):
+    """The meters show one of the incident's pods counted by more than one running meter: the second
+    source for a metering alert (the alert is a query over the meters; the meters are the record)."""
+
+    check: Literal["meter_duplicated"]
+
+
 class PodRunning(Strict):
     """The step's pod is Running and Ready, no container waiting (a crash loop or an OOM loop is over)."""
 
@@ -171,6 +178,7 @@ _CONDITION_TYPES: tuple[type[Strict], ...] = (
     PodRunning,
     PodState,
     GpuXidReported,
+    MeterDuplicated,
     DeploymentAvailable,
     CreditExists,
     MeteringPaused,
@@ -198,6 +206,7 @@ Condition = Annotated[
     | PodRunning
     | PodState
     | GpuXidReported
+    | MeterDuplicated
     | DeploymentAvailable
     | CreditExists
     | MeteringPaused

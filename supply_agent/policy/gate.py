@@ -26,6 +26,7 @@ from supply_agent.policy import (
     GpuFaultConfirmed,
     GpuThrottleConfirmed,
     GpuXidReported,
+    MeterDuplicated,
     NodeAgentReachable,
     NodeCondition,
     NodeEvent,
@@ -177,6 +178,14 @@ def _precondition(cond: Any, node: NodeView | None, world: WorldView) -> str | N
         if not shown:
             return f"none of the incident's pods is in the cluster to confirm {' or '.join(cond.reasons)}"
         return f"the incident's pods show {', '.join(shown)}, not {' or '.join(cond.reasons)}"
+    if isinstance(cond, MeterDuplicated):
+        if any(n > 1 for n in world.running_meters.values()):
+            return None
+        if not world.running_meters:
+            pods = ", ".join(sorted(world.subject_pods)) or "the incident's pods"
+            return f"no meter counts {pods} now: nothing is metered twice"
+        counted = ", ".join(f"{k} by {n} running meter(s)" for k, n in sorted(world.running_meters.items()))
+        return f"the meters count {counted}: nothing is metered twice"
     if node is None:
         return f"precondition {check} needs a node target"
     if isinstance(cond, NodeCondition):
@@ -382,7 +391,9 @@ def _identity(r: _Ruling, action: Action, targets: Targets, world: WorldView) ->
     for customer in targets.customers:
         if world.affected_now(customer, targets.nodes) or (observed is not None and customer in observed):
             continue
-        where = _names(tuple(sorted({*(n for n in world.subject_nodes if n in world.nodes), *targets.nodes})))
+        where = _names(
+            tuple(sorted({*(n for n in world.identity_nodes() if n in world.nodes), *targets.nodes}))
+        )
         pods = _names(tuple(sorted(world.subject_pods)), 3, pods=True)
         # The name is the proposal's (a model may have read it from an alert): quoted only if plausible.
         who = customer if _names((customer,)) == customer else "(a name that is no plausible customer name)"

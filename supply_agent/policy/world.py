@@ -75,6 +75,12 @@ class WorldView(BaseModel):
     # None: not computed (the caller had no incident evidence to give); the gate then asks a human about a
     # customer the cluster does not show affected now, rather than let it through.
     observed_customers: frozenset[str] | None = None
+    # The nodes whose tenants the incident affects, for the identity rule (None: the subject nodes). A
+    # pod's incident affects the pod's owner, not the other tenants of the node its alert names.
+    customer_nodes: frozenset[str] | None = None
+    # Per pod ("namespace/name") of the incident's: how many running meters count it now (read from the
+    # meter feed only for a playbook that requires ``meter_duplicated``); a pod with no meter is absent.
+    running_meters: dict[str, int] = Field(default_factory=dict)
 
     _pool_sizes: dict[str, int] = PrivateAttr(default_factory=dict)
     _pods: dict[str, tuple[str, PodRef]] = PrivateAttr(default_factory=dict)
@@ -99,11 +105,15 @@ class WorldView(BaseModel):
     def deployment_pods(self, namespace: str, name: str) -> list[PodRef]:
         return self._deployments.get(f"{namespace}/{name}", [])
 
+    def identity_nodes(self) -> frozenset[str]:
+        """The nodes whose tenants count as affected (see ``customer_nodes``)."""
+        return self.subject_nodes if self.customer_nodes is None else self.customer_nodes
+
     def affected_now(self, customer: str, nodes: tuple[str, ...] = ()) -> bool:
         """Whether the cluster shows ``customer`` affected by the incident now: a tenant (non-DaemonSet)
         pod of theirs on one of its subject nodes or on ``nodes`` (the action's targets), or one of the
         pods it is about labelled as theirs. O(those nodes' pods + the incident's pods): no fleet scan."""
-        for name in {*self.subject_nodes, *nodes}:
+        for name in {*self.identity_nodes(), *nodes}:
             node = self.nodes.get(name)
             if node is not None and any(p.customer == customer and not p.daemonset for p in node.pods):
                 return True

@@ -306,7 +306,8 @@ class PayoutHold(_Model):
 
 
 class MeterAnomaly(_Model):
-    """A pod metered by more than one running meter: every meter but the primary over-bills."""
+    """A pod's meters: the primary, and the other running meters, which over-bill. A pod metered once
+    has no ``duplicate_meters`` and nothing to credit (:meth:`metered_once`)."""
 
     namespace: str
     pod: str
@@ -319,6 +320,25 @@ class MeterAnomaly(_Model):
     billed_duplicate_gpu_seconds: Decimal = Field(description="What the ledger billed on the duplicates.")
     price_per_gpu_hour: Decimal | None
     suggested_credit_usd: Decimal | None = Field(description="The billed duplicates at the customer's price.")
+
+    @classmethod
+    def metered_once(cls, meters: list[MeterReading]) -> MeterAnomaly:
+        """The answer for a pod no two running meters count: its longest-counting meter, no duplicates."""
+        primary = sorted(meters, key=lambda m: (not m.running, -m.gpu_seconds, m.meter))[0]
+        zero = Decimal("0.000")
+        return cls(
+            namespace=primary.namespace,
+            pod=primary.pod,
+            pod_uid=primary.pod_uid,
+            customer=primary.customer,
+            node=primary.node,
+            primary_meter=primary.meter,
+            duplicate_meters=[],
+            overbilled_gpu_seconds=zero,
+            billed_duplicate_gpu_seconds=zero,
+            price_per_gpu_hour=None,
+            suggested_credit_usd=Decimal("0.00"),
+        )
 
     def credit_request(self, incident_id: str, step: Step, reason: str | None = None) -> CreditRequest:
         """The credit that refunds what the duplicate meters billed."""

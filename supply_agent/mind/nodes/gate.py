@@ -18,6 +18,16 @@ def incident_pods(state: IncidentState) -> frozenset[str]:
     return frozenset("/".join(pod) for a in state.alerts if (pod := a.pod) is not None)
 
 
+def customer_nodes(state: IncidentState, subject: str | None = None) -> frozenset[str]:
+    """The nodes whose tenants the incident affects: those its node and GPU alerts name, and the step's
+    own node (unless only pod alerts name it). A pod alert's node label is where the pod runs, and the other tenants
+    there are not affected by the pod's crash loop: the pod's owner is (by the pod, see
+    ``incident_pods``), also when the step is about that pod's node."""
+    named = frozenset(a.node for a in state.alerts if a.node and a.pod is None)
+    pods_only = {a.node for a in state.alerts if a.node and a.pod is not None} - named
+    return frozenset({subject} - pods_only) if subject else named
+
+
 def observed_customers(state: IncidentState, subject: str | None = None) -> frozenset[str]:
     """The customers this incident's own reads from the cluster saw with tenant pods on its nodes (those
     its alerts name, and the step's own node) or among its pods: the pods on those nodes a listing
@@ -26,7 +36,7 @@ def observed_customers(state: IncidentState, subject: str | None = None) -> froz
     but still here: their customers are told and credited. Only trusted reads count (their answers are the
     cluster's records, not text from an alert or a log), and only for the incident's own nodes and pods,
     so a model that read some other customer's pod cannot make that customer affected."""
-    nodes = {a.node for a in state.alerts if a.node} | ({subject} if subject else set())
+    nodes = set(customer_nodes(state, subject))
     pods = set(incident_pods(state))
     good = [ev for ev in state.evidence if ev.ok]
     for ev in _reads(good, "nvml.gpu_health", nodes):
@@ -63,6 +73,7 @@ def decide(state: IncidentState, deps: GraphDeps, action: Action, step_subject: 
     who: dict[str, Any] = {"pods": incident_pods(state)}  # a pod's status confirms a pod's fault
     if action.tool in CUSTOMER_WRITES:
         who["observed"] = observed_customers(state, step_subject)
+        who["customer_nodes"] = customer_nodes(state, step_subject)
     return rt.decide(action, deps.alerting_nodes(rt.clock()), subject, **who)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from supply_agent.mind.deps import GraphDeps
 from supply_agent.mind.nodes.common import entry
 from supply_agent.mind.triage import (
+    confirm_reads,
     first_reads,
     match_playbook,
     nothing_asked,
@@ -159,6 +160,15 @@ def investigate(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
             )
             pb = refined
             update |= {"playbook_id": pb.id if pb else None, "root_cause": pb.cause if pb else None}
+    confirming = [
+        read_evidence(deps, state.incident_id, t, p, "investigate", None, "investigate")
+        for t, p in confirm_reads(state.alert, pb)
+    ]
+    if confirming:
+        timeline += [entry(deps, "investigate", "evidence", f"{e.tool}: {e.summary}") for e in confirming]
+        evidence = [*evidence, *confirming]
+        probe = probe.model_copy(update={"evidence": [*probe.evidence, *confirming]})
+        update |= {"evidence": evidence, "read_budget": state.read_budget - len(evidence)}
     asked_nothing = nothing_asked(probe) if pb is not None else None
     absent = asked_nothing or symptom_absent(probe, pb)
     if absent:

@@ -508,4 +508,7 @@ def test_other_writes_do_not_need_the_incidents_record(monkeypatch: pytest.Monke
     _gate(_incident(), rt, "acme")
     # The incident's pods go with every write (a pod's status confirms a pod's fault); the customers its
     # reads saw only with a write addressed to a customer.
-    assert seen == [{"pods": frozenset()}, {"pods": frozenset(), "observed": frozenset()}]
+    assert seen == [
+        {"pods": frozenset()},
+        {"pods": frozenset(), "observed": frozenset(), "customer_nodes": frozenset({NODE})},
+    ]

@@ -368,6 +368,39 @@ def test_meter_anomalies_find_a_double_metered_pod(ledger: Ledger) -> None:
     assert ledger.meter_anomalies([reading("m-a", 1.0)]) == []
 
 
+def test_the_meter_anomalies_tool_answers_metered_once_as_a_finding(ledger: Ledger) -> None:
+    """The second source for a metering alert says "no" positively (no duplicate meters, nothing to
+    credit) when the pod has one running meter, and raises (unknown) when no meter counts it at all."""
+    from tools.catalogue import Clients, parse_input
+    from tools.catalogue import run as run_tool
+
+    feed = [reading("m-a", 500.0), reading("m-a-old", 20.0, running=False)]
+    clients = Clients(kube=None, ledger=ledger, outbox=None, meters=lambda: feed)  # type: ignore[arg-type]
+    once = run_tool(
+        clients,
+        "billing.meter_anomalies",
+        parse_input("billing.meter_anomalies", {"namespace": "tenant-acme", "pod": "train-0"}),
+    )
+    assert (once.primary_meter, once.duplicate_meters, once.suggested_credit_usd) == (
+        "m-a",
+        [],
+        Decimal("0.00"),
+    )
+    feed.append(reading("m-a-dup", 100.0))
+    twice = run_tool(
+        clients,
+        "billing.meter_anomalies",
+        parse_input("billing.meter_anomalies", {"namespace": "tenant-acme", "pod": "train-0"}),
+    )
+    assert "m-a-dup" in twice.duplicate_meters
+    with pytest.raises(ValueError, match="no meter counts tenant-acme/nobody"):
+        run_tool(
+            clients,
+            "billing.meter_anomalies",
+            parse_input("billing.meter_anomalies", {"namespace": "tenant-acme", "pod": "nobody"}),
+        )
+
+
 # -- retries ---------------------------------------------------------------------------------------
 class Flaky:
     """Make the next `times` statements starting with `verb` fail as a locked SQLite database does."""
