@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -627,6 +628,22 @@ def breaker(what: str, kubeconfig: Path | None, reason: str, by: str) -> None:
 
 
 # -- the node agent --------------------------------------------------------------------------------
+def _pod_resources_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    from tools.podresources import DEFAULT_SOCKET
+
+    return click.option(
+        "--pod-resources-socket",
+        envvar="SUPPLY_AGENT_POD_RESOURCES_SOCKET",
+        default=DEFAULT_SOCKET,
+        show_default=True,
+        help="The kubelet's pod-resources socket (which pod holds which GPU); 'none' reads no pods.",
+    )(fn)
+
+
+def _socket_or_none(path: str) -> str | None:
+    return None if path.strip().lower() in ("", "none") else path
+
+
 @main.group("node-agent")
 def node_agent() -> None:
     """The per-node GPU health agent (runs as a DaemonSet)."""
@@ -641,11 +658,33 @@ def node_agent() -> None:
     default=lambda: __import__("socket").gethostname(),
     help="This node's name (env NODE_NAME, as the DaemonSet's downward API sets it).",
 )
-def node_agent_serve(host: str, port: int, node: str) -> None:
+@_pod_resources_option
+def node_agent_serve(host: str, port: int, node: str, pod_resources_socket: str) -> None:
     """Serve this node's GPU health report (NVML) on /health."""
     from supply_agent.node_agent import serve
 
-    serve(host, port, node)
+    serve(host, port, node, pod_resources_socket=_socket_or_none(pod_resources_socket))
+
+
+@node_agent.command("report")
+@click.option(
+    "--node",
+    envvar="NODE_NAME",
+    default=lambda: __import__("socket").gethostname(),
+    help="This node's name (env NODE_NAME).",
+)
+@_pod_resources_option
+def node_agent_report(node: str, pod_resources_socket: str) -> None:
+    """Print this node's GPU health report once, as JSON (what /health serves): to check a node by hand,
+    or to keep a real GPU's report as a test fixture. Without NVML the report says why."""
+    from supply_agent.node_agent import make_collector
+
+    collector = make_collector(node, pod_resources_socket=_socket_or_none(pod_resources_socket))
+    try:
+        collector.start()
+        click.echo(collector.report().model_dump_json(indent=2))
+    finally:
+        collector.close()
 
 
 # -- demo ------------------------------------------------------------------------------------------
