@@ -188,7 +188,10 @@ class Runtime:
             return {}
         try:
             readings = cast(list[MeterReading], self._timed(feed))
-        except Exception:  # the precondition then does not hold: no billing write on an unread meter
+        except Exception as exc:  # the precondition then does not hold: no billing write on an unread meter
+            from supply_agent.logging import get_logger
+
+            get_logger(component="hands").warning("the meter feed could not be read", error=str(exc)[:300])
             return {}
         counts: dict[str, int] = {}
         for r in readings:
