@@ -640,6 +640,15 @@ def _pod_resources_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+def _node_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--node",
+        envvar="NODE_NAME",
+        default=lambda: __import__("socket").gethostname(),
+        help="This node's name (env NODE_NAME, as the DaemonSet's downward API sets it).",
+    )(fn)
+
+
 def _socket_or_none(path: str) -> str | None:
     return None if path.strip().lower() in ("", "none") else path
 
@@ -652,12 +661,7 @@ def node_agent() -> None:
 @node_agent.command("serve")
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=9400, show_default=True)
-@click.option(
-    "--node",
-    envvar="NODE_NAME",
-    default=lambda: __import__("socket").gethostname(),
-    help="This node's name (env NODE_NAME, as the DaemonSet's downward API sets it).",
-)
+@_node_option
 @_pod_resources_option
 def node_agent_serve(host: str, port: int, node: str, pod_resources_socket: str) -> None:
     """Serve this node's GPU health report (NVML) on /health."""
@@ -667,12 +671,7 @@ def node_agent_serve(host: str, port: int, node: str, pod_resources_socket: str)
 
 
 @node_agent.command("report")
-@click.option(
-    "--node",
-    envvar="NODE_NAME",
-    default=lambda: __import__("socket").gethostname(),
-    help="This node's name (env NODE_NAME).",
-)
+@_node_option
 @_pod_resources_option
 def node_agent_report(node: str, pod_resources_socket: str) -> None:
     """Print this node's GPU health report once, as JSON (what /health serves): to check a node by hand,
