@@ -221,8 +221,13 @@ class Replay:
         """The audit log, the agent's final states and the ledger's credits and metering pauses, with the
         fleet's ``truth``."""
         runtime = self.env.runtime
+        # An incident merged into its component's is that incident now: one incident, not two (its
+        # actions are in the audit log all the same).
+        opened = [
+            iid for iid in self.opened if (row := self.agent.store.get(iid)) is None or not row.folded_into
+        ]
         credits: dict[str, Decimal] = {}
-        for iid in self.opened:
+        for iid in opened:
             report = runtime.ledger.credits_for_incident(iid)
             credits[iid] = sum((Decimal(str(c.amount_usd)) for c in report.credits), Decimal("0"))
         # The billing system's word on the pods the fleet meters twice (the fleet cannot see the ledger).
@@ -236,8 +241,8 @@ class Replay:
         )
         return Evidence(
             names=self.names,
-            opened=list(self.opened),
-            states=[self.agent.state(iid) for iid in self.opened],
+            opened=opened,
+            states=[self.agent.state(iid) for iid in opened],
             paused=frozenset(self.paused),
             closed_at=dict(self.closed_at),
             t0=self.t0,

@@ -104,7 +104,7 @@ def incidents_table(rows: list[IncidentSummary]) -> Table:
             r.alertname,
             r.playbook_id or "-",
             r.severity,
-            r.status,
+            r.status + (f" (merged into {r.folded_into})" if r.folded_into else ""),
             f"[{OUTCOME_STYLE.get(r.outcome or '', '')}]{r.outcome or '-'}[/]",
             r.root_cause or "-",
         )

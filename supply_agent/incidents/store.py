@@ -70,6 +70,10 @@ class IncidentRow(_Base):
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     human_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # "rack=east-h100-rack-000": the incident is about a shared component (supply_agent.incidents.topology)
+    component: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # The component's incident this one was merged into (its alerts moved there; no more writes here)
+    folded_into: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class TimelineRow(_Base):
@@ -101,6 +105,29 @@ class IncidentSummary(BaseModel):
     closed_at: datetime | None
     human_owner: str | None = None
     summary: dict[str, Any] | None = None
+    component: str | None = None
+    folded_into: str | None = None
+
+
+# Columns added after the first release: (table, column, DDL). create_all makes tables, not columns.
+_ADDED = (
+    ("incidents", "component", "VARCHAR(300)"),
+    ("incidents", "folded_into", "VARCHAR(64)"),
+)
+
+
+def add_missing_columns(engine: Engine, table: str, columns: Iterable[tuple[str, str]]) -> None:
+    """Add the columns a store made by an older version lacks (``ALTER TABLE ... ADD COLUMN``, which
+    SQLite and Postgres both take)."""
+    from sqlalchemy import inspect, text
+
+    have = {c["name"] for c in inspect(engine).get_columns(table)}
+    missing = [(name, ddl) for name, ddl in columns if name not in have]
+    if not missing:
+        return
+    with engine.begin() as conn:
+        for name, ddl in missing:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
 
 
 def engine_for(url: str) -> Engine:
@@ -147,6 +174,7 @@ class IncidentStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         _Base.metadata.create_all(engine)
+        add_missing_columns(engine, "incidents", [(c, ddl) for t, c, ddl in _ADDED if t == "incidents"])
 
     @classmethod
     def from_url(cls, url: str) -> IncidentStore:
@@ -185,6 +213,53 @@ class IncidentStore:
                 select(AlertRow).where(AlertRow.incident_id.is_(None), AlertRow.fingerprint.in_(keys))
             ):
                 row.incident_id = incident_id
+
+    def recent_node_alerts(self, now: datetime, window: timedelta) -> list[tuple[AlertIn, str]]:
+        """Firing node alerts received within the window, each with the incident it is in, where that
+        incident is about a node (not a component), was not merged, is no human's, and is open or closed
+        within the window: what a later delivery may show to be one component's failure. The latest
+        delivery of each alert; O(the alerts in the window)."""
+        since = now - window
+        with Session(self.engine) as s:
+            rows = s.execute(
+                select(AlertRow, IncidentRow)
+                .join(IncidentRow, AlertRow.incident_id == IncidentRow.id)
+                .where(AlertRow.node.is_not(None), AlertRow.received_at >= since)
+                .order_by(AlertRow.id)
+            ).all()
+            latest: dict[str, tuple[AlertRow, IncidentRow]] = {}
+            for alert_row, inc in rows:
+                latest[alert_row.fingerprint] = (alert_row, inc)
+            out = []
+            for alert_row, inc in latest.values():
+                closed = as_utc(inc.closed_at)
+                if (
+                    alert_row.status != "firing"
+                    or inc.component is not None
+                    or inc.folded_into is not None
+                    or inc.human_owner
+                    or (inc.status == "closed" and (closed is None or closed < since))
+                ):
+                    continue
+                try:
+                    out.append((AlertIn.model_validate(alert_row.body), inc.id))
+                except ValueError:
+                    continue
+            return out
+
+    def merge_into(self, incident_id: str, into: str, fingerprints: Iterable[str] = ()) -> None:
+        """Merge an incident into another (its component's), in one transaction: its alerts with these
+        fingerprints move there, and it is marked merged (the agent makes no more writes on it)."""
+        keys = [f[:64] for f in fingerprints]
+        with Session(self.engine) as s, s.begin():
+            row = s.get(IncidentRow, incident_id)
+            if row is None:
+                raise KeyError(f"no incident {incident_id}")
+            row.folded_into = into
+            for alert in s.scalars(
+                select(AlertRow).where(AlertRow.incident_id == incident_id, AlertRow.fingerprint.in_(keys))
+            ):
+                alert.incident_id = into
 
     def incident_of(self, fingerprint: str, closed_since: datetime | None = None) -> str | None:
         """The latest incident this alert (by fingerprint) belongs to; with ``closed_since``, only one that is
@@ -255,6 +330,7 @@ class IncidentStore:
                     status="open",
                     opened_at=state.opened_at,
                     updated_at=state.opened_at,
+                    component=(f"{state.component.kind}={state.component.name}" if state.component else None),
                 )
             )
         return True
@@ -370,4 +446,6 @@ def _summary(row: IncidentRow) -> IncidentSummary:
         closed_at=as_utc(row.closed_at),
         human_owner=row.human_owner,
         summary=row.summary,
+        component=row.component,
+        folded_into=row.folded_into,
     )

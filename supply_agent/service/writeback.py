@@ -43,13 +43,23 @@ class WritebackMixin(ServiceState):
         iid = result.incident_id
         state = result.state
         pd_id = pd_id_of(state)
-        owned = (row := self.store.get(iid)) is not None and bool(row.human_owner)
+        row = self.store.get(iid)
+        owned = row is not None and bool(row.human_owner)
         pd = self.pd if pd_id else None
         if pd is not None:
             self._acknowledge(state)  # stored at the fold already, unless a crash came between
             for entry in (e for e in self.store.timeline(iid) if e.kind in NOTE_KINDS):
                 params = {"incident": pd_id, "content": f"[{entry.kind}] {entry.text}"}
                 self._send(iid, "pagerduty.note", params, send_key(iid, "pagerduty.note", params, entry.at))
+            if row is not None and row.folded_into:
+                # Merged into a component's incident (supply_agent.incidents.topology): say where it went.
+                # The page itself ends as its thread does (a step it still had is refused, so it escalates).
+                text = (
+                    f"supply-agent: merged into incident {row.folded_into}, about what this node shares "
+                    "with others that alert (a rack, a switch, a driver); no more actions here"
+                )
+                params = {"incident": pd_id, "content": text}
+                self._send(iid, "pagerduty.note", params, send_key(iid, "pagerduty.note", params, "merged"))
         if result.pending is not None:
             self._prompt(iid, result.pending)
             return

@@ -72,3 +72,74 @@ def test_with_the_cluster_refusing_the_fold_goes_on_node_by_node(tmp_path: Path)
         )
         assert any(s.alert.pod == (ns, pod) for s in new), [s.alert.alertname for s in new]
         assert len(touched) == len(new)
+
+
+def test_a_rack_that_fails_over_two_deliveries_merges_the_first_nodes_incidents(tmp_path: Path) -> None:
+    """Alertmanager sends a group's alerts as they start: two nodes of a rack throttle (below the rack's
+    threshold: two node incidents), three more minutes and two more do. The second delivery makes the
+    rack qualify: one incident naming it takes the first two nodes' alerts, their incidents are merged
+    into it (no more writes there), and an unrelated ECC incident on one of those nodes stays its own."""
+    with harness(tmp_path) as h:
+        nodes = h.nodes()[:4]
+        racks = {h.fleet.node(n)["metadata"]["labels"][RACK] for n in nodes}
+        assert len(racks) == 1, racks
+        for n in nodes[:2]:
+            h.inject("thermal", node=n, gpu=0)
+        h.inject("ecc", node=nodes[0], gpu=5)
+        first = h.handle("auto", advance_s=420)
+        thermal = {r.incident_id for r in first if r.state.alert.alertname == "GPUThermalThrottling"}
+        [ecc] = [r.incident_id for r in first if r.state.alert.alertname != "GPUThermalThrottling"]
+        assert len(thermal) == 2 and all(r.state.component is None for r in first)
+        for n in nodes[2:]:
+            h.inject("thermal", node=n, gpu=1)
+        [rack] = h.handle("auto", advance_s=360)
+        state = rack.state
+        assert (state.playbook_id, state.outcome) == ("rack-cooling", "escalated"), state.escalation_reason
+        assert state.component is not None and state.component.name == racks.pop()
+        assert state.component.nodes == sorted(nodes)
+        store = h.agent.store
+        linked = {a.node for a in store.alerts_for(rack.incident_id)}
+        assert linked == set(nodes)
+        for iid in thermal:
+            row = store.get(iid)
+            assert row is not None and row.folded_into == rack.incident_id
+            assert store.alerts_for(iid) == []
+            assert any("merged into" in e.text for e in store.timeline(iid))
+            # The merged incident is the rack's now: the agent makes no more writes on it.
+            assert h.agent.deps.human_owner(iid) is not None
+        row = store.get(ecc)
+        assert row is not None and row.folded_into is None
+        assert {a.alertname for a in store.alerts_for(ecc)} == {"GPUEccUncorrectable"}
+        assert h.agent.deps.human_owner(ecc) is None
+        assert [s for s in state.steps if s.outcome == "executed"] == []
+        # The next delivery (the same alerts again) changes nothing: no new incident, no second merge.
+        assert h.handle("auto", advance_s=60) == []
+        assert {a.node for a in store.alerts_for(rack.incident_id)} == set(nodes)
+
+
+def test_an_incident_paused_for_approval_when_merged_makes_no_write_when_approved(tmp_path: Path) -> None:
+    """The second node's taint waits for a human (over the GPUs-out soft limit) when the rack's next
+    delivery merges its incident: the approval that comes later changes nothing on the node."""
+    with harness(tmp_path) as h:
+        nodes = h.nodes()[:4]
+        for n in nodes[:2]:
+            h.inject("thermal", node=n, gpu=0)
+        first = h.handle(None, advance_s=420)
+        paused = [r for r in first if r.pending is not None]
+        assert len(paused) == 1, [(r.incident_id, r.state.outcome) for r in first]
+        [waiting] = paused
+        node = waiting.state.alert.node
+        for n in nodes[2:]:
+            h.inject("thermal", node=n, gpu=1)
+        results = h.handle(None, advance_s=360)
+        rack = next(r for r in results if r.state.component is not None)
+        row = h.agent.store.get(waiting.incident_id)
+        assert row is not None and row.folded_into == rack.incident_id
+        after = h.answer(waiting, approved=True)
+        assert after.pending is None and after.state.outcome is not None
+        tools = [(s.action.tool, s.outcome) for s in after.state.steps if s.action.tool == "k8s.taint_node"]
+        assert tools and tools[-1][1] == "refused", tools
+        assert any(rack.incident_id in (s.error or "") for s in after.state.steps)
+        # Not silent: the page it holds ends escalated (a human hears of it), not "mitigated".
+        assert after.state.outcome == "escalated", after.state.outcome
+        assert not h.fleet.node(node)["spec"].get("taints"), h.fleet.node(node)["spec"]
