@@ -31,8 +31,9 @@ from supply_agent.incidents.grouping import (
     next_incident_id,
     node_incident_base,
 )
+from supply_agent.incidents.merge import Merges, fold_with_earlier, merge_earlier
 from supply_agent.incidents.store import IncidentStore
-from supply_agent.incidents.topology import TopologyGroup, component_home, fold_by_component
+from supply_agent.incidents.topology import TopologyGroup, component_home
 from supply_agent.incidents.topology import incident_id_of as incident_of_component
 from supply_agent.mind.graph import GraphDeps, build_graph
 from supply_agent.mind.nodes.approval import WAKE
@@ -217,79 +218,14 @@ class Agent:
 
     def _by_component(
         self, alerts: list[AlertIn], reads: FoldReads, now: datetime
-    ) -> tuple[list[TopologyGroup], list[AlertIn], dict[tuple[str, str], dict[str, list[AlertIn]]]]:
-        """The alerts that share a component fold by it (see ``topology``); what the cluster says about
-        their nodes decides. If the cluster cannot be read now, every alert folds as its own node's.
-
-        Alertmanager sends a group's alerts as they start (``group_interval`` apart), so a rack whose
-        nodes throttle one after another arrives as several deliveries, each below the threshold. The
-        node alerts of the window that are in node incidents still open (or closed within it) count
-        with the new ones: when a component qualifies and a new alert is among its alerts, its incident
-        takes the earlier alerts the playbook answers too, and their incidents are merged into it
-        (third value: per component, the earlier incidents and the alerts taken from each). A component
-        that only earlier alerts make qualify is left as it is: it was decided then."""
-        playbooks = self.runtime.playbooks
-        recent: list[tuple[AlertIn, str]] = []
-        if any(pb.topology for pb in playbooks):
-            window = playbooks.limits.mass_failure.window
-            mine = {a.fingerprint for a in alerts}
-            recent = [
-                (a, i) for a, i in self.store.recent_node_alerts(now, window) if a.fingerprint not in mine
-            ]
-        earlier = {id(a): iid for a, iid in recent}
-        try:
-            groups, rest = fold_by_component(
-                [*alerts, *(a for a, _ in recent)], playbooks, reads.labels_of, reads.size_of
-            )
-        except ClusterUnreadable:
-            return [], alerts, {}
-        unc = playbooks.limits.xid_uncatalogued
-        kept: list[TopologyGroup] = []
-        merged: dict[tuple[str, str], dict[str, list[AlertIn]]] = {}
-        for g in groups:
-            if all(id(a) in earlier for a in g.alerts):
-                continue
-            # An earlier alert moves only when the component's playbook answers it (a rack's cooling
-            # takes its nodes' thermal alerts, not an unrelated XID incident on one of them).
-            took = [
-                a
-                for a in g.alerts
-                if id(a) in earlier
-                and g.playbook.match_key(a.alertname, a.labels, None, None, unc, g.component.kind) is not None
-            ]
-            g.alerts = [a for a in g.alerts if id(a) not in earlier or a in took]
-            by_incident: dict[str, list[AlertIn]] = {}
-            for a in took:
-                by_incident.setdefault(earlier[id(a)], []).append(a)
-            merged[(g.component.kind, g.component.name)] = by_incident
-            kept.append(g)
-        return kept, [a for a in rest if id(a) not in earlier], merged
+    ) -> tuple[list[TopologyGroup], list[AlertIn], Merges]:
+        """See :func:`~supply_agent.incidents.merge.fold_with_earlier`."""
+        return fold_with_earlier(alerts, self.store, self.runtime.playbooks, reads, now)
 
     def _merge(
         self, earlier: dict[str, list[AlertIn]], into: str, component: Component, now: datetime
     ) -> set[str]:
-        """Move earlier incidents' alerts into the component's incident and mark them merged into it:
-        the agent makes no more writes on them (``deps.human_owner``), and the component's incident is
-        the one page. The incidents merged (touched: the service derives their write-back again)."""
-        what = f"{component.kind} {component.name}"
-        done: set[str] = set()
-        for old, moved in sorted(earlier.items()):
-            if old == into:
-                continue
-            done.add(old)
-            self.store.merge_into(old, into, [a.fingerprint for a in moved])
-            self.store.note(
-                old,
-                now,
-                f"merged into {into}: its alerts are {len(component.nodes)} of the {component.size} "
-                f"nodes of {what} (a shared cause); the agent makes no more writes here",
-                merged_into=into,
-            )
-            self.store.note(into, now, f"merged {old} into this incident ({len(moved)} alert(s))", merged=old)
-            log.info(
-                "an incident was merged into its component's", incident_id=old, into=into, component=what
-            )
-        return done
+        return merge_earlier(self.store, earlier, into, component, now)
 
     def _into_components(
         self, alerts: list[AlertIn], reads: FoldReads, now: datetime, touched: set[str]
