@@ -22,10 +22,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from io import StringIO
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import track
@@ -34,80 +32,49 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from supply_agent.hands.world_cache import WorldCache  # noqa: E402
 from supply_agent.logging import configure_logging, quiet  # noqa: E402
-from tests.support.agent_harness import harness  # noqa: E402
+from tests.support.agent_harness import Harness, harness  # noqa: E402
+from tests.support.api_counter import COUNTER  # noqa: E402
 
 
-class ApiCounter:
-    """Counts the official client's requests by kind, and the bytes of their answers (urllib3's pool)."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
-        self.bytes = 0
-        self.on = False
-
-    def install(self) -> None:
-        from kubernetes.client import rest
-
-        real = rest.RESTClientObject.request
-        counter = self
-
-        def request(client: Any, method: str, url: str, *args: Any, **kw: Any) -> Any:
-            r = real(client, method, url, *args, **kw)
-            if counter.on:
-                counter.calls[_kind(method, url, kw.get("query_params"))] += 1
-                # The answer is read here (RESTResponse caches it): the caller reads the same bytes.
-                data = r.read() if hasattr(r, "read") else getattr(r, "data", None)
-                counter.bytes += len(data) if isinstance(data, bytes | str) else 0
-            return r
-
-        rest.RESTClientObject.request = request  # type: ignore[method-assign]
-
-
-def _kind(method: str, url: str, query: Any) -> str:
-    if method != "GET":
-        return "write"
-    params = dict(query or [])
-    if str(params.get("watch", "")).lower() in ("true", "1"):
-        return "WATCH"
-    path = url.split("?", 1)[0].rstrip("/")
-    last = path.rsplit("/", 1)[-1]
-    # A collection ends in its resource's plural (nodes, pods, events, configmaps, ...).
-    collections = {"nodes", "pods", "events", "configmaps", "deployments", "poddisruptionbudgets", "leases"}
-    if last not in collections:
-        return "GET"
-    cluster_wide = path.endswith(("/api/v1/nodes", "/api/v1/pods"))
-    selected = params.get("fieldSelector") or params.get("labelSelector")
-    return "LIST all" if cluster_wide and not selected else "LIST"
-
-
-COUNTER = ApiCounter()
-
-
-def one_run(tmp: Path, nodes: int = 24) -> tuple[float, float, float, str]:
+def one_run(tmp: Path, nodes: int = 24, cache: bool = False) -> tuple[float, float, float, str]:
+    """One incident; with ``cache``, the runtime decides on a watch cache (as ``serve`` does), listed
+    before the incident starts."""
     with harness(tmp, nodes=nodes) as h:
-        h.inject("xid", node=h.nodes()[0], gpu=1, code=79)
-        alerts = h.alerts(300)
-        from supply_agent.service.terminal import TerminalApprover
+        world = WorldCache(h.env.runtime.kube).start() if cache else None
+        h.env.runtime.cache = world
+        try:
+            return _incident(h)
+        finally:
+            h.env.runtime.cache = None
+            if world is not None:
+                world.stop()
 
-        quiet_console = Console(file=StringIO())
-        approver = TerminalApprover("auto", "oncall-alice", h.env.runtime.clock, quiet_console)
-        COUNTER.on = True
-        t0 = time.perf_counter()
-        h.env.runtime.io.reset()
-        results = []
-        incident = h.agent.open(alerts)[0]
-        r = h.agent.run(incident)
+
+def _incident(h: Harness) -> tuple[float, float, float, str]:
+    h.inject("xid", node=h.nodes()[0], gpu=1, code=79)
+    alerts = h.alerts(300)
+    from supply_agent.service.terminal import TerminalApprover
+
+    quiet_console = Console(file=StringIO())
+    approver = TerminalApprover("auto", "oncall-alice", h.env.runtime.clock, quiet_console)
+    COUNTER.on = True
+    t0 = time.perf_counter()
+    h.env.runtime.io.reset()
+    results = []
+    incident = h.agent.open(alerts)[0]
+    r = h.agent.run(incident)
+    results.append(r)
+    while r.pending is not None:
+        answer = approver.answer(r.pending)
+        assert answer is not None
+        r = h.agent.run(r.incident_id, resume=answer)
         results.append(r)
-        while r.pending is not None:
-            answer = approver.answer(r.pending)
-            assert answer is not None
-            r = h.agent.run(r.incident_id, resume=answer)
-            results.append(r)
-        total = time.perf_counter() - t0
-        COUNTER.on = False
-        io = sum(x.io_s for x in results)
-        return total, io, total - io, r.state.outcome or "-"
+    total = time.perf_counter() - t0
+    COUNTER.on = False
+    io = sum(x.io_s for x in results)
+    return total, io, total - io, r.state.outcome or "-"
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -115,10 +82,11 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
-def scaling(sizes: list[int], runs: int, console: Console) -> None:
+def scaling(sizes: list[int], runs: int, console: Console, cache: bool = False) -> None:
     """Latency and API cost of one incident per fleet size."""
     COUNTER.install()
-    table = Table(title=f"fatal XID, alert → verified mitigation, by fleet size ({runs} runs each)")
+    how = "on a watch cache (serve)" if cache else "reading the cluster per decision (handle)"
+    table = Table(title=f"fatal XID, alert → verified mitigation, {how}, by fleet size ({runs} runs each)")
     for col in ("nodes", "median ms", "p90 ms", "agent ms", "tool I/O ms", "API calls / incident", "MB read"):
         table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,7 +96,7 @@ def scaling(sizes: list[int], runs: int, console: Console) -> None:
             COUNTER.calls.clear()
             COUNTER.bytes = 0
             for i in track(range(runs), description=f"{n} nodes", console=console):
-                total, io, agent, outcome = one_run(Path(tmp) / f"n{n}-{i}", nodes=n)
+                total, io, agent, outcome = one_run(Path(tmp) / f"n{n}-{i}", nodes=n, cache=cache)
                 assert outcome == "mitigated", outcome
                 totals.append(total)
                 agents.append(agent)
@@ -150,12 +118,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--nodes", help="fleet sizes for the scaling table, comma-separated (e.g. 24,1000,10000)")
+    ap.add_argument("--cache", action="store_true", help="decide on a watch cache, as serve does")
     args = ap.parse_args()
     configure_logging("json", "warning")
     quiet()
     console = Console()
     if args.nodes:
-        scaling([int(x) for x in args.nodes.split(",")], args.runs, console)
+        scaling([int(x) for x in args.nodes.split(",")], args.runs, console, cache=args.cache)
         return
     totals, ios, agents, outcomes = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:

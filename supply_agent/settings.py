@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     )
     approval_identity: str = Field("", description="Who answers terminal approvals; default terminal:$USER.")
     verify_cap_s: float = Field(30.0, gt=0, description="Wall-clock cap on one verification poll loop.")
+    world_cache: bool = Field(
+        True,
+        description="serve: keep a watch cache of nodes and pods (one LIST, then WATCH), so a decision "
+        "reads its targets, not the whole cluster. One-shot commands read what they need instead.",
+    )
     kube_connect_timeout_s: float = Field(5.0, gt=0, description="Kubernetes API: connect timeout.")
     kube_read_timeout_s: float = Field(30.0, gt=0, description="Kubernetes API: read timeout per call.")
     kube_read_budget_s: float = Field(75.0, gt=0, description="One read and its retries, at most.")

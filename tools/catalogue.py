@@ -23,7 +23,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from tools.billing import (
     CreditInput,
@@ -141,6 +141,18 @@ class NoInput(BaseModel):
     pass
 
 
+class IngestInput(BaseModel):
+    """Which meters to take in: those of one customer, namespace or pod (each given narrows it); none
+    given, every meter. A read of one customer's usage needs that customer's meters current, not the
+    fleet's: O(the customer's pods)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer: str | None = Field(None, min_length=1, max_length=253)
+    namespace: str | None = Field(None, min_length=1, max_length=253)
+    pod: str | None = Field(None, min_length=1, max_length=253)
+
+
 class PagerDutyInput(BaseModel):
     incident: str = Field(min_length=1, description="The PagerDuty incident id.")
 
@@ -184,7 +196,8 @@ class Clients:
     ledger: Ledger
     outbox: Outbox
     meters: Callable[[], list[MeterReading]] | None = None  # the meters as they read now
-    ingest_meters: Callable[[Ledger], IngestResult] | None = None  # feeds the meters into the ledger
+    # feeds the meters (all, or those of one customer, namespace or pod) into the ledger
+    ingest_meters: Callable[[Ledger, IngestInput], IngestResult] | None = None
     max_credit_usd: Decimal = Decimal("0")
     pagerduty: PagerDutyClient | None = None  # write-back, where configured
     slack: SlackClient | None = None
@@ -318,10 +331,10 @@ def _release(c: Clients, i: PayoutInput, call: Call) -> PayoutHold:
     return c.ledger.release_payout(_keyed(ReleaseRequest, i, call, frozenset({"reason"})))
 
 
-def _ingest(c: Clients, i: NoInput, call: Call) -> IngestResult:
+def _ingest(c: Clients, i: IngestInput, call: Call) -> IngestResult:
     if c.ingest_meters is None:
         raise ValueError("no meter feed configured: nothing to ingest")
-    return c.ingest_meters(c.ledger)
+    return c.ingest_meters(c.ledger, i)
 
 
 def _drain(c: Clients, i: DrainInput, call: Call) -> DrainResult:
@@ -670,8 +683,9 @@ _ROWS: list[ToolSpec] = [
     ),
     ToolSpec(
         "billing.ingest_meters",
-        "Read the fleet's meters into the ledger (usage is counted from what was ingested).",
-        NoInput,
+        "Read the fleet's meters (or one customer's, namespace's or pod's) into the ledger (usage is "
+        "counted from what was ingested).",
+        IngestInput,
         Effect.REVERSIBLE,
         _ingest,
         IngestResult,

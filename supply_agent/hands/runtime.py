@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from sandbox.executor.audit import AuditLog
 from sandbox.executor.executor import ExecutionResult, GuardedExecutor
 from supply_agent.hands.world import enrich, read_breaker, read_world
+from supply_agent.hands.world_cache import WorldCache
 from supply_agent.models import Action, Approval, Decision
 from supply_agent.policy import (
     CreditExists,
@@ -90,6 +91,11 @@ class Runtime:
     # False only for the evals' --no-gate ablation (sandbox only): decisions are logged, not enforced.
     enforce_gate: bool = True
     write_lock: threading.RLock = field(default_factory=threading.RLock)
+    # A long-lived process's watch cache (``serve``): decisions read it, not the whole cluster. None: each
+    # decision LISTs nodes and pods (one-shot commands).
+    cache: WorldCache | None = None
+    # Nodes this process wrote (or tried to) since a decision last read them live: read-your-writes.
+    _dirty: set[str] = field(default_factory=set)
 
     @property
     def reader(self) -> Clients:
@@ -113,12 +119,21 @@ class Runtime:
         reader = self.reader
         return _jsonable(self._timed(lambda: run_tool(reader, tool, parsed)))
 
-    def ingest_meters(self, incident_id: str, step: int) -> ExecutionResult | None:
+    def ingest_meters(
+        self, incident_id: str, step: int, scope: dict[str, str] | None = None
+    ) -> ExecutionResult | None:
         """Feed the meters into the ledger before billing reads: an explicit, audited ledger write (None
-        when this cluster has no meter feed)."""
+        when this cluster has no meter feed). ``scope`` (customer, namespace, pod) takes in only those
+        meters: what the read is about, not the fleet's."""
         if "billing.ingest_meters" not in self.executor.runners:
             return None
-        action = Action(tool="billing.ingest_meters", incident_id=incident_id, step=step, proposed_by="hands")
+        action = Action(
+            tool="billing.ingest_meters",
+            params=dict(scope or {}),
+            incident_id=incident_id,
+            step=step,
+            proposed_by="hands",
+        )
         return cast(
             ExecutionResult,
             self._timed(
@@ -131,10 +146,34 @@ class Runtime:
     # -- the gate's inputs ---------------------------------------------------------------------------
     def world(self, action_nodes: list[str], alerting: frozenset[str]) -> WorldView:
         def run() -> WorldView:
-            w = read_world(self.kube, self.clock(), alerting)
+            w = self._read_world(alerting, action_nodes)
             return enrich(w, self.kube, action_nodes) if action_nodes else w
 
         return cast(WorldView, self._timed(run))
+
+    def _read_world(self, alerting: frozenset[str], live: list[str] | tuple[str, ...] = ()) -> WorldView:
+        """The world for a decision: the watch cache's snapshot after reading live the nodes given and
+        those this process wrote since (O(them)), or, without a cache, a full read of the cluster."""
+        cache = self.cache
+        if cache is None or not cache.synced.is_set():
+            return read_world(self.kube, self.clock(), alerting)
+        with self.write_lock:
+            fresh, self._dirty = set(live) | self._dirty, set()
+        if fresh:
+            cache.refresh(fresh)
+        return cache.snapshot(self.clock(), alerting)
+
+    def _written_nodes(self, action: Action) -> set[str]:
+        """The nodes an action writes (or may write part of): its node, or its pod's, as cached now."""
+        cache = self.cache
+        if cache is None:
+            return set()
+        p = action.params
+        nodes = {n for n in (p.get("node"), *(p.get("nodes") or ())) if isinstance(n, str)}
+        ns, pod = p.get("namespace"), p.get("pod")
+        if isinstance(ns, str) and isinstance(pod, str) and (node := cache.node_of_pod(ns, pod)) is not None:
+            nodes.add(node)
+        return nodes
 
     def history(self, world: WorldView) -> History:
         breaker = self._timed(lambda: read_breaker(self.kube))
@@ -163,6 +202,9 @@ class Runtime:
         # not have (a ghost, a typo, an injected label) is no subject of it.
         subject = frozenset(n for n in subject if n in world.nodes)
         nodes = sorted(set(targets.nodes) | (subject if len(subject) == 1 else set()))
+        if nodes and self.cache is not None and self.cache.synced.is_set():
+            # The targets as the API server has them now, not as the watch last delivered them.
+            world = cast(WorldView, self._timed(lambda: self._read_world(alerting, nodes)))
         if nodes:
             world = cast(WorldView, self._timed(lambda: enrich(world, self.kube, nodes)))
         update: dict[str, Any] = {
@@ -201,7 +243,15 @@ class Runtime:
         return counts
 
     def execute(self, action: Action, decision: Decision, approval: Approval | None) -> ExecutionResult:
-        return cast(ExecutionResult, self._timed(lambda: self.executor.execute(action, decision, approval)))
+        wrote = self._written_nodes(action)
+        try:
+            return cast(
+                ExecutionResult, self._timed(lambda: self.executor.execute(action, decision, approval))
+            )
+        finally:
+            if wrote:  # read live by the next decision (read-your-writes)
+                with self.write_lock:
+                    self._dirty |= wrote
 
     # -- verification --------------------------------------------------------------------------------
     def check(self, condition: Any, action: Action) -> tuple[bool, str]:

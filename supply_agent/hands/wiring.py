@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import yaml
 
@@ -27,7 +28,7 @@ from supply_agent.models import Action
 from supply_agent.policy import PlaybookSet, load_playbooks
 from supply_agent.settings import Settings
 from tools.billing import Customer, IngestResult, Ledger, MeterReading
-from tools.catalogue import Clients
+from tools.catalogue import Clients, IngestInput
 from tools.kubernetes import KubeTools
 from tools.notify import Outbox
 
@@ -59,9 +60,11 @@ class SandboxLink:
     def meter_readings(self) -> list[MeterReading]:
         return [MeterReading.model_validate(m) for m in self.get("meters")["meters"]]
 
-    def sync_billing(self, ledger: Ledger) -> IngestResult:
-        """Read the fleet's meters into the ledger; new customers get the sandbox list price."""
-        data = self.get("meters")
+    def sync_billing(self, ledger: Ledger, scope: IngestInput | None = None) -> IngestResult:
+        """Read the fleet's meters (those in ``scope``) into the ledger; new customers get the sandbox
+        list price."""
+        query = urlencode({k: v for k, v in (scope.model_dump() if scope else {}).items() if v})
+        data = self.get("meters" + (f"?{query}" if query else ""))
         at = datetime.fromisoformat(str(data["now"]).replace("Z", "+00:00"))
         readings = [MeterReading.model_validate(m) for m in data["meters"]]
         for customer in sorted({r.customer for r in readings if r.customer}):

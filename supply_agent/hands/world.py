@@ -11,7 +11,7 @@ from supply_agent.policy.world import APPLICATION_XIDS, NodeView, PodRef, WorldV
 from tools.kubernetes import CUSTOMER_LABEL, POOL_LABEL, KubeTools
 from tools.latches import CONTROL_NAMESPACE, read_breaker, read_freeze
 
-__all__ = ["enrich", "read_breaker", "read_freeze", "read_world"]
+__all__ = ["enrich", "read_breaker", "read_freeze", "read_world", "slim_node", "slim_pod"]
 
 
 def _deployment_of(pod: dict[str, Any]) -> str | None:
@@ -21,56 +21,72 @@ def _deployment_of(pod: dict[str, Any]) -> str | None:
     return None
 
 
+def slim_pod(p: dict[str, Any]) -> tuple[str | None, PodRef, bool | None]:
+    """A raw pod as the gate keeps it: (its node, the slim pod, and for a node-agent pod whether it
+    is Ready and not terminating; None for any other pod)."""
+    node = (p.get("spec") or {}).get("nodeName")
+    meta = p["metadata"]
+    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
+    agent: bool | None = None
+    if meta["namespace"] == CONTROL_NAMESPACE:
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in (p.get("status") or {}).get("conditions") or []
+        )
+        agent = ready and not meta.get("deletionTimestamp")
+    gpus = sum(
+        int(((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0))
+        for c in (p.get("spec") or {}).get("containers") or []
+    )
+    cs = ((p.get("status") or {}).get("containerStatuses") or [{}])[0]
+    ref = PodRef(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        customer=(meta.get("labels") or {}).get(CUSTOMER_LABEL),
+        gpus=gpus,
+        daemonset=bool(owner and owner["kind"] == "DaemonSet"),
+        deployment=_deployment_of(p),
+        waiting_reason=((cs.get("state") or {}).get("waiting") or {}).get("reason"),
+        last_termination_reason=((cs.get("lastState") or {}).get("terminated") or {}).get("reason"),
+    )
+    return node, ref, agent
+
+
+def slim_node(n: dict[str, Any], pods: tuple[PodRef, ...] = (), agent_ready: bool = False) -> NodeView:
+    """A raw node as the gate keeps it, with the pods on it (sorted) and its node-agent's readiness."""
+    conds = {c["type"]: c["status"] for c in (n.get("status") or {}).get("conditions") or []}
+    return NodeView(
+        name=n["metadata"]["name"],
+        pool=(n["metadata"].get("labels") or {}).get(POOL_LABEL, "default"),
+        gpus=int(((n.get("status") or {}).get("capacity") or {}).get("nvidia.com/gpu", 0)),
+        ready=conds.get("Ready", "Unknown"),
+        gpu_healthy=conds.get("GpuHealthy", "Unknown"),
+        conditions=conds,
+        unschedulable=bool((n.get("spec") or {}).get("unschedulable")),
+        agent_ready=agent_ready,
+        pods=tuple(sorted(pods, key=lambda r: (r.namespace, r.name))),
+    )
+
+
 def read_world(kube: KubeTools, now: datetime, alerting_nodes: frozenset[str] = frozenset()) -> WorldView:
-    """One consistent-enough read of the fleet: nodes, pods by node, and the kill switch ConfigMap."""
+    """One consistent-enough read of the fleet: nodes, pods by node, and the kill switch ConfigMap.
+    Two LISTs of the whole cluster: what a one-shot command does; a long-lived process keeps a
+    :class:`~supply_agent.hands.world_cache.WorldCache` instead."""
     raw_nodes = kube.list_raw("nodes")
     raw_pods = kube.list_raw("pods")
     by_node: dict[str, list[PodRef]] = {}
     agent_ready: dict[str, bool] = {}
     for p in raw_pods:
-        node = (p.get("spec") or {}).get("nodeName")
+        node, ref, agent = slim_pod(p)
         if not node:
             continue
-        meta = p["metadata"]
-        owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
-        ready = any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in (p.get("status") or {}).get("conditions") or []
-        )
-        if meta["namespace"] == CONTROL_NAMESPACE:
-            agent_ready[node] = ready and not meta.get("deletionTimestamp")
-        gpus = sum(
-            int(((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0))
-            for c in p["spec"]["containers"]
-        )
-        cs = ((p.get("status") or {}).get("containerStatuses") or [{}])[0]
-        by_node.setdefault(node, []).append(
-            PodRef(
-                namespace=meta["namespace"],
-                name=meta["name"],
-                customer=(meta.get("labels") or {}).get(CUSTOMER_LABEL),
-                gpus=gpus,
-                daemonset=bool(owner and owner["kind"] == "DaemonSet"),
-                deployment=_deployment_of(p),
-                waiting_reason=((cs.get("state") or {}).get("waiting") or {}).get("reason"),
-                last_termination_reason=((cs.get("lastState") or {}).get("terminated") or {}).get("reason"),
-            )
-        )
+        if agent is not None:
+            agent_ready[node] = agent
+        by_node.setdefault(node, []).append(ref)
     nodes = {}
     for n in raw_nodes:
         name = n["metadata"]["name"]
-        conds = {c["type"]: c["status"] for c in (n.get("status") or {}).get("conditions") or []}
-        nodes[name] = NodeView(
-            name=name,
-            pool=(n["metadata"].get("labels") or {}).get(POOL_LABEL, "default"),
-            gpus=int(((n.get("status") or {}).get("capacity") or {}).get("nvidia.com/gpu", 0)),
-            ready=conds.get("Ready", "Unknown"),
-            gpu_healthy=conds.get("GpuHealthy", "Unknown"),
-            conditions=conds,
-            unschedulable=bool((n.get("spec") or {}).get("unschedulable")),
-            agent_ready=agent_ready.get(name, False),
-            pods=tuple(sorted(by_node.get(name, []), key=lambda r: (r.namespace, r.name))),
-        )
+        nodes[name] = slim_node(n, tuple(by_node.get(name, ())), agent_ready.get(name, False))
     frozen, reason = read_freeze(kube)
     return WorldView(now=now, nodes=nodes, frozen=frozen, frozen_reason=reason, alerting_nodes=alerting_nodes)
 

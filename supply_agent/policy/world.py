@@ -82,28 +82,58 @@ class WorldView(BaseModel):
     # meter feed only for a playbook that requires ``meter_duplicated``); a pod with no meter is absent.
     running_meters: dict[str, int] = Field(default_factory=dict)
 
-    _pool_sizes: dict[str, int] = PrivateAttr(default_factory=dict)
-    _pods: dict[str, tuple[str, PodRef]] = PrivateAttr(default_factory=dict)
-    _deployments: dict[str, list[PodRef]] = PrivateAttr(default_factory=dict)
+    # Indexes, built on first use (or handed over by a watch cache that keeps them), keep every gate
+    # lookup O(1) on a 10,000-node fleet.
+    _pool_sizes: dict[str, int] | None = PrivateAttr(default=None)
+    _pods: dict[str, tuple[str, PodRef]] | None = PrivateAttr(default=None)
+    _deployments: dict[str, tuple[PodRef, ...]] | None = PrivateAttr(default=None)
 
-    def model_post_init(self, context: Any, /) -> None:
-        # Indexes, built once per world read, keep every gate lookup O(1) on a 10,000-node fleet.
+    @classmethod
+    def prebuilt(
+        cls,
+        nodes: dict[str, NodeView],
+        pool_sizes: dict[str, int],
+        pods: dict[str, tuple[str, PodRef]],
+        deployments: dict[str, tuple[PodRef, ...]],
+        **fields: Any,
+    ) -> WorldView:
+        """A world from parts already validated and indexed (a watch cache's snapshot): no validation
+        and no index pass, so it costs the copies the caller made, not O(the fleet) model building."""
+        world = cls.model_construct(nodes=nodes, **fields)
+        world._pool_sizes, world._pods, world._deployments = pool_sizes, pods, deployments
+        return world
+
+    def _index(self) -> None:
+        sizes: dict[str, int] = {}
+        pods: dict[str, tuple[str, PodRef]] = {}
+        deployments: dict[str, list[PodRef]] = {}
         for node in self.nodes.values():
-            self._pool_sizes[node.pool] = self._pool_sizes.get(node.pool, 0) + 1
+            sizes[node.pool] = sizes.get(node.pool, 0) + 1
             for pod in node.pods:
-                self._pods[f"{pod.namespace}/{pod.name}"] = (node.name, pod)
+                pods[f"{pod.namespace}/{pod.name}"] = (node.name, pod)
                 if pod.deployment:
-                    self._deployments.setdefault(f"{pod.namespace}/{pod.deployment}", []).append(pod)
+                    deployments.setdefault(f"{pod.namespace}/{pod.deployment}", []).append(pod)
+        self._pool_sizes, self._pods = sizes, pods
+        self._deployments = {k: tuple(v) for k, v in deployments.items()}
 
     def pool_size(self, pool: str) -> int:
+        if self._pool_sizes is None:
+            self._index()
+        assert self._pool_sizes is not None
         return self._pool_sizes.get(pool, 0)
 
     def find_pod(self, namespace: str, name: str) -> tuple[NodeView, PodRef] | None:
+        if self._pods is None:
+            self._index()
+        assert self._pods is not None
         hit = self._pods.get(f"{namespace}/{name}")
         return (self.nodes[hit[0]], hit[1]) if hit else None
 
     def deployment_pods(self, namespace: str, name: str) -> list[PodRef]:
-        return self._deployments.get(f"{namespace}/{name}", [])
+        if self._deployments is None:
+            self._index()
+        assert self._deployments is not None
+        return list(self._deployments.get(f"{namespace}/{name}", ()))
 
     def identity_nodes(self) -> frozenset[str]:
         """The nodes whose tenants count as affected (see ``customer_nodes``)."""

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from supply_agent.hands.wiring import Environment
+from supply_agent.hands.world_cache import WorldCache
 from supply_agent.incidents.agent import open_agent
 from supply_agent.intake.accept import Reply
 from supply_agent.intake.events import EventLog
@@ -134,6 +136,22 @@ class Service(DispatchMixin, RunnerMixin, WritebackMixin, ApprovalsMixin, Watchd
 
 
 @contextmanager
+def _world_cache(settings: Settings, env: Environment) -> Iterator[WorldCache | None]:
+    """The long-lived process's watch cache of the world, on the read-only credentials (see
+    ``supply_agent.hands.world_cache``); stopped when the service closes."""
+    if not settings.world_cache:
+        yield None
+        return
+    cache = WorldCache(env.runtime.kube).start_background()
+    env.runtime.cache = cache
+    try:
+        yield cache
+    finally:
+        env.runtime.cache = None
+        cache.stop()
+
+
+@contextmanager
 def open_service(
     settings: Settings, kubeconfig: Path, *, planner: Planner | None = None, follow_log: bool = False
 ) -> Iterator[Service]:
@@ -166,7 +184,7 @@ def open_service(
         )
     events = EventLog.from_url(settings.resolved_intake_url())
     try:
-        with open_agent(settings, kubeconfig, planner=planner) as (agent, env):
+        with open_agent(settings, kubeconfig, planner=planner) as (agent, env), _world_cache(settings, env):
             service = Service(
                 settings,
                 agent,

@@ -125,7 +125,10 @@ class SandboxV1Mixin(APIState):
         if path == "meters" and method == "GET":
             q = request.query_params
             return json_response(
-                {"now": fleet.stamp(), "meters": fleet.meter_readings(q.get("namespace"), q.get("pod"))}
+                {
+                    "now": fleet.stamp(),
+                    "meters": fleet.meter_readings(q.get("namespace"), q.get("pod"), q.get("customer")),
+                }
             )
         if path == "clock" and method == "GET":
             return json_response({"now": fleet.stamp(), "mode": fleet.clock.mode})

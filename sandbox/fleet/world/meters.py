@@ -42,11 +42,15 @@ class MetersMixin(FleetState):
             if mid in self.meters and self.meters[mid].rate:
                 self.meters[mid].set_rate(0, self.now())
 
-    def meter_readings(self, namespace: str | None = None, pod: str | None = None) -> list[dict[str, Any]]:
+    def meter_readings(
+        self, namespace: str | None = None, pod: str | None = None, customer: str | None = None
+    ) -> list[dict[str, Any]]:
         now = self.now()
         out = []
         for m in self.meters.values():
             if (namespace and m.namespace != namespace) or (pod and m.pod != pod):
+                continue
+            if customer and m.customer != customer:
                 continue
             out.append(
                 {

@@ -62,7 +62,9 @@ def read_evidence(
     t0 = time.perf_counter()
     try:
         if tool in FRESH_METERS:  # the ledger first takes in the meters as they read now (audited)
-            rt.ingest_meters(incident_id, 0)
+            # Only the meters the read is about (its customer's, or its pod's namespace's).
+            scope = {k: str(params[k]) for k in ("customer", "namespace") if params.get(k)}
+            rt.ingest_meters(incident_id, 0, scope)
         value = rt.read(tool, params)
         summary, untrusted = summarise_read(tool, value)
         ok = True

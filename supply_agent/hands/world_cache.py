@@ -1,0 +1,429 @@
+"""The world as a watch cache: list once, then watch, so a decision costs O(its targets), not O(the fleet).
+
+A long-lived process (``serve``) keeps one :class:`WorldCache`, as client-go's SharedInformer and
+controller-runtime's cache do: one LIST of nodes and one of pods, then a WATCH of each from the list's
+resourceVersion (bookmarks asked for; a 410 Gone, or any broken stream past the client's retries, makes
+it list again). Objects are slimmed as they arrive (the transform: a node is its pool, GPUs, conditions
+and schedulability; a pod its owner, customer, GPUs and container state; nothing else is kept) into the
+gate's own :class:`~supply_agent.policy.world.NodeView`; the indexes the gate looks things up in (pool
+sizes, pods by name, pods by deployment) are kept incrementally, one node's worth of work per event.
+
+A snapshot is a :class:`~supply_agent.policy.world.WorldView` built from those parts without validation
+or an index pass: the cost of copying four dicts. What a snapshot cannot be is newer than the cache, so
+the runtime overlays the nodes a decision targets and those the agent wrote since, read live
+(:meth:`WorldCache.refresh`: one GET of the node and one LIST of its pods by field selector): the
+decision sees its own targets as the API server has them now and every write the agent made
+(read-your-writes), and reads nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+import structlog
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from supply_agent.hands.world import slim_node, slim_pod
+from supply_agent.policy.world import NodeView, PodRef, WorldView
+from tools.kubernetes import KubeTools
+from tools.latches import read_freeze
+
+log = structlog.get_logger("supply_agent.hands.world_cache")
+
+Kind = Literal["nodes", "pods"]
+
+
+class CacheNotSynced(RuntimeError):
+    """The cache has not finished its first list (or was stopped)."""
+
+
+class WorldCache:
+    """Nodes and pods, slimmed and indexed, kept current by a watch per kind (see the module doc)."""
+
+    def __init__(self, kube: KubeTools, *, watch_timeout_s: int = 300, backoff_s: float = 0.5) -> None:
+        self.kube = kube
+        self.watch_timeout_s = watch_timeout_s
+        self.backoff_s = backoff_s
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._streams: dict[Kind, Any] = {}  # the open watch response per kind (closed by stop)
+        self._node_base: dict[str, NodeView] = {}  # the node without its pods
+        self._views: dict[str, NodeView] = {}  # the node with its pods: what a snapshot hands out
+        self._pods: dict[str, tuple[str, PodRef, bool | None]] = {}  # "ns/name" -> (node, pod, agent)
+        self._on_node: dict[str, dict[str, PodRef]] = {}  # node -> "ns/name" -> pod
+        self._agent: dict[str, dict[str, bool]] = {}  # node -> node-agent pod -> ready
+        self._pool_sizes: dict[str, int] = {}
+        self._pod_index: dict[str, tuple[str, PodRef]] = {}
+        self._deployments: dict[str, dict[str, PodRef]] = {}
+        self._dep_pods: dict[str, tuple[PodRef, ...]] = {}  # the same, as a snapshot hands it out
+        self._node_rv: dict[str, int] = {}
+        self._pod_rv: dict[str, int] = {}
+        self.resource_version: dict[Kind, str] = {"nodes": "", "pods": ""}
+        self.synced = threading.Event()
+        # Counters for people and benchmarks: lists made (the first two and every relist), events
+        # applied, live refreshes of single nodes.
+        self.lists = 0
+        self.events = 0
+        self.refreshes = 0
+
+    # -- life ----------------------------------------------------------------------------------------
+    def start(self) -> WorldCache:
+        """List both kinds (blocking: the cache is usable when this returns), then watch each in a
+        daemon thread."""
+        for kind in ("nodes", "pods"):
+            self._relist(kind)
+        self.synced.set()
+        for kind in ("nodes", "pods"):
+            t = threading.Thread(
+                target=self._watch_loop, args=(kind,), name=f"world-cache-{kind}", daemon=True
+            )
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def start_background(self) -> WorldCache:
+        """Start in a thread: list (again after a back-off while the cluster cannot be listed), then
+        watch. Until the first lists succeed, :attr:`synced` is unset and the runtime reads the
+        cluster itself, so a service starts during an API outage and gains its cache afterwards."""
+
+        def run() -> None:
+            failures = 0
+            while not self._stop.is_set():
+                try:
+                    self.start()
+                    return
+                except (ApiException, HTTPError, OSError, ValueError) as exc:
+                    failures += 1
+                    delay = min(30.0, self.backoff_s * 2 ** min(failures, 6))
+                    log.warning(
+                        "could not list the cluster for the world cache", error=str(exc)[:300], delay_s=delay
+                    )
+                    if self._stop.wait(delay):
+                        return
+
+        threading.Thread(target=run, name="world-cache-start", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.synced.clear()
+        for resp in list(self._streams.values()):
+            with contextlib.suppress(Exception):  # the reading thread sees the stream end, and stops
+                resp.shutdown() if hasattr(resp, "shutdown") else resp.close()
+        for t in self._threads:
+            t.join(timeout=2.0)
+
+    # -- reading the API ---------------------------------------------------------------------------
+    def _list_fn(self, kind: Kind) -> Any:
+        core = self.kube.core
+        return core.list_node if kind == "nodes" else core.list_pod_for_all_namespaces
+
+    def _relist(self, kind: Kind) -> None:
+        resp = self._list_fn(kind)(
+            _preload_content=False, _request_timeout=(self.kube.timeout[0], self.kube.timeout[1] * 6)
+        )
+        body = orjson.loads(resp.data)
+        items = body.get("items") or []
+        with self._lock:
+            if kind == "nodes":
+                self._replace_nodes(items)
+            else:
+                self._replace_pods(items)
+            self.resource_version[kind] = str((body.get("metadata") or {}).get("resourceVersion") or "")
+            self.lists += 1
+
+    def _watch_loop(self, kind: Kind) -> None:
+        bound = log.bind(kind=kind)
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                gone = self._watch_once(kind)
+                failures = 0
+                if gone:
+                    bound.info("watch expired (410 Gone): listing again")
+                    self._relist(kind)
+            except (ApiException, HTTPError, OSError, ValueError) as exc:
+                if self._stop.is_set():
+                    return
+                failures += 1
+                delay = min(30.0, self.backoff_s * 2 ** min(failures, 6))
+                bound.warning(
+                    "watch failed: listing again after a back-off", error=str(exc)[:300], delay_s=delay
+                )
+                if self._stop.wait(delay):
+                    return
+                try:
+                    self._relist(kind)
+                except (ApiException, HTTPError, OSError, ValueError) as again:
+                    bound.warning("relist failed", error=str(again)[:300])
+
+    def _watch_once(self, kind: Kind) -> bool:
+        """One watch stream from the last resourceVersion until the server ends it; True on 410 Gone."""
+        resp = self._list_fn(kind)(
+            watch=True,
+            resource_version=self.resource_version[kind],
+            allow_watch_bookmarks=True,
+            timeout_seconds=self.watch_timeout_s,
+            _preload_content=False,
+            _request_timeout=(self.kube.timeout[0], self.watch_timeout_s + 30),
+        )
+        self._streams[kind] = resp
+        try:
+            buf = b""
+            for chunk in resp.stream(64 * 1024, decode_content=True):
+                if self._stop.is_set():
+                    return False
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip() and self._event(kind, orjson.loads(line)):
+                        return True
+        finally:
+            self._streams.pop(kind, None)
+            resp.release_conn()
+        return False
+
+    def _event(self, kind: Kind, event: dict[str, Any]) -> bool:
+        """Apply one watch event; True when it says the resourceVersion expired (410)."""
+        etype, obj = event.get("type"), event.get("object") or {}
+        if etype == "ERROR":
+            if obj.get("code") == 410:
+                return True
+            raise ValueError(f"watch of {kind} ended with an error: {obj.get('message') or obj}")
+        rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        with self._lock:
+            if etype != "BOOKMARK":
+                if kind == "nodes":
+                    self._node_event(etype, obj)
+                else:
+                    self._pod_event(etype, obj)
+                self.events += 1
+            if rv:
+                self.resource_version[kind] = rv
+        return False
+
+    # -- keeping the parts (under the lock) ----------------------------------------------------------
+    def _replace_nodes(self, items: list[dict[str, Any]]) -> None:
+        for name in list(self._node_base):
+            self._drop_node(name)
+        for n in items:
+            self._put_node(n)
+
+    def _replace_pods(self, items: list[dict[str, Any]]) -> None:
+        touched = set(self._on_node)
+        self._pods.clear()
+        self._on_node.clear()
+        self._agent.clear()
+        self._pod_index.clear()
+        self._deployments.clear()
+        self._dep_pods.clear()
+        self._pod_rv.clear()
+        for p in items:
+            node = self._put_pod(p)
+            if node:
+                touched.add(node)
+        for node in touched:
+            self._rebuild(node)
+
+    def _node_event(self, etype: str | None, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if etype == "DELETED":
+            self._drop_node(name)
+        elif self._newer(self._node_rv, name, obj):
+            self._put_node(obj)
+
+    def _pod_event(self, etype: str | None, obj: dict[str, Any]) -> None:
+        key = f"{obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}"
+        old = self._pods.get(key)
+        if etype == "DELETED":
+            self._drop_pod(key)
+        elif self._newer(self._pod_rv, key, obj):
+            self._drop_pod(key)
+            self._put_pod(obj)
+        else:
+            return
+        new = self._pods.get(key)
+        for node in {old[0] if old else None, new[0] if new else None} - {None}:
+            assert node is not None
+            self._rebuild(node)
+
+    @staticmethod
+    def _newer(seen: dict[str, int], key: str, obj: dict[str, Any]) -> bool:
+        """Whether the object is newer than the one held (a live refresh may have stored it already)."""
+        try:
+            rv = int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+        except ValueError:
+            return True  # not an integer (another API server's opaque version): take the event as it is
+        return rv == 0 or rv >= seen.get(key, 0)
+
+    def _put_node(self, n: dict[str, Any]) -> None:
+        name = n["metadata"]["name"]
+        old = self._node_base.get(name)
+        base = slim_node(n)
+        if old is not None:
+            self._pool_sizes[old.pool] -= 1
+        self._pool_sizes[base.pool] = self._pool_sizes.get(base.pool, 0) + 1
+        self._node_base[name] = base
+        self._note_rv(self._node_rv, name, n)
+        self._rebuild(name)
+
+    def _drop_node(self, name: str) -> None:
+        old = self._node_base.pop(name, None)
+        if old is not None:
+            self._pool_sizes[old.pool] -= 1
+            if not self._pool_sizes[old.pool]:
+                del self._pool_sizes[old.pool]
+        self._views.pop(name, None)
+        self._node_rv.pop(name, None)
+
+    def _put_pod(self, p: dict[str, Any]) -> str | None:
+        node, ref, agent = slim_pod(p)
+        key = f"{ref.namespace}/{ref.name}"
+        self._note_rv(self._pod_rv, key, p)
+        if not node:
+            return None
+        self._pods[key] = (node, ref, agent)
+        self._on_node.setdefault(node, {})[key] = ref
+        if agent is not None:
+            self._agent.setdefault(node, {})[key] = agent
+        self._pod_index[key] = (node, ref)
+        if ref.deployment:
+            dep = f"{ref.namespace}/{ref.deployment}"
+            self._deployments.setdefault(dep, {})[key] = ref
+            self._dep_pods[dep] = tuple(self._deployments[dep].values())
+        return node
+
+    def _drop_pod(self, key: str) -> None:
+        held = self._pods.pop(key, None)
+        self._pod_rv.pop(key, None)
+        if held is None:
+            return
+        node, ref, _ = held
+        self._on_node.get(node, {}).pop(key, None)
+        self._agent.get(node, {}).pop(key, None)
+        self._pod_index.pop(key, None)
+        if ref.deployment:
+            dep = f"{ref.namespace}/{ref.deployment}"
+            self._deployments.get(dep, {}).pop(key, None)
+            if self._deployments.get(dep):
+                self._dep_pods[dep] = tuple(self._deployments[dep].values())
+            else:
+                self._deployments.pop(dep, None)
+                self._dep_pods.pop(dep, None)
+
+    @staticmethod
+    def _note_rv(seen: dict[str, int], key: str, obj: dict[str, Any]) -> None:
+        try:
+            seen[key] = int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+        except ValueError:
+            seen.pop(key, None)
+
+    def _rebuild(self, node: str) -> None:
+        base = self._node_base.get(node)
+        if base is None:
+            self._views.pop(node, None)
+            return
+        pods = tuple(sorted((self._on_node.get(node) or {}).values(), key=lambda r: (r.namespace, r.name)))
+        agents = self._agent.get(node) or {}
+        # The last node-agent pod listed decides, as in read_world (a node has one).
+        agent_ready = list(agents.values())[-1] if agents else False
+        self._views[node] = base.model_copy(update={"pods": pods, "agent_ready": agent_ready})
+
+    # -- what the runtime asks -------------------------------------------------------------------------
+    def refresh(self, nodes: Iterable[str]) -> None:
+        """Read these nodes and their pods live and store them (newer than what the watch delivered, or
+        the same): one GET and one field-selected LIST per node. A node the cluster no longer has is
+        dropped."""
+        for name in sorted(set(nodes)):
+            try:
+                raw: Any = self.kube.core.read_node(
+                    name, _preload_content=False, _request_timeout=self.kube.timeout
+                )
+                node: dict[str, Any] | None = orjson.loads(raw.data)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                node = None
+            resp: Any = self.kube.core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={name}",
+                _preload_content=False,
+                _request_timeout=self.kube.timeout,
+            )
+            listed = orjson.loads(resp.data)
+            pods = listed.get("items") or []
+            try:
+                list_rv = int((listed.get("metadata") or {}).get("resourceVersion") or 0)
+            except ValueError:
+                list_rv = 0
+            with self._lock:
+                self.refreshes += 1
+                # What the watch applied meanwhile may be newer than these reads: it stays.
+                if node is None:
+                    self._drop_node(name)
+                elif self._newer(self._node_rv, name, node):
+                    self._put_node(node)
+                live = set()
+                for p in pods:
+                    key = f"{p['metadata'].get('namespace', '')}/{p['metadata']['name']}"
+                    live.add(key)
+                    if self._newer(self._pod_rv, key, p):
+                        self._drop_pod(key)
+                        self._put_pod(p)
+                for key in [k for k in (self._on_node.get(name) or {}) if k not in live]:
+                    if not list_rv or self._pod_rv.get(key, 0) <= list_rv:
+                        self._drop_pod(key)
+                self._rebuild(name)
+
+    def node_of_pod(self, namespace: str, pod: str) -> str | None:
+        with self._lock:
+            held = self._pods.get(f"{namespace}/{pod}")
+            return held[0] if held else None
+
+    def snapshot(self, now: datetime, alerting_nodes: frozenset[str] = frozenset()) -> WorldView:
+        """The fleet as the cache holds it now (the kill switch read live: one GET)."""
+        if not self.synced.is_set():
+            raise CacheNotSynced("the world cache has not listed the cluster yet")
+        frozen, reason = read_freeze(self.kube)
+        with self._lock:
+            nodes = dict(self._views)
+            sizes = dict(self._pool_sizes)
+            pods = dict(self._pod_index)
+            deployments = dict(self._dep_pods)
+        return WorldView.prebuilt(
+            nodes,
+            sizes,
+            pods,
+            deployments,
+            now=now,
+            frozen=frozen,
+            frozen_reason=reason,
+            alerting_nodes=alerting_nodes,
+        )
+
+    def wait_until(self, check: Any, timeout_s: float = 5.0) -> bool:
+        """Poll ``check(self)`` until it is true (tests and benchmarks: a change reached the cache)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if check(self):
+                    return True
+            time.sleep(0.005)
+        with self._lock:
+            return bool(check(self))
+
+    def node(self, name: str) -> NodeView | None:
+        with self._lock:
+            return self._views.get(name)
+
+    def size(self) -> tuple[int, int]:
+        """(nodes, pods) held."""
+        with self._lock:
+            return len(self._views), len(self._pods)
