@@ -11,7 +11,7 @@ from supply_agent.policy.world import APPLICATION_XIDS, NodeView, PodRef, WorldV
 from tools.kubernetes import CUSTOMER_LABEL, POOL_LABEL, KubeTools
 from tools.latches import CONTROL_NAMESPACE, read_breaker, read_freeze
 
-__all__ = ["enrich", "read_breaker", "read_freeze", "read_world", "slim_node", "slim_pod"]
+__all__ = ["enrich", "read_breaker", "read_freeze", "read_world", "slim_node", "slim_pod", "world_from_raw"]
 
 
 def _deployment_of(pod: dict[str, Any]) -> str | None:
@@ -74,6 +74,19 @@ def read_world(kube: KubeTools, now: datetime, alerting_nodes: frozenset[str] = 
     :class:`~supply_agent.hands.world_cache.WorldCache` instead."""
     raw_nodes = kube.list_raw("nodes")
     raw_pods = kube.list_raw("pods")
+    frozen, reason = read_freeze(kube)
+    return world_from_raw(raw_nodes, raw_pods, now, alerting_nodes, frozen, reason)
+
+
+def world_from_raw(
+    raw_nodes: list[dict[str, Any]],
+    raw_pods: list[dict[str, Any]],
+    now: datetime,
+    alerting_nodes: frozenset[str] = frozenset(),
+    frozen: bool = False,
+    reason: str = "",
+) -> WorldView:
+    """The gate's world from listed nodes and pods (what a watch cache must equal at every point)."""
     by_node: dict[str, list[PodRef]] = {}
     agent_ready: dict[str, bool] = {}
     for p in raw_pods:
@@ -87,7 +100,6 @@ def read_world(kube: KubeTools, now: datetime, alerting_nodes: frozenset[str] = 
     for n in raw_nodes:
         name = n["metadata"]["name"]
         nodes[name] = slim_node(n, tuple(by_node.get(name, ())), agent_ready.get(name, False))
-    frozen, reason = read_freeze(kube)
     return WorldView(now=now, nodes=nodes, frozen=frozen, frozen_reason=reason, alerting_nodes=alerting_nodes)
 
 

@@ -9,7 +9,7 @@ gate's own :class:`~supply_agent.policy.world.NodeView`; the indexes the gate lo
 sizes, pods by name, pods by deployment) are kept incrementally, one node's worth of work per event.
 
 A snapshot is a :class:`~supply_agent.policy.world.WorldView` built from those parts without validation
-or an index pass: the cost of copying four dicts. What a snapshot cannot be is newer than the cache, so
+or an index pass, sharing the cache's dicts (copy on write: the next change copies them): O(1). What a snapshot cannot be is newer than the cache, so
 the runtime overlays the nodes a decision targets and those the agent wrote since, read live
 (:meth:`WorldCache.refresh`: one GET of the node and one LIST of its pods by field selector): the
 decision sees its own targets as the API server has them now and every write the agent made
@@ -64,6 +64,9 @@ class WorldCache:
         self._pod_index: dict[str, tuple[str, PodRef]] = {}
         self._deployments: dict[str, dict[str, PodRef]] = {}
         self._dep_pods: dict[str, tuple[PodRef, ...]] = {}  # the same, as a snapshot hands it out
+        # Copy on write: a snapshot hands out the four dicts it reads as they are, and the next change
+        # copies them first (once per burst of events, in the watch thread, not per decision).
+        self._shared = False
         self._node_rv: dict[str, int] = {}
         self._pod_rv: dict[str, int] = {}
         self.resource_version: dict[Kind, str] = {"nodes": "", "pods": ""}
@@ -133,6 +136,7 @@ class WorldCache:
         body = orjson.loads(resp.data)
         items = body.get("items") or []
         with self._lock:
+            self._own()
             if kind == "nodes":
                 self._replace_nodes(items)
             else:
@@ -201,6 +205,7 @@ class WorldCache:
         rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
         with self._lock:
             if etype != "BOOKMARK":
+                self._own()
                 if kind == "nodes":
                     self._node_event(etype, obj)
                 else:
@@ -211,6 +216,15 @@ class WorldCache:
         return False
 
     # -- keeping the parts (under the lock) ----------------------------------------------------------
+    def _own(self) -> None:
+        """Before a change: copy what a snapshot may still be reading."""
+        if self._shared:
+            self._views = dict(self._views)
+            self._pool_sizes = dict(self._pool_sizes)
+            self._pod_index = dict(self._pod_index)
+            self._dep_pods = dict(self._dep_pods)
+            self._shared = False
+
     def _replace_nodes(self, items: list[dict[str, Any]]) -> None:
         for name in list(self._node_base):
             self._drop_node(name)
@@ -272,6 +286,9 @@ class WorldCache:
             self._pool_sizes[old.pool] -= 1
         self._pool_sizes[base.pool] = self._pool_sizes.get(base.pool, 0) + 1
         self._node_base[name] = base
+        if old is None:  # its pods count from now on (a pod's event may come before its node's)
+            for key, ref in (self._on_node.get(name) or {}).items():
+                self._index_pod(key, name, ref)
         self._note_rv(self._node_rv, name, n)
         self._rebuild(name)
 
@@ -281,6 +298,8 @@ class WorldCache:
             self._pool_sizes[old.pool] -= 1
             if not self._pool_sizes[old.pool]:
                 del self._pool_sizes[old.pool]
+            for key, ref in (self._on_node.get(name) or {}).items():
+                self._unindex_pod(key, ref)
         self._views.pop(name, None)
         self._node_rv.pop(name, None)
 
@@ -294,21 +313,18 @@ class WorldCache:
         self._on_node.setdefault(node, {})[key] = ref
         if agent is not None:
             self._agent.setdefault(node, {})[key] = agent
+        if node in self._node_base:  # a pod on a node the cache does not have is nobody's yet
+            self._index_pod(key, node, ref)
+        return node
+
+    def _index_pod(self, key: str, node: str, ref: PodRef) -> None:
         self._pod_index[key] = (node, ref)
         if ref.deployment:
             dep = f"{ref.namespace}/{ref.deployment}"
             self._deployments.setdefault(dep, {})[key] = ref
             self._dep_pods[dep] = tuple(self._deployments[dep].values())
-        return node
 
-    def _drop_pod(self, key: str) -> None:
-        held = self._pods.pop(key, None)
-        self._pod_rv.pop(key, None)
-        if held is None:
-            return
-        node, ref, _ = held
-        self._on_node.get(node, {}).pop(key, None)
-        self._agent.get(node, {}).pop(key, None)
+    def _unindex_pod(self, key: str, ref: PodRef) -> None:
         self._pod_index.pop(key, None)
         if ref.deployment:
             dep = f"{ref.namespace}/{ref.deployment}"
@@ -318,6 +334,16 @@ class WorldCache:
             else:
                 self._deployments.pop(dep, None)
                 self._dep_pods.pop(dep, None)
+
+    def _drop_pod(self, key: str) -> None:
+        held = self._pods.pop(key, None)
+        self._pod_rv.pop(key, None)
+        if held is None:
+            return
+        node, ref, _ = held
+        self._on_node.get(node, {}).pop(key, None)
+        self._agent.get(node, {}).pop(key, None)
+        self._unindex_pod(key, ref)
 
     @staticmethod
     def _note_rv(seen: dict[str, int], key: str, obj: dict[str, Any]) -> None:
@@ -364,6 +390,7 @@ class WorldCache:
             except ValueError:
                 list_rv = 0
             with self._lock:
+                self._own()
                 self.refreshes += 1
                 # What the watch applied meanwhile may be newer than these reads: it stays.
                 if node is None:
@@ -392,11 +419,20 @@ class WorldCache:
         if not self.synced.is_set():
             raise CacheNotSynced("the world cache has not listed the cluster yet")
         frozen, reason = read_freeze(self.kube)
+        return self.view(now, alerting_nodes, frozen, reason)
+
+    def view(
+        self,
+        now: datetime,
+        alerting_nodes: frozenset[str] = frozenset(),
+        frozen: bool = False,
+        reason: str = "",
+    ) -> WorldView:
+        """The snapshot without the kill switch's read (what the benchmark times): O(1), the dicts are
+        shared until the next change copies them."""
         with self._lock:
-            nodes = dict(self._views)
-            sizes = dict(self._pool_sizes)
-            pods = dict(self._pod_index)
-            deployments = dict(self._dep_pods)
+            self._shared = True
+            nodes, sizes, pods, deployments = self._views, self._pool_sizes, self._pod_index, self._dep_pods
         return WorldView.prebuilt(
             nodes,
             sizes,
