@@ -33,6 +33,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sandbox_scale.py
 	$(BIN)/python benchmarks/gate.py
 	$(BIN)/python benchmarks/incident_latency.py
+	$(BIN)/python benchmarks/incident_latency.py --nodes 24,1000,10000 --runs 2 --cache
+	$(BIN)/python benchmarks/world_cache.py
 	$(BIN)/python benchmarks/intake_storm.py
 
 lint: $(STAMP)

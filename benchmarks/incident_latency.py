@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from supply_agent.hands.world_cache import WorldCache  # noqa: E402
 from supply_agent.logging import configure_logging, quiet  # noqa: E402
+from supply_agent.models.incident import IncidentState  # noqa: E402
 from tests.support.agent_harness import Harness, harness  # noqa: E402
 from tests.support.api_counter import COUNTER  # noqa: E402
 
@@ -114,15 +115,101 @@ def scaling(sizes: list[int], runs: int, console: Console, cache: bool = False) 
     console.print(table)
 
 
+KINDS = ("thermal", "disk-pressure", "crashloop", "oomkill")
+
+
+def concurrent_run(tmp: Path, nodes: int, count: int, workers: int) -> tuple[float, float, dict[str, int]]:
+    """``count`` incidents of different kinds at once (thermal, disk pressure, a crash loop, an OOM kill,
+    each on its own node of another rack) on a watch cache, run by ``workers`` graph threads as serve
+    runs them: seconds from the fold until the last one ended, the memory the agent's process grew by
+    (MiB; the fleet runs in the same process and was built before), and the outcomes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from supply_agent.service.terminal import TerminalApprover
+
+    with harness(tmp, nodes=nodes) as h:
+        world = WorldCache(h.env.runtime.kube).start()
+        h.env.runtime.cache = world
+        try:
+            picks = h.nodes(0)[::17][:count]
+            assert len(picks) == count, f"the pool has room for {len(picks)} incidents on separate racks"
+            for i, node in enumerate(picks):
+                kind = KINDS[i % len(KINDS)]
+                if kind in ("crashloop", "oomkill"):
+                    try:
+                        ns, pod, _ = h.tenant_pod(node)
+                        h.inject(kind, namespace=ns, pod=pod)
+                        continue
+                    except LookupError:
+                        kind = "thermal"
+                h.inject(kind, node=node, **({"gpu": 0} if kind == "thermal" else {}))
+            alerts = h.alerts(1200)
+            approver = TerminalApprover("auto", "oncall-alice", h.env.runtime.clock, Console(file=StringIO()))
+            rss0 = _rss_mib()
+            t0 = time.perf_counter()
+            incidents = h.agent.open(alerts)
+
+            def to_the_end(state: IncidentState) -> str:
+                r = h.agent.run(state)
+                while r.pending is not None:
+                    answer = approver.answer(r.pending)
+                    assert answer is not None
+                    r = h.agent.run(r.incident_id, resume=answer)
+                return r.state.outcome or "-"
+
+            with ThreadPoolExecutor(workers) as pool:
+                outcomes = list(pool.map(to_the_end, incidents))
+            took = time.perf_counter() - t0
+            grew = _rss_mib() - rss0
+        finally:
+            h.env.runtime.cache = None
+            world.stop()
+    return took, grew, {o: outcomes.count(o) for o in sorted(set(outcomes))}
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def concurrency(sizes: list[int], counts: list[int], workers: int, console: Console) -> None:
+    table = Table(title=f"incidents at once on a watch cache, {workers} graph threads (serve's default 4)")
+    for col in ("nodes", "incidents", "all closed s", "per incident ms", "process grew MiB", "outcomes"):
+        table.add_column(col, justify="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            for c in counts:
+                took, grew, outcomes = concurrent_run(Path(tmp) / f"c{n}-{c}", n, c, workers)
+                table.add_row(
+                    str(n),
+                    str(c),
+                    f"{took:.1f}",
+                    f"{took / c * 1000:.0f}",
+                    f"{grew:.0f}",
+                    ", ".join(f"{k} {v}" for k, v in outcomes.items()),
+                )
+    console.print(table)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--nodes", help="fleet sizes for the scaling table, comma-separated (e.g. 24,1000,10000)")
     ap.add_argument("--cache", action="store_true", help="decide on a watch cache, as serve does")
+    ap.add_argument(
+        "--concurrent", help="incidents at once, comma-separated (e.g. 10,50), on each --nodes size"
+    )
+    ap.add_argument("--workers", type=int, default=4, help="graph threads for --concurrent")
     args = ap.parse_args()
     configure_logging("json", "warning")
     quiet()
     console = Console()
+    if args.concurrent:
+        sizes = [int(x) for x in (args.nodes or "24").split(",")]
+        concurrency(sizes, [int(x) for x in args.concurrent.split(",")], args.workers, console)
+        return
     if args.nodes:
         scaling([int(x) for x in args.nodes.split(",")], args.runs, console, cache=args.cache)
         return
