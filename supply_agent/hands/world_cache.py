@@ -40,6 +40,10 @@ log = structlog.get_logger("supply_agent.hands.world_cache")
 Kind = Literal["nodes", "pods"]
 
 
+# What a list or a watch of an unreachable, refusing or misbehaving API raises.
+_ERRORS: tuple[type[BaseException], ...] = (ApiException, HTTPError, OSError, ValueError)
+
+
 class CacheNotSynced(RuntimeError):
     """The cache has not finished its first list (or was stopped)."""
 
@@ -103,9 +107,9 @@ class WorldCache:
                 try:
                     self.start()
                     return
-                except (ApiException, HTTPError, OSError, ValueError) as exc:
+                except _ERRORS as exc:
                     failures += 1
-                    delay = min(30.0, self.backoff_s * 2 ** min(failures, 6))
+                    delay = self._delay(failures)
                     log.warning(
                         "could not list the cluster for the world cache", error=str(exc)[:300], delay_s=delay
                     )
@@ -114,6 +118,10 @@ class WorldCache:
 
         threading.Thread(target=run, name="world-cache-start", daemon=True).start()
         return self
+
+    def _delay(self, failures: int) -> float:
+        """Back-off before the next list: doubling from ``backoff_s``, at most 30 s."""
+        return float(min(30.0, self.backoff_s * 2 ** min(failures, 6)))
 
     def stop(self) -> None:
         self._stop.set()
@@ -154,11 +162,11 @@ class WorldCache:
                 if gone:
                     bound.info("watch expired (410 Gone): listing again")
                     self._relist(kind)
-            except (ApiException, HTTPError, OSError, ValueError) as exc:
+            except _ERRORS as exc:
                 if self._stop.is_set():
                     return
                 failures += 1
-                delay = min(30.0, self.backoff_s * 2 ** min(failures, 6))
+                delay = self._delay(failures)
                 bound.warning(
                     "watch failed: listing again after a back-off", error=str(exc)[:300], delay_s=delay
                 )
@@ -166,7 +174,7 @@ class WorldCache:
                     return
                 try:
                     self._relist(kind)
-                except (ApiException, HTTPError, OSError, ValueError) as again:
+                except _ERRORS as again:
                     bound.warning("relist failed", error=str(again)[:300])
 
     def _watch_once(self, kind: Kind) -> bool:

@@ -22,7 +22,7 @@ from sqlalchemy import DateTime, Float, Integer, LargeBinary, String, Text, or_,
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from supply_agent.incidents.store import engine_for
+from supply_agent.incidents.store import add_missing_columns, engine_for
 from supply_agent.intake.bodies import (  # re-exported: the body checks live there
     MAX_DEPTH,
     PD_HANDLED,
@@ -393,12 +393,4 @@ def _stored(row: EventRow) -> StoredEvent:
 
 def _add_columns(engine: Engine) -> None:
     """Add the columns a store made by an older version lacks (create_all adds tables, not columns)."""
-    from sqlalchemy import inspect, text
-
-    have = {c["name"] for c in inspect(engine).get_columns("intake_events")}
-    missing = [(name, ddl) for name, ddl in _ADDED if name not in have]
-    if not missing:
-        return
-    with engine.begin() as conn:
-        for name, ddl in missing:
-            conn.execute(text(f"ALTER TABLE intake_events ADD COLUMN {name} {ddl}"))
+    add_missing_columns(engine, "intake_events", _ADDED)
