@@ -75,6 +75,7 @@ class WorldCache:
         self._pod_rv: dict[str, int] = {}
         self.resource_version: dict[Kind, str] = {"nodes": "", "pods": ""}
         self.synced = threading.Event()
+        self._broken: set[Kind] = set()  # kinds that must be listed again before the cache is used
         # Counters for people and benchmarks: lists made (the first two and every relist), events
         # applied, live refreshes of single nodes.
         self.lists = 0
@@ -153,29 +154,44 @@ class WorldCache:
             self.lists += 1
 
     def _watch_loop(self, kind: Kind) -> None:
+        """Watch, and list again when the watch cannot go on. While a kind has to be listed again the
+        cache is not :attr:`synced` (decisions read the cluster themselves): a cache that may have
+        missed changes is never decided on."""
         bound = log.bind(kind=kind)
         failures = 0
         while not self._stop.is_set():
             try:
-                gone = self._watch_once(kind)
-                failures = 0
-                if gone:
-                    bound.info("watch expired (410 Gone): listing again")
+                if kind in self._broken:
                     self._relist(kind)
-            except _ERRORS as exc:
+                    self._mend(kind)
+                if self._watch_once(kind):
+                    bound.info("watch expired (410 Gone): listing again")
+                    self._break(kind)
+                failures = 0
+            except Exception as exc:  # whatever broke the stream: list again, never die
                 if self._stop.is_set():
                     return
                 failures += 1
+                self._break(kind)
                 delay = self._delay(failures)
                 bound.warning(
-                    "watch failed: listing again after a back-off", error=str(exc)[:300], delay_s=delay
+                    "watch failed: listing again after a back-off",
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                    delay_s=delay,
                 )
                 if self._stop.wait(delay):
                     return
-                try:
-                    self._relist(kind)
-                except _ERRORS as again:
-                    bound.warning("relist failed", error=str(again)[:300])
+
+    def _break(self, kind: Kind) -> None:
+        with self._lock:
+            self._broken.add(kind)
+            self.synced.clear()
+
+    def _mend(self, kind: Kind) -> None:
+        with self._lock:
+            self._broken.discard(kind)
+            if not self._broken and not self._stop.is_set():
+                self.synced.set()
 
     def _watch_once(self, kind: Kind) -> bool:
         """One watch stream from the last resourceVersion until the server ends it; True on 410 Gone."""

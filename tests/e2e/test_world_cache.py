@@ -115,3 +115,24 @@ def test_a_live_refresh_shows_a_write_before_the_watch_does(tmp_path: Path) -> N
             assert "no-such-node" not in cache.snapshot(h.env.runtime.clock()).nodes
         finally:
             cache.stop()
+
+
+def test_while_the_api_refuses_the_cache_is_not_used_and_it_lists_again_after(tmp_path: Path) -> None:
+    """The API server refuses every request (an outage) when the watch has to reconnect: the cache says
+    it is not synced (decisions read the cluster themselves, and fail as it does) until a list works
+    again; then it follows the cluster as before."""
+    with harness(tmp_path) as h:
+        cache = WorldCache(h.env.runtime.kube, backoff_s=0.05).start()
+        try:
+            h.admin.outage(2.0, "refuse")
+            _cut_watches(h)
+            assert cache.wait_until(lambda c: not c.synced.is_set(), 5.0), (
+                "a broken watch kept the cache in use"
+            )
+            assert cache.wait_until(lambda c: c.synced.is_set() and c.lists >= 3, 15.0)
+            h.env.writer.cordon_node(h.nodes()[5])
+            assert cache.wait_until(lambda c: c._views[h.nodes()[5]].unschedulable)
+            assert _same(cache, h)
+        finally:
+            h.admin.outage(0)
+            cache.stop()
