@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from sandbox.executor.audit import AuditLog
 from sandbox.fleet.admin import AdminClient
 from supply_agent.intake.signing import sign_pagerduty, sign_slack
 from tests.support.served import Served, serve_env, until, xid79_page
@@ -19,6 +20,16 @@ from tests.support.service_harness import (
     outside_world,
 )
 from tests.support.slack_stub import block_actions_payload, click_body
+
+
+def _post_recorded(tmp: Path) -> bool:
+    audit = AuditLog.from_url(f"sqlite:///{tmp / 'var' / 'supply-agent.db'}")
+    try:
+        return any(
+            r.tool == "slack.post" and r.phase == "after" and r.outcome == "executed" for r in audit.records()
+        )
+    finally:
+        audit.engine.dispose()
 
 
 def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(tmp_path: Path) -> None:
@@ -38,6 +49,9 @@ def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(tmp_pat
             )
             assert r.status_code == 202, r.text
             until("the Slack prompt", lambda: slack.posted())
+            # Killed once the post is on record (its audit row): a kill between Slack taking the post
+            # and that row is the one window where a restart posts again (at least once, not exactly).
+            until("the prompt's post recorded", lambda: _post_recorded(tmp_path))
             first.kill()  # SIGKILL: no shutdown of any kind
         finally:
             first.stop()
