@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from sandbox.executor.audit import AuditLog
 from sandbox.executor.executor import ExecutionResult, GuardedExecutor
 from supply_agent.hands.world import enrich, read_breaker, read_world
-from supply_agent.hands.world_cache import WorldCache
+from supply_agent.hands.world_cache import CacheNotSynced, WorldCache
 from supply_agent.models import Action, Approval, Decision
 from supply_agent.policy import (
     CreditExists,
@@ -155,13 +155,22 @@ class Runtime:
         """The world for a decision: the watch cache's snapshot after reading live the nodes given and
         those this process wrote since (O(them)), or, without a cache, a full read of the cluster."""
         cache = self.cache
-        if cache is None or not cache.synced.is_set():
+        if cache is None or not self._cached():
             return read_world(self.kube, self.clock(), alerting)
         with self.write_lock:
-            fresh, self._dirty = set(live) | self._dirty, set()
+            fresh = set(live) | self._dirty
         if fresh:
-            cache.refresh(fresh)
-        return cache.snapshot(self.clock(), alerting)
+            cache.refresh(fresh)  # raises as a read does; the written nodes stay to be read next time
+            with self.write_lock:
+                self._dirty -= fresh
+        try:
+            return cache.snapshot(self.clock(), alerting)
+        except CacheNotSynced:  # its watch broke since: it may have missed changes
+            return read_world(self.kube, self.clock(), alerting)
+
+    def _cached(self) -> bool:
+        """Whether decisions read the watch cache now (there is one, and it is in step with the cluster)."""
+        return self.cache is not None and self.cache.synced.is_set()
 
     def _written_nodes(self, action: Action) -> set[str]:
         """The nodes an action writes (or may write part of): its node, or its pod's, as cached now."""
@@ -202,7 +211,7 @@ class Runtime:
         # not have (a ghost, a typo, an injected label) is no subject of it.
         subject = frozenset(n for n in subject if n in world.nodes)
         nodes = sorted(set(targets.nodes) | (subject if len(subject) == 1 else set()))
-        if nodes and self.cache is not None and self.cache.synced.is_set():
+        if nodes and self._cached():
             # The targets as the API server has them now, not as the watch last delivered them.
             world = cast(WorldView, self._timed(lambda: self._read_world(alerting, nodes)))
         if nodes:

@@ -479,10 +479,6 @@ class WorldCache:
         with self._lock:
             return bool(check(self))
 
-    def node(self, name: str) -> NodeView | None:
-        with self._lock:
-            return self._views.get(name)
-
     def size(self) -> tuple[int, int]:
         """(nodes, pods) held."""
         with self._lock:

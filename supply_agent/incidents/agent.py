@@ -31,9 +31,9 @@ from supply_agent.incidents.grouping import (
     next_incident_id,
     node_incident_base,
 )
-from supply_agent.incidents.merge import Merges, fold_with_earlier, merge_earlier
+from supply_agent.incidents.merge import fold_with_earlier, merge_earlier
 from supply_agent.incidents.store import IncidentStore
-from supply_agent.incidents.topology import TopologyGroup, component_home
+from supply_agent.incidents.topology import component_home
 from supply_agent.incidents.topology import incident_id_of as incident_of_component
 from supply_agent.mind.graph import GraphDeps, build_graph
 from supply_agent.mind.nodes.approval import WAKE
@@ -160,7 +160,7 @@ class Agent:
                 rest.append(a)
         new = []
         reads = FoldReads(self.runtime.kube)
-        shared, rest, merged = self._by_component(rest, reads, now)
+        shared, rest, merged = fold_with_earlier(rest, self.store, self.runtime.playbooks, reads, now)
         rest = self._into_components(rest, reads, now, touched)
         rest, on_dead = self._on_dead_nodes(rest, reads)
         if reads.down is not None:
@@ -207,7 +207,8 @@ class Agent:
             if component is not None:
                 # Before the new alerts are linked: a fold cut short here is folded again from them,
                 # and the earlier incidents are merged already or still whole.
-                touched |= self._merge(merged.get((component.kind, component.name), {}), iid, component, now)
+                earlier = merged.get((component.kind, component.name), {})
+                touched |= merge_earlier(self.store, earlier, iid, component, now)
             self.store.link_alerts(group, iid)
             touched.add(iid)
             if opened:
@@ -215,17 +216,6 @@ class Agent:
             else:
                 log.info("alerts joined an open incident", incident_id=iid, alerts=len(group))
         return new, touched
-
-    def _by_component(
-        self, alerts: list[AlertIn], reads: FoldReads, now: datetime
-    ) -> tuple[list[TopologyGroup], list[AlertIn], Merges]:
-        """See :func:`~supply_agent.incidents.merge.fold_with_earlier`."""
-        return fold_with_earlier(alerts, self.store, self.runtime.playbooks, reads, now)
-
-    def _merge(
-        self, earlier: dict[str, list[AlertIn]], into: str, component: Component, now: datetime
-    ) -> set[str]:
-        return merge_earlier(self.store, earlier, into, component, now)
 
     def _into_components(
         self, alerts: list[AlertIn], reads: FoldReads, now: datetime, touched: set[str]

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
+import pytest
+
 from supply_agent.hands.world import read_world
 from supply_agent.hands.world_cache import WorldCache
 from supply_agent.policy.world import WorldView
@@ -135,4 +137,36 @@ def test_while_the_api_refuses_the_cache_is_not_used_and_it_lists_again_after(tm
             assert _same(cache, h)
         finally:
             h.admin.outage(0)
+            cache.stop()
+
+
+def test_a_written_node_stays_to_be_read_live_until_a_read_succeeds(tmp_path: Path) -> None:
+    """The runtime reads the nodes it wrote live before its next decision; when that read fails (the API
+    refusing), they are read at the decision after, not forgotten; and a cache whose watch broke in
+    between is not used (the runtime reads the cluster itself)."""
+    with harness(tmp_path) as h:
+        rt = h.env.runtime
+        cache = WorldCache(rt.kube).start()
+        rt.cache = cache
+        try:
+            node = h.nodes()[6]
+            cache._stop.set()  # no watch events from now on: only live reads show a change
+            cache.synced.set()
+            h.env.writer.cordon_node(node)
+            rt._dirty.add(node)
+            h.admin.outage(30.0, "refuse")
+            try:
+                with pytest.raises(Exception):  # noqa: B017 - the read's own error, whichever it is
+                    rt._read_world(frozenset())
+            finally:
+                h.admin.outage(0)
+            assert node in rt._dirty
+            assert rt._read_world(frozenset()).nodes[node].unschedulable
+            assert node not in rt._dirty
+            # The watch broke (the cache says so): the decision reads the cluster itself.
+            cache.synced.clear()
+            lists = cache.lists
+            assert rt._read_world(frozenset()).nodes[node].unschedulable and cache.lists == lists
+        finally:
+            rt.cache = None
             cache.stop()
