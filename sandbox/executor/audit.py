@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +44,10 @@ class AuditRecord(AuditBase):
     dry_run_ok: Mapped[bool | None] = mapped_column(nullable=True)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What the action touched as the gate resolved it when deciding (the decision's targets): the
+    # budgets count past writes by this, not by what the world shows after them (a drained node has no
+    # tenant pods left). None on rows written before the column existed, and on control actions.
+    targets: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class AuditLog:
@@ -51,6 +55,7 @@ class AuditLog:
         self.engine = engine
         self.clock = clock  # the executor's clock: a sandbox's simulated time, so windows line up
         AuditBase.metadata.create_all(engine)
+        add_missing_columns(engine, "audit", [("targets", "JSON")])
         self.log = get_logger(component="audit")
 
     @classmethod
@@ -108,6 +113,20 @@ class AuditLog:
             if incident_id is not None:
                 q = q.where(AuditRecord.incident_id == incident_id)
             return list(session.scalars(q))
+
+
+def add_missing_columns(engine: Engine, table: str, columns: Iterable[tuple[str, str]]) -> None:
+    """Add the columns a store made by an older version lacks (``ALTER TABLE ... ADD COLUMN``, which
+    SQLite and Postgres both take)."""
+    from sqlalchemy import inspect, text
+
+    have = {c["name"] for c in inspect(engine).get_columns(table)}
+    missing = [(name, ddl) for name, ddl in columns if name not in have]
+    if not missing:
+        return
+    with engine.begin() as conn:
+        for name, ddl in missing:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
 
 
 def jsonable(value: Any) -> Any:

@@ -169,7 +169,11 @@ class GuardedExecutor:
             return self._refusal(action, decision, reasons, started, stale=reasons[0].startswith("stale"))
         assert decision is not None
         return self._run_audited(
-            action, decision.verdict.value, approval.approver if approval else None, started
+            action,
+            decision.verdict.value,
+            approval.approver if approval else None,
+            started,
+            targets=decision.targets.model_dump(mode="json"),
         )
 
     def control(self, action: Action, by: str, key: str | None = None) -> ExecutionResult:
@@ -183,7 +187,13 @@ class GuardedExecutor:
         return self._run_audited(action, "control", by, started, key)
 
     def _run_audited(
-        self, action: Action, verdict: str, approver: str | None, started: datetime, key: str | None = None
+        self,
+        action: Action,
+        verdict: str,
+        approver: str | None,
+        started: datetime,
+        key: str | None = None,
+        targets: dict[str, Any] | None = None,
     ) -> ExecutionResult:
         """Dry-run, run, audit before and after; the recorded result for a key that already ran."""
         key = key or action.idempotency_key()
@@ -212,6 +222,7 @@ class GuardedExecutor:
             "params": jsonable(action.params),
             "verdict": verdict,
             "approver": approver,
+            "targets": targets,
         }
         self.audit.append(phase="before", outcome="pending", **common)
         runner = self.runners[action.tool]

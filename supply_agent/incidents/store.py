@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from sandbox.executor.audit import jsonable
+from sandbox.executor.audit import add_missing_columns, jsonable
 from supply_agent.models.incident import AlertIn, IncidentState, TimelineEntry
 
 
@@ -114,20 +114,6 @@ _ADDED = (
     ("incidents", "component", "VARCHAR(300)"),
     ("incidents", "folded_into", "VARCHAR(64)"),
 )
-
-
-def add_missing_columns(engine: Engine, table: str, columns: Iterable[tuple[str, str]]) -> None:
-    """Add the columns a store made by an older version lacks (``ALTER TABLE ... ADD COLUMN``, which
-    SQLite and Postgres both take)."""
-    from sqlalchemy import inspect, text
-
-    have = {c["name"] for c in inspect(engine).get_columns(table)}
-    missing = [(name, ddl) for name, ddl in columns if name not in have]
-    if not missing:
-        return
-    with engine.begin() as conn:
-        for name, ddl in missing:
-            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
 
 
 def engine_for(url: str) -> Engine:

@@ -22,7 +22,8 @@ from sqlalchemy import DateTime, Float, Integer, LargeBinary, String, Text, or_,
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from supply_agent.incidents.store import add_missing_columns, engine_for
+from sandbox.executor.audit import add_missing_columns
+from supply_agent.incidents.store import engine_for
 from supply_agent.intake.bodies import (  # re-exported: the body checks live there
     MAX_DEPTH,
     PD_HANDLED,

@@ -556,14 +556,16 @@ def _decision(action: Action, r: _Ruling, targets: Targets, now: Any) -> Decisio
 def history_from_audit(
     records: Iterable[Any], world: WorldView, breaker: tuple[bool, str] = (False, "")
 ) -> History:
-    """The agent's past writes, from the audit log's executed rows (targets resolved in today's world)."""
+    """The agent's past writes, from the audit log's executed rows, each with the targets its decision
+    resolved when it ran (rows from before the audit kept them: resolved in today's world)."""
     actions = []
     uncordoned: list[str] = []
     for rec in records:
         if rec.phase != "after" or rec.outcome != "executed" or rec.tool in CONTROL_TOOLS:
             continue  # control actions (the latches, meter ingestion) are not the mind's writes
         action = Action(tool=rec.tool, params=rec.params, incident_id=rec.incident_id, step=rec.step)
-        t, _ = targets_of(action, world)
+        recorded = getattr(rec, "targets", None)
+        t = Targets.model_validate(recorded) if recorded else targets_of(action, world)[0]
         if rec.tool == "k8s.uncordon_node":
             uncordoned.extend(t.nodes)
         actions.append(

@@ -341,3 +341,37 @@ def test_a_tripping_decision_latches_the_breaker_until_a_human_resets_it(
         == Verdict.ALLOW
     )
     ex.close()
+
+
+def test_the_audit_keeps_the_decisions_targets_and_an_older_log_gains_the_column(
+    executor: GuardedExecutor, kube: KubeTools, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from supply_agent.models import Targets
+
+    node = kube.list_nodes()[0].name
+    action = _cordon(node)
+    decision = _allow(action, executor).model_copy(update={"targets": Targets(nodes=(node,), gpus=8)})
+    assert executor.execute(action, decision).outcome == "executed"
+    rows = executor.audit.records("inc-1")
+    assert [r.targets for r in rows] == [Targets(nodes=(node,), gpus=8).model_dump(mode="json")] * 2
+    # A log written before the column existed: opened again, it has the column, its rows None.
+    path = tmp_path / "old.db"
+    AuditLog.from_url(f"sqlite:///{path}").append(
+        phase="after",
+        outcome="executed",
+        incident_id="i",
+        step=1,
+        tool="k8s.cordon_node",
+        action_hash="h",
+        idempotency_key="k",
+        params={},
+        verdict="allow",
+    )
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE audit DROP COLUMN targets")
+    con.commit()
+    con.close()
+    [old] = AuditLog.from_url(f"sqlite:///{path}").records()
+    assert old.targets is None and old.tool == "k8s.cordon_node"
