@@ -1,6 +1,7 @@
 """Alert to verified mitigation for a fatal XID on the sandbox, with the runbook planner.
 
-    .venv/bin/python benchmarks/incident_latency.py [--runs 50] [--nodes 24,1000,10000]
+    .venv/bin/python benchmarks/incident_latency.py [--runs 50] [--nodes 24,1000,10000] [--cache]
+    .venv/bin/python benchmarks/incident_latency.py --process --nodes 24,1000,10000 --runs 3
 
 Each run: a fresh sandbox fleet (24 nodes, or each size of ``--nodes``) on loopback, XID 79 injected on one node, the alert read as
 Alertmanager would POST it, then `Agent.handle` until the incident is mitigated (the credit approval
@@ -86,7 +87,11 @@ def pct(xs: list[float], p: float) -> float:
 def scaling(sizes: list[int], runs: int, console: Console, cache: bool = False) -> None:
     """Latency and API cost of one incident per fleet size."""
     COUNTER.install()
-    how = "on a watch cache (serve)" if cache else "reading the cluster per decision (handle)"
+    how = (
+        "on a watch cache (serve)"
+        if cache
+        else "one-shot (handle: a cache of the nodes, each decision's pods read live)"
+    )
     table = Table(title=f"fatal XID, alert → verified mitigation, {how}, by fleet size ({runs} runs each)")
     for col in ("nodes", "median ms", "p90 ms", "agent ms", "tool I/O ms", "API calls / incident", "MB read"):
         table.add_column(col, justify="right")
@@ -193,6 +198,117 @@ def concurrency(sizes: list[int], counts: list[int], workers: int, console: Cons
     console.print(table)
 
 
+def handle_process(sizes: list[int], runs: int, console: Console) -> None:
+    """The whole ``supply-agent handle`` process, as an SRE runs it (start, read the cluster, the incident,
+    the report), against a sandbox fleet served by ``supply-agent sandbox serve`` in its own process:
+    wall seconds and the peak RSS of the handle process alone (``wait4``)."""
+    import json
+    import os
+    import signal
+    import subprocess
+
+    exe = str(Path(sys.executable).parent / "supply-agent")
+    table = Table(
+        title=f"the whole `supply-agent handle` process, fatal XID, by fleet size ({runs} runs each)"
+    )
+    for col in ("nodes", "median s", "max s", "vs smallest", "peak RSS MiB", "outcome"):
+        table.add_column(col, justify="right")
+    first: float | None = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            walls, rss, outcomes = [], [], []
+            for i in track(range(runs), description=f"{n} nodes", console=console):
+                d = Path(tmp) / f"h{n}-{i}"
+                d.mkdir()
+                kc = d / "kubeconfig"
+                env = {
+                    **os.environ,
+                    "SUPPLY_AGENT_DATA_DIR": str(d / "var"),
+                    "SUPPLY_AGENT_PLAYBOOKS_DIR": str(ROOT / "playbooks"),
+                }
+                fleet = subprocess.Popen(
+                    [
+                        exe,
+                        "sandbox",
+                        "serve",
+                        "--nodes",
+                        str(n),
+                        "--pools",
+                        "4",
+                        "--clock",
+                        "manual",
+                        "--kubeconfig",
+                        str(kc),
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                try:
+                    deadline = time.monotonic() + 600
+                    while not kc.exists() and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                    node = _first_node(kc)
+
+                    for args in (
+                        ("inject", "xid", "--node", node, "--gpu", "2", "--code", "79"),
+                        ("clock", "--advance", "600"),
+                        ("alerts", "--format", "pagerduty", "--out", str(d / "pd")),
+                    ):
+                        subprocess.run(
+                            [exe, "sandbox", *args, "--kubeconfig", str(kc)],
+                            env=env,
+                            check=True,
+                            capture_output=True,
+                        )
+                    t0 = time.perf_counter()
+                    proc = subprocess.Popen(
+                        [
+                            exe,
+                            "handle",
+                            str(d / "pd" / "pagerduty-000.json"),
+                            "--kubeconfig",
+                            str(kc),
+                            "--approve",
+                            "auto",
+                            "--json",
+                        ],
+                        env=env,
+                        cwd=d,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    out = proc.stdout.read() if proc.stdout else b""
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    walls.append(time.perf_counter() - t0)
+                    rss.append(usage.ru_maxrss / 1024)
+                    assert os.waitstatus_to_exitcode(status) == 0, out[-2000:]
+                    outcomes.append(json.loads(out)["incidents"][0]["outcome"])
+                finally:
+                    fleet.send_signal(signal.SIGTERM)
+                    fleet.wait(60)
+            median = statistics.median(walls)
+            first = first or median
+            table.add_row(
+                str(n),
+                f"{median:.2f}",
+                f"{max(walls):.2f}",
+                f"{median / first:.2f}x",
+                f"{max(rss):.0f}",
+                ", ".join(sorted(set(outcomes))),
+            )
+    console.print(table)
+
+
+def _first_node(kubeconfig: Path) -> str:
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+    meta = api.list_node(limit=1).items[0].metadata
+    assert meta is not None
+    return str(meta.name)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=50)
@@ -202,6 +318,9 @@ def main() -> None:
         "--concurrent", help="incidents at once, comma-separated (e.g. 10,50), on each --nodes size"
     )
     ap.add_argument("--workers", type=int, default=4, help="graph threads for --concurrent")
+    ap.add_argument(
+        "--process", action="store_true", help="time the whole `supply-agent handle` process per --nodes size"
+    )
     args = ap.parse_args()
     configure_logging("json", "warning")
     quiet()
@@ -209,6 +328,9 @@ def main() -> None:
     if args.concurrent:
         sizes = [int(x) for x in (args.nodes or "24").split(",")]
         concurrency(sizes, [int(x) for x in args.concurrent.split(",")], args.workers, console)
+        return
+    if args.process:
+        handle_process([int(x) for x in (args.nodes or "24").split(",")], args.runs, console)
         return
     if args.nodes:
         scaling([int(x) for x in args.nodes.split(",")], args.runs, console, cache=args.cache)

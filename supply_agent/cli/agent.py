@@ -72,6 +72,7 @@ def register(main: click.Group) -> None:
         with open_agent(
             settings, Path(path), planner=chosen, on_entry=timeline_printer(console), extra_approvers=extra
         ) as (agent, env):
+            env.runtime.warm()  # the nodes are listed while the alerts are read and investigated
             if pd_refs:
                 alerts = [*alerts, *_pagerduty_details(pd_refs, env)]
             firing: list[AlertIn] = alerts

@@ -575,7 +575,7 @@ def _control(kubeconfig: Path | None, tool: str, reason: str, by: str) -> tuple[
         raise click.UsageError("give --kubeconfig (or set SUPPLY_AGENT_KUBECONFIG)")
     if not Path(path).exists():
         raise click.BadParameter(f"{path} does not exist", param_hint="--kubeconfig")
-    env = build_environment(settings, Path(path), ingest_baseline=False)
+    env = build_environment(settings, Path(path))
     try:
         action = Action(
             tool=tool, params={"reason": reason, "by": by}, incident_id="control", step=0, proposed_by=by

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from sandbox.executor.audit import AuditLog
 from sandbox.executor.executor import ExecutionResult, GuardedExecutor
-from supply_agent.hands.world import enrich, read_breaker, read_world
+from supply_agent.hands.world import Scope, enrich, read_breaker, read_world, scope_of
 from supply_agent.hands.world_cache import CacheNotSynced, WorldCache
 from supply_agent.models import Action, Approval, Decision
 from supply_agent.policy import (
@@ -91,11 +91,17 @@ class Runtime:
     # False only for the evals' --no-gate ablation (sandbox only): decisions are logged, not enforced.
     enforce_gate: bool = True
     write_lock: threading.RLock = field(default_factory=threading.RLock)
-    # A long-lived process's watch cache (``serve``): decisions read it, not the whole cluster. None: each
-    # decision LISTs nodes and pods (one-shot commands).
+    # The watch cache decisions read (see ``supply_agent.hands.world_cache``). A long-lived process
+    # (``serve``) sets one of nodes and pods. Without one, the first decision starts a cache of nodes
+    # only (``scoped_reads``): one LIST of the nodes for the life of the process, then per decision the
+    # pods it needs read live. While a cache cannot be used (not listed yet, its watch broke), a decision
+    # LISTs nodes and pods itself.
     cache: WorldCache | None = None
+    scoped_reads: bool = True
+    cache_wait_s: float = 10.0
     # Nodes this process wrote (or tried to) since a decision last read them live: read-your-writes.
     _dirty: set[str] = field(default_factory=set)
+    _cache_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def reader(self) -> Clients:
@@ -151,26 +157,74 @@ class Runtime:
 
         return cast(WorldView, self._timed(run))
 
-    def _read_world(self, alerting: frozenset[str], live: list[str] | tuple[str, ...] = ()) -> WorldView:
-        """The world for a decision: the watch cache's snapshot after reading live the nodes given and
-        those this process wrote since (O(them)), or, without a cache, a full read of the cluster."""
+    def warm(self) -> None:
+        """Begin listing the nodes now, in the background (a one-shot command, while it reads its alerts
+        and investigates): the first decision then waits for the list rather than making it."""
+        if self.cache is None and self.scoped_reads:
+            with self._cache_lock:
+                if self.cache is None:
+                    self.cache = WorldCache(self.kube, pods=False).start_background()
+
+    def _decision_cache(self) -> WorldCache | None:
+        """The cache decisions read now: the one set, or (``scoped_reads``) a cache of nodes started on
+        first use; None while there is none in step with the cluster. A cache of nodes still listing (or
+        listing again) is waited for, a little: its list costs far less than a decision's full read."""
+        if self.cache is None and self.scoped_reads:
+            with self._cache_lock:
+                if self.cache is None:
+                    try:
+                        self.cache = WorldCache(self.kube, pods=False).start()
+                    except Exception as exc:  # the cluster cannot be listed now: this decision reads itself
+                        from supply_agent.logging import get_logger
+
+                        get_logger(component="hands").warning(
+                            "could not list the nodes for the world cache", error=str(exc)[:300]
+                        )
+                        return None
         cache = self.cache
-        if cache is None or not self._cached():
+        if cache is not None and not cache.watches_pods:
+            cache.synced.wait(self.cache_wait_s)
+        return cache if cache is not None and cache.synced.is_set() else None
+
+    def _read_world(
+        self,
+        alerting: frozenset[str],
+        live: list[str] | tuple[str, ...] = (),
+        scope: Scope | None = None,
+    ) -> WorldView:
+        """The world for a decision, reading live the nodes given and those this process wrote since
+        (O(them)): a cache of nodes and pods' snapshot; a cache of nodes with what ``scope`` names read
+        live; or, with neither in step with the cluster, a full read of the cluster."""
+        cache = self._decision_cache()
+        if cache is None:
             return read_world(self.kube, self.clock(), alerting)
         with self.write_lock:
             fresh = set(live) | self._dirty
-        if fresh:
-            cache.refresh(fresh)  # raises as a read does; the written nodes stay to be read next time
-            with self.write_lock:
-                self._dirty -= fresh
         try:
-            return cache.snapshot(self.clock(), alerting)
+            if cache.watches_pods:
+                if fresh:
+                    cache.refresh(fresh)  # raises as a read does; the written nodes stay to be read next time
+                world = cache.snapshot(self.clock(), alerting)
+            else:
+                s = scope or Scope()
+                fresh |= s.nodes
+                world = cache.scoped(
+                    self.clock(),
+                    alerting,
+                    nodes=fresh,
+                    if_known=s.if_known,
+                    pods=s.pods,
+                    deployments=s.deployments,
+                )
         except CacheNotSynced:  # its watch broke since: it may have missed changes
             return read_world(self.kube, self.clock(), alerting)
+        with self.write_lock:
+            self._dirty -= fresh
+        return world
 
     def _cached(self) -> bool:
-        """Whether decisions read the watch cache now (there is one, and it is in step with the cluster)."""
-        return self.cache is not None and self.cache.synced.is_set()
+        """Whether decisions read a watch cache of nodes and pods now (in step with the cluster)."""
+        return self.cache is not None and self.cache.watches_pods and self.cache.synced.is_set()
 
     def _written_nodes(self, action: Action) -> set[str]:
         """The nodes an action writes (or may write part of): its node, or its pod's, as cached now."""
@@ -205,7 +259,12 @@ class Runtime:
         ``observed`` the customers its own reads saw on its nodes and pods (None: not given; the gate
         then asks a human about a customer the cluster does not show affected now)."""
         revision = self.executor.revision
-        world = self.world([], alerting)
+        world = cast(
+            WorldView,
+            self._timed(
+                lambda: self._read_world(alerting, (), scope_of(action, subject, pods, customer_nodes))
+            ),
+        )
         targets, _ = targets_of(action, world)
         # Truth about the incident's nodes is the cluster's: a node an alert names and the cluster does
         # not have (a ghost, a typo, an injected label) is no subject of it.

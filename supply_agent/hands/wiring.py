@@ -24,10 +24,9 @@ from sandbox.executor.audit import AuditLog
 from sandbox.executor.executor import GuardedExecutor
 from sandbox.executor.runners import runners
 from supply_agent.hands.runtime import IoMeter, Runtime
-from supply_agent.models import Action
 from supply_agent.policy import PlaybookSet, load_playbooks
 from supply_agent.settings import Settings
-from tools.billing import Customer, IngestResult, Ledger, MeterReading
+from tools.billing import IngestResult, Ledger, MeterReading
 from tools.catalogue import Clients, IngestInput
 from tools.kubernetes import KubeTools
 from tools.notify import Outbox
@@ -67,12 +66,7 @@ class SandboxLink:
         data = self.get("meters" + (f"?{query}" if query else ""))
         at = datetime.fromisoformat(str(data["now"]).replace("Z", "+00:00"))
         readings = [MeterReading.model_validate(m) for m in data["meters"]]
-        for customer in sorted({r.customer for r in readings if r.customer}):
-            if ledger.customer(customer) is None:
-                ledger.upsert_customer(
-                    Customer(id=customer, name=customer, price_per_gpu_hour=SANDBOX_PRICE_PER_GPU_HOUR)
-                )
-        return ledger.ingest_meters(readings, at)
+        return ledger.ingest_meters(readings, at, new_customer_price=SANDBOX_PRICE_PER_GPU_HOUR)
 
     def pagerduty_incident_alerts(self, incident_id: str) -> dict[str, Any]:
         return dict(self.get(f"pagerduty/incidents/{incident_id}/alerts"))
@@ -85,6 +79,8 @@ class Environment:
     writer: KubeTools
 
     def close(self) -> None:
+        if self.runtime.cache is not None:
+            self.runtime.cache.stop()
         self.runtime.executor.close()
         self.runtime.kube.close()
         if self.writer is not self.runtime.kube:
@@ -136,7 +132,6 @@ def build_environment(
     playbooks: PlaybookSet | None = None,
     clock: Callable[[], datetime] | None = None,
     enforce_gate: bool = True,
-    ingest_baseline: bool = True,
     kube_timeout: tuple[float, float] | None = None,
     kube_read_budget_s: float | None = None,
     executor_timeout_s: float | None = None,
@@ -154,7 +149,11 @@ def build_environment(
     its retries ``kube_read_budget_s``; a write action (dry run and run) has ``executor_timeout_s``,
     which bounds the tool itself (a drain asking longer stops there and says so).
 
-    ``enforce_gate=False`` (the evals' ablation) is refused unless the cluster is a sandbox fleet."""
+    ``enforce_gate=False`` (the evals' ablation) is refused unless the cluster is a sandbox fleet.
+
+    Meters are taken into the ledger when an incident's billing reads need them, scoped to what the read
+    is about (``Runtime.ingest_meters``), never the fleet's at start: a meter first seen then counts its
+    usage back over the time its counter shows it ran (``tools.billing.usage.ingest``)."""
     # Unset: the settings' (SUPPLY_AGENT_KUBE_CONNECT_TIMEOUT_S, ..._READ_TIMEOUT_S, ..._EXECUTOR_TIMEOUT_S).
     if kube_timeout is None:
         kube_timeout = (settings.kube_connect_timeout_s, settings.kube_read_timeout_s)
@@ -229,13 +228,6 @@ def build_environment(
         clock=clock,
         enforce=enforce_gate,
     )
-    if sandbox is not None and ingest_baseline:
-        # A baseline, audited: later usage is counted from here, not from pod start.
-        executor.control(
-            Action(tool="billing.ingest_meters", incident_id="startup", step=0, proposed_by="hands"),
-            by="supply-agent",
-            key=f"startup:{clock().isoformat()}:{id(executor)}",
-        )
     runtime = Runtime(
         kube=kube,
         executor=executor,

@@ -4,14 +4,59 @@ The models themselves are plain data in ``supply_agent.policy.world``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from supply_agent.models import Action
 from supply_agent.policy.world import APPLICATION_XIDS, NodeView, PodRef, WorldView
 from tools.kubernetes import CUSTOMER_LABEL, POOL_LABEL, KubeTools
 from tools.latches import CONTROL_NAMESPACE, read_breaker, read_freeze
 
-__all__ = ["enrich", "read_breaker", "read_freeze", "read_world", "slim_node", "slim_pod", "world_from_raw"]
+__all__ = [
+    "Scope",
+    "enrich",
+    "read_breaker",
+    "read_freeze",
+    "read_world",
+    "scope_of",
+    "slim_node",
+    "slim_pod",
+    "world_from_raw",
+]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a decision reads live on a cache of nodes: ``nodes`` (with their pods) always, ``if_known``
+    only when the cache has them (alert labels may name nodes the cluster does not have), the pods and
+    the deployments named ("namespace/name")."""
+
+    nodes: frozenset[str] = frozenset()
+    if_known: frozenset[str] = frozenset()
+    pods: frozenset[str] = frozenset()
+    deployments: frozenset[str] = frozenset()
+
+
+def scope_of(
+    action: Action, subject: frozenset[str], pods: frozenset[str], customer_nodes: frozenset[str] | None
+) -> Scope:
+    """What the gate may look at for this action: its targets named in its parameters, the incident's
+    nodes, the nodes of its customers and its pods."""
+    p = action.params
+    ns = p.get("namespace")
+    named = {f"{ns}/{p['pod']}"} if isinstance(ns, str) and isinstance(p.get("pod"), str) else set()
+    deps = (
+        {f"{ns}/{p['deployment']}"} if isinstance(ns, str) and isinstance(p.get("deployment"), str) else set()
+    )
+    listed = p.get("nodes")
+    many: list[Any] = listed if isinstance(listed, list) else []
+    return Scope(
+        nodes=frozenset(n for n in (p.get("node"), *many) if isinstance(n, str)),
+        if_known=subject | (customer_nodes or frozenset()),
+        pods=pods | named,
+        deployments=frozenset(deps),
+    )
 
 
 def _deployment_of(pod: dict[str, Any]) -> str | None:

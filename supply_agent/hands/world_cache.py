@@ -14,6 +14,17 @@ the runtime overlays the nodes a decision targets and those the agent wrote sinc
 (:meth:`WorldCache.refresh`: one GET of the node and one LIST of its pods by field selector): the
 decision sees its own targets as the API server has them now and every write the agent made
 (read-your-writes), and reads nothing else.
+
+A one-shot command (``handle``, ``eval``) keeps a cache of nodes only (``pods=False``): the fleet's
+nodes, pool sizes and who is cordoned come from one LIST and its watch, and each decision reads live what
+it is about (:meth:`WorldCache.scoped`: its nodes with their pods by field selector, its pods by name, its
+deployments' pods in their namespace), so no command ever lists every pod of a cluster.
+
+Lists are paged (500 objects a page, as client-go's reflector asks), so the raw JSON of a whole fleet is
+never held at once.
+
+Long because it is one informer: the list, the watch, the incremental indexes, the snapshots and the live
+reads share one lock and one set of resourceVersion guards; split, each part would reach into the others.
 """
 
 from __future__ import annotations
@@ -40,6 +51,9 @@ log = structlog.get_logger("supply_agent.hands.world_cache")
 Kind = Literal["nodes", "pods"]
 
 
+# Objects per page of a list (client-go's reflector asks for 500).
+PAGE = 500
+
 # What a list or a watch of an unreachable, refusing or misbehaving API raises.
 _ERRORS: tuple[type[BaseException], ...] = (ApiException, HTTPError, OSError, ValueError)
 
@@ -51,8 +65,13 @@ class CacheNotSynced(RuntimeError):
 class WorldCache:
     """Nodes and pods, slimmed and indexed, kept current by a watch per kind (see the module doc)."""
 
-    def __init__(self, kube: KubeTools, *, watch_timeout_s: int = 300, backoff_s: float = 0.5) -> None:
+    def __init__(
+        self, kube: KubeTools, *, pods: bool = True, watch_timeout_s: int = 300, backoff_s: float = 0.5
+    ) -> None:
         self.kube = kube
+        # Without pods (a one-shot command's cache): nodes are listed and watched, and each decision
+        # reads the pods it needs live (:meth:`scoped`); a cluster's pods are never listed.
+        self.kinds: tuple[Kind, ...] = ("nodes", "pods") if pods else ("nodes",)
         self.watch_timeout_s = watch_timeout_s
         self.backoff_s = backoff_s
         self._lock = threading.Lock()
@@ -83,13 +102,17 @@ class WorldCache:
         self.refreshes = 0
 
     # -- life ----------------------------------------------------------------------------------------
+    @property
+    def watches_pods(self) -> bool:
+        return "pods" in self.kinds
+
     def start(self) -> WorldCache:
-        """List both kinds (blocking: the cache is usable when this returns), then watch each in a
+        """List each kind (blocking: the cache is usable when this returns), then watch each in a
         daemon thread."""
-        for kind in ("nodes", "pods"):
+        for kind in self.kinds:
             self._relist(kind)
         self.synced.set()
-        for kind in ("nodes", "pods"):
+        for kind in self.kinds:
             t = threading.Thread(
                 target=self._watch_loop, args=(kind,), name=f"world-cache-{kind}", daemon=True
             )
@@ -139,18 +162,50 @@ class WorldCache:
         return core.list_node if kind == "nodes" else core.list_pod_for_all_namespaces
 
     def _relist(self, kind: Kind) -> None:
-        resp = self._list_fn(kind)(
-            _preload_content=False, _request_timeout=(self.kube.timeout[0], self.kube.timeout[1] * 6)
-        )
-        body = orjson.loads(resp.data)
-        items = body.get("items") or []
+        """List one kind in pages of :data:`PAGE` (as client-go's reflector does): each page parsed and
+        slimmed before the next is asked for, so the raw JSON of the whole fleet is never held at once.
+        The watch goes on from the first page's resourceVersion; an object a later page shows newer
+        than an event the watch then replays keeps the newer one (the resourceVersion guards)."""
+        seen: set[str] = set()
+        touched: set[str] = set()
+        rv, cont = "", None
+        while True:
+            resp = self._list_fn(kind)(
+                limit=PAGE,
+                _continue=cont,
+                _preload_content=False,
+                _request_timeout=(self.kube.timeout[0], self.kube.timeout[1] * 6),
+            )
+            body = orjson.loads(resp.data)
+            meta = body.get("metadata") or {}
+            rv = rv or str(meta.get("resourceVersion") or "")
+            with self._lock:
+                self._own()
+                for obj in body.get("items") or []:
+                    if kind == "nodes":
+                        seen.add(obj["metadata"]["name"])
+                        self._put_node(obj)
+                    else:
+                        key = f"{obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}"
+                        seen.add(key)
+                        old = self._pods.get(key)
+                        self._drop_pod(key)
+                        touched.update(n for n in (old[0] if old else None, self._put_pod(obj)) if n)
+            cont = meta.get("continue")
+            if not cont:
+                break
         with self._lock:
             self._own()
             if kind == "nodes":
-                self._replace_nodes(items)
+                for name in [n for n in self._node_base if n not in seen]:
+                    self._drop_node(name)
             else:
-                self._replace_pods(items)
-            self.resource_version[kind] = str((body.get("metadata") or {}).get("resourceVersion") or "")
+                for key in [k for k in self._pods if k not in seen]:
+                    touched.add(self._pods[key][0])
+                    self._drop_pod(key)
+                for node in touched:
+                    self._rebuild(node)
+            self.resource_version[kind] = rv
             self.lists += 1
 
     def _watch_loop(self, kind: Kind) -> None:
@@ -248,28 +303,6 @@ class WorldCache:
             self._pod_index = dict(self._pod_index)
             self._dep_pods = dict(self._dep_pods)
             self._shared = False
-
-    def _replace_nodes(self, items: list[dict[str, Any]]) -> None:
-        for name in list(self._node_base):
-            self._drop_node(name)
-        for n in items:
-            self._put_node(n)
-
-    def _replace_pods(self, items: list[dict[str, Any]]) -> None:
-        touched = set(self._on_node)
-        self._pods.clear()
-        self._on_node.clear()
-        self._agent.clear()
-        self._pod_index.clear()
-        self._deployments.clear()
-        self._dep_pods.clear()
-        self._pod_rv.clear()
-        for p in items:
-            node = self._put_pod(p)
-            if node:
-                touched.add(node)
-        for node in touched:
-            self._rebuild(node)
 
     def _node_event(self, etype: str | None, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
@@ -388,39 +421,50 @@ class WorldCache:
         self._views[node] = base.model_copy(update={"pods": pods, "agent_ready": agent_ready})
 
     # -- what the runtime asks -------------------------------------------------------------------------
+    def _live(self, name: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]], int]:
+        """One node and its pods as the API server has them now: (the node, None when it is gone; its
+        pods; the pod list's resourceVersion, 0 when not an integer). One GET, one field-selected LIST."""
+        try:
+            raw: Any = self.kube.core.read_node(
+                name, _preload_content=False, _request_timeout=self.kube.timeout
+            )
+            node: dict[str, Any] | None = orjson.loads(raw.data)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            node = None
+        resp: Any = self.kube.core.list_pod_for_all_namespaces(
+            field_selector=f"spec.nodeName={name}",
+            _preload_content=False,
+            _request_timeout=self.kube.timeout,
+        )
+        listed = orjson.loads(resp.data)
+        try:
+            list_rv = int((listed.get("metadata") or {}).get("resourceVersion") or 0)
+        except ValueError:
+            list_rv = 0
+        return node, list(listed.get("items") or []), list_rv
+
+    def _store_node(self, name: str, node: dict[str, Any] | None) -> None:
+        """Under the lock: a live read of a node (None: gone), unless the watch applied a newer one."""
+        if node is None:
+            self._drop_node(name)
+        elif self._newer(self._node_rv, name, node):
+            self._put_node(node)
+
     def refresh(self, nodes: Iterable[str]) -> None:
         """Read these nodes and their pods live and store them (newer than what the watch delivered, or
         the same): one GET and one field-selected LIST per node. A node the cluster no longer has is
         dropped."""
         for name in sorted(set(nodes)):
-            try:
-                raw: Any = self.kube.core.read_node(
-                    name, _preload_content=False, _request_timeout=self.kube.timeout
-                )
-                node: dict[str, Any] | None = orjson.loads(raw.data)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                node = None
-            resp: Any = self.kube.core.list_pod_for_all_namespaces(
-                field_selector=f"spec.nodeName={name}",
-                _preload_content=False,
-                _request_timeout=self.kube.timeout,
-            )
-            listed = orjson.loads(resp.data)
-            pods = listed.get("items") or []
-            try:
-                list_rv = int((listed.get("metadata") or {}).get("resourceVersion") or 0)
-            except ValueError:
-                list_rv = 0
+            node, pods, list_rv = self._live(name)
             with self._lock:
                 self._own()
                 self.refreshes += 1
                 # What the watch applied meanwhile may be newer than these reads: it stays.
-                if node is None:
-                    self._drop_node(name)
-                elif self._newer(self._node_rv, name, node):
-                    self._put_node(node)
+                self._store_node(name, node)
+                if not self.watches_pods:
+                    continue
                 live = set()
                 for p in pods:
                     key = f"{p['metadata'].get('namespace', '')}/{p['metadata']['name']}"
@@ -432,6 +476,102 @@ class WorldCache:
                     if not list_rv or self._pod_rv.get(key, 0) <= list_rv:
                         self._drop_pod(key)
                 self._rebuild(name)
+
+    def scoped(
+        self,
+        now: datetime,
+        alerting_nodes: frozenset[str] = frozenset(),
+        *,
+        nodes: Iterable[str] = (),
+        if_known: Iterable[str] = (),
+        pods: Iterable[str] = (),
+        deployments: Iterable[str] = (),
+    ) -> WorldView:
+        """A decision's world on a cache without pods: the fleet's nodes as watched, and read live now
+        ``nodes`` and those of ``if_known`` the cache has (each node with its pods), the pods named
+        ("namespace/name", one GET each) and the pods of the deployments named ("namespace/name", one
+        LIST of the namespace each). O(those), whatever the fleet's size; the kill switch read live."""
+        if not self.synced.is_set():
+            raise CacheNotSynced("the world cache has not listed the cluster yet")
+        with self._lock:
+            wanted = set(nodes) | {n for n in if_known if n in self._node_base}
+        listed: dict[str, list[dict[str, Any]]] = {}
+        for name in sorted(wanted):
+            node, raw_pods, _ = self._live(name)
+            with self._lock:
+                self._own()
+                self.refreshes += 1
+                self._store_node(name, node)
+            if node is not None:
+                listed[name] = raw_pods
+        seen = {
+            f"{p['metadata'].get('namespace', '')}/{p['metadata']['name']}"
+            for v in listed.values()
+            for p in v
+        }
+        named = [p for key in sorted(set(pods) - seen) if (p := self._get_pod(key)) is not None]
+        by_namespace: dict[str, list[dict[str, Any]]] = {}
+        for key in sorted(set(deployments)):
+            namespace = key.partition("/")[0]
+            if namespace not in by_namespace:
+                resp: Any = self.kube.core.list_namespaced_pod(
+                    namespace, _preload_content=False, _request_timeout=self.kube.timeout
+                )
+                by_namespace[namespace] = list(orjson.loads(resp.data).get("items") or [])
+        frozen, reason = read_freeze(self.kube)
+        with self._lock:
+            self._shared = True
+            views, sizes = dict(self._views), self._pool_sizes
+        index: dict[str, tuple[str, PodRef]] = {}
+        for name, raw_pods in listed.items():
+            refs: list[PodRef] = []
+            agent_ready = False
+            for p in raw_pods:
+                _, ref, agent = slim_pod(p)
+                refs.append(ref)
+                index[f"{ref.namespace}/{ref.name}"] = (name, ref)
+                if agent is not None:  # the last node-agent pod listed decides, as in read_world
+                    agent_ready = agent
+            if name in views:
+                views[name] = views[name].model_copy(
+                    update={
+                        "pods": tuple(sorted(refs, key=lambda r: (r.namespace, r.name))),
+                        "agent_ready": agent_ready,
+                    }
+                )
+        for p in [*named, *(p for v in by_namespace.values() for p in v)]:
+            node_name, ref, _ = slim_pod(p)
+            if node_name and node_name in views:
+                index.setdefault(f"{ref.namespace}/{ref.name}", (node_name, ref))
+        wanted_deps = set(deployments)
+        deps: dict[str, list[PodRef]] = {}
+        for _, ref in index.values():
+            dep = f"{ref.namespace}/{ref.deployment}" if ref.deployment else None
+            if dep in wanted_deps:
+                deps.setdefault(dep, []).append(ref)
+        return WorldView.prebuilt(
+            views,
+            sizes,
+            index,
+            {k: tuple(sorted(v, key=lambda r: r.name)) for k, v in deps.items()},
+            now=now,
+            frozen=frozen,
+            frozen_reason=reason,
+            alerting_nodes=alerting_nodes,
+        )
+
+    def _get_pod(self, key: str) -> dict[str, Any] | None:
+        """One pod ("namespace/name") read live; None when the cluster has no such pod."""
+        namespace, _, name = key.partition("/")
+        try:
+            raw: Any = self.kube.core.read_namespaced_pod(
+                name, namespace, _preload_content=False, _request_timeout=self.kube.timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(orjson.loads(raw.data))
 
     def node_of_pod(self, namespace: str, pod: str) -> str | None:
         with self._lock:

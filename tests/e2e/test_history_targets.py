@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from sandbox.executor.executor import ExecutionResult
+from supply_agent.hands.world import read_world
 from supply_agent.models import Action, Approval, Decision, Verdict
 from tests.support.agent_harness import APPROVER, Harness, harness
 
@@ -32,12 +33,14 @@ def _drain(h: Harness, node: str, step: int) -> tuple[Decision, ExecutionResult]
 
 def test_a_drains_customers_count_after_the_drain_emptied_the_node(tmp_path: Path) -> None:
     with harness(tmp_path) as h:
-        node = next(n for n in h.nodes() if h.env.runtime.world([], frozenset()).nodes[n].customers())
-        before = h.env.runtime.world([], frozenset()).nodes[node].customers()
+        node = next(
+            n for n in h.nodes() if read_world(h.env.runtime.kube, h.env.runtime.clock()).nodes[n].customers()
+        )
+        before = read_world(h.env.runtime.kube, h.env.runtime.clock()).nodes[node].customers()
         decision, result = _drain(h, node, 1)
         assert decision.verdict != Verdict.DENY, decision.reasons
         assert result.outcome == "executed", result
-        world = h.env.runtime.world([], frozenset())
+        world = read_world(h.env.runtime.kube, h.env.runtime.clock())
         assert not world.nodes[node].customers()  # the world has no tenant of it left
         [drain] = [a for a in h.env.runtime.history(world).actions if a.tool == "k8s.drain_node"]
         assert drain.customers == before and drain.nodes == (node,)

@@ -49,3 +49,79 @@ def test_on_a_watch_cache_an_incident_lists_nothing_cluster_wide(tmp_path: Path)
         finally:
             h.env.runtime.cache = None
             cache.stop()
+
+
+def test_one_shot_lists_the_nodes_once_and_no_pods_cluster_wide(tmp_path: Path) -> None:
+    """Without a cache set (``handle``, ``eval``), the first decision starts a cache of nodes only: one
+    LIST of the nodes for the process, then each decision reads the pods of its targets by field
+    selector; no LIST of every pod, however many decisions the incident makes."""
+    COUNTER.install()
+    with harness(tmp_path) as h:
+        assert h.env.runtime.cache is None
+        h.inject("xid", node=h.nodes()[0], gpu=1, code=79)
+        alerts = h.alerts(300)
+        approver = TerminalApprover("auto", "oncall-alice", h.env.runtime.clock, Console(file=StringIO()))
+        COUNTER.calls.clear()
+        COUNTER.on = True
+        try:
+            [result] = h.agent.handle(alerts, approver)
+        finally:
+            COUNTER.on = False
+        assert result.state.outcome == "mitigated", result.state.escalation_reason
+        cache = h.env.runtime.cache
+        assert cache is not None and not cache.watches_pods and cache.lists == 1
+        # The one cluster-wide LIST is the cache's list of nodes; decisions read their targets live.
+        assert COUNTER.calls.get("LIST all", 0) == 1, dict(COUNTER.calls)
+        assert COUNTER.calls["WATCH"] >= 1 and cache.refreshes >= 3, dict(COUNTER.calls)
+        assert cache.size()[1] == 0  # it holds no pods
+
+
+def test_a_scoped_decision_sees_what_a_full_read_sees_for_its_targets(tmp_path: Path) -> None:
+    """The gate's answer on a cache of nodes (the targets' pods read live) equals its answer on a full
+    read of the cluster, for a drain (the node's tenants), a pod's deletion and a deployment's restart."""
+    from supply_agent.hands.world import read_world
+    from supply_agent.models import Action
+    from supply_agent.policy.gate import decide
+
+    with harness(tmp_path) as h:
+        rt = h.env.runtime
+        cache = WorldCache(rt.kube, pods=False).start()
+        try:
+            ns, pod, node = h.tenant_pod()
+            full = read_world(rt.kube, rt.clock())
+            found = full.find_pod(ns, pod)
+            assert found is not None
+            dep = found[1].deployment
+            actions = [
+                Action(tool="k8s.drain_node", params={"node": node}, incident_id="i", step=1),
+                Action(tool="k8s.delete_pod", params={"namespace": ns, "pod": pod}, incident_id="i", step=2),
+            ]
+            if dep:
+                actions.append(
+                    Action(
+                        tool="k8s.rollout_restart",
+                        params={"namespace": ns, "deployment": dep},
+                        incident_id="i",
+                        step=3,
+                    )
+                )
+            history = rt.history(full)
+            for action in actions:
+                scoped = cache.scoped(
+                    rt.clock(),
+                    nodes={node} if "node" in action.params else set(),
+                    pods={f"{ns}/{pod}"} if "pod" in action.params else set(),
+                    deployments={f"{ns}/{dep}"} if "deployment" in action.params else set(),
+                )
+                want, got = (
+                    decide(action, full, history, rt.playbooks),
+                    decide(action, scoped, history, rt.playbooks),
+                )
+                assert got.targets == want.targets and got.targets.pods, action.tool
+                assert (got.verdict, got.reasons) == (want.verdict, want.reasons), action.tool
+            scoped = cache.scoped(rt.clock(), nodes={node})
+            assert len(scoped.nodes) == len(full.nodes) and scoped.nodes[node] == full.nodes[node]
+            assert scoped.pool_size(full.nodes[node].pool) == full.pool_size(full.nodes[node].pool)
+            assert scoped.nodes[node].agent_ready == full.nodes[node].agent_ready
+        finally:
+            cache.stop()

@@ -228,15 +228,19 @@ class Ledger:
 
     # -- usage -----------------------------------------------------------------------------------
     def ingest_meters(
-        self, readings: Iterable[MeterReading | Mapping[str, Any]], at: datetime
+        self,
+        readings: Iterable[MeterReading | Mapping[str, Any]],
+        at: datetime,
+        new_customer_price: Decimal | None = None,
     ) -> IngestResult:
-        """Record each meter's GPU-seconds since its last ingest; reading the same `at` again adds nothing."""
+        """Record each meter's GPU-seconds since its last ingest; reading the same `at` again adds nothing.
+        A customer not known yet is added at ``new_customer_price`` (else the default), in one transaction."""
         rows = [_validated(MeterReading, r) for r in readings]
         when = _utc(at)
         usage.check_distinct(rows)
         result = self._write(
             f"ingest of {len(rows)} meter readings at {when.isoformat()}",
-            lambda s: usage.ingest(s, rows, when, self.default_price_per_gpu_hour),
+            lambda s: usage.ingest(s, rows, when, new_customer_price or self.default_price_per_gpu_hour),
         )
         _log().info(
             "billing.ingested",

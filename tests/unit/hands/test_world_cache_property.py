@@ -1,15 +1,20 @@
 """A property of the world cache: after any sequence of watch events (and relists), its snapshot is the
 world a full list of the same objects gives, and a snapshot taken earlier never changes afterwards (the
-copy-on-write sharing). The events are fed to the cache's own event path, as the watch thread does."""
+copy-on-write sharing). The events are fed to the cache's own event path, as the watch thread does, and a
+relist runs the cache's own paged list against an API that serves the same objects two per page."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any, cast
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from supply_agent.hands import world_cache
 from supply_agent.hands.world import world_from_raw
 from supply_agent.hands.world_cache import WorldCache
 from supply_agent.policy.world import WorldView
@@ -87,12 +92,37 @@ def _key(w: WorldView) -> Any:
     return w.nodes, pools, {k: (v[0].name, v[1]) if v else None for k, v in found.items()}, deps
 
 
+class _Pages:
+    """The list calls the cache makes, answered from ``objects(kind)`` a page at a time (``limit`` and
+    ``continue``, as the API server pages)."""
+
+    def __init__(self, objects: Callable[[str], list[dict[str, Any]]]) -> None:
+        self.objects = objects
+
+    def _page(self, kind: str, limit: int, _continue: str | None = None, **_: Any) -> Any:
+        items = sorted(
+            self.objects(kind), key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"])
+        )
+        start = int(_continue or 0)
+        meta: dict[str, Any] = {"resourceVersion": "1"}
+        if start + limit < len(items):
+            meta["continue"] = str(start + limit)
+        return SimpleNamespace(data=orjson.dumps({"metadata": meta, "items": items[start : start + limit]}))
+
+    def list_node(self, **kw: Any) -> Any:
+        return self._page("nodes", **kw)
+
+    def list_pod_for_all_namespaces(self, **kw: Any) -> Any:
+        return self._page("pods", **kw)
+
+
 @settings(max_examples=300, deadline=None)
 @given(ops)
 def test_the_cache_is_a_full_list_after_any_events(steps: list[tuple[Any, ...]]) -> None:
-    cache = WorldCache(cast(Any, None))
     nodes: dict[str, dict[str, Any]] = {}
     pods: dict[tuple[str, str], dict[str, Any]] = {}
+    api = _Pages(lambda kind: list(nodes.values()) if kind == "nodes" else list(pods.values()))
+    cache = WorldCache(cast(Any, SimpleNamespace(core=api, timeout=(1.0, 1.0))))
     kept: list[tuple[WorldView, Any]] = []
     for rv, step in enumerate(steps, start=1):
         if step[0] == "node":
@@ -114,12 +144,11 @@ def test_the_cache_is_a_full_list_after_any_events(steps: list[tuple[Any, ...]])
                 pods[(ns, name)] = _pod(ns, name, rv, node, ready, deployment)
                 cache._event("pods", {"type": etype, "object": pods[(ns, name)]})
         elif step[0] == "relist":
-            with cache._lock:
-                cache._own()
-                if step[1] == "nodes":
-                    cache._replace_nodes(list(nodes.values()))
-                else:
-                    cache._replace_pods(list(pods.values()))
+            page, world_cache.PAGE = world_cache.PAGE, 2
+            try:
+                cache._relist(step[1])
+            finally:
+                world_cache.PAGE = page
         else:
             cache.synced.set()
             snap = cache.view(NOW)
