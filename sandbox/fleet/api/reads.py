@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,22 +56,41 @@ class ReadsMixin(APIState):
                 if namespace is None or p["metadata"]["namespace"] == namespace
             ]
         else:
-            objs = list(store.items(res.plural, namespace))
-            objs.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+            objs = sorted(store.items(res.plural, namespace), key=_key)
         return objs
+
+    def _sorted(self, plural: str, namespace: str | None) -> tuple[list[tuple[str, str]], list[Obj]]:
+        """Every object of a kind (in a namespace) in list order, with their keys: sorted once per store
+        revision, so the pages of one list cost O(page) each, not a sort of the fleet per page."""
+        store = self.fleet.store
+        cache: dict[tuple[str, str | None], tuple[int, list[tuple[str, str]], list[Obj]]]
+        cache = self.__dict__.setdefault("_sorted_lists", {})
+        hit = cache.get((plural, namespace))
+        if hit is None or hit[0] != store.rv:
+            objs = sorted(store.items(plural, namespace), key=_key)
+            hit = (store.rv, [_key(o) for o in objs], objs)
+            cache[(plural, namespace)] = hit
+        return hit[1], hit[2]
 
     def _list(self, request: Request, res: Resource, namespace: str | None) -> Response:
         match = self._selectors(request, res)
-        objs = [o for o in self._candidates(request, res, namespace) if match(o)]
+        selected = request.query_params.get("labelSelector") or request.query_params.get("fieldSelector")
         rv = str(self.fleet.store.rv)
         meta: dict[str, Any] = {"resourceVersion": rv}
         cont = request.query_params.get("continue")
+        start: tuple[str, ...] | None = None
         if cont:
             try:
                 start = tuple(orjson.loads(base64.urlsafe_b64decode(cont.encode()))["start"])
             except (ValueError, KeyError, TypeError, binascii.Error) as exc:
                 raise bad(f"continue key is not valid: {exc}") from exc
-            objs = [o for o in objs if (o["metadata"].get("namespace", ""), o["metadata"]["name"]) > start]
+        if selected:
+            objs = [o for o in self._candidates(request, res, namespace) if match(o)]
+            if start is not None:
+                objs = [o for o in objs if _key(o) > start]
+        else:  # every object: the sorted list of this revision, from where the last page ended
+            keys, everything = self._sorted(res.plural, namespace)
+            objs = everything[bisect.bisect_right(keys, start) :] if start is not None else everything
         limit = request.query_params.get("limit")
         if limit:
             try:
@@ -88,3 +108,8 @@ class ReadsMixin(APIState):
         return json_response(
             {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": meta, "items": objs}
         )
+
+
+def _key(o: Obj) -> tuple[str, str]:
+    """Where an object sorts in a list: by namespace, then name (as the API server's pages go)."""
+    return (o["metadata"].get("namespace", ""), o["metadata"]["name"])

@@ -445,3 +445,21 @@ def test_unauthorized_without_token(fleet_server: FleetServer) -> None:
         assert code == 401 and body["reason"] == "Unauthorized"
         code, body = _raw(fleet_server, "GET", "/sandbox/v1/truth", token=token)
         assert code == 401
+
+
+def test_pages_stay_in_order_when_the_fleet_changes_between_them(core: client.CoreV1Api) -> None:
+    """A page after a write (the list's sorted order is cached per revision) goes on where the last ended:
+    every pod there throughout is seen once, in order, and one deleted before its page is not."""
+    everything = [(p.metadata.namespace, p.metadata.name) for p in core.list_pod_for_all_namespaces().items]
+    first = core.list_pod_for_all_namespaces(limit=7)
+    seen = [(p.metadata.namespace, p.metadata.name) for p in first.items]
+    gone = everything[-1]
+    core.delete_namespaced_pod(gone[1], gone[0], grace_period_seconds=0)
+    token = first.metadata._continue
+    while token:
+        page = core.list_pod_for_all_namespaces(limit=7, _continue=token)
+        seen += [(p.metadata.namespace, p.metadata.name) for p in page.items]
+        token = page.metadata._continue
+    assert seen == sorted(seen) and len(seen) == len(set(seen))
+    stayed = set(everything) - {gone}
+    assert stayed <= set(seen) and gone not in seen
