@@ -55,8 +55,8 @@ class Settings(BaseSettings):
     world_cache: bool = Field(
         True,
         description="serve: keep a watch cache of nodes and pods (one LIST, then WATCH), so a decision "
-        "reads its targets, not the whole cluster. One-shot commands (handle, eval) read the cluster per "
-        "decision.",
+        "reads its targets, not the whole cluster. One-shot commands (handle, eval) keep a cache of nodes "
+        "only and read each decision's pods live by field selector.",
     )
     kube_connect_timeout_s: float = Field(5.0, gt=0, description="Kubernetes API: connect timeout.")
     kube_read_timeout_s: float = Field(30.0, gt=0, description="Kubernetes API: read timeout per call.")
