@@ -10,7 +10,7 @@ from rich.console import Console
 
 from supply_agent.hands.world_cache import WorldCache
 from supply_agent.service.terminal import TerminalApprover
-from tests.support.agent_harness import harness
+from tests.support.agent_harness import Harness, harness
 from tests.support.api_counter import COUNTER
 
 
@@ -28,22 +28,27 @@ def test_a_customers_usage_read_takes_in_only_that_customers_meters(tmp_path: Pa
         assert bad is not None and bad.outcome != "executed"
 
 
+def _counted_xid_incident(h: Harness) -> None:
+    """A fatal XID on one node handled to mitigation, with the API calls it makes counted (COUNTER)."""
+    h.inject("xid", node=h.nodes()[0], gpu=1, code=79)
+    alerts = h.alerts(300)
+    approver = TerminalApprover("auto", "oncall-alice", h.env.runtime.clock, Console(file=StringIO()))
+    COUNTER.calls.clear()
+    COUNTER.on = True
+    try:
+        [result] = h.agent.handle(alerts, approver)
+    finally:
+        COUNTER.on = False
+    assert result.state.outcome == "mitigated", result.state.escalation_reason
+
+
 def test_on_a_watch_cache_an_incident_lists_nothing_cluster_wide(tmp_path: Path) -> None:
     COUNTER.install()
     with harness(tmp_path) as h:
         cache = WorldCache(h.env.runtime.kube).start()
         h.env.runtime.cache = cache
         try:
-            h.inject("xid", node=h.nodes()[0], gpu=1, code=79)
-            alerts = h.alerts(300)
-            approver = TerminalApprover("auto", "oncall-alice", h.env.runtime.clock, Console(file=StringIO()))
-            COUNTER.calls.clear()
-            COUNTER.on = True
-            try:
-                [result] = h.agent.handle(alerts, approver)
-            finally:
-                COUNTER.on = False
-            assert result.state.outcome == "mitigated", result.state.escalation_reason
+            _counted_xid_incident(h)
             assert COUNTER.calls.get("LIST all", 0) == 0, dict(COUNTER.calls)
             assert COUNTER.calls["write"] >= 2 and cache.refreshes >= 1
         finally:
@@ -58,16 +63,7 @@ def test_one_shot_lists_the_nodes_once_and_no_pods_cluster_wide(tmp_path: Path) 
     COUNTER.install()
     with harness(tmp_path) as h:
         assert h.env.runtime.cache is None
-        h.inject("xid", node=h.nodes()[0], gpu=1, code=79)
-        alerts = h.alerts(300)
-        approver = TerminalApprover("auto", "oncall-alice", h.env.runtime.clock, Console(file=StringIO()))
-        COUNTER.calls.clear()
-        COUNTER.on = True
-        try:
-            [result] = h.agent.handle(alerts, approver)
-        finally:
-            COUNTER.on = False
-        assert result.state.outcome == "mitigated", result.state.escalation_reason
+        _counted_xid_incident(h)
         cache = h.env.runtime.cache
         assert cache is not None and not cache.watches_pods and cache.lists == 1
         # The one cluster-wide LIST is the cache's list of nodes; decisions read their targets live.
