@@ -44,14 +44,15 @@ def one_run(tmp: Path, nodes: int = 24, cache: bool = False) -> tuple[float, flo
     """One incident; with ``cache``, the runtime decides on a watch cache (as ``serve`` does), listed
     before the incident starts."""
     with harness(tmp, nodes=nodes) as h:
-        world = WorldCache(h.env.runtime.kube).start() if cache else None
+        if not cache:  # the runtime's own cache of nodes, stopped when the harness closes
+            return _incident(h)
+        world = WorldCache(h.env.runtime.kube).start()
         h.env.runtime.cache = world
         try:
             return _incident(h)
         finally:
             h.env.runtime.cache = None
-            if world is not None:
-                world.stop()
+            world.stop()
 
 
 def _incident(h: Harness) -> tuple[float, float, float, str]:

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 import structlog
@@ -43,7 +43,7 @@ from urllib3.exceptions import HTTPError
 
 from supply_agent.hands.world import slim_node, slim_pod
 from supply_agent.policy.world import NodeView, PodRef, WorldView
-from tools.kubernetes import KubeTools
+from tools.kubernetes import KubeTools, ToolError
 from tools.latches import read_freeze
 
 log = structlog.get_logger("supply_agent.hands.world_cache")
@@ -87,9 +87,9 @@ class WorldCache:
         self._pod_index: dict[str, tuple[str, PodRef]] = {}
         self._deployments: dict[str, dict[str, PodRef]] = {}
         self._dep_pods: dict[str, tuple[PodRef, ...]] = {}  # the same, as a snapshot hands it out
-        # Copy on write: a snapshot hands out the four dicts it reads as they are, and the next change
-        # copies them first (once per burst of events, in the watch thread, not per decision).
-        self._shared = False
+        # Copy on write: a snapshot hands out the four dicts it reads as they are, and the next change of
+        # each copies it first (``_w``): once per burst of events, and only the dicts a change touches.
+        self._shared: set[str] = set()
         self._node_rv: dict[str, int] = {}
         self._pod_rv: dict[str, int] = {}
         self.resource_version: dict[Kind, str] = {"nodes": "", "pods": ""}
@@ -180,7 +180,6 @@ class WorldCache:
             meta = body.get("metadata") or {}
             rv = rv or str(meta.get("resourceVersion") or "")
             with self._lock:
-                self._own()
                 for obj in body.get("items") or []:
                     if kind == "nodes":
                         seen.add(obj["metadata"]["name"])
@@ -195,7 +194,6 @@ class WorldCache:
             if not cont:
                 break
         with self._lock:
-            self._own()
             if kind == "nodes":
                 for name in [n for n in self._node_base if n not in seen]:
                     self._drop_node(name)
@@ -284,7 +282,6 @@ class WorldCache:
         rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
         with self._lock:
             if etype != "BOOKMARK":
-                self._own()
                 if kind == "nodes":
                     self._node_event(etype, obj)
                 else:
@@ -295,14 +292,12 @@ class WorldCache:
         return False
 
     # -- keeping the parts (under the lock) ----------------------------------------------------------
-    def _own(self) -> None:
-        """Before a change: copy what a snapshot may still be reading."""
-        if self._shared:
-            self._views = dict(self._views)
-            self._pool_sizes = dict(self._pool_sizes)
-            self._pod_index = dict(self._pod_index)
-            self._dep_pods = dict(self._dep_pods)
-            self._shared = False
+    def _w(self, name: str) -> dict[str, Any]:
+        """The shared dict ``name`` for a change: copied first if a snapshot may still be reading it."""
+        if name in self._shared:
+            setattr(self, name, dict(getattr(self, name)))
+            self._shared.discard(name)
+        return cast(dict[str, Any], getattr(self, name))
 
     def _node_event(self, etype: str | None, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
@@ -333,15 +328,16 @@ class WorldCache:
             rv = int((obj.get("metadata") or {}).get("resourceVersion") or 0)
         except ValueError:
             return True  # not an integer (another API server's opaque version): take the event as it is
-        return rv == 0 or rv >= seen.get(key, 0)
+        return rv == 0 or rv > seen.get(key, 0) or key not in seen
 
     def _put_node(self, n: dict[str, Any]) -> None:
         name = n["metadata"]["name"]
         old = self._node_base.get(name)
         base = slim_node(n)
         if old is not None:
-            self._pool_sizes[old.pool] -= 1
-        self._pool_sizes[base.pool] = self._pool_sizes.get(base.pool, 0) + 1
+            self._w("_pool_sizes")[old.pool] -= 1
+        sizes = self._w("_pool_sizes")
+        sizes[base.pool] = sizes.get(base.pool, 0) + 1
         self._node_base[name] = base
         if old is None:  # its pods count from now on (a pod's event may come before its node's)
             for key, ref in (self._on_node.get(name) or {}).items():
@@ -352,12 +348,14 @@ class WorldCache:
     def _drop_node(self, name: str) -> None:
         old = self._node_base.pop(name, None)
         if old is not None:
-            self._pool_sizes[old.pool] -= 1
-            if not self._pool_sizes[old.pool]:
-                del self._pool_sizes[old.pool]
+            sizes = self._w("_pool_sizes")
+            sizes[old.pool] -= 1
+            if not sizes[old.pool]:
+                del sizes[old.pool]
             for key, ref in (self._on_node.get(name) or {}).items():
                 self._unindex_pod(key, ref)
-        self._views.pop(name, None)
+        if name in self._views:
+            self._w("_views").pop(name, None)
         self._node_rv.pop(name, None)
 
     def _put_pod(self, p: dict[str, Any]) -> str | None:
@@ -375,22 +373,23 @@ class WorldCache:
         return node
 
     def _index_pod(self, key: str, node: str, ref: PodRef) -> None:
-        self._pod_index[key] = (node, ref)
+        self._w("_pod_index")[key] = (node, ref)
         if ref.deployment:
             dep = f"{ref.namespace}/{ref.deployment}"
             self._deployments.setdefault(dep, {})[key] = ref
-            self._dep_pods[dep] = tuple(self._deployments[dep].values())
+            self._w("_dep_pods")[dep] = tuple(self._deployments[dep].values())
 
     def _unindex_pod(self, key: str, ref: PodRef) -> None:
-        self._pod_index.pop(key, None)
+        if key in self._pod_index:
+            self._w("_pod_index").pop(key, None)
         if ref.deployment:
             dep = f"{ref.namespace}/{ref.deployment}"
             self._deployments.get(dep, {}).pop(key, None)
             if self._deployments.get(dep):
-                self._dep_pods[dep] = tuple(self._deployments[dep].values())
+                self._w("_dep_pods")[dep] = tuple(self._deployments[dep].values())
             else:
                 self._deployments.pop(dep, None)
-                self._dep_pods.pop(dep, None)
+                self._w("_dep_pods").pop(dep, None)
 
     def _drop_pod(self, key: str) -> None:
         held = self._pods.pop(key, None)
@@ -412,33 +411,30 @@ class WorldCache:
     def _rebuild(self, node: str) -> None:
         base = self._node_base.get(node)
         if base is None:
-            self._views.pop(node, None)
+            if node in self._views:
+                self._w("_views").pop(node, None)
             return
         pods = tuple(sorted((self._on_node.get(node) or {}).values(), key=lambda r: (r.namespace, r.name)))
         agents = self._agent.get(node) or {}
         # The last node-agent pod listed decides, as in read_world (a node has one).
         agent_ready = list(agents.values())[-1] if agents else False
-        self._views[node] = base.model_copy(update={"pods": pods, "agent_ready": agent_ready})
+        view = base.model_copy(update={"pods": pods, "agent_ready": agent_ready})
+        if self._views.get(node) != view:
+            self._w("_views")[node] = view
 
     # -- what the runtime asks -------------------------------------------------------------------------
     def _live(self, name: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]], int]:
         """One node and its pods as the API server has them now: (the node, None when it is gone; its
         pods; the pod list's resourceVersion, 0 when not an integer). One GET, one field-selected LIST."""
         try:
-            raw: Any = self.kube.core.read_node(
-                name, _preload_content=False, _request_timeout=self.kube.timeout
-            )
-            node: dict[str, Any] | None = orjson.loads(raw.data)
-        except ApiException as exc:
+            node: dict[str, Any] | None = self.kube.read(self.kube.core.read_node, name)
+        except ToolError as exc:
             if exc.status != 404:
                 raise
             node = None
-        resp: Any = self.kube.core.list_pod_for_all_namespaces(
-            field_selector=f"spec.nodeName={name}",
-            _preload_content=False,
-            _request_timeout=self.kube.timeout,
+        listed = self.kube.read(
+            self.kube.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={name}"
         )
-        listed = orjson.loads(resp.data)
         try:
             list_rv = int((listed.get("metadata") or {}).get("resourceVersion") or 0)
         except ValueError:
@@ -459,7 +455,6 @@ class WorldCache:
         for name in sorted(set(nodes)):
             node, pods, list_rv = self._live(name)
             with self._lock:
-                self._own()
                 self.refreshes += 1
                 # What the watch applied meanwhile may be newer than these reads: it stays.
                 self._store_node(name, node)
@@ -499,7 +494,6 @@ class WorldCache:
         for name in sorted(wanted):
             node, raw_pods, _ = self._live(name)
             with self._lock:
-                self._own()
                 self.refreshes += 1
                 self._store_node(name, node)
             if node is not None:
@@ -514,13 +508,11 @@ class WorldCache:
         for key in sorted(set(deployments)):
             namespace = key.partition("/")[0]
             if namespace not in by_namespace:
-                resp: Any = self.kube.core.list_namespaced_pod(
-                    namespace, _preload_content=False, _request_timeout=self.kube.timeout
-                )
-                by_namespace[namespace] = list(orjson.loads(resp.data).get("items") or [])
+                listed_ns = self.kube.read(self.kube.core.list_namespaced_pod, namespace)
+                by_namespace[namespace] = list(listed_ns.get("items") or [])
         frozen, reason = read_freeze(self.kube)
         with self._lock:
-            self._shared = True
+            self._shared.add("_pool_sizes")
             views, sizes = dict(self._views), self._pool_sizes
         index: dict[str, tuple[str, PodRef]] = {}
         for name, raw_pods in listed.items():
@@ -564,14 +556,11 @@ class WorldCache:
         """One pod ("namespace/name") read live; None when the cluster has no such pod."""
         namespace, _, name = key.partition("/")
         try:
-            raw: Any = self.kube.core.read_namespaced_pod(
-                name, namespace, _preload_content=False, _request_timeout=self.kube.timeout
-            )
-        except ApiException as exc:
+            return dict(self.kube.read(self.kube.core.read_namespaced_pod, name, namespace))
+        except ToolError as exc:
             if exc.status == 404:
                 return None
             raise
-        return dict(orjson.loads(raw.data))
 
     def node_of_pod(self, namespace: str, pod: str) -> str | None:
         with self._lock:
@@ -595,7 +584,7 @@ class WorldCache:
         """The snapshot without the kill switch's read (what the benchmark times): O(1), the dicts are
         shared until the next change copies them."""
         with self._lock:
-            self._shared = True
+            self._shared.update(("_views", "_pool_sizes", "_pod_index", "_dep_pods"))
             nodes, sizes, pods, deployments = self._views, self._pool_sizes, self._pod_index, self._dep_pods
         return WorldView.prebuilt(
             nodes,

@@ -6,12 +6,18 @@ from __future__ import annotations
 from io import StringIO
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
+from sandbox.fleet.clock import SimClock
+from sandbox.fleet.rbac import policy_from_documents, with_builtins
+from sandbox.fleet.server import FleetServer
+from sandbox.fleet.world import AGENT_NAMESPACE, Fleet, FleetSpec
 from supply_agent.hands.world_cache import WorldCache
 from supply_agent.service.terminal import TerminalApprover
 from tests.support.agent_harness import Harness, harness
 from tests.support.api_counter import COUNTER
+from tools.kubernetes import KubeTools, ToolError
 
 
 def test_a_customers_usage_read_takes_in_only_that_customers_meters(tmp_path: Path) -> None:
@@ -121,3 +127,49 @@ def test_a_scoped_decision_sees_what_a_full_read_sees_for_its_targets(tmp_path: 
             assert scoped.nodes[node].agent_ready == full.nodes[node].agent_ready
         finally:
             cache.stop()
+
+
+def test_a_scoped_read_the_cluster_refuses_is_a_tool_error_with_the_servers_message(tmp_path: Path) -> None:
+    """A live read refused for good (here RBAC: the identity may read nodes, not pods) fails as every
+    other read does: a ToolError with the API server's status and message, not the client's raw
+    exception (which the runtime would not know from a transient one)."""
+    nodes_only = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "nodes-only"},
+            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "nodes-only"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "nodes-only"},
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "supply-agent-reader", "namespace": AGENT_NAMESPACE}
+            ],
+        },
+    ]
+    fleet = Fleet(FleetSpec(nodes=4, pools=1, seed=3), SimClock("manual"))
+    fleet.generate()
+    with FleetServer(fleet, policy=with_builtins(policy_from_documents(nodes_only))) as server:
+        server.write_kubeconfig(tmp_path / "kubeconfig")
+        kube = KubeTools.from_kubeconfig(tmp_path / "kubeconfig", "sandbox-reader")
+        cache = WorldCache(kube, pods=False).start()
+        try:
+            node = min(n["metadata"]["name"] for n in fleet.store.items("nodes"))
+            for read in (
+                lambda: cache.scoped(fleet.clock.now(), frozenset(), nodes={node}),
+                lambda: cache.scoped(fleet.clock.now(), frozenset(), pods={"tenant-a/p"}),
+                lambda: cache.refresh([node]),
+            ):
+                with pytest.raises(ToolError) as exc:
+                    read()
+                assert exc.value.status == 403
+                assert 'cannot list resource "pods"' in str(exc.value) or 'cannot get resource "pods"' in str(
+                    exc.value
+                ), str(exc.value)
+            assert cache.synced.is_set()  # a refused read breaks no watch
+        finally:
+            cache.stop()
+            kube.close()

@@ -152,3 +152,9 @@ class KubeApi:
             if _transient(exc):
                 raise
             raise ToolError(_message(exc), exc.status, exc.reason) from exc
+
+    def read(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A read made elsewhere (the world cache's live reads) with this client's rules: its timeouts,
+        a transient error raised as it is (to be retried), any other refusal a ToolError with the
+        server's message and status (a 404 has ``status == 404``)."""
+        return self._call(fn, *args, **kwargs)
