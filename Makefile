@@ -33,7 +33,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sandbox_scale.py
 	$(BIN)/python benchmarks/gate.py
 	$(BIN)/python benchmarks/incident_latency.py
-	$(BIN)/python benchmarks/incident_latency.py --nodes 24,1000,10000 --runs 2 --cache
+	$(BIN)/python benchmarks/incident_latency.py --nodes 24,1000,10000 --runs 3 --cache
+	$(BIN)/python benchmarks/incident_latency.py --process --nodes 24,1000,10000 --runs 3
+	$(BIN)/python benchmarks/incident_latency.py --nodes 10000 --concurrent 10,50
 	$(BIN)/python benchmarks/world_cache.py
 	$(BIN)/python benchmarks/intake_storm.py
 

@@ -14,14 +14,14 @@ admin    ``sandbox-admin`` (group ``system:masters``)                        eve
                                                                              admin: kubectl in the
                                                                              README, evals, tests,
                                                                              ``supply-agent sandbox``
-reader   ``system:serviceaccount:supply-agent-system:supply-agent-reader``   deploy/rbac.yaml + below
-writer   ``system:serviceaccount:supply-agent-system:supply-agent-writer``   deploy/rbac.yaml + below
+reader   ``system:serviceaccount:supply-agent-system:supply-agent-reader``   deploy/base/rbac.yaml + below
+writer   ``system:serviceaccount:supply-agent-system:supply-agent-writer``   deploy/base/rbac.yaml + below
 ======== =================================================================== ==========================
 
-The reader and the writer get exactly the rules deploy/rbac.yaml binds to their ServiceAccounts
+The reader and the writer get exactly the rules deploy/base/rbac.yaml binds to their ServiceAccounts
 (ClusterRoles through ClusterRoleBindings apply cluster-wide, Roles and RoleBindings only in their
 namespace; apiGroups, resources with subresources, verbs and resourceNames as Kubernetes reads them),
-plus two built-in grants that deploy/rbac.yaml does not (and need not) declare:
+plus two built-in grants that deploy/base/rbac.yaml does not (and need not) declare:
 
 - discovery, as kube-apiserver's bootstrap ClusterRoles ``system:discovery`` and
   ``system:public-info-viewer`` give every authenticated user: ``get`` on ``/api``, ``/api/*``,
@@ -40,7 +40,7 @@ The HTTP method and path map to a Kubernetes verb as in kube-apiserver: GET or H
 ``update``; PATCH ``patch``; DELETE ``delete`` (``deletecollection`` on a collection). A non-resource
 request's verb is the method in lower case. A list or watch with ``fieldSelector=metadata.name=X``
 names ``X`` (so a rule with resourceNames can allow it), and a rule with resourceNames never allows a
-request without a name (a create, a plain list), which is why deploy/rbac.yaml grants ConfigMap
+request without a name (a create, a plain list), which is why deploy/base/rbac.yaml grants ConfigMap
 ``create`` in a rule of its own.
 """
 
@@ -53,7 +53,7 @@ from typing import Any
 
 import yaml
 
-RBAC_YAML = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
+RBAC_YAML = Path(__file__).resolve().parents[2] / "deploy" / "base" / "rbac.yaml"
 AGENT_NAMESPACE = "supply-agent-system"
 MASTERS = "system:masters"
 AUTHENTICATED = "system:authenticated"
@@ -350,7 +350,7 @@ def with_builtins(policy: Policy) -> Policy:
 
 
 def load_policy(path: Path = RBAC_YAML) -> Policy:
-    """deploy/rbac.yaml (or another file of RBAC objects) with the built-in grants."""
+    """deploy/base/rbac.yaml (or another file of RBAC objects) with the built-in grants."""
     try:
         text = path.read_text()
     except FileNotFoundError as exc:

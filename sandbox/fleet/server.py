@@ -2,7 +2,7 @@
 
 Three identities, one token each (see :mod:`sandbox.fleet.rbac`): the admin (the kubeconfig's current
 context, so kubectl and ``supply-agent sandbox`` work unchanged), and the agent's reader and writer,
-authorised by deploy/rbac.yaml, in the contexts ``sandbox-reader`` and ``sandbox-writer``.
+authorised by deploy/base/rbac.yaml, in the contexts ``sandbox-reader`` and ``sandbox-writer``.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class FleetServer:
     """The fleet behind uvicorn on 127.0.0.1; ``port=0`` picks a free port.
 
     ``token`` is the admin's (made up when not given), as are the reader's and the writer's; the RBAC
-    policy (``policy``, default deploy/rbac.yaml) is read here, at start-up."""
+    policy (``policy``, default deploy/base/rbac.yaml) is read here, at start-up."""
 
     def __init__(
         self,

@@ -95,7 +95,7 @@ def playbooks_for(settings: Settings) -> PlaybookSet:
     return load_playbooks(directory)
 
 
-# The contexts a sandbox fleet's kubeconfig carries for the agent's two identities (deploy/rbac.yaml).
+# The contexts a sandbox fleet's kubeconfig carries for the agent's two identities (deploy/base/rbac.yaml).
 SANDBOX_READ_CONTEXT, SANDBOX_WRITE_CONTEXT = "sandbox-reader", "sandbox-writer"
 
 
@@ -142,7 +142,7 @@ def build_environment(
     executor writes with ``settings.write_kubeconfig``/``write_context`` (default: the read ones). When
     none of the three is set and the kubeconfig has the contexts ``sandbox-reader`` and
     ``sandbox-writer`` (a sandbox fleet writes them next to its admin context), reads use the first and
-    writes the second, so the fleet's RBAC holds the agent to deploy/rbac.yaml's two identities; a real
+    writes the second, so the fleet's RBAC holds the agent to deploy/base/rbac.yaml's two identities; a real
     cluster's kubeconfig keeps the configured choice.
 
     Every Kubernetes call, both identities', has ``kube_timeout`` (connect, read) seconds, a read and

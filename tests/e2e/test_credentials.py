@@ -1,4 +1,4 @@
-"""The read/write credential split, enforced by the sandbox fleet with deploy/rbac.yaml.
+"""The read/write credential split, enforced by the sandbox fleet with deploy/base/rbac.yaml.
 
 The fleet issues three tokens (admin, reader, writer); its kubeconfig keeps the admin current and adds
 the contexts sandbox-reader and sandbox-writer, which the agent picks for its reads and for the guarded
@@ -35,7 +35,7 @@ FREEZE, BREAKER = "supply-agent-freeze", "supply-agent-circuit-breaker"
 READ_VERBS = {"get", "list", "watch"}
 # What the write tools read before they write (cordon: is it cordoned already; drain: the pods on the
 # node; restart and scale: the current deployment and scale; the latches: nothing), with the writer's
-# own credentials: deploy/rbac.yaml grants the writer exactly these reads.
+# own credentials: deploy/base/rbac.yaml grants the writer exactly these reads.
 # The writer's reads: what write tools read before they write, and the start-up check that the write
 # credentials answer (`list nodes`, limit 1).
 WRITE_TOOL_READS = {"get nodes", "list pods", "get deployments", "get deployments/scale", "list nodes"}
@@ -440,7 +440,7 @@ def test_an_incident_reads_as_the_reader_and_writes_as_the_writer(tmp_path: Path
         assert node_obj(h.fleet, node)["spec"]["unschedulable"] is True
         seen = h.requests()
     reader, writer, admin = seen["reader"], seen["writer"], seen["admin"]
-    # Nothing was refused: the agent stays within deploy/rbac.yaml.
+    # Nothing was refused: the agent stays within deploy/base/rbac.yaml.
     assert reader["forbidden"] == writer["forbidden"] == admin["forbidden"] == {}
     # Every read of the investigation and of the gate's inputs: the reader.
     assert set(reader["verbs"]) <= READ_VERBS

@@ -2,7 +2,7 @@
 
 The kubeconfig is the fleet's own: the admin context (current; the harness's AdminClient uses it) and
 the contexts sandbox-reader and sandbox-writer, which ``build_environment`` picks for the agent's reads
-and the guarded executor's writes, so the fleet's RBAC (deploy/rbac.yaml) applies to the agent."""
+and the guarded executor's writes, so the fleet's RBAC (deploy/base/rbac.yaml) applies to the agent."""
 
 from __future__ import annotations
 

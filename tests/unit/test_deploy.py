@@ -12,7 +12,7 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def _rules(kind: str, name: str) -> list[dict]:
-    docs = list(yaml.safe_load_all((DEPLOY / "rbac.yaml").read_text()))
+    docs = list(yaml.safe_load_all((DEPLOY / "base" / "rbac.yaml").read_text()))
     return [r for d in docs if d["kind"] == kind and d["metadata"]["name"] == name for r in d["rules"]]
 
 

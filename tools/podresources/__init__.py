@@ -2,7 +2,7 @@
 
 The kubelet serves the gRPC service `v1.PodResourcesLister` (k8s.io/kubelet/pkg/apis/podresources/v1)
 on the unix socket `/var/lib/kubelet/pod-resources/kubelet.sock`, which the node-agent's DaemonSet mounts
-read-only (deploy/node-agent.yaml). `List` returns every pod with resources assigned on the node: per
+read-only (deploy/base/node-agent.yaml). `List` returns every pod with resources assigned on the node: per
 container, the devices of each extended resource (`ContainerDevices{resource_name, device_ids}`), and the
 devices of its DRA claims. `Get` returns one pod (behind the kubelet's KubeletPodResourcesGet feature
 gate before 1.34). `PodResourcesClient` calls them with a deadline (2 s by default) over a fresh channel

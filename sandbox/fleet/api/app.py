@@ -1,7 +1,7 @@
 """The fleet's ASGI app: authentication, RBAC, and routing of each Kubernetes API path to its handler.
 
 Every request is authenticated by its bearer token (admin, reader or writer) and authorised with
-Kubernetes RBAC from deploy/rbac.yaml (:mod:`sandbox.fleet.rbac`) before it is served; a refusal is
+Kubernetes RBAC from deploy/base/rbac.yaml (:mod:`sandbox.fleet.rbac`) before it is served; a refusal is
 kube-apiserver's 403 ``Forbidden`` Status. `FleetAPI` composes the handlers (one mixin per concern, see
 state.py), so this module is only the front door: who is asking, may they, and which handler answers.
 """
@@ -34,7 +34,7 @@ from sandbox.fleet.world import Fleet, FleetError, not_found
 
 class FleetAPI(ReadsMixin, WatchMixin, WritesMixin, SubresourcesMixin, SandboxV1Mixin):
     """The ASGI app. ``token`` is the admin's; the reader's and writer's are made up when not given, and
-    ``policy`` (default: deploy/rbac.yaml, read now) authorises them."""
+    ``policy`` (default: deploy/base/rbac.yaml, read now) authorises them."""
 
     def __init__(
         self,

@@ -87,7 +87,7 @@ def test_discovery_and_sandbox_paths_are_non_resource_requests(method: str, path
     assert not info.is_write  # only Kubernetes resource writes count as writes
 
 
-# -- deploy/rbac.yaml ---------------------------------------------------------------------------------
+# -- deploy/base/rbac.yaml ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def policy() -> rbac.Policy:
     return rbac.load_policy()
