@@ -83,6 +83,16 @@ class Metrics:
             "Incidents whose work has failed for longer than the hand-back bound.",
             registry=r,
         )
+        self.breaker_tripped = Gauge(
+            "supply_agent_breaker_tripped",
+            "1 while the circuit breaker is tripped (or cannot be read): no action runs until a human resets it.",
+            registry=r,
+        )
+        self.frozen = Gauge(
+            "supply_agent_frozen",
+            "1 while the kill switch stops every write (or cannot be read).",
+            registry=r,
+        )
         self.handed_back = Counter(
             "supply_agent_handed_back",
             "Incidents handed back to humans by the dead man's switch, by path.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -134,6 +135,30 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'supply-agent.db').as_posix()}"
 
 
+# A directory of secrets, one file per setting named as its variable (SUPPLY_AGENT_DATABASE_URL, ...): a
+# Kubernetes Secret mounted as a volume (deploy/base/agent.yaml), so secrets are files, not variables a
+# child process or a crash report inherits. A variable of the same name still wins over its file.
+SECRETS_DIR_VARIABLE = "SUPPLY_AGENT_SECRETS_DIR"
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be read: says which and why."""
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Settings from the environment, and from the files of ``$SUPPLY_AGENT_SECRETS_DIR`` when set."""
+    env = os.environ if environ is None else environ
+    secrets_dir = env.get(SECRETS_DIR_VARIABLE, "")
+    if not secrets_dir:
+        return Settings()
+    path = Path(secrets_dir)
+    if not path.is_dir():
+        raise SettingsError(
+            f"{SECRETS_DIR_VARIABLE}={secrets_dir}: not a directory (a mounted Secret is expected)"
+        )
+    return Settings(_secrets_dir=path)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

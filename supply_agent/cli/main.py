@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from supply_agent import __version__
 from supply_agent.logging import configure_logging, get_logger
-from supply_agent.settings import get_settings
+from supply_agent.settings import SettingsError, get_settings
 
 FAULTS = [
     "xid",
@@ -46,7 +47,15 @@ COMPONENT_FAULTS = {
 @click.version_option(__version__, prog_name="supply-agent")
 def main() -> None:
     """supply-agent: the on-call agent for GPU infrastructure whose every action is checked first."""
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        raise click.ClickException(f"the settings cannot be read: {exc}") from exc
+    except ValidationError as exc:  # which variable, and what was expected; never the value (a secret?)
+        wrong = "; ".join(
+            f"SUPPLY_AGENT_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise click.ClickException(f"the settings cannot be read: {wrong}") from exc
     configure_logging(settings.log_format, settings.log_level)
 
 
@@ -493,7 +502,6 @@ def playbooks_explain(
     ``--xid N``, what the agent does for XID N and why."""
     from datetime import UTC, datetime
 
-    from pydantic import ValidationError
     from rich.console import Console
 
     from supply_agent.hands.world import enrich, read_breaker, read_world

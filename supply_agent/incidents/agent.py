@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from supply_agent import failpoints
 from supply_agent.hands.runtime import Runtime
 from supply_agent.hands.wiring import Environment, build_environment
-from supply_agent.incidents.checkpoint import open_checkpointer
+from supply_agent.incidents.checkpoint import is_postgres, open_checkpointer
 from supply_agent.incidents.fold_reads import ClusterUnreadable, FoldReads
 from supply_agent.incidents.grouping import (
     group_alerts,
@@ -432,7 +432,13 @@ def _owner(store: IncidentStore, incident_id: str) -> str | None:
 
 
 def checkpoint_url(settings: Settings) -> str:
-    return settings.checkpoint_url or str(settings.data_dir / "checkpoints.sqlite")
+    """The checkpointer's URL: as set; else the database's when that is Postgres (one database for all
+    the replicas share); else a SQLite file in the data directory."""
+    if settings.checkpoint_url:
+        return settings.checkpoint_url
+    if is_postgres(settings.database_url):
+        return settings.database_url
+    return str(settings.data_dir / "checkpoints.sqlite")
 
 
 @contextmanager

@@ -69,6 +69,7 @@ class Service(DispatchMixin, RunnerMixin, WritebackMixin, ApprovalsMixin, Watchd
             ("follower", self._follow_loop),
             ("runner", self._runner_loop),
             ("watchdog", self._watch_loop),
+            ("latches", self._latches_loop),
         ]
         for name, target in loops:
             t = threading.Thread(target=target, name=name, daemon=True)

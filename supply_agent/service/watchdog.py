@@ -26,6 +26,7 @@ from supply_agent.models import Action
 from supply_agent.service.slack_blocks import escape
 from supply_agent.service.state import ServiceState, log
 from tools.errors import describe
+from tools.latches import read_breaker, read_freeze
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,19 @@ class WatchdogMixin(ServiceState):
         except Exception as exc:  # the store is (part of) what fails: the remembered failures still count
             log.warning("the dead man's switch cannot read the stores", error=describe(exc))
         return sorted(found.values(), key=lambda s: s.since)
+
+    def _latches_loop(self) -> None:
+        """The brakes in /metrics (the PrometheusRule in deploy/ pages on them): two GETs every
+        ``watchdog_s``, in a thread of their own, so a cluster that does not answer (a read retries
+        for up to its budget) never delays a hand-back. An unreadable latch shows as set, as the gate
+        reads it."""
+        while not self._stop.wait(self.settings.watchdog_s):
+            try:
+                kube = self.env.runtime.kube
+                self.metrics.breaker_tripped.set(1 if read_breaker(kube)[0] else 0)
+                self.metrics.frozen.set(1 if read_freeze(kube)[0] else 0)
+            except Exception as exc:
+                log.warning("cannot read the latches for /metrics", error=describe(exc))
 
     def watch(self) -> list[str]:
         """One round: hand back each stalled incident not handed back for this stall yet; their ids."""

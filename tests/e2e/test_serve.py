@@ -7,6 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from click.testing import CliRunner
+
+from supply_agent.cli import main
 from tests.support.service_harness import (
     AGENT_PD_USER,
     AM_TOKEN,
@@ -16,6 +19,8 @@ from tests.support.service_harness import (
     ServeHarness,
     serve_harness,
 )
+from tools.kubernetes import KubeTools
+from tools.latches import BREAKER_CONFIGMAP, CONTROL_NAMESPACE, breaker_data
 
 VECTOR = Path(__file__).resolve().parents[1] / "vectors" / "pd_gopagerduty_priority_updated.json"
 
@@ -313,3 +318,35 @@ def test_a_restart_handles_events_stored_but_not_handled(tmp_path: Path) -> None
                 assert len(h.slack.posted()) == 1
             finally:
                 again.stop()
+
+
+def test_the_brakes_show_in_metrics_within_a_watchdog_round(tmp_path: Path) -> None:
+    """The kill switch and the breaker, set and lifted with the CLI a human uses, show in /metrics (the
+    PrometheusRule in deploy/ pages on them) within a round of the dead man's switch."""
+    runner = CliRunner()
+
+    def cli(*args: str) -> None:
+        result = runner.invoke(main, [*args, "--kubeconfig", str(h.kubeconfig)])
+        assert result.exit_code == 0, result.output
+
+    def metric(name: str) -> str:
+        line = [x for x in h.http.get("/metrics").text.splitlines() if x.startswith(name + " ")]
+        return line[0].split()[-1] if line else ""
+
+    with serve_harness(tmp_path, watchdog_s=0.2) as h:
+        h.until("the latches read", lambda: metric("supply_agent_frozen") == "0.0", 10)
+        assert metric("supply_agent_breaker_tripped") == "0.0"
+        cli("freeze", "--reason", "maintenance window", "--by", "test")
+        h.until("frozen in /metrics", lambda: metric("supply_agent_frozen") == "1.0", 10)
+        cli("unfreeze", "--by", "test")
+        h.until("unfrozen in /metrics", lambda: metric("supply_agent_frozen") == "0.0", 10)
+        kube = KubeTools.from_kubeconfig(h.kubeconfig)
+        try:  # as the executor trips it after failed verifications
+            kube.upsert_config_map(
+                CONTROL_NAMESPACE, BREAKER_CONFIGMAP, breaker_data(True, "3 failed", "test")
+            )
+        finally:
+            kube.close()
+        h.until("the breaker in /metrics", lambda: metric("supply_agent_breaker_tripped") == "1.0", 10)
+        cli("breaker", "reset", "--by", "test")
+        h.until("the breaker reset in /metrics", lambda: metric("supply_agent_breaker_tripped") == "0.0", 10)
