@@ -53,7 +53,7 @@ def main() -> None:
         raise click.ClickException(f"the settings cannot be read: {exc}") from exc
     except ValidationError as exc:  # which variable, and what was expected; never the value (a secret?)
         wrong = "; ".join(
-            f"SUPPLY_AGENT_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+            f"SUPPLY_AGENT_{str(e['loc'][0]).upper() if e['loc'] else '?'}: {e['msg']}" for e in exc.errors()
         )
         raise click.ClickException(f"the settings cannot be read: {wrong}") from exc
     configure_logging(settings.log_format, settings.log_level)

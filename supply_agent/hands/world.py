@@ -138,8 +138,8 @@ def world_from_raw(
         node, ref, agent = slim_pod(p)
         if not node:
             continue
-        if agent is not None:
-            agent_ready[node] = agent
+        if agent is not None:  # any node-agent pod ready (one is; two during a DaemonSet rollout)
+            agent_ready[node] = agent_ready.get(node, False) or agent
         by_node.setdefault(node, []).append(ref)
     nodes = {}
     for n in raw_nodes:

@@ -416,8 +416,8 @@ class WorldCache:
             return
         pods = tuple(sorted((self._on_node.get(node) or {}).values(), key=lambda r: (r.namespace, r.name)))
         agents = self._agent.get(node) or {}
-        # The last node-agent pod listed decides, as in read_world (a node has one).
-        agent_ready = list(agents.values())[-1] if agents else False
+        # Any node-agent pod ready, as in read_world: not the order events or pages came in.
+        agent_ready = any(agents.values())
         view = base.model_copy(update={"pods": pods, "agent_ready": agent_ready})
         if self._views.get(node) != view:
             self._w("_views")[node] = view
@@ -522,8 +522,8 @@ class WorldCache:
                 _, ref, agent = slim_pod(p)
                 refs.append(ref)
                 index[f"{ref.namespace}/{ref.name}"] = (name, ref)
-                if agent is not None:  # the last node-agent pod listed decides, as in read_world
-                    agent_ready = agent
+                if agent is not None:  # any node-agent pod ready, as in read_world
+                    agent_ready = agent_ready or agent
             if name in views:
                 views[name] = views[name].model_copy(
                     update={

@@ -117,13 +117,15 @@ class WatchdogMixin(ServiceState):
         ``watchdog_s``, in a thread of their own, so a cluster that does not answer (a read retries
         for up to its budget) never delays a hand-back. An unreadable latch shows as set, as the gate
         reads it."""
-        while not self._stop.wait(self.settings.watchdog_s):
+        while True:  # read first: a breaker tripped before the start shows at once, not after a round
             try:
                 kube = self.env.runtime.kube
                 self.metrics.breaker_tripped.set(1 if read_breaker(kube)[0] else 0)
                 self.metrics.frozen.set(1 if read_freeze(kube)[0] else 0)
             except Exception as exc:
                 log.warning("cannot read the latches for /metrics", error=describe(exc))
+            if self._stop.wait(self.settings.watchdog_s):
+                return
 
     def watch(self) -> list[str]:
         """One round: hand back each stalled incident not handed back for this stall yet; their ids."""

@@ -89,3 +89,27 @@ def test_explain_rejects_bad_input(kubeconfig: Path) -> None:
         main, ["playbooks", "explain", '{"tool": "k8s.get_node"}', "--kubeconfig", "/nope"]
     )
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_a_setting_that_cannot_be_read_names_its_variable_and_never_its_value(tmp_path: Path) -> None:
+    from supply_agent.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        out = CliRunner().invoke(
+            main, ["incidents", "list"], env={"SUPPLY_AGENT_WORKERS": "many-s3cret-workers"}
+        )
+        assert out.exit_code != 0
+        assert "SUPPLY_AGENT_WORKERS: Input should be a valid integer" in out.output
+        assert "s3cret" not in out.output
+        get_settings.cache_clear()
+        out = CliRunner().invoke(
+            main, ["incidents", "list"], env={"SUPPLY_AGENT_SECRETS_DIR": str(tmp_path / "absent")}
+        )
+        assert (
+            out.exit_code != 0
+            and "SUPPLY_AGENT_SECRETS_DIR=" in out.output
+            and "not a directory" in out.output
+        )
+    finally:
+        get_settings.cache_clear()
