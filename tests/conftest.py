@@ -14,6 +14,9 @@ from sandbox.fleet.clock import SimClock
 from sandbox.fleet.server import FleetServer
 from sandbox.fleet.world import Fleet, FleetSpec
 
+# A real PostgreSQL for the tests that need one (`postgres_url`), started once per session.
+pytest_plugins = ["tests.support.pg_fixture"]
+
 
 @pytest.fixture
 def fleet_spec() -> FleetSpec:

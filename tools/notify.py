@@ -11,6 +11,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from supply_agent.schema import ensure_schema
+
 
 class _Base(DeclarativeBase):
     pass
@@ -41,7 +43,7 @@ class Notice(BaseModel):
 class Outbox:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        _Base.metadata.create_all(engine)
+        ensure_schema(engine)
 
     @classmethod
     def from_url(cls, url: str) -> Outbox:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from supply_agent.logging import get_logger
+from supply_agent.schema import ensure_schema
 
 _POSTGRES_TIMEOUTS: dict[str, Any] = {
     "connect_timeout": 10,
@@ -37,7 +38,7 @@ class AuditRecord(AuditBase):
     step: Mapped[int] = mapped_column(Integer)
     tool: Mapped[str] = mapped_column(String(64))
     action_hash: Mapped[str] = mapped_column(String(64), index=True)
-    idempotency_key: Mapped[str] = mapped_column(String(64), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), index=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     verdict: Mapped[str] = mapped_column(String(8))
     approver: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -54,8 +55,7 @@ class AuditLog:
     def __init__(self, engine: Engine, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.engine = engine
         self.clock = clock  # the executor's clock: a sandbox's simulated time, so windows line up
-        AuditBase.metadata.create_all(engine)
-        add_missing_columns(engine, "audit", [("targets", "JSON")])
+        ensure_schema(engine)
         self.log = get_logger(component="audit")
 
     @classmethod
@@ -113,20 +113,6 @@ class AuditLog:
             if incident_id is not None:
                 q = q.where(AuditRecord.incident_id == incident_id)
             return list(session.scalars(q))
-
-
-def add_missing_columns(engine: Engine, table: str, columns: Iterable[tuple[str, str]]) -> None:
-    """Add the columns a store made by an older version lacks (``ALTER TABLE ... ADD COLUMN``, which
-    SQLite and Postgres both take)."""
-    from sqlalchemy import inspect, text
-
-    have = {c["name"] for c in inspect(engine).get_columns(table)}
-    missing = [(name, ddl) for name, ddl in columns if name not in have]
-    if not missing:
-        return
-    with engine.begin() as conn:
-        for name, ddl in missing:
-            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
 
 
 def jsonable(value: Any) -> Any:

@@ -29,8 +29,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from sandbox.executor.audit import add_missing_columns, jsonable
+from sandbox.executor.audit import jsonable
 from supply_agent.models.incident import AlertIn, IncidentState, TimelineEntry
+from supply_agent.schema import ensure_schema
 
 
 class _Base(DeclarativeBase):
@@ -109,13 +110,6 @@ class IncidentSummary(BaseModel):
     folded_into: str | None = None
 
 
-# Columns added after the first release: (table, column, DDL). create_all makes tables, not columns.
-_ADDED = (
-    ("incidents", "component", "VARCHAR(300)"),
-    ("incidents", "folded_into", "VARCHAR(64)"),
-)
-
-
 def engine_for(url: str) -> Engine:
     """An engine for the store's URL; SQLite in WAL mode, as several processes (CLI, server) share the file."""
     if url.startswith("sqlite:///"):
@@ -159,8 +153,7 @@ def as_utc(t: datetime | None) -> datetime | None:
 class IncidentStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        _Base.metadata.create_all(engine)
-        add_missing_columns(engine, "incidents", [(c, ddl) for t, c, ddl in _ADDED if t == "incidents"])
+        ensure_schema(engine)
 
     @classmethod
     def from_url(cls, url: str) -> IncidentStore:

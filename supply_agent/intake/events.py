@@ -22,7 +22,6 @@ from sqlalchemy import DateTime, Float, Integer, LargeBinary, String, Text, or_,
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from sandbox.executor.audit import add_missing_columns
 from supply_agent.incidents.store import engine_for
 from supply_agent.intake.bodies import (  # re-exported: the body checks live there
     MAX_DEPTH,
@@ -36,6 +35,7 @@ from supply_agent.intake.bodies import (  # re-exported: the body checks live th
     classify_alertmanager,
     classify_pagerduty,
 )
+from supply_agent.schema import ensure_schema
 
 log = structlog.get_logger("supply_agent.intake.events")
 
@@ -78,10 +78,6 @@ class EventRow(_Base):
     next_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
-# Columns added after the table first shipped: (name, SQL type and default) for ALTER TABLE.
-_ADDED = (("attempts", "INTEGER NOT NULL DEFAULT 0"), ("next_at", "FLOAT"))
-
-
 @dataclass(frozen=True)
 class StoredEvent:
     id: int
@@ -115,8 +111,7 @@ class EventLog:
 
     def __init__(self, engine: Engine, *, track_pending: bool = False) -> None:
         self.engine = engine
-        _Base.metadata.create_all(engine)
-        _add_columns(engine)
+        ensure_schema(engine)
         self._sqlite = engine.dialect.name == "sqlite"
         if engine.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -390,8 +385,3 @@ def _stored(row: EventRow) -> StoredEvent:
     at = row.received_at if row.received_at.tzinfo else row.received_at.replace(tzinfo=UTC)
     source: Source = row.source if row.source in ("pagerduty", "slack") else "alertmanager"  # type: ignore[assignment]
     return StoredEvent(row.id, source, row.event_type, at, bytes(row.body), row.status, row.attempts or 0)
-
-
-def _add_columns(engine: Engine) -> None:
-    """Add the columns a store made by an older version lacks (create_all adds tables, not columns)."""
-    add_missing_columns(engine, "intake_events", _ADDED)

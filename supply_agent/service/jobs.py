@@ -34,6 +34,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
 
+from supply_agent.schema import ensure_schema
+
 Status = Literal["queued", "done", "dead"]
 
 
@@ -119,7 +121,7 @@ class JobStore:
     def __init__(self, engine: Engine, wall: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.wall = wall
-        _Base.metadata.create_all(engine)
+        ensure_schema(engine)
         self._insert: Any = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
 
     def put(

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from supply_agent.incidents.store import as_utc
+from supply_agent.schema import ensure_schema
 
 Status = Literal["pending", "deciding", "approved", "rejected", "expired"]
 
@@ -79,7 +80,7 @@ def _prompt(r: PromptRow) -> Prompt:
 class PromptStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        _Base.metadata.create_all(engine)
+        ensure_schema(engine)
 
     def add(
         self, incident_id: str, action_hash: str, step: int, asked_at: datetime, expires_at: datetime

@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+from sqlalchemy import create_engine, inspect
 
 from sandbox.executor.audit import AuditLog
 from sandbox.fleet.admin import AdminClient
 from supply_agent.intake.signing import sign_pagerduty, sign_slack
+from tests.support.pg_fixture import fresh_database
 from tests.support.served import Served, serve_env, until, xid79_page
 from tests.support.service_harness import (
     APPROVER,
@@ -22,8 +25,8 @@ from tests.support.service_harness import (
 from tests.support.slack_stub import block_actions_payload, click_body
 
 
-def _post_recorded(tmp: Path) -> bool:
-    audit = AuditLog.from_url(f"sqlite:///{tmp / 'var' / 'supply-agent.db'}")
+def _post_recorded(url: str) -> bool:
+    audit = AuditLog.from_url(url)
     try:
         return any(
             r.tool == "slack.post" and r.phase == "after" and r.outcome == "executed" for r in audit.records()
@@ -32,11 +35,23 @@ def _post_recorded(tmp: Path) -> bool:
         audit.engine.dispose()
 
 
-def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The same on the embedded SQLite files and on one PostgreSQL for everything (events, incidents,
+    jobs, audit, approvals, ledger, checkpoints): two real ``serve`` processes, one after the other."""
+    if backend == "postgres":
+        server = str(request.getfixturevalue("postgres_url"))
+        url = fresh_database(server, "serve_restart").replace("postgresql://", "postgresql+psycopg://")
+    else:
+        url = f"sqlite:///{tmp_path / 'var' / 'supply-agent.db'}"
     with outside_world(tmp_path) as (fleet, kubeconfig, pd, slack):
         admin = AdminClient.from_kubeconfig(kubeconfig)
         node, hook, pd_id = xid79_page(fleet, admin, pd)
         env = serve_env(tmp_path, pd, slack)
+        if backend == "postgres":
+            env["SUPPLY_AGENT_DATABASE_URL"] = url
         log = tmp_path / "serve.log"
 
         first = Served(env, kubeconfig, log)
@@ -51,7 +66,7 @@ def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(tmp_pat
             until("the Slack prompt", lambda: slack.posted())
             # Killed once the post is on record (its audit row): a kill between Slack taking the post
             # and that row is the one window where a restart posts again (at least once, not exactly).
-            until("the prompt's post recorded", lambda: _post_recorded(tmp_path))
+            until("the prompt's post recorded", lambda: _post_recorded(url))
             first.kill()  # SIGKILL: no shutdown of any kind
         finally:
             first.stop()
@@ -101,7 +116,7 @@ def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(tmp_pat
             assert left == []  # drained
             from tools.billing import Ledger
 
-            ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'var' / 'supply-agent.db'}")
+            ledger = Ledger.from_url(url)
             try:
                 assert len(ledger.credits_for_incident(iid).credits) == 1
             finally:
@@ -112,3 +127,13 @@ def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(tmp_pat
             assert len(slack.updates()) == 1
         finally:
             second.stop()
+    if backend == "postgres":
+        # Nothing went to the embedded files: every store, the intake's and the checkpoints too, is in
+        # the one database.
+        assert not list((tmp_path / "var").glob("*.db"))
+        engine = create_engine(url)
+        try:
+            tables = set(inspect(engine).get_table_names())
+            assert {"intake_events", "checkpoints", "audit", "approval_prompts", "alembic_version"} <= tables
+        finally:
+            engine.dispose()

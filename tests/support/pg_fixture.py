@@ -52,3 +52,16 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if stopped.returncode != 0:
             # The tests have their results; a server left running is worth a word, not a failure.
             warnings.warn(f"{SCRIPT} destroy {state} failed:\n{stopped.stdout}{stopped.stderr}", stacklevel=1)
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    """The URL of a new, empty database ``name`` on the server of ``server_url`` (dropped first if a
+    test before left it)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    with psycopg.connect(url.set(database="postgres").render_as_string(False), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(False)

@@ -30,6 +30,7 @@ from tenacity import (
 )
 
 from supply_agent.logging import get_logger
+from supply_agent.schema import ensure_schema
 from tools.billing import usage
 from tools.billing.errors import IdempotencyConflict, LedgerError, LedgerWriteError, UnknownCustomer
 from tools.billing.models import (
@@ -52,7 +53,7 @@ from tools.billing.models import (
     Usage,
 )
 from tools.billing.money import CURRENCY, PositiveMoney, Price
-from tools.billing.tables import Base, CreditRow, CustomerRow, HoldRow, PauseRow, UsageRow
+from tools.billing.tables import CreditRow, CustomerRow, HoldRow, PauseRow, UsageRow
 
 DEFAULT_URL = "sqlite:///supply-agent-billing.db"
 
@@ -176,7 +177,7 @@ class Ledger:
         engine = create_engine(url, **engine_kwargs)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(engine)
+        ensure_schema(engine)
         return cls(engine, default_price_per_gpu_hour=default_price_per_gpu_hour)
 
     def close(self) -> None:

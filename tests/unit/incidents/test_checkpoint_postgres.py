@@ -28,8 +28,6 @@ from supply_agent.incidents.checkpoint import open_checkpointer, serializer
 from supply_agent.models import Action, Decision, Verdict
 from supply_agent.models.incident import AlertIn, IncidentState, StepRecord, TimelineEntry
 
-pytest_plugins = ["tests.support.pg_fixture"]
-
 ROOT = Path(__file__).resolve().parents[3]
 
 

@@ -9,8 +9,6 @@ from sqlalchemy import text
 from sandbox.executor.audit import AuditLog
 from tools.billing import Ledger
 
-pytest_plugins = ["tests.support.pg_fixture"]
-
 
 @pytest.fixture
 def url(postgres_url: str) -> str:

@@ -1,0 +1,156 @@
+"""Leases with fencing tokens: which replica owns a piece of work (an incident's thread) until when.
+
+A lease is a row: its name, its owner, when it lapses, and a token that grows by one each time the lease
+changes hands (or is taken again after it lapsed). The owner renews it well before it lapses; a replica
+that dies or freezes stops renewing, and once the lease lapsed any replica may take it, with the next
+token. Times are the database's clock on PostgreSQL (replicas' clocks may disagree; the database's is
+the one they share), the process's on SQLite (one machine).
+
+The token is the fence (Kleppmann, "How to do distributed locking", 2016): a write is made with the
+token its maker holds, and :meth:`LeaseTable.holds` refuses it when the lease moved on since, however
+long the maker was frozen. The executor checks it in the same transaction as the audit row it writes
+before running an action, so a replica that wakes after its lease moved runs nothing more.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import BigInteger, ColumnElement, Float, String, case, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from supply_agent.schema import ensure_schema
+
+
+class LeaseBase(DeclarativeBase):
+    pass
+
+
+class LeaseRow(LeaseBase):
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    token: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[float] = mapped_column(Float)
+    acquired_at: Mapped[float] = mapped_column(Float)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lease as its owner holds it: the token is what its writes are fenced with."""
+
+    name: str
+    owner: str
+    token: int
+    expires_at: float
+
+
+class StaleFence(RuntimeError):
+    """A write made with a lease that moved on (or lapsed): says whose it is now."""
+
+
+class LeaseTable:
+    """The ``leases`` table. ``clock`` (epoch seconds) replaces the database's clock (tests)."""
+
+    def __init__(self, engine: Engine, ttl_s: float = 15.0, clock: Callable[[], float] | None = None) -> None:
+        self.engine = engine
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._postgres = engine.dialect.name == "postgresql"
+        ensure_schema(engine)
+
+    def now(self, conn: Connection) -> float:
+        if self._clock is not None:
+            return self._clock()
+        if self._postgres:
+            return float(conn.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one())
+        return time.time()
+
+    def acquire(self, name: str, owner: str) -> Lease | None:
+        """Take the lease, or renew it when ``owner`` holds it; None while another owner's lease runs.
+        The token grows unless ``owner`` held it without a lapse."""
+        insert = pg_insert if self._postgres else sqlite_insert
+        with self.engine.begin() as conn:
+            now = self.now(conn)
+            ins = insert(LeaseRow).values(
+                name=name, owner=owner, token=1, expires_at=now + self.ttl_s, acquired_at=now
+            )
+            held = (LeaseRow.owner == owner) & (LeaseRow.expires_at >= now)
+            stmt = ins.on_conflict_do_update(
+                index_elements=["name"],
+                set_={
+                    "token": _case(held, LeaseRow.token, LeaseRow.token + 1),
+                    "acquired_at": _case(held, LeaseRow.acquired_at, now),
+                    "owner": owner,
+                    "expires_at": now + self.ttl_s,
+                },
+                where=(LeaseRow.owner == owner) | (LeaseRow.expires_at < now),
+            ).returning(LeaseRow.token, LeaseRow.expires_at)
+            row = conn.execute(stmt).first()
+        return None if row is None else Lease(name, owner, int(row[0]), float(row[1]))
+
+    def renew(self, lease: Lease) -> Lease | None:
+        """Extend a lease its owner still holds; None when it lapsed or moved (the owner stops its work)."""
+        with self.engine.begin() as conn:
+            now = self.now(conn)
+            row = conn.execute(
+                update(LeaseRow)
+                .where(_same(lease), LeaseRow.expires_at >= now)
+                .values(expires_at=now + self.ttl_s)
+                .returning(LeaseRow.expires_at)
+            ).first()
+        return None if row is None else Lease(lease.name, lease.owner, lease.token, float(row[0]))
+
+    def release(self, lease: Lease) -> None:
+        """Give the lease up now (another replica may take it at once); the token stays, to grow."""
+        with self.engine.begin() as conn:
+            now = self.now(conn)
+            conn.execute(update(LeaseRow).where(_same(lease)).values(expires_at=now - 1e-6))
+
+    def holder(self, name: str) -> Lease | None:
+        """Who holds the lease now (None: nobody, or it lapsed)."""
+        with self.engine.connect() as conn:
+            now = self.now(conn)
+            row = conn.execute(
+                select(LeaseRow.owner, LeaseRow.token, LeaseRow.expires_at).where(LeaseRow.name == name)
+            ).first()
+            if row is None or float(row[2]) < now:
+                return None
+            return Lease(name, str(row[0]), int(row[1]), float(row[2]))
+
+    def check(self, conn: Connection, lease: Lease) -> None:
+        """Raise :class:`StaleFence` unless ``lease`` is still held, unlapsed, with its token: inside the
+        transaction of ``conn``, whose write then commits only if the lease did not move first (on
+        PostgreSQL the row is locked until that transaction ends, so a takeover waits for it)."""
+        q = select(LeaseRow.owner, LeaseRow.token, LeaseRow.expires_at).where(LeaseRow.name == lease.name)
+        if self._postgres:
+            q = q.with_for_update()
+        row = conn.execute(q).first()
+        now = self.now(conn)
+        if row is None:
+            raise StaleFence(f"lease {lease.name}: no such lease (token {lease.token})")
+        owner, token, expires = str(row[0]), int(row[1]), float(row[2])
+        if token != lease.token or owner != lease.owner:
+            raise StaleFence(
+                f"lease {lease.name} moved: held by {owner} with token {token}, this write has token "
+                f"{lease.token} of {lease.owner}"
+            )
+        if expires < now:
+            raise StaleFence(
+                f"lease {lease.name} of {owner} lapsed {now - expires:.1f} s ago: renew it first"
+            )
+
+
+def _same(lease: Lease) -> ColumnElement[bool]:
+    return (LeaseRow.name == lease.name) & (LeaseRow.owner == lease.owner) & (LeaseRow.token == lease.token)
+
+
+def _case(cond: ColumnElement[bool], then: Any, other: Any) -> Any:
+    return case((cond, then), else_=other)
