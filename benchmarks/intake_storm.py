@@ -11,13 +11,21 @@ Prints: lost (acknowledged but never handled; must be 0), incidents opened (must
 p50/p99 time to acknowledge, events per second, and how long after the last send every event was
 handled. ``--single-process`` runs `serve --single-process` (intake and agent in one process) to compare.
 
+``--replicas N`` runs N `serve` replicas on one PostgreSQL (``--database-url``, or a server of its own
+started by ``scripts/postgres.sh``), each sender connection bound to one replica, round-robin, as a
+load balancer spreads them. ``--kill-one`` SIGKILLs the replica leading the dispatch halfway through
+the storm (its senders reconnect to the others) and prints how long its work took to move: the
+dispatcher's lease taken by another replica, and the first event handled after the kill.
+
     .venv/bin/python benchmarks/intake_storm.py [--events 5000] [--dup 0.3] [--groups 10] [--concurrency 64]
+    .venv/bin/python benchmarks/intake_storm.py --replicas 2 [--kill-one]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -30,9 +38,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -106,25 +117,51 @@ async def _post(
 
 
 async def _send(
-    port: int, bodies: list[bytes], concurrency: int
+    ports: list[int],
+    bodies: list[bytes],
+    concurrency: int,
+    halfway: Callable[[], int | None] | None = None,
 ) -> tuple[list[float], dict[int, int], float]:
+    """Send every body; worker i on replica ``i % len(ports)``. ``halfway`` runs once, half the bodies
+    sent, and may return a port that is gone from then on (the senders on it move to the next)."""
     latencies: list[float] = []
     codes: dict[int, int] = {}
     it = iter(bodies)
+    sent = [0]
+    dead: set[int] = set()
 
-    async def worker() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def connect(i: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+        for k in range(len(ports)):
+            port = ports[(i + k) % len(ports)]
+            if port in dead:
+                continue
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                return reader, writer, port
+            except OSError:
+                dead.add(port)
+        raise SystemExit("no replica answers")
+
+    async def worker(i: int) -> None:
+        reader, writer, port = await connect(i)
         try:
             for body in it:
+                sent[0] += 1
+                if halfway is not None and sent[0] == len(bodies) // 2:
+                    gone = await asyncio.get_running_loop().run_in_executor(None, halfway)
+                    if gone is not None:
+                        dead.add(gone)
                 while True:
                     t0 = time.perf_counter()
                     try:
+                        if port in dead:
+                            raise ConnectionResetError("replica gone")
                         status, headers = await _post(reader, writer, body)
                     except (asyncio.IncompleteReadError, ConnectionError):
                         # the server closed a connection idle past its keep-alive (after a Retry-After
-                        # wait): open another and send again, as a sender does
+                        # wait), or its replica died: open another and send again, as a sender does
                         writer.close()
-                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                        reader, writer, port = await connect(i)
                         continue
                     dt = time.perf_counter() - t0
                     codes[status] = codes.get(status, 0) + 1
@@ -137,7 +174,7 @@ async def _send(
             writer.close()
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return latencies, codes, time.perf_counter() - t0
 
 
@@ -155,6 +192,41 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
+@contextmanager
+def _postgres(url: str | None) -> Iterator[str]:
+    """The given URL, or a PostgreSQL of its own from scripts/postgres.sh (destroyed after)."""
+    if url:
+        yield url
+        return
+    script = ROOT / "scripts" / "postgres.sh"
+    with tempfile.TemporaryDirectory(prefix="storm-pg-") as state:
+        out = subprocess.run(
+            ["bash", str(script), "start", state], capture_output=True, text=True, check=False
+        )
+        lines = out.stdout.split()
+        if out.returncode != 0 or not lines or not lines[-1].startswith("postgresql://"):
+            raise SystemExit(f"{script} start failed: {out.stdout}{out.stderr}")
+        try:
+            yield lines[-1].replace("postgresql://", "postgresql+psycopg://", 1)
+        finally:
+            subprocess.run(["bash", str(script), "destroy", state], capture_output=True, check=False)
+
+
+def _start(cmd: list[str], env: dict[str, str], log: Path, url: str) -> subprocess.Popen[bytes]:
+    out = log.open("wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit("serve did not start: " + log.read_text()[-2000:])
+        time.sleep(0.1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=5000)
@@ -163,65 +235,125 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--single-process", action="store_true", help="serve --single-process, to compare")
+    ap.add_argument("--replicas", type=int, default=1, help="replicas on one PostgreSQL (>1 needs it)")
+    ap.add_argument("--database-url", help="PostgreSQL for the replicas (default: one of its own)")
+    ap.add_argument("--kill-one", action="store_true", help="SIGKILL the dispatch's leader halfway")
+    ap.add_argument("--lease-s", type=float, default=15.0, help="the replicas' lease time")
     args = ap.parse_args()
     configure_logging("console", "warning")
+    shared = args.replicas > 1 or args.database_url is not None
 
     fleet = Fleet(FleetSpec(nodes=max(64, args.groups * 4), pools=2, seed=3), SimClock("real"))
     fleet.generate()
     nodes = sorted(n["metadata"]["name"] for n in fleet.store.items("nodes"))[: args.groups]
     bodies = _bodies(nodes, args.events, args.dup, args.groups, args.seed)
-    with FleetServer(fleet) as server, tempfile.TemporaryDirectory() as tmp:
+    with (
+        FleetServer(fleet) as server,
+        tempfile.TemporaryDirectory() as tmp,
+        _postgres(args.database_url) if shared else contextlib.nullcontext("") as db_url,
+    ):
         kubeconfig = Path(tmp) / "kubeconfig"
         server.write_kubeconfig(kubeconfig)
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPLY_AGENT_")}
-        env |= {
-            "SUPPLY_AGENT_DATA_DIR": str(Path(tmp) / "var"),
-            "SUPPLY_AGENT_ALERTMANAGER_TOKEN": TOKEN,
-            "SUPPLY_AGENT_LOG_LEVEL": "warning",
-            "SUPPLY_AGENT_LOG_FORMAT": "json",
-        }
-        log = (Path(tmp) / "serve.log").open("wb")
-        cmd = [sys.executable, "-m", "supply_agent.cli", "serve", "--port", str(port)]
-        if args.single_process:
-            cmd.append("--single-process")
-        proc = subprocess.Popen([*cmd, "--kubeconfig", str(kubeconfig)], env=env, stdout=log, stderr=log)
+        procs: list[subprocess.Popen[bytes]] = []
+        ports = [_free_port() for _ in range(args.replicas)]
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        engine = create_engine(db_url) if db_url else None
+        failover: dict[str, float] = {}
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("serve did not start: " + (Path(tmp) / "serve.log").read_text()[-2000:])
-                time.sleep(0.1)
-            latencies, codes, wall = asyncio.run(_send(port, bodies, args.concurrency))
+            for i, port in enumerate(ports):
+                env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPLY_AGENT_")}
+                env |= {
+                    "SUPPLY_AGENT_DATA_DIR": str(Path(tmp) / f"var-{i}"),
+                    "SUPPLY_AGENT_ALERTMANAGER_TOKEN": TOKEN,
+                    "SUPPLY_AGENT_LOG_LEVEL": "warning",
+                    "SUPPLY_AGENT_LOG_FORMAT": "json",
+                    "SUPPLY_AGENT_REPLICA_ID": f"r{i}",
+                    "SUPPLY_AGENT_LEASE_S": str(args.lease_s),
+                }
+                if db_url:
+                    env["SUPPLY_AGENT_DATABASE_URL"] = db_url
+                cmd = [sys.executable, "-m", "supply_agent.cli", "serve", "--port", str(port)]
+                if args.single_process:
+                    cmd.append("--single-process")
+                procs.append(
+                    _start(
+                        [*cmd, "--kubeconfig", str(kubeconfig)], env, Path(tmp) / f"serve-{i}.log", urls[i]
+                    )
+                )
+
+            def kill_leader() -> int | None:
+                assert engine is not None
+                with engine.connect() as conn:
+                    row = conn.execute(
+                        text("SELECT owner FROM leases WHERE name = 'singleton:dispatcher'")
+                    ).first()
+                    handled_before = conn.execute(
+                        text("SELECT coalesce(max(handled_at), now()) FROM intake_events")
+                    ).scalar_one()
+                leader = int(str(row[0]).split(":", 1)[0].removeprefix("r")) if row else 0
+                killed = time.monotonic()
+                procs[leader].send_signal(signal.SIGKILL)
+                failover["killed"] = float(leader)
+                failover["_at"] = killed
+                failover["_handled_before"] = handled_before.timestamp()
+                failover["_wall"] = time.time()
+                return ports[leader]
+
+            halfway = kill_leader if args.kill_one and engine is not None else None
+            latencies, codes, wall = asyncio.run(_send(ports, bodies, args.concurrency, halfway))
             acked_unique = codes.get(202, 0)
             t_drain = time.perf_counter()
+            live = [u for i, u in enumerate(urls) if procs[i].poll() is None]
             while True:
-                text = httpx.get(f"{url}/metrics", timeout=10).text
-                handled = _metric(text, "supply_agent_events_handled_total")
-                if handled >= acked_unique or time.perf_counter() - t_drain > 120:
+                if engine is not None:
+                    with engine.connect() as conn:
+                        handled = float(
+                            conn.execute(
+                                text("SELECT count(*) FROM intake_events WHERE status <> 'pending'")
+                            ).scalar_one()
+                        )
+                        if "_at" in failover and "lease_moved_s" not in failover:
+                            owner = conn.execute(
+                                text("SELECT owner FROM leases WHERE name = 'singleton:dispatcher'")
+                            ).scalar()
+                            if owner and not str(owner).startswith(f"r{int(failover['killed'])}:"):
+                                failover["lease_moved_s"] = time.monotonic() - failover["_at"]
+                else:
+                    text_ = httpx.get(f"{live[0]}/metrics", timeout=10).text
+                    handled = _metric(text_, "supply_agent_events_handled_total")
+                if handled >= acked_unique or time.perf_counter() - t_drain > 180:
                     break
                 time.sleep(0.2)
             drain_s = time.perf_counter() - t_drain
-            incidents = httpx.get(f"{url}/incidents", params={"limit": 1000}, timeout=10).json()
+            if engine is not None and "_wall" in failover:
+                with engine.connect() as conn:
+                    first = conn.execute(
+                        text("SELECT min(handled_at) FROM intake_events WHERE handled_at > to_timestamp(:t)"),
+                        {"t": failover["_wall"]},
+                    ).scalar()
+                if first is not None:
+                    failover["first_handled_after_kill_s"] = first.timestamp() - failover["_wall"]
+            incidents = httpx.get(f"{live[0]}/incidents", params={"limit": 1000}, timeout=10).json()
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            if engine is not None:
+                engine.dispose()
     lat = sorted(latencies)
     p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
     lost = int(acked_unique - handled)
+    where = (
+        f"{args.replicas} replica(s) on PostgreSQL" if shared else "SQLite"
+    ) + f", {'one process each' if args.single_process else 'intake and worker processes'}"
     print(
         f"intake storm: {args.events} webhooks ({args.dup:.0%} re-deliveries), {args.groups} groups, "
-        f"concurrency {args.concurrency}, serve on loopback (SQLite, "
-        f"{'one process' if args.single_process else 'intake and worker processes'})"
+        f"concurrency {args.concurrency}, serve on loopback ({where})"
     )
     print(f"  responses            {dict(sorted(codes.items()))}")
     print(f"  lost                 {lost}  (target 0)")
@@ -235,6 +367,14 @@ def main() -> None:
         f"(sent in {wall:.1f} s; all handled {drain_s:.1f} s later)"
     )
     print(f"  mean                 {statistics.fmean(lat) * 1000:.1f} ms")
+    if "killed" in failover:
+        moved = failover.get("lease_moved_s")
+        first = failover.get("first_handled_after_kill_s")
+        print(
+            f"  failover             r{int(failover['killed'])}, the dispatch's leader, SIGKILLed halfway: "
+            f"its lease moved in {'-' if moved is None else f'{moved:.1f} s'}, the next event handled "
+            f"{'-' if first is None else f'{first:.1f} s'} after the kill (lease time {args.lease_s:g} s)"
+        )
     ok = lost == 0 and len(incidents) == args.groups
     sys.exit(0 if ok else 1)
 

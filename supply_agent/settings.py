@@ -114,6 +114,15 @@ class Settings(BaseSettings):
     )
     retry_cap_s: float = Field(30.0, gt=0, description="Longest back-off between two attempts.")
     watchdog_s: float = Field(5.0, gt=0, description="How often the dead man's switch looks for stalls.")
+    replica_id: str = Field(
+        "", description="This replica's name in the leases; empty: the pod's (host) name and the process id."
+    )
+    lease_s: float = Field(
+        15.0,
+        ge=1.0,
+        description="How long a replica's lease on an incident or a singleton lasts unrenewed: a dead or "
+        "frozen replica's work moves to another within it.",
+    )
 
     @field_validator("approvers", "slack_approver_groups", "pagerduty_webhook_secrets", mode="before")
     @classmethod

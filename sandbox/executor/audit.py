@@ -5,19 +5,32 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, select
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, String, Text, create_engine, func, select, text
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+if TYPE_CHECKING:
+    from sandbox.executor.fencing import Lease, LeaseTable
 
 from supply_agent.logging import get_logger
 from supply_agent.schema import ensure_schema
 
 _POSTGRES_TIMEOUTS: dict[str, Any] = {
     "connect_timeout": 10,
-    "options": "-c statement_timeout=30s -c lock_timeout=10s",
+    # A session idle in a transaction 5 s (a replica frozen mid-append, holding the budget lock) is
+    # ended by the server: the lock goes, the row is never written, and the others go on.
+    "options": "-c statement_timeout=30s -c lock_timeout=10s -c idle_in_transaction_session_timeout=5s",
 }
+
+
+# pg_advisory_xact_lock's key for claiming a budget: one scope, the fleet (every budget is fleet-wide).
+BUDGET_LOCK = 0x5A_6D_16_02
+
+
+class StaleBudget(RuntimeError):
+    """A gated write began after the decision was made: decide again, on what it spent."""
 
 
 class AuditBase(DeclarativeBase):
@@ -49,6 +62,9 @@ class AuditRecord(AuditBase):
     # budgets count past writes by this, not by what the world shows after them (a drained node has no
     # tenant pods left). None on rows written before the column existed, and on control actions.
     targets: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # ``serve``: the replica that wrote the row and the token of the lease it held (its work's fence).
+    fence_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    fence_token: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class AuditLog:
@@ -65,10 +81,45 @@ class AuditLog:
         postgres = make_url(url).get_backend_name() == "postgresql"
         return cls(create_engine(url, connect_args=dict(_POSTGRES_TIMEOUTS) if postgres else {}))
 
-    def append(self, **fields: Any) -> AuditRecord:
+    def budget_seq(self, conn: Connection | None = None) -> int:
+        """The newest ``before`` row of a gated write (control actions and write-back left out): a
+        decision records it, and one made before a later write spent a budget it did not see."""
+        q = select(func.max(AuditRecord.id)).where(
+            AuditRecord.phase == "before", AuditRecord.verdict != "control"
+        )
+        if conn is not None:
+            return int(conn.execute(q).scalar() or 0)
+        with self.engine.connect() as c:
+            return int(c.execute(q).scalar() or 0)
+
+    def append(
+        self,
+        *,
+        fence: tuple[LeaseTable, Lease] | None = None,
+        budget_seq: int | None = None,
+        **fields: Any,
+    ) -> AuditRecord:
+        """Append a row. With ``fence`` (the lease table, the lease the writer holds), the row is written
+        only while that lease is still the writer's, checked in the same transaction
+        (:class:`~sandbox.executor.fencing.StaleFence` otherwise). With ``budget_seq`` (the budget
+        sequence its decision saw), only if no gated write began since, checked under a lock every
+        replica takes for it (:class:`StaleBudget` otherwise): deciding and claiming a budget are one
+        step across replicas, not only within a process."""
         fields.setdefault("at", self.clock())
         record = AuditRecord(**fields)
         with Session(self.engine, expire_on_commit=False) as session:
+            if budget_seq is not None:
+                conn = session.connection()
+                if self.engine.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BUDGET_LOCK})
+                now = self.budget_seq(conn)
+                if now != budget_seq:
+                    raise StaleBudget(
+                        f"a gated write began since the decision (audit row {now}, the decision saw {budget_seq})"
+                    )
+            if fence is not None:
+                fence[0].check(session.connection(), fence[1])
+                record.fence_owner, record.fence_token = fence[1].owner, fence[1].token
             session.add(record)
             session.commit()
         self.log.info(

@@ -7,7 +7,10 @@ timeout that bounds the tool itself (one deadline for the dry run and the run, h
 is told to stop when the executor stops waiting), audits before and after, and returns a typed result.
 A step whose idempotency key already executed returns the recorded result. Control actions (the
 latches, meter ingestion) never come from the mind: the hands or a human's command run them through
-:meth:`GuardedExecutor.control`, with an audit row naming who asked.
+:meth:`GuardedExecutor.control`, with an audit row naming who asked. With a fence (``serve``), the
+``before`` row is written only while the lease of the thread's work is still this replica's; otherwise
+the attempt is audited as refused and :class:`~sandbox.executor.fencing.LeaseLost` raised, the one error
+the executor lets out: the work stops, and the lease's new owner carries it on.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from sandbox.executor.audit import AuditLog, jsonable
+from sandbox.executor.audit import AuditLog, StaleBudget, jsonable
+from sandbox.executor.fencing import Fence, LeaseLost, StaleFence
 from supply_agent.models import Action, Approval, Decision, Verdict
 from tools.catalogue import CATALOGUE, Deadline, Effect
 from tools.errors import retry_after, transient
@@ -78,11 +82,19 @@ class GuardedExecutor:
         # audited as it was, and not enforced.
         self.enforce = enforce
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="executor")
+        # Set by ``serve``: each write is fenced by the lease its thread's work runs under (an incident's,
+        # or a singleton's), so a replica whose lease moved while it was frozen writes nothing more.
+        self.fence: Fence | None = None
 
     @property
     def revision(self) -> str:
-        """The world revision a decision made now is made on."""
+        """This process's world revision: its epoch and how many writes it ran."""
         return f"{self._epoch}:{self._writes}"
+
+    def decision_revision(self) -> str:
+        """The revision a decision made now records: this process's, and the shared audit log's budget
+        sequence (``@n``), which another replica's write moves on as well."""
+        return f"{self.revision}@{self.audit.budget_seq()}"
 
     def _wrote(self) -> None:
         with self._revision_lock:
@@ -135,7 +147,7 @@ class GuardedExecutor:
             return []
         if decision.verdict == Verdict.DENY:
             return ["the gate denied it: " + "; ".join(decision.reasons)]
-        if decision.world_revision != self.revision:
+        if (decision.world_revision or "").partition("@")[0] != self.revision:
             return [
                 f"stale decision: made on world revision {decision.world_revision or 'none'}, and the agent "
                 f"has written since (now {self.revision}): decide again"
@@ -168,12 +180,15 @@ class GuardedExecutor:
         if reasons:
             return self._refusal(action, decision, reasons, started, stale=reasons[0].startswith("stale"))
         assert decision is not None
+        seq = (decision.world_revision or "").partition("@")[2]
         return self._run_audited(
             action,
             decision.verdict.value,
             approval.approver if approval else None,
             started,
             targets=decision.targets.model_dump(mode="json"),
+            budget_seq=int(seq) if seq.isdigit() and self.enforce else None,
+            decision=decision,
         )
 
     def control(self, action: Action, by: str, key: str | None = None) -> ExecutionResult:
@@ -194,6 +209,8 @@ class GuardedExecutor:
         started: datetime,
         key: str | None = None,
         targets: dict[str, Any] | None = None,
+        budget_seq: int | None = None,
+        decision: Decision | None = None,
     ) -> ExecutionResult:
         """Dry-run, run, audit before and after; the recorded result for a key that already ran."""
         key = key or action.idempotency_key()
@@ -224,7 +241,12 @@ class GuardedExecutor:
             "approver": approver,
             "targets": targets,
         }
-        self.audit.append(phase="before", outcome="pending", **common)
+        try:
+            self._append_before(action, common, budget_seq)
+        except StaleBudget as exc:  # another replica's write came first: decide again on what it spent
+            return self._refusal(
+                action, decision, [f"stale decision: {exc}: decide again"], started, stale=True
+            )
         runner = self.runners[action.tool]
         dry_ok: bool | None = None
         deadline = Deadline.after(self.timeout_s)
@@ -275,6 +297,29 @@ class GuardedExecutor:
             started_at=started,
             finished_at=self.clock(),
         )
+
+    def _append_before(self, action: Action, common: dict[str, Any], budget_seq: int | None) -> None:
+        """The ``before`` row, claiming the budget its decision saw (:class:`StaleBudget` when a gated
+        write began since), and fenced when a fence is set: raises :class:`LeaseLost` (after auditing
+        the refusal) when this thread's work holds no lease, or its lease moved or lapsed."""
+        if self.fence is None:
+            self.audit.append(phase="before", outcome="pending", budget_seq=budget_seq, **common)
+            return
+        lease = self.fence.current()
+        try:
+            if lease is None:
+                raise StaleFence(f"{action.tool} for {action.incident_id}: this work runs under no lease")
+            self.audit.append(
+                phase="before",
+                outcome="pending",
+                fence=(self.fence.table, lease),
+                budget_seq=budget_seq,
+                **common,
+            )
+        except StaleFence as exc:
+            held: dict[str, Any] = {"fence_owner": lease.owner, "fence_token": lease.token} if lease else {}
+            self.audit.append(phase="refused", outcome="refused", error=f"fenced: {exc}", **common, **held)
+            raise LeaseLost(str(exc)) from exc
 
     def _run(
         self, runner: Runner, parsed: BaseModel, dry_run: bool, action: Action, deadline: Deadline

@@ -14,8 +14,10 @@ before running an action, so a replica that wakes after its lease moved runs not
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,3 +156,29 @@ def _same(lease: Lease) -> ColumnElement[bool]:
 
 def _case(cond: ColumnElement[bool], then: Any, other: Any) -> Any:
     return case((cond, then), else_=other)
+
+
+class LeaseLost(RuntimeError):
+    """The work this thread does is no longer this replica's (its lease lapsed or moved): it stops,
+    records nothing as done, and the lease's new owner carries the work on."""
+
+
+class Fence:
+    """The lease each thread's work runs under, for the executor to fence its writes with: an
+    incident's lease for a job of that incident, a singleton's for the sweeper or the watchdog."""
+
+    def __init__(self, table: LeaseTable) -> None:
+        self.table = table
+        self._local = threading.local()
+
+    @contextmanager
+    def under(self, lease: Lease) -> Iterator[Lease]:
+        before = getattr(self._local, "lease", None)
+        self._local.lease = lease
+        try:
+            yield lease
+        finally:
+            self._local.lease = before
+
+    def current(self) -> Lease | None:
+        return getattr(self._local, "lease", None)

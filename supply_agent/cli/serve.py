@@ -168,8 +168,15 @@ def _serve_one_process(
     with contextlib.ExitStack() as stack:
         cluster = kubeconfig or settings.kubeconfig or stack.enter_context(own_fleet(sandbox_nodes))
         try:
+            # On a shared database other replicas store events too: follow the log, not only this
+            # process's own webhooks.
             service = stack.enter_context(
-                open_service(settings, cluster, planner=make_planner(settings.planner, settings))
+                open_service(
+                    settings,
+                    cluster,
+                    planner=make_planner(settings.planner, settings),
+                    follow_log=bool(settings.database_url),
+                )
             )
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc

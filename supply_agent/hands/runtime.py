@@ -258,7 +258,7 @@ class Runtime:
         ``pods`` are the pods the incident is about ("namespace/name", from its pod alerts) and
         ``observed`` the customers its own reads saw on its nodes and pods (None: not given; the gate
         then asks a human about a customer the cluster does not show affected now)."""
-        revision = self.executor.revision
+        revision = self.executor.decision_revision()
         world = cast(
             WorldView,
             self._timed(

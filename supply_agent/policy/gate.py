@@ -557,11 +557,20 @@ def history_from_audit(
     records: Iterable[Any], world: WorldView, breaker: tuple[bool, str] = (False, "")
 ) -> History:
     """The agent's past writes, from the audit log's executed rows, each with the targets its decision
-    resolved when it ran (rows from before the audit kept them: resolved in today's world)."""
+    resolved when it ran (rows from before the audit kept them: resolved in today's world); and the
+    writes in flight: a ``before`` row with no row after it yet, another replica's write running now or
+    one cut off by a crash, spends its budget until it is known to have failed."""
+    records = list(records)
+    last: dict[str, Any] = {}
+    for rec in records:
+        if rec.phase in ("before", "after"):
+            last[rec.idempotency_key] = rec
+    in_flight = {id(r) for r in last.values() if r.phase == "before"}
     actions = []
     uncordoned: list[str] = []
     for rec in records:
-        if rec.phase != "after" or rec.outcome != "executed" or rec.tool in CONTROL_TOOLS:
+        counted = (rec.phase == "after" and rec.outcome == "executed") or id(rec) in in_flight
+        if not counted or rec.tool in CONTROL_TOOLS:
             continue  # control actions (the latches, meter ingestion) are not the mind's writes
         action = Action(tool=rec.tool, params=rec.params, incident_id=rec.incident_id, step=rec.step)
         recorded = getattr(rec, "targets", None)

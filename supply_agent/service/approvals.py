@@ -257,7 +257,15 @@ class ApprovalsMixin(ServiceState):
         )
 
     def sweep(self) -> int:
-        """Expire approvals nobody answered in time; the threads escalate. How many were expired."""
+        """Expire approvals nobody answered in time; the threads escalate. How many were expired (0 on
+        a replica that does not lead the sweep)."""
+        lease = self.leases.lead("sweeper")
+        if lease is None:
+            return 0
+        with self.fence.under(lease):
+            return self._sweep()
+
+    def _sweep(self) -> int:
         now = self.clock()
         n = 0
         for prompt in self.prompts.with_status("pending"):

@@ -37,6 +37,7 @@ from supply_agent.intake.events import EventLog
 from supply_agent.mind.planners.base import Planner
 from supply_agent.service.approvals import ApprovalsMixin
 from supply_agent.service.dispatch import DispatchMixin
+from supply_agent.service.leases import SINGLETON
 from supply_agent.service.prompts import PromptStore
 from supply_agent.service.runner import RunnerMixin
 from supply_agent.service.state import (
@@ -45,10 +46,13 @@ from supply_agent.service.state import (
 from supply_agent.service.watchdog import WatchdogMixin
 from supply_agent.service.writeback import WritebackMixin
 from supply_agent.settings import Settings
+from tools.errors import describe
 from tools.pagerduty import PagerDutyClient, PagerDutyError
 from tools.slack import SlackClient
 
 __all__ = ["Reply", "Service", "open_service"]
+
+RESYNC_S = 10.0  # how often the dispatch's leader looks for open incidents nobody works on
 
 
 class Service(DispatchMixin, RunnerMixin, WritebackMixin, ApprovalsMixin, WatchdogMixin):
@@ -70,6 +74,7 @@ class Service(DispatchMixin, RunnerMixin, WritebackMixin, ApprovalsMixin, Watchd
             ("runner", self._runner_loop),
             ("watchdog", self._watch_loop),
             ("latches", self._latches_loop),
+            ("leases", self._leases_loop),
         ]
         for name, target in loops:
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -82,6 +87,45 @@ class Service(DispatchMixin, RunnerMixin, WritebackMixin, ApprovalsMixin, Watchd
             t.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=False)
         self._outbox_pool.shutdown(wait=True, cancel_futures=False)
+        self.leases.release_all()  # a clean stop hands the work on now, not after the leases lapse
+
+    def _leases_loop(self) -> None:
+        """Renew the leases held every third of their time; lead the singletons nobody leads; release
+        the leases of incidents with no work left here."""
+        every = self.settings.lease_s / 3
+        resync_at = 0.0
+        while True:
+            try:
+                for singleton in ("dispatcher", "sweeper", "watchdog"):
+                    self.leases.lead(singleton)
+                self.leases.renew(idle=self._idle)
+                if time.monotonic() >= resync_at and self.leases.held(SINGLETON + "dispatcher"):
+                    self._resync()
+                    resync_at = time.monotonic() + RESYNC_S
+            except Exception as exc:  # the database out of reach: the leases lapse, the work stops
+                log.warning("cannot renew the leases", error=describe(exc))
+            if self._stop.wait(every):
+                return
+
+    def _resync(self) -> int:
+        """Level-triggered, as a controller's resync: every open incident with no work stored and no
+        replica holding it gets a run (a leader killed between a fold and storing its run leaves one
+        so; the event is handled again, but a fold that finds the alert in already touches nothing).
+        How many were asked to run."""
+        n = 0
+        for row in self.store.incidents(limit=10_000, status="open"):
+            if self.jobs.queued(row.id) == 0 and self.leases.table.holder(row.id) is None:
+                log.info("resync: an open incident with no work stored; run it", incident_id=row.id)
+                self._put_run(row.id)
+                n += 1
+        return n
+
+    def _idle(self, iid: str) -> bool:
+        """Whether this replica has no work of the incident running or stored."""
+        with self._lanes_lock:
+            if any(lane.split(":", 1)[1] == iid for lane in self._busy):
+                return False
+        return self.jobs.queued(iid) == 0
 
     def drain(self, timeout: float = 60.0) -> bool:
         """Wait until every stored event is handled, no job is in flight and none is due now (a job

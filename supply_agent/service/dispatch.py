@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from sandbox.executor.fencing import LeaseLost
 from supply_agent import failpoints
 from supply_agent.incidents.agent import ApprovalAnswer, RunResult
 from supply_agent.intake.events import (
@@ -29,6 +30,7 @@ from supply_agent.models.incident import (
     pagerduty_alerts,
     parse_alerts,
 )
+from supply_agent.service.leases import SINGLETON
 from supply_agent.service.state import (
     FOLLOW_S,
     RESCAN_S,
@@ -65,8 +67,14 @@ class DispatchMixin(ServiceState):
         stores the events), each new one too; and now and then every pending one not queued (an id
         stored out of order, or one whose handling was cut short)."""
         rescan_at = time.monotonic() + RESCAN_S
+        leading = False
         while not self._stop.wait(FOLLOW_S):
             try:
+                if self.leases.held(SINGLETON + "dispatcher") is None:
+                    leading = False
+                    continue
+                if not leading:  # just took the lead: every pending event, the last leader's included
+                    leading, rescan_at = True, 0.0
                 now = time.time()
                 with self._pending_lock:
                     again = []
@@ -97,8 +105,19 @@ class DispatchMixin(ServiceState):
                     ids.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            # One replica folds at a time (grouping is deterministic in one thread): the others leave
+            # the events stored, pending, for the leader; they are queued again if this one leads later.
             try:
-                done = self._handle_batch(ids)
+                lead = self.leases.lead("dispatcher")
+            except Exception as exc:
+                log.warning("cannot read the dispatcher's lease", error=describe(exc))
+                lead = None
+            if lead is None:
+                self._unqueue(ids)
+                continue
+            try:
+                with self.fence.under(lead):
+                    done = self._handle_batch(ids)
             except Exception as exc:  # never lose the batch: each event is tried again, or marked with why
                 log.exception("event batch failed", events=len(ids))
                 done = [Handled(i, *self._failure(exc)) for i in ids]
@@ -106,10 +125,13 @@ class DispatchMixin(ServiceState):
                 self._record(done)
             except Exception as exc:  # still pending in the log: the rescan queues them again
                 log.warning("cannot record handled events", error=describe(exc))
-            with self._pending_lock:
-                self._queued.difference_update(ids)
-                self._pending = max(0, self._pending - len(ids))
-                self.metrics.queue.set(self._pending)
+            self._unqueue(ids)
+
+    def _unqueue(self, ids: list[int]) -> None:
+        with self._pending_lock:
+            self._queued.difference_update(ids)
+            self._pending = max(0, self._pending - len(ids))
+            self.metrics.queue.set(self._pending)
 
     @staticmethod
     def _failure(exc: BaseException) -> tuple[str, str, float | None]:
@@ -269,6 +291,8 @@ class DispatchMixin(ServiceState):
     def _graph(self, iid: str, call: Callable[[], RunResult | None]) -> RunResult | None:
         try:
             result = call()
+        except LeaseLost:
+            raise  # not this replica's to note: the lease's new owner runs it
         except Exception as exc:
             log.bind(incident_id=iid).warning("graph run failed", error=describe(exc))
             with contextlib.suppress(Exception):  # the store may be what failed; the job keeps the error

@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Float, Integer, String, Text, func, select, update
+from sqlalchemy import Float, Integer, String, Text, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
 
+from sandbox.executor.fencing import LeaseRow
 from supply_agent.schema import ensure_schema
 
 Status = Literal["queued", "done", "dead"]
@@ -165,12 +166,16 @@ class JobStore:
         )
         return ~earlier.exists()
 
-    def due(self, limit: int = 64, busy: frozenset[str] = frozenset()) -> list[Job]:
-        """The first queued job of each lane, where it is due, lanes in ``busy`` left out; oldest first."""
+    def due(self, limit: int = 64, busy: frozenset[str] = frozenset(), owner: str | None = None) -> list[Job]:
+        """The first queued job of each lane, where it is due, lanes in ``busy`` left out, and with
+        ``owner`` the incidents whose lease another replica holds; oldest first."""
         now = self.wall()
         q = select(JobRow).where(JobRow.status == "queued", self._head(), JobRow.next_at <= now)
         if busy:
             q = q.where(JobRow.lane.not_in(sorted(busy)))
+        if owner is not None:
+            theirs = select(LeaseRow.name).where(LeaseRow.owner != owner, LeaseRow.expires_at >= now)
+            q = q.where(or_(JobRow.incident_id.is_(None), JobRow.incident_id.not_in(theirs)))
         with Session(self.engine) as s:
             return [_job(r) for r in s.scalars(q.order_by(JobRow.id).limit(limit))]
 

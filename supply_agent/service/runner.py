@@ -16,11 +16,13 @@ a kill, repeats nothing.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import Future
 from typing import Any
 
+from sandbox.executor.fencing import Lease, LeaseLost
 from supply_agent import failpoints
 from supply_agent.incidents.agent import RunResult
 from supply_agent.models import Action
@@ -61,10 +63,14 @@ class RunnerMixin(ServiceState):
     def _put_run(self, iid: str) -> None:
         """Ask for the incident's thread to be brought forward. A run already waiting (not started) covers
         the request: it reads the thread when it starts, after whatever asked for it. A run already
-        running may have read it before, so then another is stored (a new key each time)."""
+        running may have read it before, so then another is stored (a new key each time). A run of
+        an incident whose lease another replica holds may be running there: another is stored too."""
         lane = _lane("run", iid)
         with self._lanes_lock:
             running = lane in self._busy
+        if not running and self.leases.held(iid) is None:
+            holder = self.leases.table.holder(iid)
+            running = holder is not None and holder.owner != self.leases.owner
         if not running and self.jobs.waiting(lane, "run"):
             return
         self._put("run", iid, f"run:{iid}:{time.time_ns()}:{threading.get_ident()}")
@@ -84,13 +90,17 @@ class RunnerMixin(ServiceState):
     def _take_due(self) -> None:
         with self._lanes_lock:
             busy = frozenset(self._busy)
-        for job in self.jobs.due(busy=busy):
+        for job in self.jobs.due(busy=busy, owner=self.leases.owner):
+            # Run only under the incident's lease: another replica's while it holds it.
+            lease = self.leases.take(job.incident_id or "") if job.incident_id else None
+            if job.incident_id and lease is None:
+                continue
             with self._lanes_lock:
                 if job.lane in self._busy:
                     continue
                 self._busy[job.lane] = time.monotonic()
             pool = self._pool if job.kind in ("run", "resume") else self._outbox_pool
-            fut = pool.submit(self._work, job)
+            fut = pool.submit(self._work, job, lease)
             with self._pending_lock:
                 self._futures.add(fut)
             fut.add_done_callback(self._forget)
@@ -101,11 +111,15 @@ class RunnerMixin(ServiceState):
         if (exc := fut.exception()) is not None:
             log.error("a job failed outside its handler", error=describe(exc))
 
-    def _work(self, job: Job) -> None:
+    def _work(self, job: Job, lease: Lease | None = None) -> None:
         bound = log.bind(incident_id=job.incident_id, job=job.kind, job_id=job.id, attempt=job.attempts + 1)
         try:
             try:
-                self._handle(job)
+                with self.fence.under(lease) if lease is not None else contextlib.nullcontext():
+                    self._handle(job)
+            except LeaseLost as exc:  # frozen past the lease: the new owner runs this job; record nothing
+                bound.warning("lease lost mid-job; another replica carries it on", error=str(exc)[:300])
+                return
             except Exception as exc:
                 self._failed(job, exc, bound)
             else:

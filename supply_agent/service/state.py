@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from sandbox.executor.fencing import Fence, LeaseTable
 from sandbox.executor.runners import runners
 from supply_agent.hands.wiring import Environment
 from supply_agent.incidents.agent import Agent, ApprovalAnswer, ApprovalRequest, RunResult
@@ -27,6 +28,7 @@ from supply_agent.models.incident import (
     IncidentState,
 )
 from supply_agent.service.jobs import Backoff, JobStore
+from supply_agent.service.leases import Leases, replica_name
 from supply_agent.service.prompts import Prompt, PromptStore
 from supply_agent.settings import Settings
 from tools.catalogue import Clients
@@ -78,6 +80,11 @@ class ServiceState:
         # Write-back runs apart from the graph threads: a slow PagerDuty never holds a run or a prompt.
         self._outbox_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="outbox")
         self.jobs = JobStore(agent.store.engine)
+        # Leases on the executor's database: its audit rows are fenced by them in one transaction.
+        lease_table = LeaseTable(env.runtime.executor.audit.engine, ttl_s=settings.lease_s)
+        self.leases = Leases(lease_table, replica_name(settings.replica_id))
+        self.fence = Fence(lease_table)
+        env.runtime.executor.fence = self.fence
         self.backoff = Backoff(settings.retry_base_s, settings.retry_cap_s)
         self._wake = threading.Event()
         self._lanes_lock = threading.Lock()

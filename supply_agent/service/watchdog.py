@@ -22,6 +22,7 @@ import json
 import time
 from dataclasses import dataclass
 
+from sandbox.executor.fencing import Lease
 from supply_agent.models import Action
 from supply_agent.service.slack_blocks import escape
 from supply_agent.service.state import ServiceState, log
@@ -128,16 +129,30 @@ class WatchdogMixin(ServiceState):
                 return
 
     def watch(self) -> list[str]:
-        """One round: hand back each stalled incident not handed back for this stall yet; their ids."""
+        """One round: hand back each stalled incident not handed back for this stall yet; their ids.
+
+        Every replica watches: it hands back the stalls of incidents whose lease it holds (fenced by
+        that lease); the replica leading the watchdog also those of work no replica holds (an event
+        that never reached an incident, an incident whose owner died), fenced by the watchdog's lease."""
         stalls = self.stalls()
         self.metrics.stalled.set(len(stalls))
         self._count_dead_letters()
         handed = []
+        lead: Lease | None = None
+        looked = False
         for s in stalls:
             episode = f"{s.incident_id}:{int(s.since)}"
             if episode in self._handed_back:
                 continue
-            path = self._hand_back(s)
+            lease = self.leases.held(s.incident_id)
+            if lease is None:
+                if not looked:
+                    lead, looked = self.leases.lead("watchdog"), True
+                if lead is None or self.leases.table.holder(s.incident_id) is not None:
+                    continue  # another replica leads the watchdog, or holds the incident and watches it
+                lease = lead
+            with self.fence.under(lease):
+                path = self._hand_back(s)
             if path is not None:
                 self._handed_back.add(episode)
                 self.metrics.handed_back.labels(path).inc()

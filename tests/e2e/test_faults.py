@@ -366,6 +366,10 @@ def test_a_note_cut_off_mid_call_is_looked_up_before_it_is_sent_again(tmp_path: 
             verdict="control",
             **common,
         )
-        h.service._deliver("pd-PCUT1", "pagerduty.note", lost, "cut-2")
+        # Delivered as the outbox job does: under the incident's lease.
+        lease = h.service.leases.take("pd-PCUT1")
+        assert lease is not None
+        with h.service.fence.under(lease):
+            h.service._deliver("pd-PCUT1", "pagerduty.note", lost, "cut-2")
         assert h.pd.notes("PCUT1") == [params["content"], lost["content"]]
         assert not audit.interrupted("cut-2")

@@ -47,10 +47,14 @@ def until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
 
 
 class Served:
-    def __init__(self, env: dict[str, str], kubeconfig: Path, log: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], kubeconfig: Path, log: Path, *, single_process: bool = False
+    ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "supply_agent.cli", "serve", "--port", str(self.port)]
+        if single_process:  # one process is the replica: a signal to it is a signal to all of it
+            cmd.append("--single-process")
         self.proc = subprocess.Popen(
             [*cmd, "--kubeconfig", str(kubeconfig)], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
         )
@@ -68,6 +72,13 @@ class Served:
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+
+    def freeze(self) -> None:
+        """SIGSTOP: alive, holding its connections and leases, doing nothing (a stalled node, a GC)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -162,3 +162,33 @@ def serve_harness(tmp: Path, nodes: int = 24, **extra: Any) -> Iterator[ServeHar
             yield ServeHarness(
                 fleet, AdminClient.from_kubeconfig(kubeconfig), kubeconfig, pd, slack, service, http
             )
+
+
+@contextlib.contextmanager
+def replicas_harness(
+    tmp: Path, database_url: str, replicas: int = 2, nodes: int = 24, **extra: Any
+) -> Iterator[list[ServeHarness]]:
+    """``replicas`` services on one database (PostgreSQL), each with its own app, sharing the fleet and
+    the PagerDuty and Slack stubs, as replicas of one Deployment do."""
+    with outside_world(tmp, nodes) as (fleet, kubeconfig, pd, slack), contextlib.ExitStack() as stack:
+        ca = tmp / "pagerduty-ca.pem"
+        ca.write_bytes(pd.ca_pem)
+        out = []
+        for i in range(replicas):
+            settings = settings_for(
+                tmp / f"replica-{i}",
+                pd,
+                slack,
+                pagerduty_ca_file=ca,
+                database_url=database_url,
+                replica_id=f"replica-{i}",
+                **extra,
+            )
+            service = stack.enter_context(open_service(settings, kubeconfig, planner=RunbookPlanner()))
+            http = stack.enter_context(TestClient(create_app(service)))
+            out.append(
+                ServeHarness(
+                    fleet, AdminClient.from_kubeconfig(kubeconfig), kubeconfig, pd, slack, service, http
+                )
+            )
+        yield out

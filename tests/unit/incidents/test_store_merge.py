@@ -10,6 +10,7 @@ from pathlib import Path
 
 from supply_agent.incidents.store import IncidentStore
 from supply_agent.models.incident import AlertIn, Component, IncidentState
+from tests.support.release import as_release_before_migrations
 
 T0 = datetime(2026, 12, 3, 6, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=10)
@@ -78,8 +79,7 @@ def test_a_store_made_before_the_merge_columns_opens_and_gains_them(tmp_path: Pa
     con = sqlite3.connect(path)
     con.execute("ALTER TABLE incidents DROP COLUMN folded_into")
     con.execute("ALTER TABLE incidents DROP COLUMN component")
-    for made_since in ("alembic_version", "leases"):  # as a release before migrations left it
-        con.execute(f"DROP TABLE {made_since}")
+    as_release_before_migrations(con)
     con.commit()
     assert "folded_into" not in {r[1] for r in con.execute("PRAGMA table_info(incidents)")}
     con.close()

@@ -432,7 +432,7 @@ def _runtime(world: WorldView, monkeypatch: pytest.MonkeyPatch) -> Runtime:
     monkeypatch.setattr(runtime_module, "read_breaker", lambda kube: (False, ""))
     return Runtime(
         kube=_Kube(),  # type: ignore[arg-type]
-        executor=SimpleNamespace(revision="r7"),  # type: ignore[arg-type]
+        executor=SimpleNamespace(decision_revision=lambda: "r7@3"),  # type: ignore[arg-type]
         audit=SimpleNamespace(records=lambda: []),  # type: ignore[arg-type]
         ledger=None,  # type: ignore[arg-type]
         outbox=None,  # type: ignore[arg-type]
@@ -453,7 +453,7 @@ def _gate(state: IncidentState, rt: Runtime, customer: str, planner: str = "anth
     state = state.model_copy(update={"pending": pending, "playbook_id": "xid-fallen-off-bus"})
     deps = GraphDeps(runtime=rt, planner=None)  # type: ignore[arg-type]
     decision = gate_node.gate(state, deps)["steps"][-1].decision
-    assert decision is not None and decision.world_revision == "r7"
+    assert decision is not None and decision.world_revision == "r7@3"
     return decision
 
 

@@ -13,6 +13,7 @@ from sandbox.executor.executor import GuardedExecutor
 from sandbox.executor.runners import runners
 from sandbox.fleet.server import FleetServer
 from supply_agent.models import Action, Approval, Decision, Verdict
+from tests.support.release import as_release_before_migrations
 from tools.catalogue import Clients
 from tools.kubernetes import KubeTools
 
@@ -371,9 +372,39 @@ def test_the_audit_keeps_the_decisions_targets_and_an_older_log_gains_the_column
     )
     con = sqlite3.connect(path)
     con.execute("ALTER TABLE audit DROP COLUMN targets")
-    for made_since in ("alembic_version", "leases"):  # as a release before migrations left it
-        con.execute(f"DROP TABLE {made_since}")
+    as_release_before_migrations(con)
     con.commit()
     con.close()
     [old] = AuditLog.from_url(f"sqlite:///{path}").records()
     assert old.targets is None and old.tool == "k8s.cordon_node"
+
+
+def test_a_write_is_fenced_by_its_works_lease_and_one_from_a_moved_lease_changes_nothing(
+    executor: GuardedExecutor, audit: AuditLog, kube: KubeTools
+) -> None:
+    """Replica a's lease on the incident lapses while it is frozen and replica b takes it: a's next
+    write is refused (audited) and raises LeaseLost, and the node stays as it was; b's goes through.
+    Work under no lease at all is refused the same way."""
+    from sandbox.executor.fencing import Fence, LeaseLost, LeaseTable
+
+    t = [1_000.0]
+    table = LeaseTable(audit.engine, ttl_s=15, clock=lambda: t[0])
+    executor.fence = Fence(table)
+    node = kube.list_nodes()[0].name
+    a = table.acquire("inc-1", "replica-a")
+    assert a is not None
+    t[0] += 16  # frozen past the lease
+    b = table.acquire("inc-1", "replica-b")
+    assert b is not None and b.token == a.token + 1
+    action = _cordon(node)
+    with executor.fence.under(a), pytest.raises(LeaseLost, match="held by replica-b"):
+        executor.execute(action, _allow(action, executor))
+    assert kube.get_node(node).unschedulable is False
+    refused = [r for r in audit.records() if r.phase == "refused"]
+    assert len(refused) == 1 and "fenced" in (refused[0].error or "")
+    assert not [r for r in audit.records() if r.phase == "before"]
+    with pytest.raises(LeaseLost, match="no lease"):
+        executor.execute(action, _allow(action, executor))
+    with executor.fence.under(b):
+        assert executor.execute(action, _allow(action, executor)).outcome == "executed"
+    assert kube.get_node(node).unschedulable is True

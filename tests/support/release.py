@@ -1,0 +1,17 @@
+"""A SQLite store made by today's code, turned back into what the last release before migrations left:
+the tables and columns the migrations made since are dropped, and the revision with them."""
+
+from __future__ import annotations
+
+import sqlite3
+
+# What migrations 0003 onward added (0002 changed a length, which SQLite does not keep).
+MADE_SINCE_TABLES = ("alembic_version", "leases")
+MADE_SINCE_COLUMNS = (("audit", "fence_owner"), ("audit", "fence_token"))
+
+
+def as_release_before_migrations(con: sqlite3.Connection) -> None:
+    for table in MADE_SINCE_TABLES:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+    for table, column in MADE_SINCE_COLUMNS:
+        con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
