@@ -110,6 +110,8 @@ async def _post(
     )
     await writer.drain()
     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    if not head[0].startswith("HTTP/1."):
+        raise ConnectionResetError(f"not an HTTP response: {head[:3]!r}")
     status = int(head[0].split(" ")[1])
     headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:] if h)}
     await reader.readexactly(int(headers.get("content-length", "0")))

@@ -90,21 +90,24 @@ class Service(DispatchMixin, RunnerMixin, WritebackMixin, ApprovalsMixin, Watchd
         self.leases.release_all()  # a clean stop hands the work on now, not after the leases lapse
 
     def _leases_loop(self) -> None:
-        """Renew the leases held every third of their time; lead the singletons nobody leads; release
-        the leases of incidents with no work left here."""
+        """Renew the leases held every third of their time; release the leases of incidents with no
+        work left here; and every second, lead a singleton nobody leads (a dead leader's lease is taken
+        within a second of lapsing: within the lease time of the kill)."""
         every = self.settings.lease_s / 3
-        resync_at = 0.0
+        renew_at = resync_at = 0.0
         while True:
             try:
                 for singleton in ("dispatcher", "sweeper", "watchdog"):
                     self.leases.lead(singleton)
-                self.leases.renew(idle=self._idle)
+                if time.monotonic() >= renew_at:
+                    self.leases.renew(idle=self._idle)
+                    renew_at = time.monotonic() + every
                 if time.monotonic() >= resync_at and self.leases.held(SINGLETON + "dispatcher"):
                     self._resync()
                     resync_at = time.monotonic() + RESYNC_S
             except Exception as exc:  # the database out of reach: the leases lapse, the work stops
                 log.warning("cannot renew the leases", error=describe(exc))
-            if self._stop.wait(every):
+            if self._stop.wait(min(1.0, every)):
                 return
 
     def _resync(self) -> int:
