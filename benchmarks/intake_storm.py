@@ -43,7 +43,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -260,6 +260,10 @@ def main() -> None:
         ports = [_free_port() for _ in range(args.replicas)]
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         engine = create_engine(db_url) if db_url else None
+        if engine is not None and inspect(engine).has_table("intake_events"):
+            with engine.connect() as conn:
+                if conn.execute(text("SELECT count(*) FROM intake_events")).scalar_one():
+                    raise SystemExit(f"{db_url}: the database holds events already; give an empty one")
         failover: dict[str, float] = {}
         try:
             for i, port in enumerate(ports):

@@ -45,11 +45,15 @@ def config() -> Config:
     return cfg
 
 
-def head() -> str:
+def _scripts() -> ScriptDirectory:
     global _script
     if _script is None:
         _script = ScriptDirectory.from_config(config())
-    rev = _script.get_current_head()
+    return _script
+
+
+def head() -> str:
+    rev = _scripts().get_current_head()
     assert rev is not None
     return rev
 
@@ -69,7 +73,7 @@ def ensure_schema(engine: Engine) -> None:
         with _exclusive(engine), engine.connect() as conn:
             at = current(conn)
             if at != head():
-                known = {s.revision for s in ScriptDirectory.from_config(config()).walk_revisions()}
+                known = {s.revision for s in _scripts().walk_revisions()}
                 if at is not None and at not in known:
                     raise SchemaError(
                         f"the database at {engine.url.render_as_string(hide_password=True)} is at schema "

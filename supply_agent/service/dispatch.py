@@ -118,6 +118,9 @@ class DispatchMixin(ServiceState):
             try:
                 with self.fence.under(lead):
                     done = self._handle_batch(ids)
+            except LeaseLost:  # the lead moved mid-batch: the events stay pending for the new leader
+                self._unqueue(ids)
+                continue
             except Exception as exc:  # never lose the batch: each event is tried again, or marked with why
                 log.exception("event batch failed", events=len(ids))
                 done = [Handled(i, *self._failure(exc)) for i in ids]
@@ -137,7 +140,7 @@ class DispatchMixin(ServiceState):
     def _failure(exc: BaseException) -> tuple[str, str, float | None]:
         """How an event's failed handling ends: ``retry`` when it may pass, ``failed`` for bad data;
         the note, and the wait the other side asked for (``Retry-After``)."""
-        if transient(exc):
+        if transient(exc) or isinstance(exc, LeaseLost):  # lost: pending, for the lease's new holder
             return "retry", describe(exc), retry_after(exc)
         return "failed", describe(exc), None
 

@@ -22,7 +22,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from sandbox.executor.fencing import Lease
+from sandbox.executor.fencing import Lease, LeaseLost
 from supply_agent.models import Action
 from supply_agent.service.slack_blocks import escape
 from supply_agent.service.state import ServiceState, log
@@ -151,8 +151,12 @@ class WatchdogMixin(ServiceState):
                 if lead is None or self.leases.table.holder(s.incident_id) is not None:
                     continue  # another replica leads the watchdog, or holds the incident and watches it
                 lease = lead
-            with self.fence.under(lease):
-                path = self._hand_back(s)
+            try:
+                with self.fence.under(lease):
+                    path = self._hand_back(s)
+            except LeaseLost as exc:  # frozen past the lease: the new holder watches this one
+                log.warning("lease lost mid-round; the hand-back is left to its holder", error=str(exc)[:300])
+                continue
             if path is not None:
                 self._handed_back.add(episode)
                 self.metrics.handed_back.labels(path).inc()
@@ -204,6 +208,8 @@ class WatchdogMixin(ServiceState):
                     self._note_handback(s, "pagerduty")
                     return "pagerduty"
                 bound.error("hand-back in PagerDuty failed", error=res.error or "; ".join(res.reasons))
+            except LeaseLost:
+                raise  # the watchdog's lease moved: its new leader hands this back, not a stale one
             except Exception as exc:  # the executor's audit store fails: page outside it
                 bound.error(
                     "the executor cannot run; paging outside the audit log",
@@ -235,6 +241,8 @@ class WatchdogMixin(ServiceState):
                     self._note_handback(s, "slack")
                     return "slack"
                 bound.error("hand-back in Slack failed", error=res.error or "; ".join(res.reasons))
+            except LeaseLost:
+                raise
             except Exception as exc:
                 bound.error("hand-back in Slack failed", error=describe(exc))
         if self.pd is None and self.slack is None:

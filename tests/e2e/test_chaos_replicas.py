@@ -17,17 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import create_engine, text
 
 from sandbox.fleet.admin import AdminClient
 from sandbox.fleet.world import POOL_LABEL, RACK_LABEL
-from supply_agent.intake.signing import sign_pagerduty, sign_slack
 from supply_agent.policy import load_playbooks
 from tests.support.pg_fixture import fresh_database
-from tests.support.served import Served, serve_env, until
-from tests.support.service_harness import APPROVER, PD_SECRET, SLACK_SECRET, outside_world
-from tests.support.slack_stub import block_actions_payload, click_body
+from tests.support.served import Served, approve_values, click, post_page, serve_env, until
+from tests.support.service_harness import outside_world
 
 LEASE_S = 3.0
 INCIDENTS = 6
@@ -50,42 +47,6 @@ def _spread_nodes(fleet: Any, n: int) -> list[str]:
                 picked.append(item[1])
     assert len(picked) == n, "the fleet has too few racks for the storm"
     return picked
-
-
-def _post_page(url: str, hook: dict[str, Any]) -> httpx.Response:
-    raw = json.dumps(hook).encode()
-    return httpx.post(
-        f"{url}/webhooks/pagerduty",
-        content=raw,
-        headers={"content-type": "application/json", "x-pagerduty-signature": sign_pagerduty(raw, PD_SECRET)},
-        timeout=10,
-    )
-
-
-def _click(url: str, value: str) -> httpx.Response:
-    body = click_body(block_actions_payload(APPROVER, "approve", value))
-    ts = int(time.time())
-    return httpx.post(
-        f"{url}/slack/interactions",
-        content=body,
-        headers={
-            "content-type": "application/x-www-form-urlencoded",
-            "x-slack-request-timestamp": str(ts),
-            "x-slack-signature": sign_slack(body, SLACK_SECRET, ts),
-        },
-        timeout=10,
-    )
-
-
-def _approve_values(posted: list[dict[str, Any]]) -> list[str]:
-    out = []
-    for message in posted:
-        blocks = message["blocks"]
-        for b in json.loads(blocks) if isinstance(blocks, str) else blocks:
-            for el in b.get("elements", []) if b.get("type") == "actions" else []:
-                if el.get("action_id") == "approve":
-                    out.append(str(el["value"]))
-    return out
 
 
 def test_three_replicas_a_storm_a_kill_a_freeze_and_a_restart_lose_nothing_and_repeat_nothing(
@@ -128,9 +89,9 @@ def test_three_replicas_a_storm_a_kill_a_freeze_and_a_restart_lose_nothing_and_r
             # The storm: round-robin, and every third page re-delivered to the next replica too.
             answers = []
             for j, hook in enumerate(hooks):
-                answers.append(_post_page(replicas[j % 3].url, hook))
+                answers.append(post_page(replicas[j % 3].url, hook))
                 if j % 3 == 0:
-                    answers.append(_post_page(replicas[(j + 1) % 3].url, hook))
+                    answers.append(post_page(replicas[(j + 1) % 3].url, hook))
             assert all(r.status_code in (200, 202) for r in answers), [r.text for r in answers]
 
             # SIGKILL the replica that owns an incident mid-run.
@@ -176,16 +137,16 @@ def test_three_replicas_a_storm_a_kill_a_freeze_and_a_restart_lose_nothing_and_r
 
             # Every incident reaches its approval (or its end); restart the third meanwhile.
             third = (victim + 2) % 3
-            until("the approval prompts", lambda: len(_approve_values(slack.posted())) >= 1, 90)
+            until("the approval prompts", lambda: len(approve_values(slack.posted())) >= 1, 90)
             replicas[third].stop()
             replicas[third] = Served(env(third), kubeconfig, logs[third], single_process=True)
             replicas[victim] = Served(env(victim), kubeconfig, logs[victim], single_process=True)
 
             def settled() -> bool:
-                values = _approve_values(slack.posted())
+                values = approve_values(slack.posted())
                 for k, value in enumerate(values):
                     if value not in clicked:
-                        r = _click(replicas[(k + 1) % 3].url, value)
+                        r = click(replicas[(k + 1) % 3].url, value)
                         assert r.status_code == 200, r.text
                         clicked.add(value)
                 open_ = q("SELECT id FROM incidents WHERE status <> 'closed'")
@@ -234,7 +195,7 @@ def test_three_replicas_a_storm_a_kill_a_freeze_and_a_restart_lose_nothing_and_r
         assert all(n == 1 for _, n in credits), credits
         # A prompt posted twice only through that window: its post's key is one the frozen replica had
         # in flight (a second message with the same buttons; the first click on either counts).
-        prompts = collections.Counter(_approve_values(slack.posted()))
+        prompts = collections.Counter(approve_values(slack.posted()))
         reposted = {r[1] for r in rows if r[2] in twice and r[8] == "slack.post"}
         doubled = {value.split("|", 1)[0] for value, n in prompts.items() if n > 1}
         assert doubled <= reposted, (prompts, reposted)

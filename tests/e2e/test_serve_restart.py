@@ -13,16 +13,13 @@ from sqlalchemy import create_engine, inspect
 
 from sandbox.executor.audit import AuditLog
 from sandbox.fleet.admin import AdminClient
-from supply_agent.intake.signing import sign_pagerduty, sign_slack
+from supply_agent.intake.signing import sign_pagerduty
 from tests.support.pg_fixture import fresh_database
-from tests.support.served import Served, serve_env, until, xid79_page
+from tests.support.served import Served, approve_values, click, serve_env, until, xid79_page
 from tests.support.service_harness import (
-    APPROVER,
     PD_SECRET,
-    SLACK_SECRET,
     outside_world,
 )
-from tests.support.slack_stub import block_actions_payload, click_body
 
 
 def _post_recorded(url: str) -> bool:
@@ -78,25 +75,8 @@ def test_kill_while_an_approval_is_pending_restart_and_the_click_resumes(
             assert row["status"] == "paused"  # paused threads stay paused across a restart
             time.sleep(0.5)
             assert len(slack.posted()) == 1  # and nobody is asked twice
-            blocks = slack.posted()[0]["blocks"]
-            value = next(
-                el["value"]
-                for b in (json.loads(blocks) if isinstance(blocks, str) else blocks)
-                if b.get("type") == "actions"
-                for el in b["elements"]
-                if el["action_id"] == "approve"
-            )
-            body = click_body(block_actions_payload(APPROVER, "approve", value))
-            ts = int(time.time())
-            r = httpx.post(
-                f"{second.url}/slack/interactions",
-                content=body,
-                headers={
-                    "content-type": "application/x-www-form-urlencoded",
-                    "x-slack-request-timestamp": str(ts),
-                    "x-slack-signature": sign_slack(body, SLACK_SECRET, ts),
-                },
-            )
+            [value] = approve_values(slack.posted())
+            r = click(second.url, value)
             # Stored at the edge (the intake process), applied by the worker from the log.
             assert r.status_code == 200 and r.json()["status"] == "stored", r.text
             until("PagerDuty resolve", lambda: "resolved" in pd.statuses(pd_id))

@@ -4,6 +4,7 @@ says so, killed with SIGKILL."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -132,3 +133,47 @@ def xid79_page(fleet: Any, admin: Any, pd: PagerDutyStub) -> tuple[str, dict[str
     pd_id = hook["event"]["data"]["id"]
     pd.alerts[pd_id] = admin.request("GET", f"pagerduty/incidents/{pd_id}/alerts")["alerts"]
     return node, hook, pd_id
+
+
+def post_page(url: str, hook: dict[str, Any]) -> httpx.Response:
+    """A PagerDuty webhook to a running ``serve``, signed the way PagerDuty signs it."""
+    from supply_agent.intake.signing import sign_pagerduty
+
+    raw = json.dumps(hook).encode()
+    return httpx.post(
+        f"{url}/webhooks/pagerduty",
+        content=raw,
+        headers={"content-type": "application/json", "x-pagerduty-signature": sign_pagerduty(raw, PD_SECRET)},
+        timeout=10,
+    )
+
+
+def approve_values(posted: list[dict[str, Any]]) -> list[str]:
+    """The Approve buttons' values of the Slack messages posted, in order."""
+    out = []
+    for message in posted:
+        blocks = message["blocks"]
+        for b in json.loads(blocks) if isinstance(blocks, str) else blocks:
+            for el in b.get("elements", []) if b.get("type") == "actions" else []:
+                if el.get("action_id") == "approve":
+                    out.append(str(el["value"]))
+    return out
+
+
+def click(url: str, value: str, user: str = APPROVER) -> httpx.Response:
+    """A click on Approve to a running ``serve``, signed the way Slack signs it."""
+    from supply_agent.intake.signing import sign_slack
+    from tests.support.slack_stub import block_actions_payload, click_body
+
+    body = click_body(block_actions_payload(user, "approve", value))
+    ts = int(time.time())
+    return httpx.post(
+        f"{url}/slack/interactions",
+        content=body,
+        headers={
+            "content-type": "application/x-www-form-urlencoded",
+            "x-slack-request-timestamp": str(ts),
+            "x-slack-signature": sign_slack(body, SLACK_SECRET, ts),
+        },
+        timeout=10,
+    )
