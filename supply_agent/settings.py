@@ -123,6 +123,23 @@ class Settings(BaseSettings):
         description="How long a replica's lease on an incident or a singleton lasts unrenewed: a dead or "
         "frozen replica's work moves to another within it.",
     )
+    leader_election: Literal["database", "kubernetes"] = Field(
+        "database",
+        description="Who elects the singletons (dispatcher, approval sweeper, dead man's switch): the "
+        "database leases alone, or Kubernetes Leases (coordination.k8s.io/v1) with the database lease "
+        "taken under them as the fence; when the API server cannot be reached, the database decides.",
+    )
+    lease_namespace: str = Field(
+        "supply-agent-system", description="The namespace of the singletons' Kubernetes Leases."
+    )
+    lease_kubeconfig: Path | None = Field(
+        None,
+        description="Credentials for the Leases; unset: the pod's ServiceAccount (in a cluster), or a "
+        "sandbox fleet kubeconfig's sandbox-agent context.",
+    )
+    lease_context: str | None = Field(
+        None, description="The context of lease_kubeconfig (or the kubeconfig)."
+    )
 
     @field_validator("approvers", "slack_approver_groups", "pagerduty_webhook_secrets", mode="before")
     @classmethod

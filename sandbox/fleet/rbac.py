@@ -5,7 +5,7 @@ Pure: no I/O beyond reading the policy file, no HTTP. :func:`request_info` turns
 :class:`Policy` decides with the RBAC authorizer's rules; :func:`forbidden_message` writes the 403
 message kube-apiserver writes.
 
-Identities. The fleet issues three bearer tokens at start-up, one per identity:
+Identities. The fleet issues four bearer tokens at start-up, one per identity:
 
 ======== =================================================================== ==========================
 identity Kubernetes user                                                     allowed
@@ -16,6 +16,8 @@ admin    ``sandbox-admin`` (group ``system:masters``)                        eve
                                                                              ``supply-agent sandbox``
 reader   ``system:serviceaccount:supply-agent-system:supply-agent-reader``   deploy/base/rbac.yaml + below
 writer   ``system:serviceaccount:supply-agent-system:supply-agent-writer``   deploy/base/rbac.yaml + below
+agent    ``system:serviceaccount:supply-agent-system:supply-agent``          deploy/base/agent-rbac.yaml:
+                                                                             the singletons' Leases only
 ======== =================================================================== ==========================
 
 The reader and the writer get exactly the rules deploy/base/rbac.yaml binds to their ServiceAccounts
@@ -54,6 +56,8 @@ from typing import Any
 import yaml
 
 RBAC_YAML = Path(__file__).resolve().parents[2] / "deploy" / "base" / "rbac.yaml"
+# The agent's own identity (its pods' ServiceAccount): only the Leases that elect its singletons.
+AGENT_RBAC_YAML = RBAC_YAML.with_name("agent-rbac.yaml")
 AGENT_NAMESPACE = "supply-agent-system"
 MASTERS = "system:masters"
 AUTHENTICATED = "system:authenticated"
@@ -81,7 +85,8 @@ def service_account(namespace: str, name: str) -> User:
 ADMIN = User("sandbox-admin", (MASTERS, AUTHENTICATED))
 READER = service_account(AGENT_NAMESPACE, "supply-agent-reader")
 WRITER = service_account(AGENT_NAMESPACE, "supply-agent-writer")
-IDENTITIES: dict[str, User] = {"admin": ADMIN, "reader": READER, "writer": WRITER}
+AGENT = service_account(AGENT_NAMESPACE, "supply-agent")
+IDENTITIES: dict[str, User] = {"admin": ADMIN, "reader": READER, "writer": WRITER, "agent": AGENT}
 
 
 # -- request attributes -----------------------------------------------------------------------------------
@@ -349,16 +354,19 @@ def with_builtins(policy: Policy) -> Policy:
     return policy
 
 
-def load_policy(path: Path = RBAC_YAML) -> Policy:
-    """deploy/base/rbac.yaml (or another file of RBAC objects) with the built-in grants."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError as exc:
-        raise PolicyError(f"no RBAC policy at {path}: the sandbox fleet authorises with it") from exc
-    try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
+def load_policy(*paths: Path) -> Policy:
+    """RBAC objects from files (default: deploy/base/rbac.yaml and agent-rbac.yaml) with the built-in
+    grants."""
+    docs: list[Any] = []
+    for path in paths or (RBAC_YAML, AGENT_RBAC_YAML):
+        try:
+            text = path.read_text()
+        except FileNotFoundError as exc:
+            raise PolicyError(f"no RBAC policy at {path}: the sandbox fleet authorises with it") from exc
+        try:
+            docs.extend(yaml.safe_load_all(text))
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
     return with_builtins(policy_from_documents(docs))
 
 

@@ -1,8 +1,9 @@
 """Serving the fleet: a real HTTP server on loopback, a kubeconfig with its bearer tokens, clean shutdown.
 
-Three identities, one token each (see :mod:`sandbox.fleet.rbac`): the admin (the kubeconfig's current
-context, so kubectl and ``supply-agent sandbox`` work unchanged), and the agent's reader and writer,
-authorised by deploy/base/rbac.yaml, in the contexts ``sandbox-reader`` and ``sandbox-writer``.
+Four identities, one token each (see :mod:`sandbox.fleet.rbac`): the admin (the kubeconfig's current
+context, so kubectl and ``supply-agent sandbox`` work unchanged), the agent's reader and writer,
+authorised by deploy/base/rbac.yaml, in the contexts ``sandbox-reader`` and ``sandbox-writer``, and the
+agent's pods' own identity (its singletons' Leases, deploy/base/agent-rbac.yaml) in ``sandbox-agent``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from sandbox.fleet.rbac import Policy
 from sandbox.fleet.tls import make_serving_cert
 from sandbox.fleet.world import Fleet
 
-READER_USER, WRITER_USER = "supply-agent-reader", "supply-agent-writer"
+READER_USER, WRITER_USER, AGENT_USER = "supply-agent-reader", "supply-agent-writer", "supply-agent"
 
 
 def write_kubeconfig(
@@ -42,17 +43,23 @@ def write_kubeconfig(
     *,
     reader_token: str | None = None,
     writer_token: str | None = None,
+    agent_token: str | None = None,
 ) -> None:
     """A kubeconfig that kubectl and the official client both read; private to its owner (0600).
 
-    The admin is the current context (``cluster``); with their tokens, the agent's two identities get
-    contexts ``{cluster}-reader`` and ``{cluster}-writer`` (users supply-agent-reader and -writer)."""
+    The admin is the current context (``cluster``); with their tokens, the agent's identities get
+    contexts ``{cluster}-reader`` and ``{cluster}-writer`` (users supply-agent-reader and -writer), and
+    ``{cluster}-agent`` (user supply-agent: its pods' own, which takes the singletons' Leases)."""
     ca_data = base64.b64encode(ca_pem).decode()
     users: list[dict[str, Any]] = [{"name": f"{cluster}-admin", "user": {"token": token}}]
     contexts: list[dict[str, Any]] = [
         {"name": cluster, "context": {"cluster": cluster, "user": f"{cluster}-admin", "namespace": "default"}}
     ]
-    for role, user, tok in (("reader", READER_USER, reader_token), ("writer", WRITER_USER, writer_token)):
+    for role, user, tok in (
+        ("reader", READER_USER, reader_token),
+        ("writer", WRITER_USER, writer_token),
+        ("agent", AGENT_USER, agent_token),
+    ):
         if tok is None:
             continue
         users.append({"name": user, "user": {"token": tok}})
@@ -167,7 +174,7 @@ class FleetServer:
 
     @property
     def tokens(self) -> dict[str, str]:
-        """Each identity's token: admin, reader, writer."""
+        """Each identity's token: admin, reader, writer, agent."""
         return dict(self.api.tokens)
 
     @property
@@ -175,7 +182,7 @@ class FleetServer:
         return f"https://{self.host}:{self.port}"
 
     def write_kubeconfig(self, path: Path) -> None:
-        """The admin as current context, plus the contexts sandbox-reader and sandbox-writer."""
+        """The admin as current context, plus the contexts sandbox-reader, sandbox-writer and sandbox-agent."""
         write_kubeconfig(
             path,
             self.url,
@@ -183,6 +190,7 @@ class FleetServer:
             self.cert.ca_pem,
             reader_token=self.api.tokens["reader"],
             writer_token=self.api.tokens["writer"],
+            agent_token=self.api.tokens["agent"],
         )
 
     async def _ticker(self) -> None:

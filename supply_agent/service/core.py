@@ -37,7 +37,8 @@ from supply_agent.intake.events import EventLog
 from supply_agent.mind.planners.base import Planner
 from supply_agent.service.approvals import ApprovalsMixin
 from supply_agent.service.dispatch import DispatchMixin
-from supply_agent.service.leases import SINGLETON
+from supply_agent.service.kube_lease import elector_for
+from supply_agent.service.leases import SINGLETON, SINGLETONS, replica_name
 from supply_agent.service.prompts import PromptStore
 from supply_agent.service.runner import RunnerMixin
 from supply_agent.service.state import (
@@ -76,6 +77,8 @@ class Service(DispatchMixin, RunnerMixin, WritebackMixin, ApprovalsMixin, Watchd
             ("latches", self._latches_loop),
             ("leases", self._leases_loop),
         ]
+        if self.leases.elector is not None:
+            loops.append(("election", self._election_loop))
         for name, target in loops:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -97,7 +100,7 @@ class Service(DispatchMixin, RunnerMixin, WritebackMixin, ApprovalsMixin, Watchd
         renew_at = resync_at = 0.0
         while True:
             try:
-                for singleton in ("dispatcher", "sweeper", "watchdog"):
+                for singleton in SINGLETONS:
                     self.leases.lead(singleton)
                 if time.monotonic() >= renew_at:
                     self.leases.renew(idle=self._idle)
@@ -108,6 +111,16 @@ class Service(DispatchMixin, RunnerMixin, WritebackMixin, ApprovalsMixin, Watchd
             except Exception as exc:  # the database out of reach: the leases lapse, the work stops
                 log.warning("cannot renew the leases", error=describe(exc))
             if self._stop.wait(min(1.0, every)):
+                return
+
+    def _election_loop(self) -> None:
+        """Every second, the singletons' Kubernetes Leases: taken, renewed, or seen held by another."""
+        while True:
+            try:
+                self.leases.elect(SINGLETONS)
+            except Exception as exc:  # the elector says "unreachable" itself; this is a bug's net
+                log.warning("cannot run the election", error=describe(exc))
+            if self._stop.wait(1.0):
                 return
 
     def _resync(self) -> int:
@@ -231,6 +244,16 @@ def open_service(
             base_url=settings.slack_api_url,
         )
     events = EventLog.from_url(settings.resolved_intake_url())
+    elector = None
+    if settings.leader_election == "kubernetes":
+        elector = elector_for(
+            kubeconfig,
+            replica_name(settings.replica_id),
+            settings.lease_s,
+            namespace=settings.lease_namespace,
+            lease_kubeconfig=settings.lease_kubeconfig,
+            lease_context=settings.lease_context,
+        )
     try:
         with open_agent(settings, kubeconfig, planner=planner) as (agent, env), _world_cache(settings, env):
             service = Service(
@@ -242,9 +265,12 @@ def open_service(
                 pagerduty=pd,
                 slack=slack,
                 follow_log=follow_log,
+                elector=elector,
             )
             yield service
     finally:
         events.close()
+        if elector is not None:
+            elector.close()
         if pd is not None:
             pd.close()

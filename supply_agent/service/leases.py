@@ -18,14 +18,19 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 
 from sandbox.executor.fencing import Lease, LeaseTable
 
+if TYPE_CHECKING:
+    from supply_agent.service.kube_lease import KubeLeaseElector
+
 log = structlog.get_logger("supply_agent.service.leases")
 
 SINGLETON = "singleton:"  # incident ids never start so: one table holds both kinds
+SINGLETONS = ("dispatcher", "sweeper", "watchdog")
 
 
 def replica_name(configured: str = "") -> str:
@@ -36,9 +41,14 @@ def replica_name(configured: str = "") -> str:
 
 
 class Leases:
-    def __init__(self, table: LeaseTable, owner: str) -> None:
+    """``elector``: the Kubernetes Leases that elect the singletons (None: the database leases alone)."""
+
+    def __init__(self, table: LeaseTable, owner: str, elector: KubeLeaseElector | None = None) -> None:
         self.table = table
         self.owner = owner
+        self.elector = elector
+        self._verdicts: dict[str, tuple[str, float]] = {}  # the elector's, by singleton: (verdict, when)
+        self._since = time.monotonic()
         self._held: dict[str, Lease] = {}
         # When each lease held lapses by this process's clock (monotonic): one not renewed in time is
         # not used (the database's clock decides, at the fence; this only stops new work sooner).
@@ -76,8 +86,37 @@ class Leases:
         return None
 
     def lead(self, singleton: str) -> Lease | None:
-        """The singleton's lease when this replica leads that work (taking it if nobody does)."""
-        return self.take(SINGLETON + singleton)
+        """The singleton's lease when this replica leads that work (taking it if nobody does). Under a
+        Kubernetes elector, only while this replica holds the singleton's Lease too, or while the API
+        server cannot say (out of reach, or no answer for a lease time: then the database alone decides);
+        a replica another's Lease outvotes steps down, giving the database lease up for the Lease's
+        holder. The verdicts come from :meth:`elect`, in a thread of its own: a hung API server never
+        holds the renewals up."""
+        name = SINGLETON + singleton
+        if self.elector is not None:
+            with self._lock:
+                verdict, at = self._verdicts.get(singleton, ("", 0.0))
+            now = time.monotonic()
+            if not verdict and now - self._since < self.table.ttl_s:
+                return None  # the first election has not answered yet: it decides shortly
+            if verdict == "follower" and now - at < self.table.ttl_s:
+                held = self.held(name)
+                if held is not None:
+                    self._drop(name)
+                    log.warning("another replica holds the singleton's Lease: stepping down", lease=name)
+                    with contextlib.suppress(Exception):  # it lapses on its own
+                        self.table.release(held)
+                return None
+        return self.take(name)
+
+    def elect(self, singletons: tuple[str, ...]) -> None:
+        """Ask the Kubernetes Leases who leads each singleton (renewing this replica's), for :meth:`lead`."""
+        if self.elector is None:
+            return
+        for singleton in singletons:
+            verdict = self.elector.lead(singleton)
+            with self._lock:
+                self._verdicts[singleton] = (verdict, time.monotonic())
 
     def renew(self, idle: Callable[[str], bool] = lambda _: False) -> None:
         """Renew every lease held; drop the lost ones; release the incidents' leases ``idle`` says have
@@ -113,3 +152,5 @@ class Leases:
         for lease in held:
             with contextlib.suppress(Exception):  # it lapses on its own
                 self.table.release(lease)
+        if self.elector is not None:
+            self.elector.release_all()

@@ -28,6 +28,7 @@ from supply_agent.models.incident import (
     IncidentState,
 )
 from supply_agent.service.jobs import Backoff, JobStore
+from supply_agent.service.kube_lease import KubeLeaseElector
 from supply_agent.service.leases import Leases, replica_name
 from supply_agent.service.prompts import Prompt, PromptStore
 from supply_agent.settings import Settings
@@ -60,6 +61,7 @@ class ServiceState:
         metrics: Metrics | None = None,
         wall: Callable[[], float] = time.time,
         follow_log: bool = False,
+        elector: KubeLeaseElector | None = None,
     ) -> None:
         self.settings = settings
         self.agent = agent
@@ -82,7 +84,9 @@ class ServiceState:
         self.jobs = JobStore(agent.store.engine)
         # Leases on the executor's database: its audit rows are fenced by them in one transaction.
         lease_table = LeaseTable(env.runtime.executor.audit.engine, ttl_s=settings.lease_s)
-        self.leases = Leases(lease_table, replica_name(settings.replica_id))
+        self.leases = Leases(
+            lease_table, elector.identity if elector else replica_name(settings.replica_id), elector
+        )
         self.fence = Fence(lease_table)
         env.runtime.executor.fence = self.fence
         self.backoff = Backoff(settings.retry_base_s, settings.retry_cap_s)

@@ -117,7 +117,7 @@ def latches(core: client.CoreV1Api) -> None:
 
 
 # -- the kubeconfig -----------------------------------------------------------------------------------
-def test_the_kubeconfig_keeps_the_admin_current_and_adds_the_agents_two_contexts(
+def test_the_kubeconfig_keeps_the_admin_current_and_adds_the_agents_three_contexts(
     kubeconfig: Path, fleet_server: FleetServer
 ) -> None:
     cfg = yaml.safe_load(kubeconfig.read_text())
@@ -128,14 +128,16 @@ def test_the_kubeconfig_keeps_the_admin_current_and_adds_the_agents_two_contexts
         "sandbox": "sandbox-admin",
         "sandbox-reader": "supply-agent-reader",
         "sandbox-writer": "supply-agent-writer",
+        "sandbox-agent": "supply-agent",  # its pods' own: the singletons' Leases
     }
     tokens = fleet_server.tokens
     assert users == {
         "sandbox-admin": tokens["admin"],
         "supply-agent-reader": tokens["reader"],
         "supply-agent-writer": tokens["writer"],
+        "supply-agent": tokens["agent"],
     }
-    assert len(set(tokens.values())) == 3 and fleet_server.token == tokens["admin"]
+    assert len(set(tokens.values())) == 4 and fleet_server.token == tokens["admin"]
     assert stat.S_IMODE(os.stat(kubeconfig).st_mode) == 0o600
     assert AdminClient.from_kubeconfig(kubeconfig).token == tokens["admin"]  # the sandbox CLI: unchanged
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 from pathlib import Path
 
 from sandbox.executor.audit import AuditLog
@@ -75,3 +76,60 @@ def test_an_open_incident_nobody_works_on_is_run_by_the_resync(tmp_path: Path) -
         assert h.service._resync() == 0  # its run is stored now: nothing more to ask
         h.until("the Slack prompt", lambda: h.slack.posted(), 60)
         assert h.service.agent.pending(iid) is not None
+
+
+def test_the_singletons_are_led_by_the_holders_of_their_kubernetes_leases(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """SUPPLY_AGENT_LEADER_ELECTION=kubernetes: each singleton's database lease (the fence) is held by the
+    replica that holds its Lease on the cluster (the election), a page is handled under them, a clean
+    stop hands both on at once, and an API server out of reach leaves the leader leading."""
+    from kubernetes import client, config
+
+    from supply_agent.service.leases import SINGLETON
+
+    url = fresh_database(postgres_url, "replicas_kube_lease").replace(
+        "postgresql://", "postgresql+psycopg://"
+    )
+    with replicas_harness(tmp_path, url, lease_s=3.0, leader_election="kubernetes") as (a, b):
+        leases = client.CoordinationV1Api(config.new_client_from_config(str(a.kubeconfig)))
+
+        def kube_holder(singleton: str) -> str | None:
+            try:
+                lease = leases.read_namespaced_lease(f"supply-agent-{singleton}", "supply-agent-system")
+            except client.ApiException:
+                return None
+            return lease.spec.holder_identity
+
+        def agreed() -> str | None:
+            """The one replica leading every singleton by both the Lease and the database, if so."""
+            owners = set()
+            for singleton in ("dispatcher", "sweeper", "watchdog"):
+                fence = a.service.leases.table.holder(SINGLETON + singleton)
+                if fence is None or kube_holder(singleton) != fence.owner:
+                    return None
+                owners.add(fence.owner)
+            return owners.pop() if len(owners) == 1 else None
+
+        first = a.until("one replica leads by Lease and fence alike", agreed, 20)
+        (leader, other) = (a, b) if a.service.leases.owner == first else (b, a)
+        assert not other.service.leases.held(SINGLETON + "dispatcher")
+        # Work flows under them: a page folded by the leader, run to its prompt.
+        node = a.node()
+        a.admin.inject("xid", node=node, gpu=1, code=79)
+        [hook] = a.pagerduty_webhooks()
+        assert other.post_pagerduty(hook).status_code == 202
+        a.until("the Slack prompt", lambda: a.slack.posted(), 60)
+        # The API server out of reach past the lease time: the Lease cannot be renewed, and the database
+        # lease alone keeps the leader leading (its dead man's switch is wanted exactly then).
+        a.admin.outage(8, "hang")  # accepted and never answered: the renewals must not wait on it
+        time.sleep(7)
+        assert leader.service.leases.held(SINGLETON + "watchdog") is not None
+        assert not other.service.leases.held(SINGLETON + "watchdog")
+        time.sleep(1.5)
+        # A clean stop releases both: the other replica leads within a couple of its one-second looks.
+        started = time.monotonic()
+        leader.service.stop()
+        second = a.until("the other replica leads", agreed, 20)
+        assert second == other.service.leases.owner
+        assert time.monotonic() - started < 3.0 + 3.0  # well within the lease time after the stop

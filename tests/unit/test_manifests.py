@@ -212,7 +212,21 @@ def test_every_container_is_non_root_read_only_and_bounded(
     (agent,) = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] >= 10000
     assert agent["securityContext"]["runAsNonRoot"] is True
-    assert pod["automountServiceAccountToken"] is False and pod["serviceAccountName"] == "supply-agent"
+    # The pods' own token is mounted for the singletons' Leases, and its identity may do nothing else:
+    # every rule bound to it is on Leases, in the agent's namespace.
+    assert pod["automountServiceAccountToken"] is True and pod["serviceAccountName"] == "supply-agent"
+    bound = [
+        d
+        for d in docs
+        if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        and any(s.get("name") == "supply-agent" and s["kind"] == "ServiceAccount" for s in d["subjects"])
+    ]
+    assert [b["kind"] for b in bound] == ["RoleBinding"]
+    role = one(docs, "Role", bound[0]["roleRef"]["name"])
+    assert role["metadata"]["namespace"] == "supply-agent-system"
+    assert [(r["apiGroups"], r["resources"]) for r in role["rules"]] == [
+        (["coordination.k8s.io"], ["leases"])
+    ]
     # serve answers both (tests/e2e/test_serve.py::test_health_ready_metrics_and_incidents_api): /readyz
     # is the worker's check of its store and the cluster, /healthz the intake's own.
     assert agent["readinessProbe"]["httpGet"]["path"] == "/readyz"

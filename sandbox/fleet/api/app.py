@@ -33,7 +33,7 @@ from sandbox.fleet.world import Fleet, FleetError, not_found
 
 
 class FleetAPI(ReadsMixin, WatchMixin, WritesMixin, SubresourcesMixin, SandboxV1Mixin):
-    """The ASGI app. ``token`` is the admin's; the reader's and writer's are made up when not given, and
+    """The ASGI app. ``token`` is the admin's; the reader's, writer's and agent's are made up when not given, and
     ``policy`` (default: deploy/base/rbac.yaml, read now) authorises them."""
 
     def __init__(
@@ -44,6 +44,7 @@ class FleetAPI(ReadsMixin, WatchMixin, WritesMixin, SubresourcesMixin, SandboxV1
         *,
         reader_token: str | None = None,
         writer_token: str | None = None,
+        agent_token: str | None = None,
         policy: rbac.Policy | None = None,
     ) -> None:
         self.fleet = fleet
@@ -52,9 +53,10 @@ class FleetAPI(ReadsMixin, WatchMixin, WritesMixin, SubresourcesMixin, SandboxV1
             "admin": token,
             "reader": reader_token or secrets.token_urlsafe(32),
             "writer": writer_token or secrets.token_urlsafe(32),
+            "agent": agent_token or secrets.token_urlsafe(32),
         }
         if len(set(self.tokens.values())) != len(self.tokens):
-            raise ValueError("the admin, reader and writer tokens must differ")
+            raise ValueError("the admin, reader, writer and agent tokens must differ")
         self.policy = policy if policy is not None else rbac.load_policy()
         self.requests = RequestLog()
         self.cluster = cluster

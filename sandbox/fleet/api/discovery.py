@@ -134,6 +134,17 @@ RESOURCES = [
         ("pdb",),
         (*_READ, "create", "patch", "update", "delete"),
     ),
+    # Leases: the agent's replicas elect their singletons with them (supply_agent/service/kube_lease.py).
+    Resource(
+        "leases",
+        "lease",
+        "Lease",
+        "coordination.k8s.io",
+        "v1",
+        True,
+        (),
+        (*_READ, "create", "patch", "update", "delete"),
+    ),
 ]
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 

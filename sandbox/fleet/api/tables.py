@@ -172,6 +172,10 @@ def table_for(res: Resource, objs: list[Obj], now: datetime) -> tuple[list[dict[
             ]
             for o in objs
         ]
+    if res.plural == "leases":  # kube-apiserver's printer: who holds each
+        return _columns("Name", "Holder", "Age"), [
+            [o["metadata"]["name"], (o.get("spec") or {}).get("holderIdentity") or "", age(o)] for o in objs
+        ]
     if res.plural == "namespaces":
         return _columns("Name", "Status", "Age"), [
             [o["metadata"]["name"], o["status"].get("phase", "Active"), age(o)] for o in objs

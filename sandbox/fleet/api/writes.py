@@ -229,9 +229,11 @@ class WritesMixin(APIState):
         obj["kind"], obj["apiVersion"] = res.kind, res.api_version
         meta = obj["metadata"]
         meta.update(uid=self.fleet._uid(), creationTimestamp=self.fleet.stamp(), generation=1)
+        if res.plural == "leases":
+            obj.setdefault("spec", {})
         if res.namespaced:
             meta["namespace"] = ns
-        if res.plural != "configmaps":
+        if res.plural not in ("configmaps", "leases"):  # neither has a status
             obj.setdefault("spec", {})
             obj["status"] = {"phase": "Active"} if res.plural == "namespaces" else {}
         if res.plural == "poddisruptionbudgets":
