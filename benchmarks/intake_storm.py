@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 from sandbox.fleet.clock import SimClock  # noqa: E402
 from sandbox.fleet.server import FleetServer  # noqa: E402
 from sandbox.fleet.world import Fleet, FleetSpec  # noqa: E402
+from sandbox.fleet.world.spec import NODES_PER_RACK, RACK_LABEL  # noqa: E402
 from supply_agent.logging import configure_logging  # noqa: E402
 
 TOKEN = "bench-alertmanager-token"
@@ -245,9 +246,16 @@ def main() -> None:
     configure_logging("console", "warning")
     shared = args.replicas > 1 or args.database_url is not None
 
-    fleet = Fleet(FleetSpec(nodes=max(64, args.groups * 4), pools=2, seed=3), SimClock("real"))
+    # One node of every other rack: no two groups share a rack or a leaf switch (leaves straddle two
+    # racks), so the topology fold keeps them apart and each group is an incident of its own.
+    fleet = Fleet(
+        FleetSpec(nodes=max(64, args.groups * NODES_PER_RACK * 2), pools=2, seed=3), SimClock("real")
+    )
     fleet.generate()
-    nodes = sorted(n["metadata"]["name"] for n in fleet.store.items("nodes"))[: args.groups]
+    racks: dict[str, list[str]] = {}
+    for n in fleet.store.items("nodes"):
+        racks.setdefault(n["metadata"]["labels"][RACK_LABEL], []).append(n["metadata"]["name"])
+    nodes = [sorted(racks[r])[0] for i, r in enumerate(sorted(racks)) if i % 2 == 0][: args.groups]
     bodies = _bodies(nodes, args.events, args.dup, args.groups, args.seed)
     with (
         FleetServer(fleet) as server,

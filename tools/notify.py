@@ -47,7 +47,7 @@ class Outbox:
 
     @classmethod
     def from_url(cls, url: str) -> Outbox:
-        return cls(create_engine(url))
+        return cls(create_engine(url, pool_pre_ping=not url.startswith("sqlite")))
 
     def send(self, incident_id: str, customer: str, subject: str, body: str, idempotency_key: str) -> Notice:
         """Queue a notice; the same key again returns the first notice (``created=False``)."""

@@ -79,7 +79,13 @@ class AuditLog:
         # Every write's before and after rows go through here: on PostgreSQL an unreachable server or a
         # held lock fails the append within bounds instead of holding the executor.
         postgres = make_url(url).get_backend_name() == "postgresql"
-        return cls(create_engine(url, connect_args=dict(_POSTGRES_TIMEOUTS) if postgres else {}))
+        return cls(
+            create_engine(
+                url,
+                connect_args=dict(_POSTGRES_TIMEOUTS) if postgres else {},
+                pool_pre_ping=postgres,  # a connection the server ended is replaced, not failed on
+            )
+        )
 
     def budget_seq(self, conn: Connection | None = None) -> int:
         """The newest ``before`` row of a gated write (control actions and write-back left out): a

@@ -114,7 +114,9 @@ def engine_for(url: str) -> Engine:
     """An engine for the store's URL; SQLite in WAL mode, as several processes (CLI, server) share the file."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True)
+    # On a server, a pooled connection is checked before use: after a restart of PostgreSQL (or a
+    # connection it ended) the next use opens a new one instead of failing once per pooled connection.
+    engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")

@@ -91,6 +91,7 @@ class Service(DispatchMixin, RunnerMixin, WritebackMixin, ApprovalsMixin, Watchd
         self._pool.shutdown(wait=True, cancel_futures=False)
         self._outbox_pool.shutdown(wait=True, cancel_futures=False)
         self.leases.release_all()  # a clean stop hands the work on now, not after the leases lapse
+        self.leases.table.close()
 
     def _leases_loop(self) -> None:
         """Renew the leases held every third of their time; release the leases of incidents with no

@@ -34,7 +34,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
 
-from sandbox.executor.fencing import LeaseRow
+from sandbox.executor.fencing import LeaseRow, owner_gone
 from supply_agent.schema import ensure_schema
 
 Status = Literal["queued", "done", "dead"]
@@ -175,6 +175,8 @@ class JobStore:
             q = q.where(JobRow.lane.not_in(sorted(busy)))
         if owner is not None:
             theirs = select(LeaseRow.name).where(LeaseRow.owner != owner, LeaseRow.expires_at >= now)
+            if self.engine.dialect.name == "postgresql":  # a dead replica's incidents are due at once
+                theirs = theirs.where(or_(LeaseRow.live_key.is_(None), ~owner_gone(LeaseRow.live_key)))
             q = q.where(or_(JobRow.incident_id.is_(None), JobRow.incident_id.not_in(theirs)))
         with Session(self.engine) as s:
             return [_job(r) for r in s.scalars(q.order_by(JobRow.id).limit(limit))]

@@ -221,8 +221,9 @@ def test_three_replicas_a_storm_a_kill_a_freeze_and_a_restart_lose_nothing_and_r
             assert n <= per_hour.get(tool, PLAYBOOKS.limits.rate_limits.default_per_hour), (tool, n)
         out = sum(p["nodes_cordoned"] for p in admin.truth()["pools"].values())
         assert out * 8 <= PLAYBOOKS.limits.blast_radius.gpus_out.hard + 8, out  # one node always allowed
-        # Failover: the killed replica's incidents moved within the lease time (and a renewal round).
-        assert all(t <= LEASE_S * 2 + 1 for t in moved.values()), moved
+        # Failover: the killed replica's incidents moved before its leases lapsed (its liveness lock went
+        # with its connections: the survivors take its leases at their next look, not a lease time on).
+        assert moved and all(t < LEASE_S for t in moved.values()), moved
         fenced = [r for r in rows if r[3] == "refused" and "fenced" in (r[7] or "")]
         assert all(r[5].startswith(f"r{frozen}:") for r in fenced), fenced  # only the one frozen is fenced
         print(

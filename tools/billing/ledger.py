@@ -174,6 +174,7 @@ class Ledger:
             engine_kwargs.setdefault("connect_args", {"timeout": 30})
         elif parsed.get_backend_name() == "postgresql":
             engine_kwargs.setdefault("connect_args", dict(POSTGRES_TIMEOUTS))
+            engine_kwargs.setdefault("pool_pre_ping", True)  # a connection the server ended is replaced
         engine = create_engine(url, **engine_kwargs)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)

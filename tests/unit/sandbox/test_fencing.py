@@ -170,3 +170,64 @@ def test_on_postgres_racing_replicas_take_a_lapsed_lease_once_and_a_fenced_write
     thief.join(5)
     assert taken and taken[0] is not None and taken[0].token == holder.token + 1
     engine.dispose()
+
+
+_HOLDER = """
+import sys, time
+from sqlalchemy import create_engine
+from sandbox.executor.fencing import LeaseTable
+table = LeaseTable(create_engine(sys.argv[1]), ttl_s=60.0)
+lease = table.acquire("incident-7", "replica-doomed")
+print(lease.token, flush=True)
+time.sleep(600)
+"""
+
+
+def test_on_postgres_a_killed_owners_lease_is_taken_at_once_and_a_frozen_ones_only_when_it_lapses(
+    postgres_url: str,
+) -> None:
+    """The liveness lock: a process killed (SIGKILL) loses its leases with its connections, before they
+    lapse; a frozen one (SIGSTOP) keeps its connection, so its lease is taken only after the lease time."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    url = fresh_database(postgres_url, "liveness").replace("postgresql://", "postgresql+psycopg://")
+    engine = create_engine(url)
+    table = LeaseTable(engine, ttl_s=60.0)
+    root = Path(__file__).resolve().parents[3]
+
+    def holder() -> tuple[subprocess.Popen[str], int]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, url], stdout=subprocess.PIPE, text=True, cwd=root
+        )
+        assert proc.stdout is not None
+        return proc, int(proc.stdout.readline())
+
+    try:
+        frozen, token = holder()
+        try:
+            os.kill(frozen.pid, signal.SIGSTOP)
+            time.sleep(1.5)
+            assert table.acquire("incident-7", "replica-survivor") is None  # frozen is not dead: wait
+            assert table.holder("incident-7") is not None
+        finally:
+            frozen.kill()
+            frozen.wait(10)
+        killed_at = time.monotonic()
+        got = None
+        while got is None and time.monotonic() - killed_at < 10:
+            got = table.acquire("incident-7", "replica-survivor")
+            time.sleep(0.05)
+        assert got is not None and got.token == token + 1  # within seconds of the kill, a minute early
+        assert time.monotonic() - killed_at < 10
+        # The survivor's own lease looks alive to the others while it runs, and lapses only.
+        other = LeaseTable(engine, ttl_s=60.0)
+        assert other.acquire("incident-7", "replica-other") is None
+        assert other.holder("incident-7") == got
+        other.close()
+    finally:
+        table.close()
+        engine.dispose()
