@@ -124,11 +124,12 @@ async def _send(
     bodies: list[bytes],
     concurrency: int,
     halfway: Callable[[], int | None] | None = None,
-) -> tuple[list[float], dict[int, int], float]:
+) -> tuple[list[float], dict[int, int], set[bytes], float]:
     """Send every body; worker i on replica ``i % len(ports)``. ``halfway`` runs once, half the bodies
     sent, and may return a port that is gone from then on (the senders on it move to the next)."""
     latencies: list[float] = []
     codes: dict[int, int] = {}
+    acked: set[bytes] = set()  # the distinct events answered 2xx: stored now, or before (a duplicate)
     it = iter(bodies)
     sent = [0]
     dead: set[int] = set()
@@ -172,13 +173,15 @@ async def _send(
                         await asyncio.sleep(float(headers.get("retry-after", "1")))
                         continue
                     latencies.append(dt)
+                    if 200 <= status < 300:
+                        acked.add(body)
                     break
         finally:
             writer.close()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return latencies, codes, time.perf_counter() - t0
+    return latencies, codes, acked, time.perf_counter() - t0
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
@@ -314,8 +317,8 @@ def main() -> None:
                 return ports[leader]
 
             halfway = kill_leader if args.kill_one and engine is not None else None
-            latencies, codes, wall = asyncio.run(_send(ports, bodies, args.concurrency, halfway))
-            acked_unique = codes.get(202, 0)
+            latencies, codes, acked, wall = asyncio.run(_send(ports, bodies, args.concurrency, halfway))
+            acked_unique = len(acked)
             t_drain = time.perf_counter()
             live = [u for i, u in enumerate(urls) if procs[i].poll() is None]
             while True:
