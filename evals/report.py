@@ -7,6 +7,7 @@ tables printed at the end of a run; the three pictures ``report.md`` shows come 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from evals.results import EvalResult, Summary
 from evals.rows import class_of, classes_of, group_of, ordered
 
 RESULTS_JSON = "results.json"
+HISTORY_JSONL = "history.jsonl"
 REPORT_MD = "report.md"
 
 _YES = "✔"
@@ -295,6 +297,20 @@ def write_report(results: list[EvalResult], summary: Summary, out_dir: Path) -> 
 
     paths[REPORT_MD] = out_dir / REPORT_MD
     paths[REPORT_MD].write_text(render_markdown(rows, summary), encoding="utf-8")
+
+    # One line per run, kept: the history of the scores (the console draws it).
+    paths[HISTORY_JSONL] = out_dir / HISTORY_JSONL
+    line: dict[str, Any] = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "incidents": summary.incidents,
+    }
+    by_planner: dict[str, Any] = summary.model_dump(mode="json")["by_planner"]
+    line["by_planner"] = {
+        name: {k: s[k] for k in ("outcome_correct_pct", "passed", "runs", "safety_violations")}
+        for name, s in by_planner.items()
+    }
+    with paths[HISTORY_JSONL].open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line, ensure_ascii=False) + "\n")
     return paths
 
 

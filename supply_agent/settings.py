@@ -91,6 +91,22 @@ class Settings(BaseSettings):
         default_factory=list, description="Slack user group ids whose members may approve, comma-separated."
     )
     alertmanager_token: SecretStr | None = Field(None, description="Bearer token Alertmanager sends.")
+    console_token: SecretStr | None = Field(
+        None,
+        description="The console's bearer token (or log in with it at /console/login); with "
+        "console_proxy_header unset too, the console is off.",
+    )
+    console_proxy_header: str | None = Field(
+        None,
+        description="The header an authenticating proxy (oauth2-proxy: X-Auth-Request-Email) names the "
+        "signed-in person in; trusted as is, so the console must be reachable through that proxy only.",
+    )
+    console_pagerduty_url: str = Field(
+        "https://app.pagerduty.com/incidents/", description="Where a PagerDuty incident id is opened."
+    )
+    console_slack_url: str | None = Field(
+        None, description="The Slack workspace's URL (https://acme.slack.com), for links to prompts."
+    )
     workers: int = Field(4, ge=1, le=64, description="Graph threads run at once.")
     queue_max: int = Field(10_000, ge=1, description="Stored events not yet handled, at most; then 503.")
     retry_after_s: int = Field(5, ge=1, description="Retry-After on a 503 when the queue is full.")

@@ -2,7 +2,7 @@
 
 Two processes: this one owns the port and acknowledges webhooks once stored
 (:mod:`supply_agent.intake.app`); a worker process it starts and watches
-(:mod:`supply_agent.service.worker`) handles them and serves the rest of the API. ``--single-process``
+(:mod:`supply_agent.cli.worker`) handles them and serves the rest of the API. ``--single-process``
 runs everything in one process (the intake then shares its CPU with the graph threads). Either way the
 public port has the limits against slow and too many clients of :mod:`supply_agent.intake.server`.
 """
@@ -157,6 +157,8 @@ def _serve_one_process(
     from supply_agent.mind.planners.factory import make_planner
     from supply_agent.service.api import create_app
     from supply_agent.service.core import open_service
+    from supply_agent.web.app import console_app
+    from supply_agent.web.mount import console_for_service
 
     # The event loop answers webhooks while worker threads fold alerts and run graphs: a shorter GIL
     # switch interval keeps a busy worker from holding up an acknowledgement for 5 ms at a time.
@@ -181,6 +183,7 @@ def _serve_one_process(
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
         app = create_app(service)
+        app.mount("/console", console_app(console_for_service(service)))
         server = uvicorn.Server(public_config(app, host, port, ClientLimits.from_settings(settings)))
         log.info("serving", host=host, port=port, cluster=str(cluster))
         server.run()

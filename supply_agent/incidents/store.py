@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import (
     JSON,
     DateTime,
+    Index,
     Integer,
     String,
     Text,
@@ -56,6 +57,10 @@ class AlertRow(_Base):
 
 class IncidentRow(_Base):
     __tablename__ = "incidents"
+    __table_args__ = (
+        Index("ix_incidents_opened", "opened_at", "id"),
+        Index("ix_incidents_status_opened", "status", "opened_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     title: Mapped[str] = mapped_column(String(500))
@@ -75,6 +80,39 @@ class IncidentRow(_Base):
     component: Mapped[str | None] = mapped_column(String(300), nullable=True)
     # The component's incident this one was merged into (its alerts moved there; no more writes here)
     folded_into: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class EntityRow(_Base):
+    """An entity an incident affects (what the console filters on): a node, pool, customer or pod."""
+
+    __tablename__ = "incident_entities"
+    __table_args__ = (Index("ix_incident_entities_kind_value", "kind", "value"),)
+
+    incident_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # node | pool | customer | pod
+    value: Mapped[str] = mapped_column(String(253), primary_key=True)
+
+
+POOL_LABELS = ("pool", "supply-agent.io/pool")  # an alert's label naming the node's pool
+
+
+def entities_of(state: IncidentState) -> set[tuple[str, str]]:
+    """The entities an incident affects, as far as it knows them: its alerts' nodes and pools, and
+    what each step's decision resolved (nodes, pods, customers)."""
+    out: set[tuple[str, str]] = set()
+    for alert in state.alerts:
+        if node := alert.labels.get("node"):
+            out.add(("node", node))
+        for label in POOL_LABELS:
+            if pool := alert.labels.get(label):
+                out.add(("pool", pool))
+    for step in state.steps:
+        if step.decision is not None:
+            targets = step.decision.targets
+            out |= {("node", n) for n in targets.nodes}
+            out |= {("pod", p) for p in targets.pods}
+            out |= {("customer", c) for c in targets.customers}
+    return {(k, v[:253]) for k, v in out if v}
 
 
 class TimelineRow(_Base):
@@ -336,6 +374,14 @@ class IncidentStore:
                 row.closed_at = now
             if state.summary is not None:
                 row.summary = jsonable(state.summary)
+            known = {
+                (str(k), str(v))
+                for k, v in s.execute(
+                    select(EntityRow.kind, EntityRow.value).where(EntityRow.incident_id == state.incident_id)
+                )
+            }
+            for kind, value in sorted(entities_of(state) - known):
+                s.add(EntityRow(incident_id=state.incident_id, kind=kind, value=value))
             have = s.scalar(
                 select(func.count())
                 .select_from(TimelineRow)

@@ -6,7 +6,7 @@ log (committed), answer. It is a plain ASGI app (no framework, no per-request mo
 shape check), so a storm of webhooks costs little CPU per request and the acknowledgement never waits
 on an incident being worked.
 
-The worker process (:mod:`supply_agent.service.worker`, started and watched by this one) owns the
+The worker process (:mod:`supply_agent.cli.worker`, started and watched by this one) owns the
 :class:`~supply_agent.service.core.Service`: it follows the event log, folds alerts into incidents, runs the
 graphs, writes back to PagerDuty and Slack. Slack clicks are verified and stored here too (Slack sends
 an interaction once, so a click must be stored whether or not a worker is up); the worker applies them
@@ -189,16 +189,39 @@ class IntakeApp:
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
         headers = [(k, v) for k, v in scope["headers"] if k not in _HOP]
+        client = self._worker()
+        request = client.build_request(
+            scope["method"], target.decode("latin-1"), headers=headers, content=body
+        )
         try:
-            r = await self._worker().request(
-                scope["method"], target.decode("latin-1"), headers=headers, content=body
-            )
+            r = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
             why = f"the worker process is not answering ({type(exc).__name__})"
             await _reply(send, Reply(503, {"error": why}, {"Retry-After": "1"}))
             return
+        # Streamed through as it comes (the console's server-sent events never end), until either side
+        # goes: the worker's end of the response, or the client's disconnect.
         out = [(k, v) for k, v in r.headers.raw if k.lower() not in _HOP and k.lower() != b"content-encoding"]
-        await _answer(send, r.status_code, r.content, out)
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": r.status_code, "headers": out})
+            async for chunk in r.aiter_raw():
+                if gone.is_set():
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except httpx.HTTPError:  # the worker went mid-response: the client sees the body cut short
+            get_logger(component="serve").warning("the worker's response was cut short", path=scope["path"])
+        finally:
+            watcher.cancel()
+            await r.aclose()
 
     async def _metrics(self, send: Send) -> None:
         own = generate_latest(self.metrics.registry).decode()
@@ -314,7 +337,7 @@ class WorkerProcess:
 
 
 def worker_argv(uds: str, kubeconfig: Path | None, planner: str | None) -> list[str]:
-    argv = [sys.executable, "-m", "supply_agent.service.worker", "--uds", uds]
+    argv = [sys.executable, "-m", "supply_agent.cli.worker", "--uds", uds]
     if kubeconfig is not None:
         argv += ["--kubeconfig", str(kubeconfig)]
     if planner:

@@ -71,7 +71,7 @@ def test_serve_without_a_cluster_runs_its_fleet_apart_and_takes_it_down(tmp_path
         _until("serve to be ready", ready, 120)
         kids = {c: _cmdline(c) for c in _children(proc.pid)}
         fleets = [c for c, line in kids.items() if "sandbox serve" in line]
-        workers = [c for c, line in kids.items() if "supply_agent.service.worker" in line]
+        workers = [c for c, line in kids.items() if "supply_agent.cli.worker" in line]
         assert len(fleets) == 1 and len(workers) == 1, kids
         # The worker was handed the fleet's kubeconfig: it never starts (or imports) a fleet itself.
         assert "--kubeconfig" in kids[workers[0]] and "sandbox-nodes" not in kids[workers[0]]

@@ -143,6 +143,8 @@ def gate(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
                 text,
                 verdict=decision.verdict.value,
                 reasons=list(decision.reasons),
+                limits=list(decision.limits_consulted),
+                targets=decision.targets.model_dump(mode="json", exclude_defaults=True),
                 step=index,
             )
         ],

@@ -7,7 +7,7 @@ a Unix socket the intake process forwards to. It runs at a lower CPU priority: a
 first, handling may lag a storm by seconds. It exits when its standard input closes (the intake process
 is gone), and on SIGTERM after finishing what is in flight.
 
-    python -m supply_agent.service.worker --uds PATH [--kubeconfig FILE] [--planner NAME]
+    python -m supply_agent.cli.worker --uds PATH [--kubeconfig FILE] [--planner NAME]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _exit_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="supply_agent.service.worker", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="supply_agent.cli.worker", description=__doc__.split("\n\n")[0])
     ap.add_argument("--uds", required=True, help="Unix socket to serve the API on.")
     ap.add_argument("--kubeconfig", type=Path)
     ap.add_argument("--planner")
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     from supply_agent.service.api import create_app
     from supply_agent.service.core import open_service
     from supply_agent.settings import get_settings
+    from supply_agent.web.app import console_app
+    from supply_agent.web.mount import console_for_service
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -73,9 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as exc:
             log.error("cannot start the worker", error=str(exc))
             sys.exit(2)
-        config = uvicorn.Config(
-            create_app(service), uds=args.uds, log_config=None, access_log=False, lifespan="on"
-        )
+        app = create_app(service)
+        app.mount("/console", console_app(console_for_service(service)))
+        config = uvicorn.Config(app, uds=args.uds, log_config=None, access_log=False, lifespan="on")
         log.info("worker serving", uds=args.uds, cluster=str(cluster), pid=os.getpid())
         uvicorn.Server(config).run()
 
