@@ -95,8 +95,13 @@ def _write(results: list[EvalResult], out: Path) -> dict[str, Path]:
 def test_results_json_round_trips_with_documented_keys(results: list[EvalResult], tmp_path: Path) -> None:
     summary = summarise(results, wall_s=3.21, jobs=2)
     paths = write_report(results, summary, tmp_path / "out")
-    assert set(paths) == {"results.json", "report.md", *PICTURES}
+    assert set(paths) == {"results.json", "report.md", "history.jsonl", *PICTURES}
     assert all(p.is_file() and p.parent == tmp_path / "out" for p in paths.values())
+    # The history keeps a line per run: a second report adds one, the first stays.
+    write_report(results, summary, tmp_path / "out")
+    lines = [json.loads(line) for line in paths["history.jsonl"].read_text().splitlines()]
+    assert len(lines) == 2 and lines[0]["incidents"] == summary.incidents
+    assert set(lines[0]["by_planner"]) == set(summary.by_planner)
 
     data = json.loads(paths["results.json"].read_text())
     assert set(data) == {"summary", "results"}
