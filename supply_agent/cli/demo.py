@@ -60,7 +60,9 @@ def _truth_table(admin: AdminClient) -> Table:
     return table
 
 
-def run_demo(nodes: int = 24) -> None:
+def run_demo(nodes: int = 24, keep: Path | None = None) -> None:
+    """``keep``: the agent's data (the store, the audit log) is written there and kept, for
+    ``supply-agent console --store sqlite:///KEEP/supply-agent.db`` to show afterwards."""
     t0 = time.perf_counter()
     console = Console()
     quiet()
@@ -74,7 +76,8 @@ def run_demo(nodes: int = 24) -> None:
             f"[bold]sandbox fleet[/] at {server.url}: {fleet.store.count('nodes')} nodes, "
             f"{fleet.store.count('pods')} pods  (kubectl --kubeconfig {kubeconfig} get nodes)"
         )
-        settings = Settings(data_dir=Path(tmp) / "var", approvers=[APPROVER], planner="runbook")
+        data = keep if keep is not None else Path(tmp) / "var"
+        settings = Settings(data_dir=data, approvers=[APPROVER], planner="runbook")
         nodes_by_pool: dict[str, list[str]] = {}
         for n in sorted(fleet.store.items("nodes"), key=lambda o: o["metadata"]["name"]):
             nodes_by_pool.setdefault(n["metadata"]["labels"][POOL_LABEL], []).append(n["metadata"]["name"])
@@ -112,3 +115,8 @@ def run_demo(nodes: int = 24) -> None:
                 console.print(f"[cyan]{r.incident_id} hand-off:[/] {r.state.handoff}")
         console.print(_truth_table(admin))
         console.print(f"[dim]demo finished in {time.perf_counter() - t0:.1f} s[/]")
+        if keep is not None:
+            console.print(
+                f"kept in {keep}: SUPPLY_AGENT_CONSOLE_TOKEN=... supply-agent console "
+                f"--store sqlite:///{(keep / 'supply-agent.db').as_posix()}"
+            )

@@ -701,11 +701,16 @@ def node_agent_report(node: str, pod_resources_socket: str) -> None:
 # -- demo ------------------------------------------------------------------------------------------
 @main.command()
 @click.option("--nodes", type=click.IntRange(3, 5000), default=24, show_default=True)
-def demo(nodes: int) -> None:
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the agent's store in this directory (for `supply-agent console --store`).",
+)
+def demo(nodes: int, keep: Path | None) -> None:
     """The agent on a sandbox fleet: one fatal XID mitigated, a bad driver rollout stopped and escalated."""
     from supply_agent.cli.demo import run_demo
 
-    run_demo(nodes)
+    run_demo(nodes, keep)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,7 +40,7 @@ class IncidentFilter(BaseModel):
     cursor: str | None = Field(None, max_length=200)
     limit: int = Field(50, ge=1, le=200)
 
-    @field_validator("klass", "pool", "node", "customer", "cursor", mode="before")
+    @field_validator("status", "klass", "pool", "node", "customer", "cursor", "since", "until", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
