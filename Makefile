@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/incident_latency.py --nodes 10000 --concurrent 10,50
 	$(BIN)/python benchmarks/world_cache.py
 	$(BIN)/python benchmarks/intake_storm.py
+	$(BIN)/python benchmarks/console.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
