@@ -40,6 +40,7 @@ from supply_agent.policy.limits import GlobalLimits
 from supply_agent.policy.world import WorldView
 from supply_agent.settings import Settings
 from supply_agent.web.containment import containment
+from supply_agent.web.picture import edges_of, entity_svg
 from supply_agent.web.queries import ConsoleReads, IncidentFilter
 
 log = structlog.get_logger("supply_agent.web")
@@ -248,7 +249,16 @@ class Console:
         for p in detail.prompts:
             if base and p.channel and p.ts:
                 slack[p.id] = f"{base.rstrip('/')}/archives/{quote(p.channel)}/p{p.ts.replace('.', '')}"
-        return self._page("incident.html", who=who, d=detail, pd=pd, slack=slack, now=self.clock())
+        labels = [a.body.get("labels") or {} for a in detail.alerts if isinstance(a.body, dict)]
+        decisions = [
+            e.data.get("targets") or {}
+            for e in detail.timeline
+            if e.kind == "decision" and isinstance(e.data, dict)
+        ]
+        picture = entity_svg(detail.entities, edges_of(labels, decisions))
+        return self._page(
+            "incident.html", who=who, d=detail, pd=pd, slack=slack, now=self.clock(), picture=picture
+        )
 
     def _containment(self) -> Any:
         now = self.clock()

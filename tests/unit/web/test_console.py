@@ -298,3 +298,28 @@ def test_containment_counts_the_agents_writes_against_the_limits(http: TestClien
     assert re.search(r"tool k8s\.cordon_node.*?3 writes", budgets, re.S)
     assert "ON: 2 failed verifications" in r.text  # the breaker, as the cluster says
     assert 'sse-connect="/console/containment/stream"' in r.text
+
+
+def test_the_picture_joins_what_the_records_join_and_escapes_its_labels() -> None:
+    from supply_agent.web.picture import edges_of, entity_svg
+
+    edges = edges_of(
+        [{"node": "node-1", "pool": "pool-a"}, {"node": "node-2"}],
+        [{"nodes": ["node-1"], "pods": ["t/p-1"], "customers": ["acme"]}],
+    )
+    assert edges == {
+        ("pool", "pool-a", "node", "node-1"),
+        ("node", "node-1", "pod", "t/p-1"),
+        ("node", "node-1", "customer", "acme"),
+    }
+    svg = str(
+        entity_svg(
+            {"pool": ["pool-a"], "node": ["node-1", "node-2"], "pod": ["t/p-1"], "customer": ["acme", EVIL]},
+            edges,
+        )
+    )
+    assert svg.count("<line ") == 3 and svg.count("<rect ") == 6
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+    assert entity_svg({}, set()) == ""
+    many = str(entity_svg({"node": [f"n{i}" for i in range(100)]}, set()))
+    assert many.count("<rect ") == 30 and "first 30 of 100" in many
