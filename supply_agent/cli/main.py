@@ -451,11 +451,13 @@ _register_agent(main)
 
 from supply_agent.cli.console import register as _register_console  # noqa: E402
 from supply_agent.cli.db import register as _register_db  # noqa: E402
+from supply_agent.cli.mcp import register as _register_mcp  # noqa: E402
 from supply_agent.cli.serve import register as _register_serve  # noqa: E402
 
 _register_serve(main)
 _register_db(main)
 _register_console(main)
+_register_mcp(main)
 
 # Command groups from other packages (the evals' `eval`) plug in through an entry point, so the agent's
 # package never imports the package that scores it.

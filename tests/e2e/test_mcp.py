@@ -1,0 +1,143 @@
+"""`supply-agent mcp` with the official MCP SDK's client, over stdio (the client starts the command) and
+streamable HTTP (a bearer token required), against the sandbox fleet: the read tools and `propose`
+from the tool table, a cordon allowed, a fleet-wide or unbounded action refused, malformed arguments
+refused, the playbooks and containment resources, the gate's prompt; nothing written."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from mcp import Client, StdioServerParameters
+
+from sandbox.fleet.admin import AdminClient
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "mcp-test-token-abcdef0123456789"
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPLY_AGENT_")}
+    return env | {"SUPPLY_AGENT_DATA_DIR": str(tmp_path / "var"), "SUPPLY_AGENT_MCP_TOKEN": TOKEN}
+
+
+def _text(result: Any) -> Any:
+    assert not result.is_error, result
+    if result.structured_content is not None:
+        return result.structured_content.get("result", result.structured_content)
+    return json.loads(result.content[0].text)
+
+
+async def _session(client: Client, admin: AdminClient, node: str) -> None:
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert "propose" in tools and "k8s.get_node" in tools and "nvml.gpu_health" in tools
+    assert not [t for t in tools if t.startswith("control.")]  # never offered
+    assert "k8s.cordon_node" not in tools  # writes only through propose
+    got = _text(await client.call_tool("k8s.get_node", {"params": {"node": node}}))
+    assert node in json.dumps(got)
+    allowed = _text(
+        await client.call_tool(
+            "propose", {"proposal": {"action": {"tool": "k8s.cordon_node", "params": {"node": node}}}}
+        )
+    )
+    assert allowed["verdict"] in ("allow", "ask") and allowed["executed"] is False, allowed
+    assert allowed["targets"]["nodes"] == [node] and allowed["limits_consulted"], allowed
+    for bad, why in (
+        ({"tool": "k8s.cordon_node", "params": {"node": "*"}}, ""),
+        ({"tool": "k8s.cordon_node", "params": {}}, "bad parameters"),
+        ({"tool": "control.freeze", "params": {"reason": "x"}}, "not offered"),
+        ({"tool": "rm -rf", "params": {}}, "not a tool"),
+    ):
+        refused = _text(await client.call_tool("propose", {"proposal": {"action": bad}}))
+        assert refused["verdict"] == "deny" and refused["executed"] is False, (bad, refused)
+        assert why in " ".join(refused["reasons"]), (bad, refused)
+    malformed = await client.call_tool("propose", {"proposal": {"action": {"tool": 5}, "extra": 1}})
+    assert malformed.is_error  # the schema refuses it before the gate is asked
+    resources = {str(r.uri) for r in (await client.list_resources()).resources}
+    assert {"supply-agent://playbooks", "supply-agent://containment"} <= resources
+    status = json.loads((await client.read_resource("supply-agent://containment")).contents[0].text)
+    assert {b["limit"] for b in status["budgets"]} >= {"blast_radius.gpus_out", "rate_limits.per_hour"}
+    prompts = [p.name for p in (await client.list_prompts()).prompts]
+    assert "work-with-the-gate" in prompts
+    # Nothing was written: proposing is not executing.
+    assert not [w for w in admin.truth()["writes"] if not w.get("dry_run")]
+
+
+def test_over_stdio_with_the_sdk_client(kubeconfig: Path, admin: AdminClient, tmp_path: Path) -> None:
+    node = _first_node(kubeconfig)
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "supply_agent.cli", "mcp", "--kubeconfig", str(kubeconfig), "--caller", "test-agent"],
+        env=_env(tmp_path),
+        cwd=str(ROOT),
+    )
+
+    async def run() -> None:
+        async with Client(params, read_timeout_seconds=60) as client:
+            await _session(client, admin, node)
+
+    asyncio.run(run())
+
+
+def _first_node(kubeconfig: Path) -> str:
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+    return str(sorted(n.metadata.name for n in api.list_node().items)[0])
+
+
+def test_over_streamable_http_a_token_is_required(
+    kubeconfig: Path, admin: AdminClient, tmp_path: Path
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "supply_agent.cli",
+            "mcp",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--transport",
+            "http",
+            "--port",
+            str(port),
+        ],
+        env=_env(tmp_path),
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.post(url, json={})
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert r.status_code == 401  # no token, no gate
+        node = _first_node(kubeconfig)
+
+        async def run() -> None:
+            http = httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+            from mcp.client.streamable_http import streamable_http_client
+
+            async with Client(
+                streamable_http_client(url, http_client=http), read_timeout_seconds=60
+            ) as client:
+                await _session(client, admin, node)
+
+        asyncio.run(run())
+    finally:
+        proc.terminate()
+        proc.wait(20)
