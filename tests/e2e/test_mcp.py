@@ -31,8 +31,9 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def _text(result: Any) -> Any:
     assert not result.is_error, result
-    if result.structured_content is not None:
-        return result.structured_content.get("result", result.structured_content)
+    sc = result.structured_content
+    if sc is not None:  # a tool returning a dict gives it as is; any other value is wrapped in "result"
+        return sc["result"] if set(sc) == {"result"} else sc
     return json.loads(result.content[0].text)
 
 
@@ -141,3 +142,69 @@ def test_over_streamable_http_a_token_is_required(
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def _pool_nodes(kubeconfig: Path) -> list[str]:
+    from kubernetes import client, config
+
+    from sandbox.fleet.world import POOL_LABEL
+
+    api = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+    pools: dict[str, list[str]] = {}
+    for n in api.list_node().items:
+        pools.setdefault(n.metadata.labels[POOL_LABEL], []).append(n.metadata.name)
+    return sorted(pools[sorted(pools)[0]])
+
+
+def test_execute_runs_what_the_gate_allows_once_and_two_callers_share_one_budget(
+    kubeconfig: Path, admin: AdminClient, tmp_path: Path
+) -> None:
+    nodes = _pool_nodes(kubeconfig)
+
+    def params(caller: str) -> StdioServerParameters:
+        return StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "supply_agent.cli", "mcp", "--kubeconfig", str(kubeconfig), "--caller", caller],
+            env=_env(tmp_path),  # one data directory: one audit log, as one database would be
+            cwd=str(ROOT),
+        )
+
+    def cordon(node: str, request: str) -> dict[str, Any]:
+        # Each node's GPU 1 falls off the bus first: the playbook's preconditions hold for it.
+        admin.inject("xid", node=node, gpu=1, code=79)
+        action = {"tool": "k8s.cordon_node", "params": {"node": node}, "playbook": "xid-fallen-off-bus"}
+        return {"execution": {"action": action, "request_id": request}}
+
+    async def run() -> None:
+        async with (
+            Client(params("agent-a"), read_timeout_seconds=90) as a,
+            Client(params("agent-b"), read_timeout_seconds=90) as b,
+        ):
+            first = _text(await a.call_tool("execute", cordon(nodes[0], "a-1")))
+            assert first["verdict"] == "allow" and first["outcome"] == "executed", first
+            assert first["verified"] is True, first
+            again = _text(
+                await a.call_tool("execute", cordon(nodes[0], "a-1"))
+            )  # a retry of the same request
+            assert again["outcome"] == "duplicate", again
+            cordons = [w for w in admin.truth()["writes"] if w["verb"] == "patch" and not w.get("dry_run")]
+            assert len(cordons) == 1, cordons
+            # The two callers take turns on one pool until the gate stops them: it counts both.
+            done, refused = 1, None
+            for i, node in enumerate(nodes[1:], start=1):
+                who = (a, b)[i % 2]
+                got = _text(await who.call_tool("execute", cordon(node, f"r-{i}")))
+                if got["verdict"] != "allow":
+                    refused = (i % 2, got)
+                    break
+                assert got["outcome"] == "executed", got
+                done += 1
+            assert refused is not None, "the gate never stopped two callers cordoning one pool"
+            other = (b, a)[refused[0]]  # the other caller is stopped by the same spent budget
+            more = _text(await other.call_tool("execute", cordon(nodes[-1], "last")))
+            assert more["verdict"] != "allow" and more["executed"] is False, more
+            truth = admin.truth()
+            out = sum(p["nodes_cordoned"] for p in truth["pools"].values())
+            assert out == done, (out, done)
+
+    asyncio.run(run())
