@@ -434,14 +434,14 @@ class IncidentStore:
     def get(self, incident_id: str) -> IncidentSummary | None:
         with Session(self.engine) as s:
             row = s.get(IncidentRow, incident_id)
-            return _summary(row) if row else None
+            return summary_of(row) if row else None
 
     def incidents(self, limit: int = 50, status: str | None = None) -> list[IncidentSummary]:
         with Session(self.engine) as s:
             q = select(IncidentRow).order_by(IncidentRow.opened_at.desc()).limit(limit)
             if status:
                 q = q.where(IncidentRow.status == status)
-            return [_summary(r) for r in s.scalars(q)]
+            return [summary_of(r) for r in s.scalars(q)]
 
     def timeline(self, incident_id: str) -> list[TimelineEntry]:
         with Session(self.engine) as s:
@@ -457,7 +457,8 @@ class IncidentStore:
         self.engine.dispose()
 
 
-def _summary(row: IncidentRow) -> IncidentSummary:
+def summary_of(row: IncidentRow) -> IncidentSummary:
+    """A stored incident as people read it (the API, the CLI, the console)."""
     return IncidentSummary(
         id=row.id,
         title=row.title,

@@ -19,7 +19,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from sandbox.executor.audit import AuditRecord
-from supply_agent.incidents.store import AlertRow, EntityRow, IncidentRow, TimelineRow, as_utc
+from supply_agent.incidents.store import (
+    AlertRow,
+    EntityRow,
+    IncidentRow,
+    IncidentSummary,
+    TimelineRow,
+    summary_of,
+)
 from supply_agent.intake.events import EventRow
 from supply_agent.service.jobs import JobRow
 from supply_agent.service.prompts import PromptRow
@@ -59,35 +66,15 @@ class IncidentFilter(BaseModel):
         return urlencode({k: v for k, v in pairs.items() if v not in (None, "") and k != "limit"})
 
 
-@dataclass(frozen=True)
-class IncidentLine:
-    id: str
-    title: str
-    alertname: str
-    playbook_id: str | None
-    severity: str
-    status: str
-    outcome: str | None
-    opened_at: datetime
-    updated_at: datetime
-    component: str | None
-    human_owner: str | None
-
-
 @dataclass
 class IncidentPage:
-    lines: list[IncidentLine]
+    lines: list[IncidentSummary]
     next_cursor: str | None
 
 
 @dataclass
 class IncidentDetail:
-    line: IncidentLine
-    root_cause: str | None
-    escalation_reason: str | None
-    closed_at: datetime | None
-    folded_into: str | None
-    summary: dict[str, Any] | None
+    line: IncidentSummary
     timeline: list[TimelineRow]
     entities: dict[str, list[str]]
     audit: list[AuditRecord]
@@ -96,7 +83,7 @@ class IncidentDetail:
     alerts: list[AlertRow] = field(default_factory=list)
 
 
-def _cursor(line: IncidentLine) -> str:
+def _cursor(line: IncidentSummary) -> str:
     raw = f"{line.opened_at.astimezone(UTC).isoformat()}|{line.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -108,22 +95,6 @@ def _uncursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(at), iid
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError("cursor: not one this console made (follow the page's own 'older' link)") from exc
-
-
-def _line(row: IncidentRow) -> IncidentLine:
-    return IncidentLine(
-        id=row.id,
-        title=row.title,
-        alertname=row.alertname,
-        playbook_id=row.playbook_id,
-        severity=row.severity,
-        status=row.status,
-        outcome=row.outcome,
-        opened_at=as_utc(row.opened_at) or row.opened_at,
-        updated_at=as_utc(row.updated_at) or row.updated_at,
-        component=row.component,
-        human_owner=row.human_owner,
-    )
 
 
 class ConsoleReads:
@@ -163,7 +134,7 @@ class ConsoleReads:
             )
         q = q.order_by(IncidentRow.opened_at.desc(), IncidentRow.id.desc()).limit(f.limit + 1)
         with Session(self.engine) as s:
-            lines = [_line(r) for r in s.scalars(q)]
+            lines = [summary_of(r) for r in s.scalars(q)]
         more = len(lines) > f.limit
         lines = lines[: f.limit]
         return IncidentPage(lines, _cursor(lines[-1]) if more and lines else None)
@@ -205,12 +176,7 @@ class ConsoleReads:
                 )
             )
             detail = IncidentDetail(
-                line=_line(row),
-                root_cause=row.root_cause,
-                escalation_reason=row.escalation_reason,
-                closed_at=as_utc(row.closed_at),
-                folded_into=row.folded_into,
-                summary=row.summary,
+                line=summary_of(row),
                 timeline=timeline,
                 entities=entities,
                 audit=[],
