@@ -323,3 +323,41 @@ def test_the_picture_joins_what_the_records_join_and_escapes_its_labels() -> Non
     assert entity_svg({}, set()) == ""
     many = str(entity_svg({"node": [f"n{i}" for i in range(100)]}, set()))
     assert many.count("<rect ") == 30 and "first 30 of 100" in many
+
+
+def test_containment_says_who_changed_a_latch_last_and_why() -> None:
+    from types import SimpleNamespace
+
+    from supply_agent.web.containment import containment
+
+    def row(tool: str, by: str, reason: str, minutes: int) -> SimpleNamespace:
+        return SimpleNamespace(
+            tool=tool,
+            phase="after",
+            outcome="executed",
+            approver=by,
+            params={"reason": reason},
+            at=T0 + timedelta(minutes=minutes),
+            idempotency_key=f"{tool}-{minutes}",
+            incident_id="control",
+            step=0,
+            targets=None,
+        )
+
+    audit = [
+        row("control.freeze", "alice", "bad driver rollout in progress", 1),
+        row("control.unfreeze", "bob", "rollout paused", 5),
+        row("control.freeze", "carol", "second wave <b>now</b>", 9),
+    ]
+    view = containment(
+        GlobalLimits(), audit, T0 + timedelta(hours=1), None, {"freeze": (True, "second wave")}
+    )
+    kill = next(x for x in view.latches if x.name == "kill switch")
+    assert kill.on is True and kill.why == "second wave"
+    assert kill.last_change.startswith("on by carol at 2026-11-30 12:09 UTC: second wave <b>now</b>")
+    breaker = next(x for x in view.latches if x.name == "circuit breaker")
+    assert breaker.on is None and breaker.last_change == "no change in the newest day"  # not read: unknown
+    assert (
+        not view.world_known
+        and next(b for b in view.budgets if b.limit == "blast_radius.gpus_out").spent is None
+    )
