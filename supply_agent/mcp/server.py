@@ -30,6 +30,7 @@ from supply_agent.hands.wiring import Environment
 from supply_agent.mind.nodes.common import default_verify
 from supply_agent.models.actions import Action
 from supply_agent.web.containment import containment
+from supply_agent.web.queries import ConsoleReads
 from tools.catalogue import CATALOGUE, CONTROL_TOOLS, READ_TOOLS, Effect
 
 log = structlog.get_logger("supply_agent.mcp")
@@ -235,7 +236,7 @@ def build_server(env: Environment, caller: str = "mcp-client") -> MCPServer:
         from tools.latches import read_breaker, read_freeze
 
         now = rt.clock()
-        audit = [r for r in rt.audit.records() if r.at.replace(tzinfo=now.tzinfo) >= now - timedelta(days=1)]
+        audit = ConsoleReads(rt.audit.engine).audit_since(now - timedelta(days=1))  # the windows only
         view = containment(
             rt.playbooks.limits,
             audit,

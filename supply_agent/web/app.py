@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import html
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -133,6 +134,8 @@ class Console:
         self.clock = clock
         self.evals_dir = evals_dir
         self.push_s = push_s
+        self._shared: tuple[float, Any] = (0.0, None)
+        self._shared_lock = threading.Lock()
         self.env = _templates()
 
     @property
@@ -261,6 +264,18 @@ class Console:
         )
 
     def _containment(self) -> Any:
+        """The containment view, read at most once per ``push_s`` whoever asks: every open page's
+        stream shares one reading (the world, the latches and the day's audit rows), so the cost on the
+        cluster and the stores does not grow with the people watching."""
+        with self._shared_lock:
+            at, ctx = self._shared
+            if ctx is not None and time.monotonic() - at < self.push_s:
+                return ctx
+            ctx = self._read_containment()
+            self._shared = (time.monotonic(), ctx)
+            return ctx
+
+    def _read_containment(self) -> Any:
         now = self.clock()
         audit = self.reads.audit_since(now - timedelta(days=1))
         world = latches = None

@@ -361,3 +361,28 @@ def test_containment_says_who_changed_a_latch_last_and_why() -> None:
         not view.world_known
         and next(b for b in view.budgets if b.limit == "blast_radius.gpus_out").spent is None
     )
+
+
+def test_every_viewer_shares_one_reading_of_the_world_per_push(store: IncidentStore, tmp_path: Path) -> None:
+    reads: list[int] = []
+
+    def world() -> WorldView:
+        reads.append(1)
+        return WorldView(now=T0, nodes={"node-0": NodeView(name="node-0", pool="pool-0", gpus=8)})
+
+    audit = AuditLog.from_url(f"sqlite:///{tmp_path / 'supply-agent.db'}")
+    console = Console(
+        Settings(data_dir=tmp_path, console_token=SecretStr(TOKEN)),
+        ConsoleReads(store.engine, audit.engine),
+        GlobalLimits(),
+        world=world,
+        clock=lambda: T0,
+        push_s=60.0,
+    )
+    http = TestClient(Starlette(routes=[Mount("/console", console_app(console))]))
+    for _ in range(5):  # five people with the page open
+        assert http.get("/console/containment", headers=AUTH).status_code == 200
+    assert len(reads) == 1
+    console.push_s = 0.0  # the next push reads again
+    http.get("/console/containment", headers=AUTH)
+    assert len(reads) == 2
