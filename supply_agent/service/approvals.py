@@ -11,7 +11,7 @@ from supply_agent.incidents.agent import ApprovalAnswer, ApprovalRequest
 from supply_agent.intake.accept import Reply
 from supply_agent.intake.clicks import APPROVE, read_click
 from supply_agent.models.approvals import expired, may_approve
-from supply_agent.service.prompts import Prompt
+from supply_agent.service.prompts import ANSWERED, Prompt
 from supply_agent.service.slack_blocks import approval_blocks, decided_blocks
 from supply_agent.service.state import (
     GROUP_CACHE_S,
@@ -78,7 +78,11 @@ class ApprovalsMixin(ServiceState):
         self._deliver(iid, "slack.update", update, f"slack.update:{iid}:{action_hash}:{status}")
 
     def _request_of(self, iid: str, action_hash: str) -> ApprovalRequest | None:
-        """The approval request as it was asked (from the thread's interrupt history)."""
+        """The approval request as it was asked (stored on a standalone prompt; else from the thread's
+        interrupt history)."""
+        prompt = self.prompts.get(iid, action_hash)
+        if prompt is not None and prompt.request is not None:
+            return ApprovalRequest.model_validate(prompt.request)
         pending = self.agent.pending(iid)
         if pending is not None and pending.action_hash == action_hash:
             return pending
@@ -220,6 +224,16 @@ class ApprovalsMixin(ServiceState):
         joined asks the same request again under a new interrupt id, and a wake cut short by a crash is
         first brought back to that request."""
         iid = prompt.incident_id
+        if prompt.standalone:  # no thread waits on it (an MCP caller's): the answer is its end
+            answered = ANSWERED.get(prompt.decision or "", "expired")
+            self.prompts.finish(iid, prompt.action_hash, answered)
+            self._put(
+                "prompt_update",
+                iid,
+                f"prompt_update:{iid}:{prompt.action_hash}:{answered}",
+                {"action_hash": prompt.action_hash, "status": answered},
+            )
+            return
         if self.agent.unfinished(iid):
             self._run(iid)
         pending = self.agent.pending(iid)

@@ -197,6 +197,17 @@ class Service(DispatchMixin, RunnerMixin, WritebackMixin, ApprovalsMixin, Watchd
         return problems
 
 
+def slack_client(settings: Settings) -> SlackClient | None:
+    """Slack for approval prompts, where a bot token is set (a channel is then required)."""
+    if settings.slack_bot_token is None:
+        return None
+    if not settings.slack_channel:
+        raise ValueError("SUPPLY_AGENT_SLACK_CHANNEL: the channel for approval prompts is required")
+    return SlackClient(
+        settings.slack_bot_token.get_secret_value(), settings.slack_channel, base_url=settings.slack_api_url
+    )
+
+
 @contextmanager
 def _world_cache(settings: Settings, env: Environment) -> Iterator[WorldCache | None]:
     """The long-lived process's watch cache of the world, on the read-only credentials (see
@@ -235,15 +246,7 @@ def open_service(
                 else True
             ),
         )
-    slack = None
-    if settings.slack_bot_token is not None:
-        if not settings.slack_channel:
-            raise ValueError("SUPPLY_AGENT_SLACK_CHANNEL: the channel for approval prompts is required")
-        slack = SlackClient(
-            settings.slack_bot_token.get_secret_value(),
-            settings.slack_channel,
-            base_url=settings.slack_api_url,
-        )
+    slack = slack_client(settings)
     events = EventLog.from_url(settings.resolved_intake_url())
     elector = None
     if settings.leader_election == "kubernetes":

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import DateTime, Integer, String, UniqueConstraint, select, update
+from sqlalchemy import JSON, DateTime, Integer, String, UniqueConstraint, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -20,6 +20,8 @@ from supply_agent.incidents.store import as_utc
 from supply_agent.schema import ensure_schema
 
 Status = Literal["pending", "deciding", "approved", "rejected", "expired"]
+# What a claimed prompt becomes once its answer is applied.
+ANSWERED: dict[str, Status] = {"approve": "approved", "reject": "rejected", "expire": "expired"}
 
 
 class _Base(DeclarativeBase):
@@ -42,6 +44,8 @@ class PromptRow(_Base):
     decision: Mapped[str | None] = mapped_column(String(16), nullable=True)  # approve | reject | expire
     decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The request asked, for a prompt with no graph thread behind it (an MCP caller's); else null.
+    request: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,12 @@ class Prompt:
     decision: str | None
     decided_by: str | None
     decided_at: datetime | None
+    request: dict[str, Any] | None = None
+
+    @property
+    def standalone(self) -> bool:
+        """No graph thread waits on it (it carries its own request): an answer only finishes it."""
+        return self.request is not None
 
 
 def _prompt(r: PromptRow) -> Prompt:
@@ -74,6 +84,7 @@ def _prompt(r: PromptRow) -> Prompt:
         decision=r.decision,
         decided_by=r.decided_by,
         decided_at=as_utc(r.decided_at),
+        request=r.request,
     )
 
 
@@ -83,7 +94,13 @@ class PromptStore:
         ensure_schema(engine)
 
     def add(
-        self, incident_id: str, action_hash: str, step: int, asked_at: datetime, expires_at: datetime
+        self,
+        incident_id: str,
+        action_hash: str,
+        step: int,
+        asked_at: datetime,
+        expires_at: datetime,
+        request: dict[str, Any] | None = None,
     ) -> bool:
         """Record a prompt about to be sent; False when it was recorded before (sent already, or sending)."""
         try:
@@ -96,6 +113,7 @@ class PromptStore:
                         status="pending",
                         asked_at=asked_at,
                         expires_at=expires_at,
+                        request=request,
                     )
                 )
         except IntegrityError:
@@ -117,6 +135,11 @@ class PromptStore:
                     PromptRow.incident_id == incident_id, PromptRow.action_hash == action_hash
                 )
             )
+            return _prompt(row) if row else None
+
+    def by_id(self, prompt_id: int) -> Prompt | None:
+        with Session(self.engine) as s:
+            row = s.get(PromptRow, prompt_id)
             return _prompt(row) if row else None
 
     def claim(

@@ -22,6 +22,7 @@ from sandbox.fleet.admin import AdminClient
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "mcp-test-token-abcdef0123456789"
+BETA_TOKEN = "mcp-beta-token-9876543210fedcba"
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -101,6 +102,8 @@ def test_over_streamable_http_a_token_is_required(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    tokens = tmp_path / "mcp-tokens.yaml"  # a second caller, by its own token
+    tokens.write_text(f"beta: {BETA_TOKEN}\n")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -113,6 +116,8 @@ def test_over_streamable_http_a_token_is_required(
             "http",
             "--port",
             str(port),
+            "--tokens",
+            str(tokens),
         ],
         env=_env(tmp_path),
         cwd=ROOT,
@@ -127,18 +132,35 @@ def test_over_streamable_http_a_token_is_required(
             except httpx.HTTPError:
                 time.sleep(0.2)
         assert r.status_code == 401  # no token, no gate
+        wrong = httpx.post(url, json={}, headers={"Authorization": f"Bearer {TOKEN}x"})
+        assert wrong.status_code == 401
         node = _first_node(kubeconfig)
+        from mcp.client.streamable_http import streamable_http_client
+
+        def connect(token: str) -> Client:
+            http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
+            return Client(streamable_http_client(url, http_client=http), read_timeout_seconds=60)
 
         async def run() -> None:
-            http = httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
-            from mcp.client.streamable_http import streamable_http_client
-
-            async with Client(
-                streamable_http_client(url, http_client=http), read_timeout_seconds=60
-            ) as client:
+            async with connect(TOKEN) as client:
                 await _session(client, admin, node)
+            # Each token names its caller: beta's write is beta's in the audit log (its thread, its
+            # writes-per-incident limit), though both came to the same server.
+            admin.inject("xid", node=node, gpu=1, code=79)
+            action = {"tool": "k8s.cordon_node", "params": {"node": node}, "playbook": "xid-fallen-off-bus"}
+            async with connect(BETA_TOKEN) as beta:
+                got = _text(
+                    await beta.call_tool("execute", {"execution": {"action": action, "request_id": "b-1"}})
+                )
+                assert got["outcome"] == "executed", got
 
         asyncio.run(run())
+        from sandbox.executor.audit import AuditLog
+        from supply_agent.settings import Settings
+
+        audit = AuditLog.from_url(Settings(data_dir=tmp_path / "var").resolved_database_url())
+        threads = {r.incident_id for r in audit.records() if r.tool == "k8s.cordon_node"}
+        assert threads == {"mcp:beta"}, threads
     finally:
         proc.terminate()
         proc.wait(20)
