@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/world_cache.py
 	$(BIN)/python benchmarks/intake_storm.py
 	$(BIN)/python benchmarks/console.py
+	$(BIN)/python benchmarks/mcp_gate.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
