@@ -18,9 +18,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The whole fault-injection suite: every crash point and fault (make test runs the essential ones).
+# The whole fault-injection suite: every crash point and fault, and three replicas killed, frozen and
+# restarted under a storm (make test runs the essential ones).
 chaos: $(STAMP)
-	$(BIN)/python -m pytest -q -m chaos tests/e2e/test_faults.py tests/e2e/test_faults_kill.py
+	$(BIN)/python -m pytest -q -m chaos tests/e2e/test_faults.py tests/e2e/test_faults_kill.py tests/e2e/test_chaos_replicas.py
 	$(BIN)/python -m pytest -q tests/e2e/test_faults.py tests/e2e/test_faults_kill.py
 
 # The whole incident corpus, gated and with the --no-gate ablation (report in evals/report/), then the

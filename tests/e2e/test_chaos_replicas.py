@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from sandbox.fleet.admin import AdminClient
@@ -49,6 +50,7 @@ def _spread_nodes(fleet: Any, n: int) -> list[str]:
     return picked
 
 
+@pytest.mark.chaos  # three replicas for minutes: make chaos; tests/e2e/test_replicas.py runs in make test
 def test_three_replicas_a_storm_a_kill_a_freeze_and_a_restart_lose_nothing_and_repeat_nothing(
     tmp_path: Path, postgres_url: str
 ) -> None:
