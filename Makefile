@@ -33,6 +33,7 @@ eval: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sandbox_scale.py
 	$(BIN)/python benchmarks/gate.py
+	$(BIN)/python benchmarks/history_reads.py
 	$(BIN)/python benchmarks/incident_latency.py
 	$(BIN)/python benchmarks/incident_latency.py --nodes 24,1000,10000 --runs 3 --cache
 	$(BIN)/python benchmarks/incident_latency.py --process --nodes 24,1000,10000 --runs 3

@@ -7,7 +7,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, String, Text, create_engine, func, select, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -16,6 +28,9 @@ if TYPE_CHECKING:
 
 from supply_agent.logging import get_logger
 from supply_agent.schema import ensure_schema
+from tools.catalogue import OUT_OF_SERVICE
+
+HAND_BACK = "k8s.uncordon_node"  # the write that hands a node back
 
 _POSTGRES_TIMEOUTS: dict[str, Any] = {
     "connect_timeout": 10,
@@ -43,7 +58,7 @@ class AuditRecord(AuditBase):
     __tablename__ = "audit"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     phase: Mapped[str] = mapped_column(String(16))  # before | after | refused
     # pending | executed | failed | timed_out | refused | duplicate
     outcome: Mapped[str] = mapped_column(String(16))
@@ -65,6 +80,53 @@ class AuditRecord(AuditBase):
     # ``serve``: the replica that wrote the row and the token of the lease it held (its work's fence).
     fence_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     fence_token: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class NodeOutRow(AuditBase):
+    """A node the agent has out of service now, and the audit row that took it out: kept with the log
+    (added by an executed out-of-service write, removed by an executed uncordon, in one transaction with
+    that row), so a decision reads the nodes out, not every write ever made."""
+
+    __tablename__ = "audit_nodes_out"
+
+    node: Mapped[str] = mapped_column(String(253), primary_key=True)
+    audit_id: Mapped[int] = mapped_column(Integer)
+    incident_id: Mapped[str] = mapped_column(String(128))
+    tool: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def _row_nodes(record: AuditRecord) -> list[str]:
+    """The nodes an audit row's write touched: its decision's targets, else its ``node`` parameter."""
+    targets = record.targets
+    if isinstance(targets, dict) and targets.get("nodes"):
+        return [str(n) for n in targets["nodes"]]
+    node = (record.params or {}).get("node")
+    return [node] if isinstance(node, str) else []
+
+
+def _keep_nodes_out(session: Session, record: AuditRecord) -> None:
+    """Bring ``audit_nodes_out`` in step with an executed row (called in the row's own transaction)."""
+    if record.phase != "after" or record.outcome != "executed":
+        return
+    if record.tool not in OUT_OF_SERVICE and record.tool != HAND_BACK:
+        return
+    nodes = _row_nodes(record)
+    if not nodes:
+        return
+    session.execute(delete(NodeOutRow).where(NodeOutRow.node.in_(nodes)))
+    if record.tool in OUT_OF_SERVICE:
+        session.flush()  # the row's id
+        for node in nodes:
+            session.add(
+                NodeOutRow(
+                    node=node,
+                    audit_id=record.id,
+                    incident_id=record.incident_id,
+                    tool=record.tool,
+                    at=record.at,
+                )
+            )
 
 
 class AuditLog:
@@ -127,6 +189,7 @@ class AuditLog:
                 fence[0].check(session.connection(), fence[1])
                 record.fence_owner, record.fence_token = fence[1].owner, fence[1].token
             session.add(record)
+            _keep_nodes_out(session, record)
             session.commit()
         self.log.info(
             "audit",
@@ -163,6 +226,22 @@ class AuditLog:
                 .limit(1)
             )
         return last == "before"
+
+    def for_decision(self, since: datetime, incident_id: str) -> tuple[list[AuditRecord], list[NodeOutRow]]:
+        """What a decision counts, whatever the log's length: the rows of its budget windows (``at`` from
+        ``since``) and of its own incident (any age), in the order written, and the nodes out now. Two
+        reads on two indexes (an ``OR`` of them would scan the log)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            recent = session.scalars(select(AuditRecord).where(AuditRecord.at >= since))
+            older = session.scalars(
+                select(AuditRecord).where(AuditRecord.incident_id == incident_id, AuditRecord.at < since)
+            )
+            rows = sorted([*recent, *older], key=lambda r: r.id)
+            return rows, list(session.scalars(select(NodeOutRow).order_by(NodeOutRow.audit_id)))
+
+    def nodes_out(self) -> list[NodeOutRow]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(select(NodeOutRow).order_by(NodeOutRow.audit_id)))
 
     def records(self, incident_id: str | None = None) -> list[AuditRecord]:
         with Session(self.engine, expire_on_commit=False) as session:

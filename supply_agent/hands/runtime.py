@@ -40,7 +40,7 @@ from supply_agent.policy import (
     PodsOnNode,
     PodState,
 )
-from supply_agent.policy.gate import decide, history_from_audit, targets_of
+from supply_agent.policy.gate import decide, history_from_audit, lookback, targets_of
 from supply_agent.policy.world import History, WorldView
 from tools.billing import Ledger, MeterReading
 from tools.catalogue import CATALOGUE, Clients, Effect, parse_input
@@ -238,9 +238,15 @@ class Runtime:
             nodes.add(node)
         return nodes
 
-    def history(self, world: WorldView) -> History:
+    def history(self, world: WorldView, incident_id: str | None = None) -> History:
+        """The agent's past writes as the gate counts them. For a decision (``incident_id``): the audit
+        rows of the budget windows and of that incident, and the nodes out now, whatever the log's
+        length; without one, the whole log (reports and tests)."""
         breaker = self._timed(lambda: read_breaker(self.kube))
-        return history_from_audit(self.audit.records(), world, breaker)
+        if incident_id is None:
+            return history_from_audit(self.audit.records(), world, breaker)
+        rows, out = self.audit.for_decision(world.now - lookback(self.playbooks.limits), incident_id)
+        return history_from_audit(rows, world, breaker, out)
 
     def decide(
         self,
@@ -287,7 +293,7 @@ class Runtime:
         ):
             update["running_meters"] = self._running_meters(pods | set(targets.pods))
         world = world.model_copy(update=update)
-        decision = decide(action, world, self.history(world), self.playbooks)
+        decision = decide(action, world, self.history(world, action.incident_id), self.playbooks)
         return decision.model_copy(update={"world_revision": revision})
 
     def _running_meters(self, pods: frozenset[str]) -> dict[str, int]:

@@ -33,6 +33,7 @@ from supply_agent.hands.wiring import Environment
 from supply_agent.mcp.approvals import CallerApprovals, caller_name, status_of, thread_of
 from supply_agent.mind.nodes.common import default_verify
 from supply_agent.models.actions import Action
+from supply_agent.policy.gate import lookback
 from supply_agent.service.prompts import Prompt
 from supply_agent.web.containment import containment
 from supply_agent.web.queries import ConsoleReads
@@ -329,13 +330,14 @@ def build_server(
         from tools.latches import read_breaker, read_freeze
 
         now = rt.clock()
-        audit = ConsoleReads(rt.audit.engine).audit_since(now - timedelta(days=1))  # the windows only
+        reads = ConsoleReads(rt.audit.engine)
         view = containment(
             rt.playbooks.limits,
-            audit,
+            reads.audit_since(now - lookback(rt.playbooks.limits)),  # the budget windows only
             now,
             rt.world([], frozenset()),
             {"freeze": read_freeze(rt.kube), "breaker": read_breaker(rt.kube)},
+            reads.nodes_out(),
         )
         return json.dumps(
             {

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -55,6 +55,7 @@ _NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 # From the tool table: writes that take a node's GPUs out of service for new work, writes that stop or
 # move a customer's running work, and what each tool does in Kubernetes terms (for the deny list).
 NODE_OUT = OUT_OF_SERVICE
+HAND_BACK = "k8s.uncordon_node"  # the write that hands a node back
 # Writes addressed to a customer (a notice, a credit, their pod's metering): the customer must be one the
 # incident affects, as the cluster says (see ``_identity``).
 CUSTOMER_WRITES = frozenset(t for t in WRITE_TOOLS if t == "notify.customer" or t.startswith("billing."))
@@ -145,17 +146,33 @@ def targets_of(action: Action, world: WorldView) -> tuple[Targets, list[str]]:
 
 
 # -- history arithmetic ---------------------------------------------------------------------------
+def lookback(limits: GlobalLimits) -> timedelta:
+    """The longest window any budget counts over (an hour, a day, the breaker's duration): a decision
+    reads the audit rows of this span, its own incident's, and the nodes out now (``nodes_out``)."""
+    return max(timedelta(days=1), limits.circuit_breaker.duration)
+
+
 def _within(history: History, now: Any, window: timedelta) -> Iterable[PastAction]:
     return (a for a in history.actions if now - a.at <= window)
 
 
-def agent_out_nodes(history: History) -> set[str]:
-    """Nodes the agent took out of service and has not handed back."""
+def _out_of(actions: Iterable[PastAction], handed_back: Iterable[str] = ()) -> set[str]:
+    """The nodes these writes (in the order they ran) left out of service: a node is out when its last
+    out-of-service write came after its last hand-back."""
     out: set[str] = set()
-    for a in history.actions:
+    for a in actions:
         if a.tool in NODE_OUT:
             out.update(a.nodes)
-    return out - set(history.uncordoned)
+        elif a.tool == HAND_BACK:
+            out.difference_update(a.nodes)
+    return out - set(handed_back)
+
+
+def agent_out_nodes(history: History) -> set[str]:
+    """Nodes the agent took out of service and has not handed back."""
+    if history.out_now is not None:
+        return set(history.out_now)
+    return _out_of(history.actions, history.uncordoned)
 
 
 # -- preconditions --------------------------------------------------------------------------------
@@ -438,7 +455,7 @@ def _playbook_rules(
             f"incident would write to {len(touched)} nodes; playbook {playbook.id} allows {c.max_nodes}",
         )
     # GPUs out of service by this incident: each node once, however many writes took it out.
-    out = {n for a in mine if a.tool in NODE_OUT for n in a.nodes} - set(history.uncordoned)
+    out = _out_of(mine, history.uncordoned) & agent_out_nodes(history)  # still out, this incident's
     out |= set(targets.nodes)
     gpus = sum(world.nodes[n].gpus if n in world.nodes else 0 for n in out)
     if action.tool in NODE_OUT and gpus > c.max_gpus:
@@ -554,20 +571,30 @@ def _decision(action: Action, r: _Ruling, targets: Targets, now: Any) -> Decisio
 
 
 def history_from_audit(
-    records: Iterable[Any], world: WorldView, breaker: tuple[bool, str] = (False, "")
+    records: Iterable[Any],
+    world: WorldView,
+    breaker: tuple[bool, str] = (False, ""),
+    nodes_out: Iterable[Any] | None = None,
 ) -> History:
     """The agent's past writes, from the audit log's executed rows, each with the targets its decision
     resolved when it ran (rows from before the audit kept them: resolved in today's world); and the
     writes in flight: a ``before`` row with no row after it yet, another replica's write running now or
-    one cut off by a crash, spends its budget until it is known to have failed."""
+    one cut off by a crash, spends its budget until it is known to have failed.
+
+    ``records`` is the whole log, or (what a decision reads) the rows of the budget windows and of one
+    incident, with ``nodes_out``: the rows of ``audit_nodes_out``, the nodes the log's finished writes
+    left out of service. The nodes out are then those, but a node a write in flight takes out or hands
+    back, which is out as the last write of it among ``records`` left it (the windows hold every write after one in
+    flight). The decision is the same as on the whole log, but for a write left in flight before the
+    windows (a crash long ago), which only the whole log counts."""
     records = list(records)
     last: dict[str, Any] = {}
     for rec in records:
         if rec.phase in ("before", "after"):
             last[rec.idempotency_key] = rec
     in_flight = {id(r) for r in last.values() if r.phase == "before"}
-    actions = []
-    uncordoned: list[str] = []
+    actions: list[PastAction] = []
+    flying: set[str] = set()
     for rec in records:
         counted = (rec.phase == "after" and rec.outcome == "executed") or id(rec) in in_flight
         if not counted or rec.tool in CONTROL_TOOLS:
@@ -575,22 +602,30 @@ def history_from_audit(
         action = Action(tool=rec.tool, params=rec.params, incident_id=rec.incident_id, step=rec.step)
         recorded = getattr(rec, "targets", None)
         t = Targets.model_validate(recorded) if recorded else targets_of(action, world)[0]
-        if rec.tool == "k8s.uncordon_node":
-            uncordoned.extend(t.nodes)
+        if id(rec) in in_flight and (rec.tool in NODE_OUT or rec.tool == HAND_BACK):
+            flying.update(t.nodes)
         actions.append(
             PastAction(
                 tool=rec.tool,
                 incident_id=rec.incident_id,
-                at=rec.at if rec.at.tzinfo else rec.at.replace(tzinfo=UTC),
+                at=_aware(rec.at),
                 nodes=t.nodes,
                 customers=t.customers,
                 gpus=t.gpus,
                 dollars=t.dollars,
             )
         )
+    out_now = None
+    if nodes_out is not None:
+        replayed = _out_of(actions)
+        out_now = frozenset({r.node for r in nodes_out} - flying | (replayed & flying))
     return History(
         actions=tuple(actions),
         breaker_tripped=breaker[0],
         breaker_reason=breaker[1],
-        uncordoned=tuple(uncordoned),
+        out_now=out_now,
     )
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

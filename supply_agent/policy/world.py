@@ -188,3 +188,8 @@ class History(BaseModel):
     breaker_tripped: bool = False
     breaker_reason: str = ""
     uncordoned: tuple[str, ...] = Field(default=(), description="Nodes the agent has since handed back.")
+    out_now: frozenset[str] | None = Field(
+        None,
+        description="The nodes the agent has out of service now, as the audit's table of them says; "
+        "None: replay ``actions`` (the whole log).",
+    )

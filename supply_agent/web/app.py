@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -37,6 +37,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from supply_agent.policy.gate import lookback
 from supply_agent.policy.limits import GlobalLimits
 from supply_agent.policy.world import WorldView
 from supply_agent.settings import Settings
@@ -277,7 +278,8 @@ class Console:
 
     def _read_containment(self) -> Any:
         now = self.clock()
-        audit = self.reads.audit_since(now - timedelta(days=1))
+        audit = self.reads.audit_since(now - lookback(self.limits))
+        out = self.reads.nodes_out()
         world = latches = None
         if self.world is not None:
             try:
@@ -289,7 +291,7 @@ class Console:
                 latches = self.latches()
             except Exception as exc:
                 log.warning("the console cannot read the latches", error=str(exc)[:300])
-        view = containment(self.limits, audit, now, world, latches)
+        view = containment(self.limits, audit, now, world, latches, out)
         jobs, events = self.reads.dead_letters()
         return {"c": view, "prompts": self.reads.pending_prompts(), "dead_jobs": jobs, "dead_events": events}
 

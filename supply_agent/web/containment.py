@@ -9,6 +9,7 @@ credited in the last hour; each write tool's count in the last hour against its 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -83,9 +84,11 @@ def containment(
     now: datetime,
     world: WorldView | None = None,
     latches: dict[str, tuple[bool, str]] | None = None,
+    nodes_out: Iterable[Any] = (),
 ) -> Containment:
-    """The budgets and latches as of ``now``. ``audit``: the rows of the newest day at least."""
-    history = history_from_audit(audit, world or _empty_world(now))
+    """The budgets and latches as of ``now``. ``audit``: the rows of the budget windows at least
+    (``lookback``), with ``nodes_out`` (the audit's nodes out of service now, taken out however long ago)."""
+    history = history_from_audit(audit, world or _empty_world(now), nodes_out=nodes_out)
     br = limits.blast_radius
     out = agent_out_nodes(history)
     budgets: list[Budget] = []

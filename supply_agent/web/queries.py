@@ -18,7 +18,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from sandbox.executor.audit import AuditRecord
+from sandbox.executor.audit import AuditRecord, NodeOutRow
 from supply_agent.incidents.store import (
     AlertRow,
     EntityRow,
@@ -203,6 +203,11 @@ class ConsoleReads:
                     select(AuditRecord).where(AuditRecord.at >= since).order_by(AuditRecord.id).limit(50_000)
                 )
             )
+
+    def nodes_out(self) -> list[NodeOutRow]:
+        """The nodes the agent has out of service now (however long ago it took them out)."""
+        with Session(self.audit_engine) as s:
+            return list(s.scalars(select(NodeOutRow).order_by(NodeOutRow.audit_id).limit(50_000)))
 
     def pending_prompts(self, limit: int = 200) -> list[PromptRow]:
         with Session(self.engine) as s:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import sqlite3
 
 # What migrations 0003 onward added (0002 changed a length, which SQLite does not keep).
-MADE_SINCE_TABLES = ("alembic_version", "leases", "incident_entities")
-MADE_SINCE_INDEXES = ("ix_incidents_opened", "ix_incidents_status_opened")
-MADE_SINCE_COLUMNS = (("audit", "fence_owner"), ("audit", "fence_token"))
+MADE_SINCE_TABLES = ("alembic_version", "leases", "incident_entities", "audit_nodes_out")
+MADE_SINCE_INDEXES = ("ix_incidents_opened", "ix_incidents_status_opened", "ix_audit_at")
+MADE_SINCE_COLUMNS = (("audit", "fence_owner"), ("audit", "fence_token"), ("approval_prompts", "request"))
 
 
 def as_release_before_migrations(con: sqlite3.Connection) -> None:

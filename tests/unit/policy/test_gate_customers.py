@@ -433,7 +433,7 @@ def _runtime(world: WorldView, monkeypatch: pytest.MonkeyPatch) -> Runtime:
     return Runtime(
         kube=_Kube(),  # type: ignore[arg-type]
         executor=SimpleNamespace(decision_revision=lambda: "r7@3"),  # type: ignore[arg-type]
-        audit=SimpleNamespace(records=lambda: []),  # type: ignore[arg-type]
+        audit=SimpleNamespace(records=lambda: [], for_decision=lambda since, iid: ([], [])),  # type: ignore[arg-type]
         ledger=None,  # type: ignore[arg-type]
         outbox=None,  # type: ignore[arg-type]
         playbooks=PLAYBOOKS,

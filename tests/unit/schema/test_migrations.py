@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from sandbox.executor.audit import AuditBase, AuditLog
 from sandbox.executor.fencing import LeaseBase
 from supply_agent.incidents.store import _Base as IncidentsBase
 from supply_agent.intake.events import _Base as EventsBase
+from supply_agent.policy.gate import agent_out_nodes, history_from_audit
+from supply_agent.policy.world import NodeView, WorldView
 from supply_agent.schema import SchemaError, current, ensure_schema, head
 from supply_agent.service.jobs import _Base as JobsBase
 from supply_agent.service.prompts import _Base as PromptsBase
@@ -57,11 +60,23 @@ def _rows(engine: Engine) -> dict[str, int]:
         return {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()) for t in sorted(have)}
 
 
+DERIVED = {"audit_nodes_out"}  # filled by its revision from the audit log
+
+
 def _kept(engine: Engine, before: dict[str, int]) -> None:
-    """Every row the database had is there; the tables added since are there, empty."""
+    """Every row the database had is there; the tables added since are there, empty, but those derived
+    from the log, which hold what the log says (the nodes its writes left out of service)."""
     after = _rows(engine)
     assert set(after) == set(TABLES)
-    assert after == {t: before.get(t, 0) for t in TABLES}
+    assert {t: n for t, n in after.items() if t not in DERIVED} == {
+        t: before.get(t, 0) for t in TABLES if t not in DERIVED
+    }
+    audit = AuditLog(engine)
+    named = {str(r.params["node"]) for r in audit.records() if isinstance(r.params.get("node"), str)}
+    nodes = {n: NodeView(name=n, pool="p", gpus=8) for n in named}  # rows without targets: resolved here
+    world = WorldView(now=datetime(2026, 1, 1, tzinfo=UTC), nodes=nodes)
+    expected = agent_out_nodes(history_from_audit(audit.records(), world))
+    assert {r.node for r in audit.nodes_out()} == expected
 
 
 def _revision(engine: Engine) -> str | None:
@@ -115,6 +130,7 @@ def test_the_previous_releases_sqlite_database_is_upgraded_with_its_rows(tmp_pat
     assert _revision(engine) == head()
     assert _diff(engine) == []
     _kept(engine, before)
+    assert _rows(engine)["audit_nodes_out"] > 0  # the release's log cordoned a node it never handed back
     # The stores read what the release wrote.
     audit = AuditLog(engine)
     assert len(audit.records()) == before["audit"]
