@@ -225,6 +225,12 @@ def test_execute_runs_what_the_gate_allows_once_and_two_callers_share_one_budget
             other = (b, a)[refused[0]]  # the other caller is stopped by the same spent budget
             more = _text(await other.call_tool("execute", cordon(nodes[-1], "last")))
             assert more["verdict"] != "allow" and more["executed"] is False, more
+            # A drain of a node of that pool (its GPU fallen off the bus too) is held by the same budget.
+            drain = cordon(nodes[-2], "drain")
+            drain["execution"]["action"]["tool"] = "k8s.drain_node"
+            held = _text(await other.call_tool("execute", drain))
+            assert held["verdict"] != "allow" and held["executed"] is False, held
+            assert any("pool" in r for r in held["reasons"]), held
             truth = admin.truth()
             out = sum(p["nodes_cordoned"] for p in truth["pools"].values())
             assert out == done, (out, done)
