@@ -11,7 +11,7 @@ from supply_agent.incidents.agent import ApprovalAnswer, ApprovalRequest
 from supply_agent.intake.accept import Reply
 from supply_agent.intake.clicks import APPROVE, read_click
 from supply_agent.models.approvals import expired, may_approve
-from supply_agent.service.prompts import ANSWERED, Prompt
+from supply_agent.service.prompts import ANSWERED, Prompt, Status
 from supply_agent.service.slack_blocks import approval_blocks, decided_blocks
 from supply_agent.service.state import (
     GROUP_CACHE_S,
@@ -225,14 +225,7 @@ class ApprovalsMixin(ServiceState):
         first brought back to that request."""
         iid = prompt.incident_id
         if prompt.standalone:  # no thread waits on it (an MCP caller's): the answer is its end
-            answered = ANSWERED.get(prompt.decision or "", "expired")
-            self.prompts.finish(iid, prompt.action_hash, answered)
-            self._put(
-                "prompt_update",
-                iid,
-                f"prompt_update:{iid}:{prompt.action_hash}:{answered}",
-                {"action_hash": prompt.action_hash, "status": answered},
-            )
+            self._finished(prompt, ANSWERED.get(prompt.decision or "", "expired"))
             return
         if self.agent.unfinished(iid):
             self._run(iid)
@@ -262,12 +255,17 @@ class ApprovalsMixin(ServiceState):
             waiting = still is not None and still.action_hash == prompt.action_hash
             self.prompts.finish(iid, prompt.action_hash, "pending" if waiting else "expired")
             return
-        self.prompts.finish(iid, prompt.action_hash, status)
+        self._finished(prompt, status)
+
+    def _finished(self, prompt: Prompt, status: Status) -> None:
+        """The prompt answered for good; its Slack message is updated to say so (an outbox job)."""
+        iid, digest = prompt.incident_id, prompt.action_hash
+        self.prompts.finish(iid, digest, status)
         self._put(
             "prompt_update",
             iid,
-            f"prompt_update:{iid}:{prompt.action_hash}:{status}",
-            {"action_hash": prompt.action_hash, "status": status},
+            f"prompt_update:{iid}:{digest}:{status}",
+            {"action_hash": digest, "status": status},
         )
 
     def sweep(self) -> int:
