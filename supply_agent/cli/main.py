@@ -83,6 +83,13 @@ def sandbox() -> None:
     help="Fraction of GPUs tenant workloads request.",
 )
 @click.option(
+    "--jobsets",
+    type=click.IntRange(0, 1000),
+    default=2,
+    show_default=True,
+    help="Multi-node training JobSets (jobset.x-k8s.io), each on whole nodes of one pool.",
+)
+@click.option(
     "--clock",
     "clock_mode",
     type=click.Choice(["real", "manual"]),
@@ -109,6 +116,7 @@ def sandbox_serve(
     seed: int,
     port: int,
     fill: float,
+    jobsets: int,
     clock_mode: str,
     snapshot_file: Path | None,
     kubeconfig: Path,
@@ -131,7 +139,9 @@ def sandbox_serve(
             raise click.BadParameter(
                 f"{pools} pools need at least {pools} nodes, not {nodes}", param_hint="--pools"
             )
-        spec = FleetSpec(nodes=nodes, gpus_per_node=gpus_per_node, pools=pools, seed=seed, fill=fill)
+        spec = FleetSpec(
+            nodes=nodes, gpus_per_node=gpus_per_node, pools=pools, seed=seed, fill=fill, jobsets=jobsets
+        )
         fleet = Fleet(spec, SimClock("real" if clock_mode == "real" else "manual"))
         fleet.generate()
     try:

@@ -147,7 +147,7 @@ class FleetAPI(ReadsMixin, WatchMixin, WritesMixin, SubresourcesMixin, SandboxV1
             group, version, rest = segs[1], segs[2], segs[3:]
         else:
             raise FleetError(404, "NotFound", "the server could not find the requested resource")
-        if version != "v1" or not any(r.group == group for r in RESOURCES):
+        if not any(r.group == group and r.version == version for r in RESOURCES):
             raise FleetError(404, "NotFound", "the server could not find the requested resource")
         if not rest:
             return json_response(resource_list(group, version))

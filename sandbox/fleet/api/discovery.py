@@ -146,14 +146,29 @@ RESOURCES = [
         (*_READ, "create", "patch", "update", "delete"),
     ),
 ]
+RESOURCES += [
+    # Multi-node workloads (sandbox/fleet/world/jobsets.py): JobSets and the Jobs they are made of.
+    Resource("jobs", "job", "Job", "batch", "v1", True, (), _READ),
+    Resource(
+        "jobsets",
+        "jobset",
+        "JobSet",
+        "jobset.x-k8s.io",
+        "v1alpha2",
+        True,
+        (),
+        (*_READ, "create", "delete"),
+    ),
+]
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 
 
 def api_groups() -> dict[str, Any]:
     """The ``APIGroupList`` served at ``/apis``."""
     groups = []
-    for g in sorted({r.group for r in RESOURCES if r.group}):
-        gv = {"groupVersion": f"{g}/v1", "version": "v1"}
+    versions = {r.group: r.version for r in RESOURCES if r.group}
+    for g in sorted(versions):
+        gv = {"groupVersion": f"{g}/{versions[g]}", "version": versions[g]}
         groups.append({"name": g, "versions": [gv], "preferredVersion": gv})
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 

@@ -236,6 +236,8 @@ class WritesMixin(APIState):
         if res.plural not in ("configmaps", "leases"):  # neither has a status
             obj.setdefault("spec", {})
             obj["status"] = {"phase": "Active"} if res.plural == "namespaces" else {}
+        if res.plural == "jobsets":
+            _check_jobset(obj)
         if res.plural == "poddisruptionbudgets":
             spec = obj["spec"]
             if "minAvailable" in spec and "maxUnavailable" in spec:
@@ -247,7 +249,10 @@ class WritesMixin(APIState):
                 )
         if dry:
             return json_response(obj, 201)
-        stored = self.fleet.store.put(res.plural, obj)
+        if res.plural == "jobsets":  # its controller makes its Jobs and pods at once
+            stored = self.fleet.create_jobset(obj)
+        else:
+            stored = self.fleet.store.put(res.plural, obj)
         if res.plural == "poddisruptionbudgets":
             self.fleet._refresh_pdbs(ns)
             stored = self.fleet.store.get(res.plural, ns, name) or stored
@@ -274,8 +279,32 @@ class WritesMixin(APIState):
             result = self.fleet.delete_pod(namespace, name, grace, dry_run=dry)
         else:
             obj = self._get(res, namespace, name)
+            if res.plural == "jobsets" and not dry:  # its Jobs and pods go with it (foreground, at once)
+                self.fleet.delete_jobset(namespace, name)
             result = obj if dry else (self.fleet.store.delete(res.plural, namespace, name) or obj)
             if not dry and res.plural == "poddisruptionbudgets":
                 self.fleet._refresh_pdbs(namespace)
         self._record(request, res, namespace, name, "", 200, dry)
         return json_response(result)
+
+
+def _check_jobset(obj: dict[str, Any]) -> None:
+    """What the JobSet webhook refuses: no replicated jobs, or one without a pod template."""
+    name = obj["metadata"]["name"]
+    jobs = obj["spec"].get("replicatedJobs")
+    problems = []
+    if not isinstance(jobs, list) or not jobs:
+        problems.append(("spec.replicatedJobs", "Required value: at least one replicated job"))
+    else:
+        for i, rj in enumerate(jobs):
+            if not isinstance(rj, dict) or not rj.get("name"):
+                problems.append((f"spec.replicatedJobs[{i}].name", "Required value"))
+                continue
+            template = ((rj.get("template") or {}).get("spec") or {}).get("template")
+            if not isinstance(template, dict) or not (template.get("spec") or {}).get("containers"):
+                problems.append((f"spec.replicatedJobs[{i}].template.spec.template", "Required value"))
+            replicas = rj.get("replicas", 1)
+            if not isinstance(replicas, int) or replicas < 1:
+                problems.append((f"spec.replicatedJobs[{i}].replicas", f"Invalid value: {replicas!r}"))
+    if problems:
+        raise invalid("JobSet", name, "jobset.x-k8s.io", problems)

@@ -12,6 +12,7 @@ from sandbox.fleet.world.disruption import DisruptionMixin
 from sandbox.fleet.world.events import EventsMixin
 from sandbox.fleet.world.fault_effects import FaultEffectsMixin
 from sandbox.fleet.world.generate import GenerateMixin
+from sandbox.fleet.world.jobsets import JobSetsMixin
 from sandbox.fleet.world.logs import LogsMixin
 from sandbox.fleet.world.meters import MetersMixin
 from sandbox.fleet.world.node_agent import NodeAgentMixin
@@ -29,6 +30,7 @@ class Fleet(
     SchedulerMixin,
     PodsMixin,
     WorkloadsMixin,
+    JobSetsMixin,
     DaemonSetMixin,
     DisruptionMixin,
     NodesMixin,

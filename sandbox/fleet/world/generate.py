@@ -6,10 +6,12 @@ fleet's seeded random stream in a fixed order, so the same spec always builds th
 from __future__ import annotations
 
 import hashlib
+import random
 import uuid
 from typing import Any
 
 from sandbox.fleet.store import Obj
+from sandbox.fleet.world.jobsets import jobset_object
 from sandbox.fleet.world.spec import (
     AGENT_NAMESPACE,
     CUSTOMER_LABEL,
@@ -22,6 +24,7 @@ from sandbox.fleet.world.spec import (
     REGION_LABEL,
     SWITCH_LABEL,
     ZONE_LABEL,
+    FleetSpec,
     rack_name,
     switch_name,
 )
@@ -58,6 +61,12 @@ _CUSTOMER_WORDS = [
 _GPU_SIZES = [(1, 60), (2, 25), (4, 10), (8, 5)]
 
 
+def _customer_names(spec: FleetSpec) -> list[str]:
+    n = spec.customers or max(3, spec.nodes // 10)
+    words = _CUSTOMER_WORDS
+    return [f"{words[i % len(words)]}{'' if i < len(words) else i // len(words)}" for i in range(n)]
+
+
 def _pool_shape(i: int) -> tuple[str, str, str, str]:
     name, region, product, itype = _POOL_SHAPES[i % len(_POOL_SHAPES)]
     return (name if i < len(_POOL_SHAPES) else f"{name}-{i // len(_POOL_SHAPES)}"), region, product, itype
@@ -84,7 +93,34 @@ class GenerateMixin(FleetState):
         for name in self._gpu_owner:
             self._ensure_agent_pod(name, refresh=False)
         self._refresh_daemonset_status()
-        self._generate_tenants(pools, node_names)
+        taken = self._generate_jobsets(pools, node_names)
+        self._generate_tenants(pools, node_names, taken)
+
+    def _generate_jobsets(
+        self, pools: list[tuple[str, str, str, str]], node_names: dict[str, list[str]]
+    ) -> dict[str, int]:
+        """``spec.jobsets`` training JobSets, round-robin over the pools, each on ``spec.jobset_nodes``
+        whole nodes (a random of its own: a fleet without them is the fleet it always was). The GPUs
+        each pool gave them."""
+        spec = self.spec
+        taken = {p[0]: 0 for p in pools}
+        if not spec.jobsets:
+            return taken
+        rng = random.Random(f"jobsets-{spec.seed}")
+        customers = _customer_names(spec)
+        for i in range(spec.jobsets):
+            pool = pools[i % len(pools)][0]
+            nodes = min(spec.jobset_nodes, max(2, len(node_names[pool]) // 4))
+            customer = customers[i % len(customers)]
+            if self.store.get("namespaces", "", f"tenant-{customer}") is None:
+                self._create_namespace(f"tenant-{customer}", {CUSTOMER_LABEL: customer})
+            name = f"{rng.choice(['pretrain', 'llm', 'moe'])}-{''.join(rng.choices('abcdefghjkmnpqrstvwxyz', k=4))}"
+            every = rng.choice([600, 1800, 3600])
+            self.create_jobset(
+                jobset_object(f"tenant-{customer}", name, customer, pool, nodes, spec.gpus_per_node, every)
+            )
+            taken[pool] += nodes * spec.gpus_per_node
+        return taken
 
     def _node_object(
         self, name: str, pool: str, region: str, product: str, itype: str, idx: int, at: str
@@ -168,18 +204,21 @@ class GenerateMixin(FleetState):
         )
 
     def _generate_tenants(
-        self, pools: list[tuple[str, str, str, str]], node_names: dict[str, list[str]]
+        self,
+        pools: list[tuple[str, str, str, str]],
+        node_names: dict[str, list[str]],
+        taken: dict[str, int] | None = None,
     ) -> None:
         spec = self.spec
-        n_customers = spec.customers or max(3, spec.nodes // 10)
-        customers = [
-            f"{_CUSTOMER_WORDS[i % len(_CUSTOMER_WORDS)]}{'' if i < len(_CUSTOMER_WORDS) else i // len(_CUSTOMER_WORDS)}"
-            for i in range(n_customers)
-        ]
+        customers = _customer_names(spec)
         for c in customers:
-            self._create_namespace(f"tenant-{c}", {CUSTOMER_LABEL: c})
+            if self.store.get("namespaces", "", f"tenant-{c}") is None:
+                self._create_namespace(f"tenant-{c}", {CUSTOMER_LABEL: c})
         sizes, weights = zip(*[(s, w) for s, w in _GPU_SIZES if s <= spec.gpus_per_node], strict=True)
-        budget = {p[0]: int(len(node_names[p[0]]) * spec.gpus_per_node * spec.fill) for p in pools}
+        budget = {
+            p[0]: int(len(node_names[p[0]]) * spec.gpus_per_node * spec.fill) - (taken or {}).get(p[0], 0)
+            for p in pools
+        }
         deployments: list[tuple[str, str, str, int, int]] = []
         ci = 0
         for pool, *_ in pools:

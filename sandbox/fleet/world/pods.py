@@ -17,7 +17,13 @@ class PodsMixin(FleetState):
     """Builds Pod objects and their kubelet-reported statuses."""
 
     def _new_pod(
-        self, owner_kind: str, owner: Obj, template: dict[str, Any], name: str, extra_labels: dict[str, str]
+        self,
+        owner_kind: str,
+        owner: Obj,
+        template: dict[str, Any],
+        name: str,
+        extra_labels: dict[str, str],
+        owner_api: str = "apps/v1",
     ) -> Obj:
         meta = owner["metadata"]
         pod_template = thaw(template)
@@ -35,7 +41,7 @@ class PodsMixin(FleetState):
                 "generateName": name.rsplit("-", 1)[0] + "-",
                 "ownerReferences": [
                     {
-                        "apiVersion": "apps/v1",
+                        "apiVersion": owner_api,
                         "kind": owner_kind,
                         "name": meta["name"],
                         "uid": meta["uid"],

@@ -58,6 +58,10 @@ class FleetSpec(BaseModel):
     seed: int = 0
     fill: float = Field(0.7, ge=0.0, le=1.0, description="Fraction of GPUs the tenant workloads request.")
     customers: int | None = Field(None, ge=1, description="Default: one per ten nodes, at least three.")
+    jobsets: int = Field(
+        0, ge=0, le=1000, description="Multi-node training JobSets (whole nodes each), made before the rest."
+    )
+    jobset_nodes: int = Field(4, ge=2, le=512, description="Nodes of each JobSet.")
     pdb_fraction: float = Field(0.5, ge=0.0, le=1.0, description="Fraction of deployments with a PDB.")
 
 

@@ -227,3 +227,5 @@ class WorkloadsMixin(FleetState):
                         self.reconcile_deployment(ns, dref["name"])
             elif ref.get("kind") == "DaemonSet" and pod["spec"].get("nodeName"):
                 self._ensure_agent_pod(pod["spec"]["nodeName"])
+            elif ref.get("kind") == "Job":
+                self._jobset_pod_gone(pod)

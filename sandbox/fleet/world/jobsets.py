@@ -1,0 +1,335 @@
+"""Multi-node workloads as GPU clouds run them: JobSets (``jobset.x-k8s.io/v1alpha2``) and their Jobs.
+
+A JobSet's ``replicatedJobs`` each make ``replicas`` Jobs (``batch/v1``), each Job ``parallelism`` pods;
+the pods carry JobSet's labels (``jobset.sigs.k8s.io/jobset-name``, ``replicatedjob-name``,
+``job-index``, ``restart-attempt``) and are owned by their Job, the Job by the JobSet, as the JobSet
+controller makes them (kubernetes-sigs/jobset, api/jobset/v1alpha2). The pods of one JobSet train one
+model together: when one of them goes (evicted, deleted, its node drained), the JobSet restarts as a
+whole, as JobSet's default failure policy does: every other pod is stopped, the Jobs are made again
+with the next ``restart-attempt``, and ``status.restarts`` counts it; past
+``spec.failurePolicy.maxRestarts`` the JobSet fails and its pods are not made again.
+
+The training a restart loses is what ran since the last checkpoint: a JobSet states its cadence in the
+annotation ``checkpoint.supply-agent.dev/interval`` (seconds), and the simulated job stamps the time of
+its last checkpoint in ``checkpoint.supply-agent.dev/last`` as the fleet's clock passes each one (a
+restart begins again from the last checkpoint).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sandbox.fleet.clock import ts
+from sandbox.fleet.store import Obj, thaw
+from sandbox.fleet.world.spec import CUSTOMER_LABEL, GPU, POOL_LABEL, is_terminating
+from sandbox.fleet.world.state import FleetState
+
+API_VERSION = "jobset.x-k8s.io/v1alpha2"
+JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
+REPLICATED_JOB = "jobset.sigs.k8s.io/replicatedjob-name"
+JOB_INDEX = "jobset.sigs.k8s.io/job-index"
+RESTART_ATTEMPT = "jobset.sigs.k8s.io/restart-attempt"
+CHECKPOINT_EVERY = "checkpoint.supply-agent.dev/interval"
+LAST_CHECKPOINT = "checkpoint.supply-agent.dev/last"
+RESTARTED_AT = "checkpoint.supply-agent.dev/started"
+
+
+def jobset_object(
+    ns: str,
+    name: str,
+    customer: str,
+    pool: str,
+    nodes: int,
+    gpus_per_node: int,
+    checkpoint_s: int,
+    max_restarts: int = 3,
+) -> dict[str, Any]:
+    """A training JobSet of ``nodes`` pods, one per node, each taking ``gpus_per_node`` GPUs."""
+    labels = {"app": name, CUSTOMER_LABEL: customer}
+    pod_template = {
+        "metadata": {"labels": labels},
+        "spec": {
+            "containers": [
+                {
+                    "name": "trainer",
+                    "image": f"registry.{customer}.example/pretrain:v1",
+                    "resources": {
+                        "requests": {
+                            "cpu": str(8 * gpus_per_node),
+                            "memory": f"{64 * gpus_per_node}Gi",
+                            GPU: str(gpus_per_node),
+                        },
+                        "limits": {GPU: str(gpus_per_node)},
+                    },
+                }
+            ],
+            "nodeSelector": {POOL_LABEL: pool},
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 30,
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    }
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "JobSet",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": labels,
+            "annotations": {CHECKPOINT_EVERY: str(checkpoint_s)},
+        },
+        "spec": {
+            "replicatedJobs": [
+                {
+                    "name": "workers",
+                    "replicas": nodes,
+                    "template": {
+                        "spec": {
+                            "parallelism": 1,
+                            "completions": 1,
+                            "backoffLimit": 0,
+                            "template": pod_template,
+                        }
+                    },
+                }
+            ],
+            "failurePolicy": {"maxRestarts": max_restarts},
+        },
+    }
+
+
+class JobSetsMixin(FleetState):
+    """The JobSet controller, the Job controller (for JobSets' Jobs) and the jobs' checkpoints."""
+
+    def create_jobset(self, obj: dict[str, Any]) -> Obj:
+        """Store a JobSet (defaults filled as the API server's would) and start its Jobs and pods."""
+        js = thaw(obj)
+        meta = js["metadata"]
+        meta.setdefault("uid", self._uid())
+        meta.setdefault("creationTimestamp", self.stamp())
+        meta.setdefault("generation", 1)
+        meta.setdefault("annotations", {})
+        meta["annotations"].setdefault(RESTARTED_AT, self.stamp())
+        js.setdefault("status", {})
+        js["status"].setdefault("restarts", 0)
+        self.store.put("jobsets", js)
+        self.reconcile_jobset(meta["namespace"], meta["name"])
+        return self.store.get("jobsets", meta["namespace"], meta["name"]) or js
+
+    def delete_jobset(self, ns: str, name: str) -> None:
+        """Its Jobs and pods go with it (the garbage collector's foreground deletion, at once)."""
+        js = self.store.get("jobsets", ns, name)
+        if js is None:
+            return
+        key = ("jobsets", f"{ns}/{name}")
+        self._reconciling.add(key)
+        try:
+            for pod in self.jobset_pods(ns, name):
+                if self.store.get("pods", ns, pod["metadata"]["name"]) is not None:
+                    self.delete_pod(ns, pod["metadata"]["name"], grace=0, reason="JobSetDeleted")
+            for job in self._jobs_of(js):
+                self.store.delete("jobs", ns, job["metadata"]["name"])
+        finally:
+            self._reconciling.discard(key)
+
+    def _jobs_of(self, js: Obj) -> list[Obj]:
+        uid = js["metadata"]["uid"]
+        return [
+            j
+            for j in self.store.items("jobs", js["metadata"]["namespace"])
+            if any(r.get("uid") == uid for r in j["metadata"].get("ownerReferences") or [])
+        ]
+
+    def jobset_pods(self, ns: str, name: str) -> list[Obj]:
+        """The pods of a JobSet now (terminating ones included)."""
+        return [
+            p
+            for p in self.store.items("pods", ns)
+            if (p["metadata"].get("labels") or {}).get(JOBSET_NAME) == name
+        ]
+
+    def reconcile_jobset(self, ns: str, name: str) -> None:
+        key = ("jobsets", f"{ns}/{name}")
+        if key in self._reconciling:
+            return
+        self._reconciling.add(key)
+        try:
+            self._reconcile_jobset(ns, name)
+        finally:
+            self._reconciling.discard(key)
+
+    def _reconcile_jobset(self, ns: str, name: str) -> None:
+        js = self.store.get("jobsets", ns, name)
+        if js is None or _failed(js):
+            return
+        attempt = str(js["status"].get("restarts", 0))
+        have = {j["metadata"]["name"]: j for j in self._jobs_of(js)}
+        for rj in js["spec"]["replicatedJobs"]:
+            for index in range(int(rj.get("replicas", 1))):
+                job_name = f"{name}-{rj['name']}-{index}"
+                labels = {
+                    JOBSET_NAME: name,
+                    REPLICATED_JOB: rj["name"],
+                    JOB_INDEX: str(index),
+                    RESTART_ATTEMPT: attempt,
+                }
+                job = have.get(job_name)
+                if job is None:
+                    job = self.store.put("jobs", self._job_object(js, rj, job_name, labels))
+                pods = [p for p in self._owned_pods(ns, job["metadata"]["uid"]) if not is_terminating(p)]
+                template = rj["template"]["spec"]["template"]
+                for _ in range(int(rj["template"]["spec"].get("parallelism", 1)) - len(pods)):
+                    pod = self._new_pod(
+                        "Job", job, template, f"{job_name}-{self._suffix()}", labels, "batch/v1"
+                    )
+                    self._place(pod)
+        self._refresh_jobset_status(ns, name)
+
+    def _job_object(self, js: Obj, rj: dict[str, Any], name: str, labels: dict[str, str]) -> dict[str, Any]:
+        meta = js["metadata"]
+        spec = thaw(rj["template"]["spec"])
+        spec["template"]["metadata"] = {
+            **spec["template"].get("metadata", {}),
+            "labels": {**(spec["template"].get("metadata", {}).get("labels") or {}), **labels},
+        }
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": name,
+                "namespace": meta["namespace"],
+                "uid": self._uid(),
+                "creationTimestamp": self.stamp(),
+                "labels": {**(meta.get("labels") or {}), **labels},
+                "ownerReferences": [
+                    {
+                        "apiVersion": API_VERSION,
+                        "kind": "JobSet",
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": spec,
+            "status": {"active": 0},
+        }
+
+    def _refresh_jobset_status(self, ns: str, name: str) -> None:
+        js = self.store.get("jobsets", ns, name)
+        if js is None:
+            return
+        pods = [p for p in self.jobset_pods(ns, name) if not is_terminating(p)]
+        running = sum(1 for p in pods if p["status"].get("phase") == "Running")
+        for job in self._jobs_of(js):
+            active = sum(1 for p in self._owned_pods(ns, job["metadata"]["uid"]) if not is_terminating(p))
+            if job["status"].get("active") != active:
+                new = thaw(job)
+                new["status"]["active"] = active
+                self.store.put("jobs", new)
+        wanted = sum(int(rj.get("replicas", 1)) for rj in js["spec"]["replicatedJobs"])
+        status = thaw(js["status"])
+        status["replicatedJobsStatus"] = [
+            {"name": rj["name"], "ready": running, "active": len(pods), "succeeded": 0, "failed": 0}
+            for rj in js["spec"]["replicatedJobs"]
+        ]
+        if not _failed(js):
+            status["conditions"] = [
+                {
+                    "type": "StartupPolicyCompleted" if running == wanted else "Progressing",
+                    "status": "True",
+                    "reason": "AllPodsRunning" if running == wanted else "WaitingForPods",
+                }
+            ]
+        if status != js["status"]:
+            new = thaw(js)
+            new["status"] = status
+            self.store.put("jobsets", new)
+
+    def _jobset_pod_gone(self, pod: Obj) -> None:
+        """A pod of a JobSet went (evicted, deleted, its node drained): the whole JobSet restarts from its
+        last checkpoint, or fails past ``maxRestarts``."""
+        ns = pod["metadata"]["namespace"]
+        name = str((pod["metadata"].get("labels") or {}).get(JOBSET_NAME) or "")
+        js = self.store.get("jobsets", ns, name) if name else None
+        if js is None or _failed(js):
+            return
+        key = ("jobsets", f"{ns}/{name}")
+        if key in self._reconciling:
+            return  # the controller's own stop of the other pods
+        if (pod["metadata"].get("labels") or {}).get(RESTART_ATTEMPT) != str(js["status"].get("restarts", 0)):
+            return  # a pod of an earlier attempt, already replaced
+        self._reconciling.add(key)
+        try:
+            restarts = int(js["status"].get("restarts", 0))
+            limit = int((js["spec"].get("failurePolicy") or {}).get("maxRestarts", 0))
+            for other in self.jobset_pods(ns, name):
+                if self.store.get("pods", ns, other["metadata"]["name"]) is not None and not is_terminating(
+                    other
+                ):
+                    self.delete_pod(ns, other["metadata"]["name"], grace=0, reason="JobSetRestart")
+            for job in self._jobs_of(js):
+                self.store.delete("jobs", ns, job["metadata"]["name"])
+            new = thaw(self.store.get("jobsets", ns, name) or js)
+            gone = pod["metadata"]["name"]
+            if restarts >= limit:
+                new["status"]["conditions"] = [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "ReachedMaxRestarts",
+                        "message": f"pod {gone} failed",
+                    }
+                ]
+                self.store.put("jobsets", new)
+                self.event(
+                    new,
+                    "Warning",
+                    "ReachedMaxRestarts",
+                    f"jobset failed: pod {gone} went",
+                    "jobset-controller",
+                )
+                return
+            new["status"]["restarts"] = restarts + 1
+            new["metadata"]["annotations"][RESTARTED_AT] = self.stamp()
+            self.store.put("jobsets", new)
+            self.event(
+                new,
+                "Warning",
+                "Restarting",
+                f"pod {gone} went: restarting all {len(self.jobset_pods(ns, name)) or 'its'} pods "
+                f"(attempt {restarts + 1} of {limit}) from the last checkpoint",
+                "jobset-controller",
+            )
+        finally:
+            self._reconciling.discard(key)
+        self.reconcile_jobset(ns, name)
+
+    def _checkpoint_jobsets(self, now: datetime) -> None:
+        """Each running JobSet stamps its last checkpoint as the clock passes one (from its last start)."""
+        for js in list(self.store.items("jobsets")):
+            ann = js["metadata"].get("annotations") or {}
+            every = int(ann.get(CHECKPOINT_EVERY, "0") or 0)
+            started = ann.get(RESTARTED_AT)
+            if every <= 0 or not started or _failed(js):
+                continue
+            n = int((now - _parse(started)).total_seconds() // every)
+            if n <= 0:
+                continue
+            last = ts(_parse(started) + timedelta(seconds=n * every))
+            if ann.get(LAST_CHECKPOINT) != last:
+                new = thaw(js)
+                new["metadata"]["annotations"][LAST_CHECKPOINT] = last
+                self.store.put("jobsets", new)
+
+
+def _failed(js: Obj) -> bool:
+    return any(
+        c.get("type") == "Failed" and c.get("status") == "True" for c in js["status"].get("conditions") or []
+    )
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
