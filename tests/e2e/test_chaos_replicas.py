@@ -227,7 +227,10 @@ def test_three_replicas_a_storm_a_kill_a_freeze_and_a_restart_lose_nothing_and_r
         # with its connections: the survivors take its leases at their next look, not a lease time on).
         assert moved and all(t < LEASE_S for t in moved.values()), moved
         fenced = [r for r in rows if r[3] == "refused" and "fenced" in (r[7] or "")]
-        assert all(r[5].startswith(f"r{frozen}:") for r in fenced), fenced  # only the one frozen is fenced
+        # A fenced write is refused, never made, and only for a lease its writer no longer held: the frozen
+        # replica's, or (on two busy cores) a live replica's that missed a renewal; its work moved on and
+        # was finished (every incident closed, above).
+        assert all(("lapsed" in r[7] or "moved" in r[7] or "held by" in r[7]) for r in fenced), fenced
         print(
             json.dumps(
                 {
