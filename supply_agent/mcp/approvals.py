@@ -23,6 +23,7 @@ from supply_agent.hands.runtime import Runtime
 from supply_agent.incidents.agent import ApprovalRequest
 from supply_agent.models.actions import Action, Decision
 from supply_agent.models.approvals import Approval, expires_at
+from supply_agent.service.approvals import group_members
 from supply_agent.service.prompts import Prompt, PromptStore
 from supply_agent.service.slack_blocks import approval_blocks
 from tools.slack import SlackClient, SlackError
@@ -69,13 +70,7 @@ class CallerApprovals:
         again after a minute), as ``serve`` counts them when the click comes."""
         now = time.monotonic()
         if self.slack is not None and self.groups and now - self._groups_at > GROUPS_CACHE_S:
-            members: set[str] = set()
-            for group in self.groups:
-                try:
-                    members |= self.slack.usergroup_members(group)
-                except SlackError as exc:
-                    log.error("cannot read a Slack approver group", group=group, error=str(exc))
-            self.rt.executor.approvers = self._static | frozenset(members)
+            self.rt.executor.approvers = self._static | group_members(self.slack, self.groups)
             self._groups_at = now
         return frozenset(self.rt.executor.approvers)
 

@@ -4,6 +4,7 @@ pending approval and claimed once, the resume, and the sweeper that expires what
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from supply_agent import failpoints
@@ -19,7 +20,18 @@ from supply_agent.service.state import (
     log,
 )
 from tools.errors import describe
-from tools.slack import SlackError
+from tools.slack import SlackClient, SlackError
+
+
+def group_members(slack: SlackClient, groups: Iterable[str]) -> frozenset[str]:
+    """The members of the Slack approver groups; a group that cannot be read is logged and counts none."""
+    members: set[str] = set()
+    for group in groups:
+        try:
+            members |= slack.usergroup_members(group)
+        except SlackError as exc:
+            log.error("cannot read a Slack approver group", group=group, error=str(exc))
+    return frozenset(members)
 
 
 class ApprovalsMixin(ServiceState):
@@ -107,13 +119,8 @@ class ApprovalsMixin(ServiceState):
             and self.settings.slack_approver_groups
             and (force or now - self._groups_at > GROUP_CACHE_S)
         ):
-            members: set[str] = set()
-            for group in self.settings.slack_approver_groups:
-                try:
-                    members |= self.slack.usergroup_members(group)
-                except SlackError as exc:
-                    log.error("cannot read a Slack approver group", group=group, error=str(exc))
-            self.env.runtime.executor.approvers = self._static_approvers | frozenset(members)
+            members = group_members(self.slack, self.settings.slack_approver_groups)
+            self.env.runtime.executor.approvers = self._static_approvers | members
             self._groups_at = now
         return frozenset(self.env.runtime.executor.approvers)
 

@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from sandbox.fleet.store import Obj
-from sandbox.fleet.world.jobsets import jobset_object
+from sandbox.fleet.world.jobsets import gpu_pod_template, jobset_object
 from sandbox.fleet.world.spec import (
     AGENT_NAMESPACE,
     CUSTOMER_LABEL,
@@ -270,31 +270,14 @@ class GenerateMixin(FleetState):
                 },
                 "revisionHistoryLimit": 10,
                 "progressDeadlineSeconds": 600,
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "main",
-                                "image": f"registry.{customer}.example/{name.split('-')[0]}:v{self.rng.randint(1, 9)}",
-                                "resources": {
-                                    "requests": {
-                                        "cpu": str(8 * gpus),
-                                        "memory": f"{64 * gpus}Gi",
-                                        GPU: str(gpus),
-                                    },
-                                    "limits": {GPU: str(gpus)},
-                                },
-                            }
-                        ],
-                        "nodeSelector": {POOL_LABEL: pool},
-                        "restartPolicy": "Always",
-                        "terminationGracePeriodSeconds": 30,
-                        "tolerations": [
-                            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-                        ],
-                    },
-                },
+                "template": gpu_pod_template(
+                    labels,
+                    "main",
+                    f"registry.{customer}.example/{name.split('-')[0]}:v{self.rng.randint(1, 9)}",
+                    pool,
+                    gpus,
+                    "Always",
+                ),
             },
             "status": {},
         }

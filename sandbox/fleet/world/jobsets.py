@@ -35,6 +35,32 @@ LAST_CHECKPOINT = "checkpoint.supply-agent.dev/last"
 RESTARTED_AT = "checkpoint.supply-agent.dev/started"
 
 
+def gpu_pod_template(
+    labels: dict[str, str], container: str, image: str, pool: str, gpus: int, restart: str
+) -> dict[str, Any]:
+    """A tenant's GPU pod template, as the fleet's workloads make them: ``gpus`` GPUs (and 8 CPUs and
+    64 GiB a GPU) in ``pool``, tolerating the GPU taint."""
+    return {
+        "metadata": {"labels": labels},
+        "spec": {
+            "containers": [
+                {
+                    "name": container,
+                    "image": image,
+                    "resources": {
+                        "requests": {"cpu": str(8 * gpus), "memory": f"{64 * gpus}Gi", GPU: str(gpus)},
+                        "limits": {GPU: str(gpus)},
+                    },
+                }
+            ],
+            "nodeSelector": {POOL_LABEL: pool},
+            "restartPolicy": restart,
+            "terminationGracePeriodSeconds": 30,
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    }
+
+
 def jobset_object(
     ns: str,
     name: str,
@@ -47,29 +73,9 @@ def jobset_object(
 ) -> dict[str, Any]:
     """A training JobSet of ``nodes`` pods, one per node, each taking ``gpus_per_node`` GPUs."""
     labels = {"app": name, CUSTOMER_LABEL: customer}
-    pod_template = {
-        "metadata": {"labels": labels},
-        "spec": {
-            "containers": [
-                {
-                    "name": "trainer",
-                    "image": f"registry.{customer}.example/pretrain:v1",
-                    "resources": {
-                        "requests": {
-                            "cpu": str(8 * gpus_per_node),
-                            "memory": f"{64 * gpus_per_node}Gi",
-                            GPU: str(gpus_per_node),
-                        },
-                        "limits": {GPU: str(gpus_per_node)},
-                    },
-                }
-            ],
-            "nodeSelector": {POOL_LABEL: pool},
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 30,
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        },
-    }
+    pod_template = gpu_pod_template(
+        labels, "trainer", f"registry.{customer}.example/pretrain:v1", pool, gpus_per_node, "Never"
+    )
     return {
         "apiVersion": API_VERSION,
         "kind": "JobSet",
