@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -41,6 +42,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import create_engine, inspect, text
@@ -198,6 +200,33 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def _serve_fleet(fleet: Fleet, kubeconfig: Path, ready: Any, stop: Any) -> None:
+    with FleetServer(fleet) as server:
+        server.write_kubeconfig(kubeconfig)
+        ready.set()
+        stop.wait()
+
+
+@contextmanager
+def _fleet_process(fleet: Fleet, kubeconfig: Path) -> Iterator[None]:
+    """The fleet's API server in a process of its own (forked, with the fleet generated here). A sender
+    does not share an interpreter lock with the Kubernetes API server: in this process, the agent's reads
+    of the fleet would be counted in the time to acknowledge."""
+    ctx = multiprocessing.get_context("fork")
+    ready, stop = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_serve_fleet, args=(fleet, kubeconfig, ready, stop), daemon=True)
+    proc.start()
+    try:
+        if not ready.wait(60):
+            raise SystemExit("the sandbox fleet did not start")
+        yield
+    finally:
+        stop.set()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+
+
 @contextmanager
 def _postgres(url: str | None) -> Iterator[str]:
     """The given URL, or a PostgreSQL of its own from scripts/postgres.sh (destroyed after)."""
@@ -261,12 +290,11 @@ def main() -> None:
     nodes = [sorted(racks[r])[0] for i, r in enumerate(sorted(racks)) if i % 2 == 0][: args.groups]
     bodies = _bodies(nodes, args.events, args.dup, args.groups, args.seed)
     with (
-        FleetServer(fleet) as server,
         tempfile.TemporaryDirectory() as tmp,
+        _fleet_process(fleet, Path(tmp) / "kubeconfig"),
         _postgres(args.database_url) if shared else contextlib.nullcontext("") as db_url,
     ):
         kubeconfig = Path(tmp) / "kubeconfig"
-        server.write_kubeconfig(kubeconfig)
         procs: list[subprocess.Popen[bytes]] = []
         ports = [_free_port() for _ in range(args.replicas)]
         urls = [f"http://127.0.0.1:{port}" for port in ports]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import sqlite3
 import threading
 import time
 from concurrent.futures import Future
@@ -103,6 +104,29 @@ _SQLITE_RETRY = "UPDATE intake_events SET attempts = attempts + 1, next_at = ?, 
 # The same on PostgreSQL, for psycopg's placeholders.
 _PG_ADD, _PG_FINISH, _PG_RETRY = (q.replace("?", "%s") for q in (_SQLITE_ADD, _SQLITE_FINISH, _SQLITE_RETRY))
 _RECOUNT_S = 0.5
+_LOCK_WAIT_S = 5.0  # how long the writer waits for another process's write lock on the file
+
+
+def _begin_sqlite(db: Any) -> None:
+    """``BEGIN IMMEDIATE``, waiting for another process (the worker marks events handled) to release the
+    file's write lock by polling every half millisecond or so.
+
+    Why not SQLite's own busy timeout: its handler sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50 and
+    then 100 ms between tries and does not wake when the lock is freed, so a worker's write of a few
+    milliseconds held every acknowledgement in the batch for 20 to 90 ms (the storm's p99)."""
+    deadline = time.monotonic() + _LOCK_WAIT_S
+    pause = 0.0002
+    while True:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.002)
 
 
 class EventLog:
@@ -176,6 +200,7 @@ class EventLog:
                 db: Any = raw.dbapi_connection
                 if self._sqlite:
                     db.isolation_level = None  # transactions are begun and committed here
+                    db.execute("PRAGMA busy_timeout=0")  # the wait for the lock is _begin_sqlite's
                 else:
                     db.autocommit = False
                 self._raw = raw
@@ -260,7 +285,7 @@ class EventLog:
 
     def _apply_sqlite(self, db: Any, batch: list[Any]) -> list[Any]:
         results: list[Any] = []
-        db.execute("BEGIN IMMEDIATE")
+        _begin_sqlite(db)
         try:
             for kind, args, _ in batch:
                 now = datetime.now(UTC).strftime(_SQLITE_TIME)

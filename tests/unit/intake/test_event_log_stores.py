@@ -4,6 +4,9 @@ connection the server kills refuses that batch and stores the next one on a new 
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,3 +119,45 @@ def test_every_store_outlives_the_server_ending_its_connections(postgres_url: st
     finally:
         for engine in (audit.engine, ledger.engine, outbox.engine, store.engine):
             engine.dispose()
+
+
+_HOLD = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+db.execute("COMMIT")
+"""
+
+
+def _hold_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process (as the worker is) holding the intake file's write lock for ``seconds``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_sqlite_writer_waits_for_another_process_lock_and_gives_up_past_its_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "intake.db"
+    events = EventLog.from_url(f"sqlite:///{path}")
+    try:
+        assert events.add(_event("before"), b"{}") is not None  # the file and the writer's connection
+        holder = _hold_lock(path, 0.3)
+        stored = events.submit(_event("during"), b"{}")
+        assert stored.result(timeout=10) is not None  # stored once the other process let go
+        assert holder.wait(10) == 0
+        # A lock held past the writer's wait: that batch's callers hear it (the intake answers 503).
+        monkeypatch.setattr("supply_agent.intake.events._LOCK_WAIT_S", 0.2)
+        holder = _hold_lock(path, 3.0)
+        refused = events.submit(_event("refused"), b"{}")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            refused.result(timeout=10)
+        holder.wait(10)
+        assert events.add(_event("refused"), b"{}") is not None  # the sender's retry is stored
+    finally:
+        events.close()
