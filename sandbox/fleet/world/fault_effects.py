@@ -534,9 +534,16 @@ class FaultEffectsMixin(FleetState):
                 }
             }
             cs["state"] = {"running": {"startedAt": self.stamp()}}
+        if new["spec"].get("restartPolicy") == "Never":  # a Job's pod: it fails, and its Job with it
+            for cs in new["status"].get("containerStatuses") or []:
+                cs["state"], cs["restartCount"] = {"terminated": cs["lastState"]["terminated"]}, 0
+                cs["lastState"], cs["ready"] = {}, False
+            new["status"]["phase"] = "Failed"
         stored = self.store.put("pods", new)
         self._record_disruption(stored, "GpuError")
         self.logs.setdefault(owner, []).append(f"{self.stamp()} RuntimeError: {message}")
+        if stored["status"].get("phase") == "Failed":
+            self._jobset_pod_gone(stored)
 
     def _after_status(self, pod: Obj) -> None:
         self._refresh_owner(pod)

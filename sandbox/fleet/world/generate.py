@@ -8,10 +8,12 @@ from __future__ import annotations
 import hashlib
 import random
 import uuid
+from datetime import timedelta
 from typing import Any
 
+from sandbox.fleet.clock import ts
 from sandbox.fleet.store import Obj
-from sandbox.fleet.world.jobsets import gpu_pod_template, jobset_object
+from sandbox.fleet.world.jobsets import LAST_CHECKPOINT, RESTARTED_AT, gpu_pod_template, jobset_object
 from sandbox.fleet.world.spec import (
     AGENT_NAMESPACE,
     CUSTOMER_LABEL,
@@ -104,16 +106,42 @@ class GenerateMixin(FleetState):
         each pool gave them."""
         spec = self.spec
         taken = {p[0]: 0 for p in pools}
+        customers = _customer_names(spec)
+        for w in spec.workloads:
+            if w.pool >= len(pools):
+                raise ValueError(
+                    f"workloads: {w.name}: the fleet has {len(pools)} pool(s), not pool {w.pool}"
+                )
+            pool = pools[w.pool][0]
+            free = len(node_names[pool]) - taken[pool] // spec.gpus_per_node
+            if w.nodes > free:
+                raise ValueError(f"workloads: {w.name}: pool {pool} has {free} free node(s), not {w.nodes}")
+            customer = customers[w.customer % len(customers)]
+            self._jobset_namespace(customer)
+            began = self.now() - timedelta(seconds=w.since_checkpoint_s)
+            obj = jobset_object(
+                f"tenant-{customer}",
+                w.name,
+                customer,
+                pool,
+                w.nodes,
+                spec.gpus_per_node,
+                w.checkpoint_every_s,
+                w.max_restarts,
+            )
+            obj["metadata"]["annotations"][RESTARTED_AT] = ts(began)
+            if w.since_checkpoint_s:
+                obj["metadata"]["annotations"][LAST_CHECKPOINT] = ts(began)
+            self.create_jobset(obj)
+            taken[pool] += w.nodes * spec.gpus_per_node
         if not spec.jobsets:
             return taken
         rng = random.Random(f"jobsets-{spec.seed}")
-        customers = _customer_names(spec)
         for i in range(spec.jobsets):
             pool = pools[i % len(pools)][0]
             nodes = min(spec.jobset_nodes, max(2, len(node_names[pool]) // 4))
             customer = customers[i % len(customers)]
-            if self.store.get("namespaces", "", f"tenant-{customer}") is None:
-                self._create_namespace(f"tenant-{customer}", {CUSTOMER_LABEL: customer})
+            self._jobset_namespace(customer)
             name = f"{rng.choice(['pretrain', 'llm', 'moe'])}-{''.join(rng.choices('abcdefghjkmnpqrstvwxyz', k=4))}"
             every = rng.choice([600, 1800, 3600])
             self.create_jobset(
@@ -121,6 +149,10 @@ class GenerateMixin(FleetState):
             )
             taken[pool] += nodes * spec.gpus_per_node
         return taken
+
+    def _jobset_namespace(self, customer: str) -> None:
+        if self.store.get("namespaces", "", f"tenant-{customer}") is None:
+            self._create_namespace(f"tenant-{customer}", {CUSTOMER_LABEL: customer})
 
     def _node_object(
         self, name: str, pool: str, region: str, product: str, itype: str, idx: int, at: str

@@ -13,10 +13,17 @@ The training a restart loses is what ran since the last checkpoint: a JobSet sta
 annotation ``checkpoint.supply-agent.dev/interval`` (seconds), and the simulated job stamps the time of
 its last checkpoint in ``checkpoint.supply-agent.dev/last`` as the fleet's clock passes each one (a
 restart begins again from the last checkpoint).
+
+What each JobSet lost is the fleet's truth (:meth:`JobSetsMixin.workload_losses`, in ``/sandbox/v1/truth``
+as ``workloads``): at each restart, the GPU time since its last checkpoint (or since it began, when it
+has not checkpointed since); and from a restart until every pod runs again (pods Pending where no node
+has room: the scheduler's stall), or for good once it fails, every GPU of it idle. Training begins again,
+and its checkpoint clock with it, when every pod runs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,6 +40,31 @@ RESTART_ATTEMPT = "jobset.sigs.k8s.io/restart-attempt"
 CHECKPOINT_EVERY = "checkpoint.supply-agent.dev/interval"
 LAST_CHECKPOINT = "checkpoint.supply-agent.dev/last"
 RESTARTED_AT = "checkpoint.supply-agent.dev/started"
+
+
+@dataclass
+class WorkloadLoss:
+    """What one JobSet has lost so far, in GPU-seconds (see the module doc)."""
+
+    gpus: int
+    restarts: int = 0
+    lost_work_gpu_s: float = 0.0  # work since the last checkpoint, thrown away by restarts
+    idle_gpu_s: float = 0.0  # GPUs held idle while the JobSet could not run (closed stalls)
+    stalled_since: datetime | None = None  # the restart it has not run since (or its failure)
+    failed: bool = False
+
+
+def jobset_gpus(js: Obj) -> int:
+    """Every GPU a JobSet's pods ask for, at full strength."""
+    total = 0
+    for rj in js["spec"]["replicatedJobs"]:
+        job = rj["template"]["spec"]
+        per_pod = sum(
+            int(((c.get("resources") or {}).get("limits") or {}).get(GPU, 0))
+            for c in job["template"]["spec"].get("containers") or []
+        )
+        total += int(rj.get("replicas", 1)) * int(job.get("parallelism", 1)) * per_pod
+    return total
 
 
 def gpu_pod_template(
@@ -120,6 +152,7 @@ class JobSetsMixin(FleetState):
         js.setdefault("status", {})
         js["status"].setdefault("restarts", 0)
         self.store.put("jobsets", js)
+        self._losses()[f"{meta['namespace']}/{meta['name']}"] = WorkloadLoss(gpus=jobset_gpus(js))
         self.reconcile_jobset(meta["namespace"], meta["name"])
         return self.store.get("jobsets", meta["namespace"], meta["name"]) or js
 
@@ -138,6 +171,64 @@ class JobSetsMixin(FleetState):
                 self.store.delete("jobs", ns, job["metadata"]["name"])
         finally:
             self._reconciling.discard(key)
+
+    def _losses(self) -> dict[str, WorkloadLoss]:
+        return self._workload_loss
+
+    def workload_losses(self) -> list[dict[str, Any]]:
+        """Per JobSet: its GPUs, restarts, and the GPU-minutes it lost (work since a checkpoint, idle GPUs,
+        a stall still open counted to now), in name order."""
+        now = self.now()
+        out = []
+        for key, loss in sorted(self._losses().items()):
+            ns, name = key.split("/", 1)
+            js = self.store.get("jobsets", ns, name)
+            open_s = (now - loss.stalled_since).total_seconds() if loss.stalled_since else 0.0
+            work = loss.lost_work_gpu_s / 60
+            idle = (loss.idle_gpu_s + max(0.0, open_s) * loss.gpus) / 60
+            out.append(
+                {
+                    "namespace": ns,
+                    "name": name,
+                    "customer": ((js or {}).get("metadata", {}).get("labels") or {}).get(CUSTOMER_LABEL, ""),
+                    "gpus": loss.gpus,
+                    "restarts": loss.restarts,
+                    "failed": loss.failed,
+                    "running": loss.stalled_since is None and js is not None,
+                    "lost_work_gpu_minutes": round(work, 3),
+                    "idle_gpu_minutes": round(idle, 3),
+                    "gpu_minutes_lost": round(work + idle, 3),
+                }
+            )
+        return out
+
+    def _account_restart(self, js: Obj, failed: bool) -> None:
+        """A restart (or the failure) of a JobSet: the work since its checkpoint is lost, and its GPUs
+        idle from now until it runs again."""
+        meta = js["metadata"]
+        loss = self._losses().setdefault(
+            f"{meta['namespace']}/{meta['name']}", WorkloadLoss(gpus=jobset_gpus(js))
+        )
+        now = self.now()
+        loss.restarts += 0 if failed else 1
+        loss.failed = loss.failed or failed
+        if loss.stalled_since is None:  # it was training: what it did since its checkpoint is gone
+            ann = meta.get("annotations") or {}
+            marks = [_parse(v) for v in (ann.get(RESTARTED_AT), ann.get(LAST_CHECKPOINT)) if v]
+            if marks:
+                loss.lost_work_gpu_s += max(0.0, (now - max(marks)).total_seconds()) * loss.gpus
+            loss.stalled_since = now
+
+    def _account_running(self, js: Obj) -> bool:
+        """Every pod of a stalled JobSet runs again: its idle time closes, training (and the checkpoint
+        clock) begins now. Whether it was stalled."""
+        meta = js["metadata"]
+        loss = self._losses().get(f"{meta['namespace']}/{meta['name']}")
+        if loss is None or loss.stalled_since is None or loss.failed:
+            return False
+        loss.idle_gpu_s += max(0.0, (self.now() - loss.stalled_since).total_seconds()) * loss.gpus
+        loss.stalled_since = None
+        return True
 
     def _jobs_of(self, js: Obj) -> list[Obj]:
         uid = js["metadata"]["uid"]
@@ -249,9 +340,12 @@ class JobSetsMixin(FleetState):
                     "reason": "AllPodsRunning" if running == wanted else "WaitingForPods",
                 }
             ]
-        if status != js["status"]:
+        began = running == wanted and self._account_running(js)
+        if status != js["status"] or began:
             new = thaw(js)
             new["status"] = status
+            if began:
+                new["metadata"]["annotations"][RESTARTED_AT] = self.stamp()  # resumed from its checkpoint
             self.store.put("jobsets", new)
 
     def _jobset_pod_gone(self, pod: Obj) -> None:
@@ -280,6 +374,7 @@ class JobSetsMixin(FleetState):
                 self.store.delete("jobs", ns, job["metadata"]["name"])
             new = thaw(self.store.get("jobsets", ns, name) or js)
             gone = pod["metadata"]["name"]
+            self._account_restart(new, failed=restarts >= limit)
             if restarts >= limit:
                 new["status"]["conditions"] = [
                     {
@@ -321,6 +416,9 @@ class JobSetsMixin(FleetState):
             started = ann.get(RESTARTED_AT)
             if every <= 0 or not started or _failed(js):
                 continue
+            loss = self._workload_loss.get(f"{js['metadata']['namespace']}/{js['metadata']['name']}")
+            if loss is not None and loss.stalled_since is not None:
+                continue  # not training: no checkpoint to take
             n = int((now - _parse(started)).total_seconds() // every)
             if n <= 0:
                 continue

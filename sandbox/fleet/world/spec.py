@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.fleet.store import Obj
 
@@ -51,6 +51,25 @@ def not_found(kind: str, name: str, group: str = "") -> FleetError:
     return FleetError(404, "NotFound", f'{resource} "{name}" not found', {"name": name, "kind": kind})
 
 
+class JobSetSpec(BaseModel):
+    """One training JobSet the fleet starts with (an incident's gang job): made before any other
+    workload, one pod on each of ``nodes`` whole nodes of pool ``pool``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    customer: int = Field(0, ge=0, description="Which of the fleet's customers runs it (their index).")
+    pool: int = Field(0, ge=0, description="The pool's index.")
+    nodes: int = Field(ge=1, le=512)
+    checkpoint_every_s: int = Field(
+        1800, ge=0, description="Its checkpoint cadence (0: it never checkpoints)."
+    )
+    since_checkpoint_s: int = Field(
+        0, ge=0, description="How long before the fleet starts the job last checkpointed (or began)."
+    )
+    max_restarts: int = Field(3, ge=0, description="spec.failurePolicy.maxRestarts")
+
+
 class FleetSpec(BaseModel):
     nodes: int = Field(12, ge=1, le=50_000)
     gpus_per_node: int = Field(8, ge=1, le=16)
@@ -62,6 +81,9 @@ class FleetSpec(BaseModel):
         0, ge=0, le=1000, description="Multi-node training JobSets (whole nodes each), made before the rest."
     )
     jobset_nodes: int = Field(4, ge=2, le=512, description="Nodes of each JobSet.")
+    workloads: list[JobSetSpec] = Field(
+        default_factory=list, description="JobSets named and sized, made before the generated ones."
+    )
     pdb_fraction: float = Field(0.5, ge=0.0, le=1.0, description="Fraction of deployments with a PDB.")
 
 

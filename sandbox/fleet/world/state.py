@@ -22,6 +22,7 @@ from sandbox.fleet.world.spec import _SUFFIX_ALPHABET, FleetSpec, not_found
 from tools.nvml import NvmlCollector
 
 if TYPE_CHECKING:
+    from sandbox.fleet.world.jobsets import WorkloadLoss
     from sandbox.fleet.world.spec import Meter
 
 
@@ -48,6 +49,7 @@ class FleetState:
         self._agents: dict[str, tuple[SimNvml, NvmlCollector]] = {}
         self._reconciling: set[tuple[str, str]] = set()
         self._restart_base: dict[str, int] = {}  # fault id -> restarts before the crash loop began
+        self._workload_loss: dict[str, WorkloadLoss] = {}  # "ns/jobset" -> what it lost (the truth)
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -104,6 +106,8 @@ class FleetState:
         # jobsets
         def create_jobset(self, obj: dict[str, Any]) -> Obj: ...
         def _jobset_pod_gone(self, pod: Obj) -> None: ...
+        def workload_losses(self) -> list[dict[str, Any]]: ...
+        def _refresh_jobset_status(self, ns: str, name: str) -> None: ...
         def _checkpoint_jobsets(self, now: datetime) -> None: ...
         # daemonset
         def _create_daemonset(self) -> None: ...

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from sandbox.fleet.store import Obj, thaw
+from sandbox.fleet.world.jobsets import JOBSET_NAME
 from sandbox.fleet.world.spec import _SUFFIX_ALPHABET, is_ready, is_terminating
 from sandbox.fleet.world.state import FleetState
 
@@ -210,6 +211,10 @@ class WorkloadsMixin(FleetState):
 
     def _refresh_owner(self, pod: Obj) -> None:
         for ref in pod["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") == "Job":
+                name = (pod["metadata"].get("labels") or {}).get(JOBSET_NAME)
+                if name and ("jobsets", f"{pod['metadata']['namespace']}/{name}") not in self._reconciling:
+                    self._refresh_jobset_status(pod["metadata"]["namespace"], name)
             if ref.get("kind") == "ReplicaSet":
                 rs = self.store.get("replicasets", pod["metadata"]["namespace"], ref["name"])
                 for dref in (rs or {}).get("metadata", {}).get("ownerReferences") or []:

@@ -148,3 +148,116 @@ def test_a_jobset_created_through_the_api_runs_and_a_bad_one_is_refused(
     assert err.value.status == 422 and "replicas" in str(err.value.body)
     api.delete_namespaced_custom_object(GROUP, VERSION, ns, "jobsets", "llm-pretrain")
     assert _pods(core, created) == []
+
+
+# -- what a JobSet loses: the fleet's truth the evals score -----------------------------------------------
+
+
+def _gang_fleet(**workload: Any) -> Any:
+    from sandbox.fleet.clock import SimClock
+    from sandbox.fleet.world import Fleet
+    from sandbox.fleet.world.spec import JobSetSpec
+
+    spec = FleetSpec(
+        nodes=12,
+        pools=1,
+        seed=5,
+        fill=0.0,
+        workloads=[JobSetSpec(**{"name": "llm", "nodes": 4, "checkpoint_every_s": 3600, **workload})],
+    )
+    fleet = Fleet(spec, SimClock("manual"))
+    fleet.generate()
+    return fleet
+
+
+def _loss(fleet: Any) -> dict[str, Any]:
+    [w] = fleet.truth()["workloads"]
+    return dict(w)
+
+
+def _pod_names(fleet: Any) -> list[tuple[str, str]]:
+    return sorted(
+        (p["metadata"]["name"], p["spec"].get("nodeName") or "")
+        for p in fleet.jobset_pods(_loss(fleet)["namespace"], "llm")
+        if p["metadata"].get("deletionTimestamp") is None
+    )
+
+
+def _cordon(fleet: Any, name: str, on: bool = True) -> None:
+    from sandbox.fleet.store import thaw
+
+    old = fleet.node(name)
+    new = thaw(old)
+    new["spec"]["unschedulable"] = on
+    fleet.store.put("nodes", new)
+    fleet.node_changed(old, new)
+
+
+def test_a_restart_loses_the_work_since_the_checkpoint_and_a_stall_idles_every_gpu() -> None:
+    fleet = _gang_fleet(since_checkpoint_s=1200)
+    first = _loss(fleet)
+    first_checkpoint = fleet.store.get("jobsets", first["namespace"], "llm")["metadata"]["annotations"][
+        LAST_CHECKPOINT
+    ]
+    assert first | {"gpus": 32, "restarts": 0, "gpu_minutes_lost": 0.0, "running": True} == first
+    fleet.advance(600)  # 30 min since the checkpoint now
+    ns = first["namespace"]
+    name, node = _pod_names(fleet)[0]
+    # Nowhere for the pod to go: every node without one of the JobSet's pods is cordoned, and the
+    # drained node itself.
+    busy = {n for _, n in _pod_names(fleet)}
+    for n in fleet.store.items("nodes"):
+        if n["metadata"]["name"] not in busy - {node}:
+            _cordon(fleet, n["metadata"]["name"])
+    fleet.delete_pod(ns, name, grace=0, reason="Evicted")
+    lost = _loss(fleet)
+    assert lost["restarts"] == 1 and lost["lost_work_gpu_minutes"] == 30 * 32  # 30 min x 32 GPUs
+    assert not lost["running"]
+    fleet.advance(300)
+    assert _loss(fleet)["idle_gpu_minutes"] == 5 * 32  # 5 min stalled, all 32 GPUs idle
+    fleet.advance(3600)  # no checkpoint is taken while it does not run: the last is the one before
+    js = fleet.store.get("jobsets", ns, "llm")
+    assert js["metadata"]["annotations"][LAST_CHECKPOINT] == first_checkpoint
+    # A node comes back: every pod runs, the stall closes, and training begins again now.
+    spare = next(
+        n["metadata"]["name"] for n in fleet.store.items("nodes") if n["metadata"]["name"] not in busy
+    )
+    _cordon(fleet, spare, on=False)
+    done = _loss(fleet)
+    assert done["running"] and done["idle_gpu_minutes"] == 65 * 32
+    assert done["gpu_minutes_lost"] == 30 * 32 + 65 * 32
+    assert {p["status"]["phase"] for p in fleet.jobset_pods(ns, "llm")} == {"Running"}
+    js = fleet.store.get("jobsets", ns, "llm")
+    assert js["metadata"]["annotations"]["checkpoint.supply-agent.dev/started"] == fleet.stamp()
+    fleet.advance(3600)  # an hour of training: a checkpoint, and a restart now loses nothing of it
+    name, _ = _pod_names(fleet)[0]
+    fleet.delete_pod(ns, name, grace=0, reason="Evicted")
+    assert _loss(fleet)["lost_work_gpu_minutes"] == 30 * 32  # nothing since that checkpoint
+
+
+def test_a_gpu_error_that_kills_the_job_fails_its_pod_and_restarts_the_jobset() -> None:
+    from sandbox.fleet.faults import FaultKind
+
+    fleet = _gang_fleet(since_checkpoint_s=600, max_restarts=0)
+    ns = _loss(fleet)["namespace"]
+    _, node = _pod_names(fleet)[0]
+    fleet.inject(FaultKind.XID, node=node, gpu=0, code=79)  # fallen off the bus
+    lost = _loss(fleet)
+    assert lost["failed"] and not lost["running"]  # maxRestarts 0: the JobSet fails
+    assert lost["lost_work_gpu_minutes"] == 10 * 32
+    js = fleet.store.get("jobsets", ns, "llm")
+    assert js["status"]["conditions"][0]["reason"] == "ReachedMaxRestarts"
+    assert not [p for p in fleet.jobset_pods(ns, "llm") if p["metadata"].get("deletionTimestamp") is None]
+    fleet.advance(600)
+    assert _loss(fleet)["idle_gpu_minutes"] == 10 * 32  # a failed job idles until a human resubmits
+
+
+@pytest.mark.parametrize(
+    ("workload", "error"),
+    [({"pool": 3}, "has 1 pool(s), not pool 3"), ({"nodes": 13}, "has 12 free node(s), not 13")],
+)
+def test_a_workload_the_fleet_cannot_hold_is_an_error_naming_it(workload: dict[str, Any], error: str) -> None:
+    with pytest.raises(
+        ValueError, match=r"workloads: llm: .*" + error.replace("(", r"\(").replace(")", r"\)")
+    ):
+        _gang_fleet(**workload)
