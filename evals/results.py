@@ -67,6 +67,10 @@ class EvalResult(BaseModel):
     actions: int = 0
     actions_by_tool: dict[str, int] = Field(default_factory=dict)
     sim_minutes: float | None = None
+    gpu_minutes_lost: float | None = Field(
+        None, description="GPU-minutes of customer work the fleet's JobSets lost (its truth); None: none ran."
+    )
+    careful_gpu_minutes: float | None = Field(None, description="What a careful human would have lost.")
     time_to_mitigate_min: float | None = None
     wall_s: float = 0.0
     llm_calls: int = 0

@@ -80,6 +80,48 @@ class Source(_Strict):
     what_happened: str = Field(min_length=10, description="What happened in the real incident.")
 
 
+class JobSetWorld(_Strict):
+    """A training JobSet the fleet starts with: one pod on each of ``nodes`` whole nodes of a pool, made
+    before the other tenants' workloads."""
+
+    name: str = Field(pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    customer: int = Field(0, ge=0, description="Which of the fleet's customers runs it (their index).")
+    pool: int = Field(0, ge=0)
+    nodes: int = Field(ge=1, le=512)
+    checkpoint_every: Duration = Field(timedelta(minutes=30), description="Its checkpoint cadence.")
+    since_checkpoint: Duration = Field(
+        timedelta(0), description="How long before the incident starts it last checkpointed."
+    )
+    max_restarts: int = Field(3, ge=0, description="spec.failurePolicy.maxRestarts")
+
+    @field_validator("checkpoint_every", "since_checkpoint", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> timedelta:
+        return parse_duration(v)
+
+    @model_validator(mode="after")
+    def _within(self) -> JobSetWorld:
+        every = self.checkpoint_every.total_seconds()
+        if every and self.since_checkpoint.total_seconds() >= every:
+            raise ValueError(
+                f"since_checkpoint ({self.since_checkpoint}) is not less than checkpoint_every ({self.checkpoint_every}):"
+                " the job would have checkpointed since"
+            )
+        return self
+
+    def spec(self) -> dict[str, Any]:
+        """The fleet's ``JobSetSpec`` fields."""
+        return {
+            "name": self.name,
+            "customer": self.customer,
+            "pool": self.pool,
+            "nodes": self.nodes,
+            "checkpoint_every_s": int(self.checkpoint_every.total_seconds()),
+            "since_checkpoint_s": int(self.since_checkpoint.total_seconds()),
+            "max_restarts": self.max_restarts,
+        }
+
+
 class FleetWorld(_Strict):
     nodes: int = Field(24, ge=1, le=2000)
     pools: int = Field(2, ge=1, le=16)
@@ -88,6 +130,18 @@ class FleetWorld(_Strict):
     fill: float = Field(0.7, ge=0.0, le=1.0)
     pdb_fraction: float = Field(0.5, ge=0.0, le=1.0)
     customers: int | None = Field(None, ge=1)
+    jobsets: list[JobSetWorld] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names(self) -> FleetWorld:
+        names = [j.name for j in self.jobsets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"jobsets: names repeat ({', '.join(sorted(names))})")
+        return self
+
+    def spec(self) -> dict[str, Any]:
+        """The fleet's ``FleetSpec`` fields."""
+        return {**self.model_dump(exclude={"jobsets"}), "workloads": [j.spec() for j in self.jobsets]}
 
 
 class NodeRef(_Strict):
@@ -142,6 +196,13 @@ class GpuPodRef(_Strict):
         return _yaml_on_key(data)
 
 
+class JobSetNodeRef(_Strict):
+    """A node one of the JobSet's pods runs on, by the pod's job index."""
+
+    jobset: str = Field(description="The name of a JobSet in world.fleet.jobsets.")
+    index: int = Field(0, ge=0, description="The job index (jobset.sigs.k8s.io/job-index) of its pod.")
+
+
 class ComponentRef(_Strict):
     """A rack or a leaf switch of the generated fleet, by its place among those of its pool (name order)."""
 
@@ -149,7 +210,7 @@ class ComponentRef(_Strict):
     index: int = Field(0, description="The component's place in its pool (negative: from the end).")
 
 
-BINDING_KINDS = ("node", "nodes", "tenant_pod", "gpu_pod", "rack", "switch")
+BINDING_KINDS = ("node", "nodes", "jobset_node", "tenant_pod", "gpu_pod", "rack", "switch")
 
 
 class Binding(_Strict):
@@ -158,6 +219,7 @@ class Binding(_Strict):
 
     node: NodeRef | None = None
     nodes: NodesRef | None = None
+    jobset_node: JobSetNodeRef | None = None
     tenant_pod: PodRef | None = None
     gpu_pod: GpuPodRef | None = None
     rack: ComponentRef | None = None
@@ -177,7 +239,7 @@ class Binding(_Strict):
     def kind(self) -> str:
         """What the name stands for: node, nodes, pod, rack or switch."""
         given = next(k for k in BINDING_KINDS if getattr(self, k) is not None)
-        return "pod" if given in ("tenant_pod", "gpu_pod") else given
+        return "pod" if given in ("tenant_pod", "gpu_pod") else "node" if given == "jobset_node" else given
 
 
 class PdbSetup(_Strict):
@@ -432,6 +494,12 @@ class Suspected(_Strict):
 class Limits(_Strict):
     actions: int = Field(20, ge=0, description="Most writes the agent should need.")
     sim_minutes: float = Field(120, gt=0, description="Simulated minutes to reach the outcome.")
+    gpu_minutes_lost: float | None = Field(
+        None,
+        ge=0,
+        description="Most GPU-minutes of customer work the fleet's JobSets may lose (its truth): what a "
+        "careful human loses, with the room the file states.",
+    )
 
 
 class Expect(_Strict):
@@ -454,6 +522,12 @@ class Expect(_Strict):
         "pool).",
     )
     limits: Limits = Field(default_factory=Limits)
+    careful_gpu_minutes: float | None = Field(
+        None,
+        ge=0,
+        description="The GPU-minutes of customer work a careful human would have lost, by the arithmetic "
+        "of the incident's source (the report shows the agent's loss beside it).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -472,6 +546,14 @@ class Expect(_Strict):
                 raise ValueError("outcomes[0] must be the outcome")
         if self.outcome == "no_action" and self.must:
             raise ValueError("no_action with actions that must happen")
+        if (
+            self.careful_gpu_minutes is not None
+            and self.limits.gpu_minutes_lost is not None
+            and self.careful_gpu_minutes > self.limits.gpu_minutes_lost
+        ):
+            raise ValueError(
+                "careful_gpu_minutes is over limits.gpu_minutes_lost: a careful human would fail"
+            )
         if self.suspected is not None and self.incidents == 0:
             raise ValueError("suspected: with no incident expected, none can name a component")
         return self

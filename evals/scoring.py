@@ -51,6 +51,15 @@ class Evidence:
     metering_paused: frozenset[str] = frozenset()
 
 
+def gpu_minutes_lost(truth: dict[str, Any]) -> float | None:
+    """GPU-minutes of customer work every JobSet of the fleet lost (work since a checkpoint thrown away,
+    GPUs idle while it could not run), from the fleet's truth; None when no JobSet ran."""
+    workloads = truth.get("workloads") or []
+    if not workloads:
+        return None
+    return round(sum(float(w.get("gpu_minutes_lost") or 0.0) for w in workloads), 1)
+
+
 def targets(params: dict[str, Any]) -> list[str]:
     out = [str(params[k]) for k in TARGET_KEYS if params.get(k)]
     if params.get("namespace") and params.get("pod"):
@@ -398,6 +407,16 @@ def score(
         limit_notes.append(f"{len(executed)} actions, limit {exp.limits.actions}")
     if sim_minutes > exp.limits.sim_minutes:
         limit_notes.append(f"{sim_minutes} simulated minutes, limit {exp.limits.sim_minutes:g}")
+    lost = gpu_minutes_lost(ev.truth)
+    if exp.limits.gpu_minutes_lost is not None and (lost or 0.0) > exp.limits.gpu_minutes_lost:
+        limit_notes.append(
+            f"{lost:,.0f} GPU-minutes of customer work lost, limit {exp.limits.gpu_minutes_lost:,.0f}"
+            + (
+                f" (a careful human: {exp.careful_gpu_minutes:,.0f})"
+                if exp.careful_gpu_minutes is not None
+                else ""
+            )
+        )
     calls = [c for s in states for c in s.llm_calls]
     root_ok = root == exp.root_cause
     first = states[0] if states else None
@@ -437,6 +456,8 @@ def score(
         actions=len(executed),
         actions_by_tool=dict(sorted(Counter(r.tool for r in executed).items())),
         sim_minutes=sim_minutes,
+        gpu_minutes_lost=lost,
+        careful_gpu_minutes=exp.careful_gpu_minutes,
         time_to_mitigate_min=ttm,
         llm_calls=len(calls),
         tokens=sum(c.input_tokens + c.output_tokens for c in calls),

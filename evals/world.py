@@ -22,6 +22,7 @@ from evals.schema import REF, Binding, FaultStep, Incident
 from sandbox.fleet.clock import SimClock
 from sandbox.fleet.faults import COMPONENT_FAULTS
 from sandbox.fleet.world import POOL_LABEL, Fleet, FleetSpec
+from sandbox.fleet.world.jobsets import JOB_INDEX, JOBSET_NAME
 from sandbox.fleet.world.spec import GPU_INDICES_ANNOTATION, RACK_LABEL, SWITCH_LABEL
 
 TENANT_PREFIX = "tenant-"
@@ -39,8 +40,11 @@ def build_fleet(incident: Incident, path: Path) -> Fleet:
         data = json.loads((path.parent / w.snapshot).read_text())
         return Fleet.restore(data, clock_mode="manual")
     assert w.fleet is not None
-    fleet = Fleet(FleetSpec(**w.fleet.model_dump()), SimClock("manual"))
-    fleet.generate()
+    fleet = Fleet(FleetSpec(**w.fleet.spec()), SimClock("manual"))
+    try:
+        fleet.generate()
+    except ValueError as exc:  # a JobSet the fleet has no room for, or in a pool it does not have
+        raise ReplayError(f"world.fleet.{exc}") from None
     return fleet
 
 
@@ -109,6 +113,20 @@ def resolve(incident: Incident, fleet: Fleet) -> Names:
             if len(chosen) < count:
                 raise ReplayError(f"world.bind.{name}: pool {b.nodes.pool} has too few nodes for {count}")
             return chosen
+        if b.jobset_node is not None:
+            jref = b.jobset_node
+            hosts = [
+                str(p["spec"]["nodeName"])
+                for p in fleet.store.items("pods")
+                if (p["metadata"].get("labels") or {}).get(JOBSET_NAME) == jref.jobset
+                and (p["metadata"].get("labels") or {}).get(JOB_INDEX) == str(jref.index)
+                and p["spec"].get("nodeName")
+            ]
+            if not hosts:
+                raise ReplayError(
+                    f"world.bind.{name}: JobSet {jref.jobset!r} has no running pod of job index {jref.index}"
+                )
+            return hosts[0]
         if b.rack is not None or b.switch is not None:
             ref, label, what = (
                 (b.rack, RACK_LABEL, "racks") if b.rack else (b.switch, SWITCH_LABEL, "switches")

@@ -1,0 +1,90 @@
+"""Incident files name gang jobs: ``world.fleet.jobsets`` sizes the JobSets the fleet starts with (pool,
+nodes, checkpoint cadence, time since the checkpoint), ``jobset_node`` binds the node one of their pods
+runs on, and the score counts the GPU-minutes of customer work the fleet's JobSets lost (its truth)
+against what a careful human would have lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evals.scoring import gpu_minutes_lost
+from evals.world import ReplayError, build_fleet, resolve
+from sandbox.fleet.world.jobsets import JOB_INDEX, JOBSET_NAME, LAST_CHECKPOINT
+from tests.unit.evals.test_topology_bindings import error_of, incident, load
+
+GANG = {
+    "name": "llm",
+    "nodes": 6,
+    "pool": 1,
+    "customer": 2,
+    "checkpoint_every": "1h",
+    "since_checkpoint": "50m",
+}
+
+
+def test_a_jobset_world_is_made_and_its_nodes_bound_by_job_index(tmp_path: Path) -> None:
+    inc, path = load(
+        tmp_path, incident({"n": {"jobset_node": {"jobset": "llm", "index": 4}}}, jobsets=[GANG])
+    )
+    fleet = build_fleet(inc, path)
+    [js] = fleet.store.items("jobsets")
+    assert js["metadata"]["name"] == "llm"
+    # 50 minutes before the fleet's start, it checkpointed (and resumed from it).
+    assert js["metadata"]["annotations"][LAST_CHECKPOINT] == "2025-12-31T23:10:00Z"
+    pods = fleet.jobset_pods(js["metadata"]["namespace"], "llm")
+    assert len(pods) == 6 and {p["status"]["phase"] for p in pods} == {"Running"}
+    pools = {fleet.node(p["spec"]["nodeName"])["metadata"]["labels"]["supply-agent.io/pool"] for p in pods}
+    assert pools == {"west-a100"}  # the second pool
+    names = resolve(inc, fleet)
+    [pod] = [p for p in pods if p["metadata"]["labels"][JOB_INDEX] == "4"]
+    assert names["n"] == pod["spec"]["nodeName"] and pod["metadata"]["labels"][JOBSET_NAME] == "llm"
+    [w] = fleet.truth()["workloads"]
+    assert (w["gpus"], w["customer"], w["gpu_minutes_lost"]) == (
+        48,
+        js["metadata"]["labels"]["supply-agent.io/customer"],
+        0.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"since_checkpoint": "1h"},
+            "since_checkpoint (1:00:00) is not less than checkpoint_every (1:00:00)",
+        ),
+        ({"name": "Bad_Name"}, "world.fleet.jobsets.0.name"),
+        ({"checkpoint_every": "often"}, "'often' is not a duration"),
+    ],
+)
+def test_a_bad_jobset_world_says_what_is_wrong(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    assert message in error_of(tmp_path, incident({}, jobsets=[{**GANG, **change}]))
+
+
+def test_jobsets_named_twice_are_refused(tmp_path: Path) -> None:
+    assert "jobsets: names repeat (llm, llm)" in error_of(tmp_path, incident({}, jobsets=[GANG, GANG]))
+
+
+def test_a_jobset_binding_that_finds_nothing_and_a_jobset_with_no_room_are_replay_errors(
+    tmp_path: Path,
+) -> None:
+    inc, path = load(
+        tmp_path, incident({"n": {"jobset_node": {"jobset": "other", "index": 0}}}, jobsets=[GANG])
+    )
+    with pytest.raises(ReplayError, match=r"world.bind.n: JobSet 'other' has no running pod of job index 0"):
+        resolve(inc, build_fleet(inc, path))
+    inc, path = load(tmp_path, incident({}, jobsets=[{**GANG, "nodes": 40}]))
+    with pytest.raises(
+        ReplayError, match=r"world.fleet.workloads: llm: pool west-a100 has 24 free node\(s\), not 40"
+    ):
+        build_fleet(inc, path)
+
+
+def test_gpu_minutes_lost_adds_every_jobsets_loss_and_is_none_without_jobsets() -> None:
+    assert gpu_minutes_lost({"workloads": []}) is None
+    assert gpu_minutes_lost({}) is None
+    truth = {"workloads": [{"gpu_minutes_lost": 6400.0}, {"gpu_minutes_lost": 12.25}]}
+    assert gpu_minutes_lost(truth) == 6412.2
