@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from sandbox.executor.audit import AuditLog
 from sandbox.executor.executor import ExecutionResult, GuardedExecutor
+from supply_agent.hands.workloads import live_pods, with_workloads
 from supply_agent.hands.world import Scope, enrich, read_breaker, read_world, scope_of
 from supply_agent.hands.world_cache import CacheNotSynced, WorldCache
 from supply_agent.models import Action, Approval, Decision
@@ -43,7 +44,7 @@ from supply_agent.policy import (
 from supply_agent.policy.gate import decide, history_from_audit, lookback, targets_of
 from supply_agent.policy.world import History, WorldView
 from tools.billing import Ledger, MeterReading
-from tools.catalogue import CATALOGUE, Clients, Effect, parse_input
+from tools.catalogue import CATALOGUE, DISRUPTING, Clients, Effect, parse_input
 from tools.catalogue import run as run_tool
 from tools.kubernetes import KubeTools, PodInfo, ToolError
 from tools.notify import Outbox
@@ -281,6 +282,22 @@ class Runtime:
             world = cast(WorldView, self._timed(lambda: self._read_world(alerting, nodes)))
         if nodes:
             world = cast(WorldView, self._timed(lambda: enrich(world, self.kube, nodes)))
+        if action.tool in DISRUPTING and self.playbooks.limits.workloads.enabled:
+            # The gang jobs it would stop, whole, and (a drain) where what it evicts could go.
+            pods_of = None if self._cached() else live_pods(self.kube)
+            world = cast(
+                WorldView,
+                self._timed(
+                    lambda: with_workloads(
+                        world,
+                        self.kube,
+                        targets.nodes,
+                        targets.pods,
+                        drain=action.tool == "k8s.drain_node",
+                        pods_of=pods_of,
+                    )
+                ),
+            )
         update: dict[str, Any] = {
             "subject_nodes": subject,
             "subject_pods": pods,

@@ -59,6 +59,23 @@ def scope_of(
     )
 
 
+# The labels the JobSet and LeaderWorkerSet controllers put on their pods (kubernetes-sigs/jobset
+# api/jobset/v1alpha2 JobSetNameKey; kubernetes-sigs/lws api/leaderworkerset/v1 SetNameLabelKey and
+# GroupIndexLabelKey): a pod's gang workload, read without its owner chain.
+JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
+LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
+LWS_GROUP_LABEL = "leaderworkerset.sigs.k8s.io/group-index"
+
+
+def workload_of(namespace: str, labels: dict[str, str]) -> str | None:
+    """The gang workload a pod's labels put it in: ``JobSet/ns/name``, ``LeaderWorkerSet/ns/name/group``."""
+    if name := labels.get(JOBSET_NAME_LABEL):
+        return f"JobSet/{namespace}/{name}"
+    if (name := labels.get(LWS_NAME_LABEL)) and (group := labels.get(LWS_GROUP_LABEL)) is not None:
+        return f"LeaderWorkerSet/{namespace}/{name}/{group}"
+    return None
+
+
 def _deployment_of(pod: dict[str, Any]) -> str | None:
     owner = next((o for o in pod["metadata"].get("ownerReferences") or [] if o.get("controller")), None)
     if owner and owner["kind"] == "ReplicaSet":
@@ -93,8 +110,18 @@ def slim_pod(p: dict[str, Any]) -> tuple[str | None, PodRef, bool | None]:
         deployment=_deployment_of(p),
         waiting_reason=((cs.get("state") or {}).get("waiting") or {}).get("reason"),
         last_termination_reason=((cs.get("lastState") or {}).get("terminated") or {}).get("reason"),
+        workload=workload_of(meta["namespace"], meta.get("labels") or {}),
+        terminating=bool(meta.get("deletionTimestamp"))
+        or (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"),
     )
     return node, ref, agent
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def slim_node(n: dict[str, Any], pods: tuple[PodRef, ...] = (), agent_ready: bool = False) -> NodeView:
@@ -104,6 +131,9 @@ def slim_node(n: dict[str, Any], pods: tuple[PodRef, ...] = (), agent_ready: boo
         name=n["metadata"]["name"],
         pool=(n["metadata"].get("labels") or {}).get(POOL_LABEL, "default"),
         gpus=int(((n.get("status") or {}).get("capacity") or {}).get("nvidia.com/gpu", 0)),
+        allocatable_gpus=_int_or_none(
+            ((n.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu")
+        ),
         ready=conds.get("Ready", "Unknown"),
         gpu_healthy=conds.get("GpuHealthy", "Unknown"),
         conditions=conds,

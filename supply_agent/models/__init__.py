@@ -1,7 +1,7 @@
 """The shared vocabulary of supply-agent: pydantic models every part speaks (GPU health, actions and
 decisions, and in ``incident`` the alerts and the incident state the graph carries)."""
 
-from supply_agent.models.actions import Action, Decision, Targets, Verdict
+from supply_agent.models.actions import Action, Decision, Targets, Verdict, WorkloadHit
 from supply_agent.models.approvals import Approval
 from supply_agent.models.health import GpuHealth, GpuHealthReport, NvLinkState, RemappedRows, XidEvent
 
@@ -15,5 +15,6 @@ __all__ = [
     "RemappedRows",
     "Targets",
     "Verdict",
+    "WorkloadHit",
     "XidEvent",
 ]

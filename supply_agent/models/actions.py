@@ -13,6 +13,35 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class WorkloadHit(BaseModel):
+    """A gang workload an action stops (every pod of it goes when one does), as the gate saw it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str  # "JobSet/namespace/name", or "LeaderWorkerSet/namespace/name/group"
+    customer: str | None = None
+    nodes: int = 0
+    gpus: int = 0
+    since_checkpoint_s: float | None = None  # the work a restart loses now (None: no checkpoint known)
+
+    def describe(self) -> str:
+        """``jobset tenant-acme/llm-pretrain: 32 nodes, 256 GPUs, checkpointed 41 min ago``."""
+        kind, _, rest = self.key.partition("/")
+        ns, _, name = rest.partition("/")
+        what = f"{kind.lower()} {ns}/{name.replace('/', ' group ')}"
+        when = (
+            "no checkpoint known"
+            if self.since_checkpoint_s is None
+            else f"checkpointed {_ago(self.since_checkpoint_s)} ago"
+        )
+        return f"{what}: {self.nodes} node{'s' * (self.nodes != 1)}, {self.gpus} GPUs, {when}"
+
+
+def _ago(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
 class Targets(BaseModel):
     """What an action touches: the gate's blast-radius arithmetic runs on this, never on free text."""
 
@@ -24,6 +53,7 @@ class Targets(BaseModel):
     customers: tuple[str, ...] = ()
     gpus: int = 0
     dollars: Decimal = Decimal("0")
+    workloads: tuple[WorkloadHit, ...] = ()  # the gang jobs it stops, whole
 
     def empty(self) -> bool:
         return not (self.nodes or self.pods or self.namespaces or self.customers or self.dollars)

@@ -66,6 +66,7 @@ from supply_agent.policy.limits import (
     MoneyLimit,
     RateLimits,
     SoftHardLimit,
+    Workloads,
 )
 from supply_agent.policy.loader import GLOBAL_FILE, PlaybookError, PlaybookSetError, check, load_playbooks
 from supply_agent.policy.matching import Match
@@ -120,6 +121,7 @@ __all__ = [
     "SoftHardLimit",
     "Step",
     "Verify",
+    "Workloads",
     "check",
     "format_duration",
     "load_playbooks",

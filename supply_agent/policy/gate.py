@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from supply_agent.models import Action, Decision, Targets, Verdict
+from supply_agent.models import Action, Decision, Targets, Verdict, WorkloadHit
 from supply_agent.policy import (
     GlobalLimits,
     GpuFaultConfirmed,
@@ -37,7 +37,7 @@ from supply_agent.policy import (
     PodState,
     SoftHardLimit,
 )
-from supply_agent.policy.world import History, NodeView, PastAction, WorldView
+from supply_agent.policy.world import History, NodeView, PastAction, PodRef, WorldView
 from tools.catalogue import (
     CATALOGUE,
     CONTROL_TOOLS,
@@ -98,6 +98,7 @@ def targets_of(action: Action, world: WorldView) -> tuple[Targets, list[str]]:
     namespaces: tuple[str, ...] = ()
     customers: tuple[str, ...] = ()
     gpus, dollars = 0, Decimal("0")
+    hits: tuple[WorkloadHit, ...] = ()
 
     for key in ("node", "namespace", "pod", "deployment", "customer"):
         value = p.get(key)
@@ -119,12 +120,15 @@ def targets_of(action: Action, world: WorldView) -> tuple[Targets, list[str]]:
         if action.tool == "k8s.drain_node":
             customers = node.customers()
             pods = tuple(f"{r.namespace}/{r.name}" for r in node.pods if not r.daemonset)
+            hits = _hits(world, (r for r in node.pods if not r.daemonset and not r.terminating))
     if "pod" in p and "namespace" in p:
         found = world.find_pod(p["namespace"], p["pod"])
         pods, namespaces = (f"{p['namespace']}/{p['pod']}",), (p["namespace"],)
         if found is not None:
             node, ref = found
             customers, gpus = ((ref.customer,) if ref.customer else ()), ref.gpus
+            if action.tool in DISRUPTING:
+                hits = _hits(world, () if ref.terminating else (ref,))
         elif action.tool == "k8s.delete_pod":
             problems.append(f"pod {p['namespace']}/{p['pod']} is not in the fleet")
     if "deployment" in p and "namespace" in p:
@@ -141,8 +145,32 @@ def targets_of(action: Action, world: WorldView) -> tuple[Targets, list[str]]:
         except ArithmeticError:
             problems.append(f"amount_usd {p['amount_usd']!r} is not a number")
     return Targets(
-        nodes=nodes, pods=pods, namespaces=namespaces, customers=customers, gpus=gpus, dollars=dollars
+        nodes=nodes,
+        pods=pods,
+        namespaces=namespaces,
+        customers=customers,
+        gpus=gpus,
+        dollars=dollars,
+        workloads=hits,
     ), problems
+
+
+def _hits(world: WorldView, pods: Iterable[PodRef]) -> tuple[WorkloadHit, ...]:
+    """The gang workloads (as read for this decision) these pods belong to, whole."""
+    keys = sorted({p.workload for p in pods if p.workload and p.workload in world.workloads})
+    out = []
+    for key in keys:
+        w = world.workloads[key]
+        out.append(
+            WorkloadHit(
+                key=key,
+                customer=w.customer,
+                nodes=len(w.nodes),
+                gpus=w.gpus,
+                since_checkpoint_s=w.since_checkpoint_s(world.now),
+            )
+        )
+    return tuple(out)
 
 
 # -- history arithmetic ---------------------------------------------------------------------------
@@ -371,6 +399,7 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
             )
 
     _blast_radius(r, limits, action, targets, node, world, history)
+    _workload_rules(r, limits, action, targets, node, world, history)
 
     # Rate limits.
     hour = list(_within(history, now, timedelta(hours=1)))
@@ -540,6 +569,75 @@ def _blast_radius(
         )
 
 
+def _workload_rules(
+    r: _Ruling,
+    limits: GlobalLimits,
+    action: Action,
+    targets: Targets,
+    node: NodeView | None,
+    world: WorldView,
+    history: History,
+) -> None:
+    """The damage counted in workloads: every GPU of each gang job the action stops, against the hour,
+    the incident and each customer; and a drain whose evicted pods would find no room in their pool."""
+    wl = limits.workloads
+    if not wl.enabled or action.tool not in DISRUPTING:
+        return
+    if targets.workloads:
+        what = (
+            f"drains {len(targets.nodes)} node{'s' * (len(targets.nodes) != 1)}"
+            if action.tool == "k8s.drain_node"
+            else f"{action.tool} {', '.join(targets.pods) or ', '.join(targets.nodes)}"
+        )
+        for hit in targets.workloads:
+            r.note(f"{what}; stops {hit.describe()}")
+        gpus = sum(w.gpus for w in targets.workloads)
+        hour = [a for a in _within(history, world.now, timedelta(hours=1)) if a.tool in DISRUPTING]
+        r.limit(
+            "workloads.gpus_disrupted_per_hour",
+            wl.gpus_disrupted_per_hour,
+            gpus + sum(w.gpus for a in hour for w in a.workloads),
+            "GPUs of gang workloads the agent stopped in the last hour",
+        )
+        mine = [a for a in history.actions if a.incident_id == action.incident_id and a.tool in DISRUPTING]
+        r.limit(
+            "workloads.gpus_disrupted_per_incident",
+            wl.gpus_disrupted_per_incident,
+            gpus + sum(w.gpus for a in mine for w in a.workloads),
+            "GPUs of gang workloads this incident stopped",
+        )
+        for customer in sorted({w.customer for w in targets.workloads if w.customer}):
+            theirs = sum(w.gpus for w in targets.workloads if w.customer == customer)
+            before = sum(w.gpus for a in hour for w in a.workloads if w.customer == customer)
+            r.limit(
+                "workloads.gpus_disrupted_per_customer_per_hour",
+                wl.gpus_disrupted_per_customer_per_hour,
+                theirs + before,
+                f"GPUs of {customer}'s gang workloads stopped in the last hour",
+            )
+    if action.tool == "k8s.drain_node" and wl.require_room and node is not None:
+        r.consulted.append("workloads.require_room")
+        room = world.room.get(node.pool)
+        left = room.unplaced() if room is not None else ()
+        if room is not None and left:
+            stalled = [w for w in targets.workloads]
+            whole = (
+                "; the gang job"
+                + ("s" if len(stalled) > 1 else "")
+                + " it stops would wait whole: "
+                + ", ".join(f"{w.key.split('/', 1)[1]} ({w.gpus} GPUs)" for w in stalled)
+                if stalled
+                else ""
+            )
+            r.add(
+                Verdict.ASK,
+                f"the drain leaves pool {node.pool} without room for what it evicts: "
+                f"{len(left)} pod(s) asking {', '.join(str(g) for g in left)} GPUs fit on no Ready, "
+                f"schedulable node ({len(room.free)} read, the freest with {max(room.free, default=0)} "
+                f"GPUs free){whole}",
+            )
+
+
 def _names(names: tuple[str, ...], shown: int = 5, pods: bool = False) -> str:
     """A few names for a reason, the rest counted. Names from alert labels are anyone's text: one that
     is not a plausible node name (with ``pods``, "namespace/name") is counted, never quoted (it reaches
@@ -613,6 +711,7 @@ def history_from_audit(
                 customers=t.customers,
                 gpus=t.gpus,
                 dollars=t.dollars,
+                workloads=t.workloads,
             )
         )
     out_now = None

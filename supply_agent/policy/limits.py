@@ -272,6 +272,20 @@ class Handback(Strict):
     stalled_after: Duration = timedelta(minutes=3)
 
 
+class Workloads(Strict):
+    """Containment that knows workloads: a gang job (a JobSet, a LeaderWorkerSet's group) stops whole
+    when one of its pods goes, so an action disrupting one pod of it disrupts every GPU of it. Counted
+    per action against the hour, the incident and the customer; and a drain whose evicted pods find no
+    room in their pool (no Ready, schedulable node with the GPUs free) leaves that work Pending: ask.
+    ``enabled: false`` is the node-only gate (the evals' ablation)."""
+
+    enabled: bool = True
+    gpus_disrupted_per_hour: CountLimit = CountLimit(soft=128, hard=1024)
+    gpus_disrupted_per_incident: CountLimit = CountLimit(soft=128, hard=512)
+    gpus_disrupted_per_customer_per_hour: CountLimit = CountLimit(soft=128, hard=512)
+    require_room: bool = True
+
+
 class GlobalLimits(Strict):
     """``_global.yaml``: fleet-wide limits. A missing file means these defaults, which are safe: kill
     switch off, mandatory deny lists, tight blast radius, breaker on, no approvers (an ``ask`` then
@@ -286,6 +300,7 @@ class GlobalLimits(Strict):
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     approvals: Approvals = Approvals()
     handback: Handback = Handback()
+    workloads: Workloads = Workloads()
     # The bucket an XID counts as when NVIDIA's catalogue has none for it (a new driver's code, a
     # reserved one): the conservative choice, out of service and a human told.
     xid_uncatalogued: ImmediateBucket = "CONTACT_SUPPORT"

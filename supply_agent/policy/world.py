@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from supply_agent.models.actions import WorkloadHit
 
 # XIDs NVIDIA attributes to the application (the GPU is fine): a node-agent report of these alone does
 # not confirm a GPU fault.
@@ -26,6 +28,61 @@ class PodRef(BaseModel):
     # The first container's status: why it waits (CrashLoopBackOff) and why it last ended (OOMKilled).
     waiting_reason: str | None = None
     last_termination_reason: str | None = None
+    # The gang workload whose pods fail together ("JobSet/ns/name", "LeaderWorkerSet/ns/name/group"),
+    # from the labels its controller puts on its pods; None for a pod that stands alone.
+    workload: str | None = None
+    terminating: bool = False  # deleted, going: its GPUs are about to be free
+
+
+class WorkloadView(BaseModel):
+    """A multi-node workload as the gate weighs it: every pod of it stops when one does (a JobSet
+    restarts whole; a LeaderWorkerSet recreates the group), so its damage is all its GPUs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["JobSet", "LeaderWorkerSet"]
+    namespace: str
+    name: str
+    group: str | None = None  # a LeaderWorkerSet's group index: the unit that restarts
+    customer: str | None = None
+    nodes: tuple[str, ...] = ()  # the nodes its pods run on now
+    gpus: int = 0  # the GPUs of its pods now
+    pods: int = 0
+    checkpoint_every_s: int | None = None
+    # What a restart resumes from: its last checkpoint, or when it last (re)started if later.
+    resumes_from: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return "/".join(p for p in (self.kind, self.namespace, self.name, self.group) if p is not None)
+
+    def since_checkpoint_s(self, now: datetime) -> float | None:
+        return None if self.resumes_from is None else max(0.0, (now - self.resumes_from).total_seconds())
+
+
+class PoolRoom(BaseModel):
+    """Where the pods a drain evicts could go in their pool: the free GPUs (allocatable less what pods
+    ask) of its Ready, schedulable nodes other than the action's own, largest first. ``complete``: every
+    such node was read; otherwise the read stopped once the evicted pods fitted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pool: str
+    needs: tuple[int, ...] = ()  # the GPUs each evicted pod asks for, largest first
+    free: tuple[int, ...] = ()
+    complete: bool = True
+
+    def unplaced(self) -> tuple[int, ...]:
+        """The evicted pods (their GPUs) that fit on no node, placed largest first on the freest."""
+        free = sorted(self.free, reverse=True)
+        left: list[int] = []
+        for need in sorted(self.needs, reverse=True):
+            i = next((k for k, f in enumerate(free) if f >= need), None)
+            if i is None:
+                left.append(need)
+            else:
+                free[i] -= need
+        return tuple(left)
 
 
 class NodeView(BaseModel):
@@ -34,6 +91,7 @@ class NodeView(BaseModel):
     name: str
     pool: str
     gpus: int
+    allocatable_gpus: int | None = None  # what the scheduler may place (a GPU marked bad is not); None: gpus
     ready: str = "True"  # "True" | "False" | "Unknown", as the Ready condition says
     gpu_healthy: str = "True"  # the GpuHealthy condition the node-agent maintains
     unschedulable: bool = False
@@ -43,6 +101,14 @@ class NodeView(BaseModel):
 
     def customers(self) -> tuple[str, ...]:
         return tuple(sorted({p.customer for p in self.pods if p.customer and not p.daemonset}))
+
+    def free_gpus(self) -> int:
+        """GPUs the scheduler could still place here: allocatable less what its pods (not going) ask."""
+        alloc = self.gpus if self.allocatable_gpus is None else self.allocatable_gpus
+        return max(0, alloc - sum(p.gpus for p in self.pods if not p.terminating))
+
+    def takes_work(self) -> bool:
+        return self.ready == "True" and not self.unschedulable
 
 
 class WorldView(BaseModel):
@@ -81,6 +147,10 @@ class WorldView(BaseModel):
     # Per pod ("namespace/name") of the incident's: how many running meters count it now (read from the
     # meter feed only for a playbook that requires ``meter_duplicated``); a pod with no meter is absent.
     running_meters: dict[str, int] = Field(default_factory=dict)
+    # The gang workloads on the nodes and pods a decision is about (by ``WorkloadView.key``), and for a
+    # drain where its evicted pods could go (by pool): read for the action, O(its workloads).
+    workloads: dict[str, WorkloadView] = Field(default_factory=dict)
+    room: dict[str, PoolRoom] = Field(default_factory=dict)
 
     # Indexes, built on first use (or handed over by a watch cache that keeps them), keep every gate
     # lookup O(1) on a 10,000-node fleet.
@@ -177,6 +247,7 @@ class PastAction(BaseModel):
     gpus: int = 0
     dollars: Decimal = Decimal("0")
     verified: bool | None = None  # False: its verification failed
+    workloads: tuple[WorkloadHit, ...] = ()  # the gang workloads it stopped, as its decision saw them
 
 
 class History(BaseModel):

@@ -24,6 +24,8 @@ SMOKE = [
     "hard-monitor-broken-fleetwide",
     "xid79-idle-gpu-no-customer",
     "hard-node-death-not-partition",
+    "gang-xid154-no-spare-capacity",
+    "gang-xid79-one-node-of-large-jobset",
 ]
 
 

@@ -23,13 +23,12 @@ and its checkpoint clock with it, when every pod runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sandbox.fleet.clock import ts
 from sandbox.fleet.store import Obj, thaw
-from sandbox.fleet.world.spec import CUSTOMER_LABEL, GPU, POOL_LABEL, is_terminating
+from sandbox.fleet.world.spec import CUSTOMER_LABEL, GPU, POOL_LABEL, WorkloadLoss, is_terminating
 from sandbox.fleet.world.state import FleetState
 
 API_VERSION = "jobset.x-k8s.io/v1alpha2"
@@ -40,18 +39,6 @@ RESTART_ATTEMPT = "jobset.sigs.k8s.io/restart-attempt"
 CHECKPOINT_EVERY = "checkpoint.supply-agent.dev/interval"
 LAST_CHECKPOINT = "checkpoint.supply-agent.dev/last"
 RESTARTED_AT = "checkpoint.supply-agent.dev/started"
-
-
-@dataclass
-class WorkloadLoss:
-    """What one JobSet has lost so far, in GPU-seconds (see the module doc)."""
-
-    gpus: int
-    restarts: int = 0
-    lost_work_gpu_s: float = 0.0  # work since the last checkpoint, thrown away by restarts
-    idle_gpu_s: float = 0.0  # GPUs held idle while the JobSet could not run (closed stalls)
-    stalled_since: datetime | None = None  # the restart it has not run since (or its failure)
-    failed: bool = False
 
 
 def jobset_gpus(js: Obj) -> int:

@@ -138,3 +138,15 @@ class Meter:
     def set_rate(self, rate: int, now: datetime) -> None:
         self.accumulated = self.reading(now)
         self.since, self.rate = now.isoformat(), rate
+
+
+@dataclass
+class WorkloadLoss:
+    """What one JobSet has lost so far, in GPU-seconds (see the module doc)."""
+
+    gpus: int
+    restarts: int = 0
+    lost_work_gpu_s: float = 0.0  # work since the last checkpoint, thrown away by restarts
+    idle_gpu_s: float = 0.0  # GPUs held idle while the JobSet could not run (closed stalls)
+    stalled_since: datetime | None = None  # the restart it has not run since (or its failure)
+    failed: bool = False

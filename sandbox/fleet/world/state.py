@@ -22,8 +22,7 @@ from sandbox.fleet.world.spec import _SUFFIX_ALPHABET, FleetSpec, not_found
 from tools.nvml import NvmlCollector
 
 if TYPE_CHECKING:
-    from sandbox.fleet.world.jobsets import WorkloadLoss
-    from sandbox.fleet.world.spec import Meter
+    from sandbox.fleet.world.spec import Meter, WorkloadLoss
 
 
 class FleetState:
