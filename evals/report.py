@@ -241,6 +241,40 @@ def _gate_section(results: list[EvalResult]) -> list[str]:
     return lines
 
 
+def _work_lost_section(results: list[EvalResult]) -> list[str]:
+    """GPU-minutes of customer work the fleet's JobSets lost per incident (its truth), beside what a
+    careful human would have lost; only incidents with gang jobs."""
+    rows = [r for r in results if r.gpu_minutes_lost is not None or r.careful_gpu_minutes is not None]
+    if not rows:
+        return []
+    lines = [
+        "## Customer work lost (gang jobs)",
+        "",
+        "GPU-minutes of training the fleet's JobSets lost (work since their checkpoint thrown away by "
+        "restarts, and GPUs idle while a job could not run), from the fleet's truth, beside what a careful "
+        "human would have lost by the incident's own arithmetic.",
+        "",
+    ]
+    table = [
+        [
+            _cell(r.id),
+            _cell(r.planner + ("" if r.gate else " --no-gate")),
+            _num(r.careful_gpu_minutes, "{:,.0f}"),
+            _num(r.gpu_minutes_lost, "{:,.0f}"),
+            _mark(not any("GPU-minutes" in n for n in r.limit_notes)),
+        ]
+        for r in rows
+    ]
+    lines += _table(["incident", "planner", "careful human", "lost", "within its limit"], table)
+    lost = sorted(r.gpu_minutes_lost or 0.0 for r in rows if r.gate)
+    if lost:
+        lines += [
+            "",
+            f"With the gate: median {lost[len(lost) // 2]:,.0f}, worst {lost[-1]:,.0f} GPU-minutes per incident.",
+        ]
+    return [*lines, ""]
+
+
 def _failures_section(results: list[EvalResult]) -> list[str]:
     lines = ["## Failures", ""]
     failed = [r for r in results if not r.passed]
@@ -275,6 +309,7 @@ def render_markdown(results: list[EvalResult], summary: Summary) -> str:
     ]
     lines += _class_sections(results)
     lines += _gate_section(results)
+    lines += _work_lost_section(results)
     lines += _failures_section(results)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from evals.scoring import gpu_minutes_lost
 from evals.world import ReplayError, build_fleet, resolve
@@ -88,3 +89,31 @@ def test_gpu_minutes_lost_adds_every_jobsets_loss_and_is_none_without_jobsets() 
     assert gpu_minutes_lost({}) is None
     truth = {"workloads": [{"gpu_minutes_lost": 6400.0}, {"gpu_minutes_lost": 12.25}]}
     assert gpu_minutes_lost(truth) == 6412.2
+
+
+def test_a_gang_incident_is_scored_on_the_work_lost_and_the_report_shows_it(tmp_path: Path) -> None:
+    from evals.report import render_markdown
+    from evals.results import summarise
+    from evals.runner import run_incident
+
+    corpus = Path(__file__).resolve().parents[3] / "evals" / "incidents"
+    # The drain would leave the job's pod nowhere to go: the gate asks, the human says no, nothing is lost.
+    kept = run_incident(corpus / "gang-xid154-no-spare-capacity.yaml")
+    assert kept.error is None and kept.passed, kept.limit_notes
+    assert (kept.gpu_minutes_lost, kept.careful_gpu_minutes) == (0.0, 0.0)
+    # The same incident with the human saying yes: the JobSet's 64 GPUs wait Pending from the drain on.
+    data = yaml.safe_load((corpus / "gang-xid154-no-spare-capacity.yaml").read_text())
+    data["id"] = "gang-approved"
+    data["approvals"] = [{"tool": "k8s.drain_node", "answer": "approve", "after": "2m"}]
+    path = tmp_path / "gang-approved.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    drained = run_incident(path)
+    assert drained.error is None and not drained.passed
+    assert drained.gpu_minutes_lost is not None and drained.gpu_minutes_lost >= 64  # a minute or more
+    assert any(
+        "GPU-minutes of customer work lost, limit 0 (a careful human: 0)" in n for n in drained.limit_notes
+    )
+    md = render_markdown([kept, drained], summarise([kept, drained], 1.0, 1))
+    assert "## Customer work lost (gang jobs)" in md
+    assert "| gang-xid154-no-spare-capacity | runbook | 0 | 0 | ✔ |" in md
+    assert f"| gang-approved | runbook | 0 | {drained.gpu_minutes_lost:,.0f} | ✘ |" in md
