@@ -3,7 +3,8 @@
 It exists apart from building the world and from scoring because it is the one part that drives the
 agent: a small discrete-event loop that applies timeline steps (faults, logs, events, alert deliveries,
 a human taking the incident or working on a node) and the humans' answers to approvals, in time order,
-moving the manual clock forward between them. An approval answered "none" is left to expire (the clock passes its expiry,
+moving the manual clock forward between them. A thread waiting for a step's moment (a drain that waits
+for a gang job's checkpoint) is resumed when the clock reaches it, as the service's timer would. An approval answered "none" is left to expire (the clock passes its expiry,
 as the service's sweeper would see it). When the loop ends, ``Replay.evidence`` reads what it left
 behind into plain data for ``evals.scoring``.
 """
@@ -16,7 +17,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from evals.schema import ApprovalRule, DeliverStep, HumanStep, Incident, TimelineStep
-from evals.scoring import Evidence
+from evals.scoring import Evidence, targets
 from evals.world import Names, ReplayError, bound_pod, clear_requests, fault_requests, node_list, subst
 from sandbox.fleet.admin import AdminClient, AdminError
 from supply_agent.hands.wiring import Environment
@@ -67,9 +68,12 @@ class Replay:
         if at > now:
             self.admin.advance((at - now).total_seconds())
 
-    def rule_for(self, tool: str) -> ApprovalRule | None:
+    def rule_for(self, tool: str, params: dict[str, Any] | None = None) -> ApprovalRule | None:
         for r in self.inc.approvals:
-            if fnmatchcase(tool, r.tool):
+            if not fnmatchcase(tool, r.tool):
+                continue
+            want = subst(r.target, self.names).split(",") if r.target is not None else None
+            if want is None or any(fnmatchcase(t, w) for t in targets(params or {}) for w in want):
                 return r
         if self.inc.default_approval == "none":
             return None
@@ -77,8 +81,10 @@ class Replay:
 
     def _after_run(self, result: RunResult) -> None:
         iid = result.incident_id
-        if result.pending is not None:
-            rule = self.rule_for(result.pending.tool)
+        if result.waiting is not None:  # a step waits for its moment: the clock wakes it then
+            self.paused[iid] = (result.waiting.until, None, result)
+        elif result.pending is not None:
+            rule = self.rule_for(result.pending.tool, result.pending.params)
             if rule is None or rule.answer == "none":
                 when = result.pending.expires_at + timedelta(seconds=1)
             else:
@@ -99,8 +105,14 @@ class Replay:
             self._after_run(result)
 
     def answer(self, iid: str) -> None:
-        when, rule, _ = self.paused.pop(iid)
+        when, rule, before = self.paused.pop(iid)
         self.advance_to(when)
+        if before.waiting is not None:
+            woken = self.agent.resume_wait(iid)
+            if woken is None:
+                raise ReplayError(f"incident {iid}: its wait until {when.isoformat()} did not resume")
+            self._after_run(woken)
+            return
         if rule is None or rule.answer == "none":
             ans = ApprovalAnswer(
                 approved=False, approver="supply-agent", decided_at=self.clock(), channel="expiry"

@@ -455,6 +455,11 @@ class ApprovalRule(_Strict):
     """How the humans answer an approval for a matching action (the first rule that matches)."""
 
     tool: str = Field("*", description="A glob over the tool name, e.g. billing.*")
+    target: str | None = Field(
+        None,
+        description="A glob over the action's target (node, pod, namespace, customer; a bound name such as "
+        "$bad_b): the humans answer about this one, not every action of the tool.",
+    )
     answer: Answer
     by: str = "oncall-alice"
     after: Duration = Field(timedelta(minutes=2), description="How long the human takes to answer.")

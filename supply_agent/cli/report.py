@@ -60,6 +60,7 @@ def result_json(result: RunResult) -> dict[str, Any]:
         "escalation_reason": s.escalation_reason,
         "handoff": s.handoff,
         "pending_approval": result.pending.model_dump(mode="json") if result.pending else None,
+        "waiting": result.waiting.model_dump(mode="json") if result.waiting else None,
         "proposals": summary.get("proposals", []),
         "actions": summary.get("actions", []),
         "evidence": summary.get("evidence", []),
@@ -80,7 +81,13 @@ def results_table(results: list[RunResult], title: str = "incidents handled") ->
             for st in s.steps
             if st.outcome in ("executed", "duplicate")
         ]
-        outcome = s.outcome or ("awaiting approval" if r.pending else r.status)
+        outcome = s.outcome or (
+            "awaiting approval"
+            if r.pending
+            else f"{r.waiting.tool} at {r.waiting.until:%H:%M:%S}"
+            if r.waiting
+            else r.status
+        )
         nodes = s.nodes()
         table.add_row(
             s.incident_id,

@@ -37,6 +37,8 @@ from supply_agent.incidents.topology import component_home
 from supply_agent.incidents.topology import incident_id_of as incident_of_component
 from supply_agent.mind.graph import GraphDeps, build_graph
 from supply_agent.mind.nodes.approval import WAKE
+from supply_agent.mind.nodes.wait import TIMER
+from supply_agent.mind.nodes.wait import WAIT as WAIT_KIND
 from supply_agent.mind.planners.base import Planner
 from supply_agent.mind.planners.factory import make_planner
 from supply_agent.models.approvals import counts
@@ -65,6 +67,19 @@ class ApprovalRequest(BaseModel):
     approvers: list[str]
 
 
+class WaitRequest(BaseModel):
+    """A thread waiting for a step's moment (supply_agent.mind.nodes.wait): resumed at ``until``."""
+
+    interrupt_id: str
+    incident_id: str
+    step_key: str
+    tool: str
+    subject: str | None = None
+    until: datetime
+    deadline: datetime
+    reason: str
+
+
 class ApprovalAnswer(BaseModel):
     approved: bool
     approver: str
@@ -88,6 +103,7 @@ class RunResult(BaseModel):
     status: Literal["done", "paused", "duplicate"]
     state: IncidentState
     pending: ApprovalRequest | None = None
+    waiting: WaitRequest | None = None  # paused until a step's moment (no human asked)
     agent_s: float = 0.0
     io_s: float = 0.0
     timings: dict[str, float] = Field(default_factory=dict)
@@ -318,16 +334,36 @@ class Agent:
         nothing, when the thread is not paused or no alert joined it since it last took them in: waking
         twice for the same alerts does nothing the second time."""
         pending = self.pending(incident_id)
-        if pending is None:
+        waiting = self.waiting(incident_id) if pending is None else None
+        if pending is None and waiting is None:
             return None
         joined = self.joined(incident_id)
         if not joined:
             return None
         new = len(joined) - len(self.state(incident_id).alerts)
         log.info("alerts joined a paused incident: waking it", incident_id=incident_id, alerts=new)
-        wake = {"kind": WAKE, "alerts": new, "action_hash": pending.action_hash}
+        if pending is not None:
+            wake = {"kind": WAKE, "alerts": new, "action_hash": pending.action_hash}
+            interrupt_id = pending.interrupt_id
+        else:
+            assert waiting is not None
+            wake = {"kind": WAKE, "alerts": new, "step_key": waiting.step_key}
+            interrupt_id = waiting.interrupt_id
+        return self._drive(incident_id, Command(resume={interrupt_id: wake}, update={"alerts": joined}))
+
+    def resume_wait(self, incident_id: str) -> RunResult | None:
+        """Resume a thread waiting for a step's moment once that moment has come (the clock is at or
+        past its ``until``); alerts that joined go in with it. None, changing nothing, when it is not
+        waiting or its time has not come: a timer that fires twice, or early, does nothing."""
+        waiting = self.waiting(incident_id)
+        if waiting is None or self.runtime.clock() < waiting.until:
+            return None
+        joined = self.joined(incident_id)
+        log.info("a step's wait is over: resuming", incident_id=incident_id, step=waiting.step_key)
+        timer = {"kind": TIMER, "step_key": waiting.step_key}
         return self._drive(
-            incident_id, Command(resume={pending.interrupt_id: wake}, update={"alerts": joined})
+            incident_id,
+            Command(resume={waiting.interrupt_id: timer}, update={"alerts": joined} if joined else None),
         )
 
     def _drive(self, iid: str, graph_input: Any) -> RunResult:
@@ -351,9 +387,11 @@ class Agent:
         wall = time.perf_counter() - t0
         state = self.state(iid)
         pending = self.pending(iid)
-        status: Literal["done", "paused"] = "paused" if pending is not None else "done"
+        waiting = self.waiting(iid) if pending is None else None
+        paused = pending is not None or waiting is not None
+        status: Literal["done", "paused"] = "paused" if paused else "done"
         self.store.save(
-            state, "paused" if pending else ("closed" if state.outcome else "open"), self.runtime.clock()
+            state, "paused" if paused else ("closed" if state.outcome else "open"), self.runtime.clock()
         )
         io = self.runtime.io.seconds
         return RunResult(
@@ -361,6 +399,7 @@ class Agent:
             status=status,
             state=state,
             pending=pending,
+            waiting=waiting,
             agent_s=max(0.0, wall - io),
             io_s=io,
             timings=dict(self.deps.timings),
@@ -389,6 +428,15 @@ class Agent:
                 return ApprovalRequest(
                     interrupt_id=intr.id, **{k: v for k, v in value.items() if k != "kind"}
                 )
+        return None
+
+    def waiting(self, incident_id: str) -> WaitRequest | None:
+        """The step the thread waits for the moment of (see supply_agent.mind.nodes.wait); None if none."""
+        snap = self.graph.get_state(self.config(incident_id))
+        for intr in snap.interrupts:
+            value = intr.value
+            if isinstance(value, dict) and value.get("kind") == WAIT_KIND:
+                return WaitRequest(interrupt_id=intr.id, **{k: v for k, v in value.items() if k != "kind"})
         return None
 
     def unfinished(self, incident_id: str) -> bool:

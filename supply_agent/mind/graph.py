@@ -1,7 +1,9 @@
 """The agent loop: a LangGraph ``StateGraph`` from alert to verified mitigation (or a human).
 
-triage -> investigate -> plan -> (read -> plan)* -> gate -> [approval] -> execute -> verify -> plan ...
--> resolve | escalate -> summarise. Alerts joining a thread paused at an approval wake it: approval ->
+triage -> investigate -> plan -> (read -> plan)* -> [schedule -> (wait -> plan)] -> gate -> [approval]
+-> execute -> verify -> plan ... -> resolve | escalate -> summarise. A step that stops gang jobs and may
+wait for their checkpoint is scheduled first (supply_agent.mind.nodes.wait): the thread pauses until
+its moment and plans again then. Alerts joining a thread paused at an approval wake it: approval ->
 plan with the step parked, and plan -> approval (the same question) when the plan comes back to it
 (gate -> defer -> approval when a new step needs an approval meanwhile: one question at a time).
 Thread id = incident id. Every write goes through the gate and the guarded executor; a denied,
@@ -20,7 +22,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from supply_agent.mind.deps import GraphDeps
-from supply_agent.mind.nodes import act, approval, finish, gate, investigate, plan
+from supply_agent.mind.nodes import act, approval, finish, gate, investigate, plan, wait
 from supply_agent.models.incident import IncidentState
 
 __all__ = ["GraphDeps", "build_graph"]
@@ -44,6 +46,8 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
         ("investigate", investigate.investigate),
         ("plan", plan.plan),
         ("read", plan.read),
+        ("schedule", wait.schedule),
+        ("wait", wait.wait),
         ("gate", gate.gate),
         ("approval", approval.approval),
         ("defer", approval.defer),
@@ -60,7 +64,11 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
     g.add_conditional_edges(
         "investigate", lambda s: "summarise" if s.outcome else "plan", ["summarise", "plan"]
     )
-    g.add_conditional_edges("plan", bind(_after_plan), ["read", "gate", "approval", "resolve", "escalate"])
+    g.add_conditional_edges(
+        "plan", bind(_after_plan), ["read", "schedule", "gate", "approval", "resolve", "escalate"]
+    )
+    g.add_conditional_edges("schedule", bind(wait.after_schedule), ["wait", "gate"])
+    g.add_edge("wait", "plan")
     g.add_conditional_edges("read", bind(plan.after_read), ["plan", "escalate"])
     g.add_conditional_edges("gate", bind(_after_gate), ["approval", "defer", "execute", "escalate"])
     g.add_edge("defer", "approval")
@@ -75,7 +83,10 @@ def build_graph(deps: GraphDeps, checkpointer: Any) -> CompiledStateGraph[Any, A
 
 def _after_plan(state: IncidentState, deps: GraphDeps) -> str:
     # A step parked at its approval (alerts woke the thread) is asked again when the plan comes back to it.
-    return "approval" if approval.back_to_parked(state) else plan.after_plan(state, deps)
+    if approval.back_to_parked(state):
+        return "approval"
+    after = plan.after_plan(state, deps)
+    return "schedule" if after == "gate" and wait.needs_schedule(state, deps) else after
 
 
 def _after_gate(state: IncidentState, deps: GraphDeps) -> str:

@@ -23,6 +23,7 @@ class WorkloadHit(BaseModel):
     nodes: int = 0
     gpus: int = 0
     since_checkpoint_s: float | None = None  # the work a restart loses now (None: no checkpoint known)
+    checkpoint_every_s: int | None = None  # its checkpoint cadence (None: not known)
 
     def describe(self) -> str:
         """``jobset tenant-acme/llm-pretrain: 32 nodes, 256 GPUs, checkpointed 41 min ago``."""

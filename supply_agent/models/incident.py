@@ -294,6 +294,21 @@ class StepRecord(BaseModel):
     io_ms: float = 0.0
 
 
+class ScheduledStep(BaseModel):
+    """A step that waits for a better moment (supply_agent.policy.waiting): when it first came due, when
+    it runs (``until``) and the deadline it never passes. Kept per runbook step and node, so the deadline
+    stays the first one however often the thread wakes."""
+
+    key: str  # "runbook step@node"
+    tool: str
+    subject: str | None = None
+    first_due: datetime
+    until: datetime
+    deadline: datetime
+    reason: str
+    waits_for: list[str] = Field(default_factory=list)
+
+
 class Component(BaseModel):
     """A component several alerting nodes share (a rack, a leaf switch, a driver version), as the
     cluster's node labels say: the incident's suspected cause."""
@@ -327,6 +342,7 @@ class IncidentState(BaseModel):
     outcome: Outcome | None = None
     escalation_reason: str | None = None
     handoff: str | None = None  # a hardware ticket or follow-up for humans after a mitigation
+    scheduled: dict[str, ScheduledStep] = Field(default_factory=dict)  # steps waiting for their moment
     summary: dict[str, Any] | None = None
     timeline: Annotated[list[TimelineEntry], operator.add] = Field(default_factory=list)
 
@@ -346,5 +362,6 @@ STATE_TYPES: tuple[type[BaseModel], ...] = (
     LlmCall,
     Proposal,
     StepRecord,
+    ScheduledStep,
     IncidentState,
 )

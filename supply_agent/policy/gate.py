@@ -168,6 +168,7 @@ def _hits(world: WorldView, pods: Iterable[PodRef]) -> tuple[WorkloadHit, ...]:
                 nodes=len(w.nodes),
                 gpus=w.gpus,
                 since_checkpoint_s=w.since_checkpoint_s(world.now),
+                checkpoint_every_s=w.checkpoint_every_s,
             )
         )
     return tuple(out)

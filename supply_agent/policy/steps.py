@@ -18,7 +18,8 @@ from supply_agent.policy.conditions import CHECKS, Condition
 from supply_agent.policy.templates import ParamValue
 from supply_agent.policy.tools import WRITE_TOOLS, ToolName
 from supply_agent.policy.units import Duration, at_most
-from tools.catalogue import INVERSES, TOOLS, Effect
+from supply_agent.policy.waiting import WaitForCheckpoint
+from tools.catalogue import DISRUPTING, INVERSES, TOOLS, Effect
 
 MAX_RETRIES = 5
 # The keys of a ``verify`` mapping that are Verify's own; the others are its condition's.
@@ -93,6 +94,25 @@ class Step(Strict):
         "GPU (as its node-agent reports) restarted or ended with an error. For an XID NVIDIA says needs "
         "no action, whose job may still have died: its customer is told only then.",
     )
+
+    wait_for_checkpoint: WaitForCheckpoint | None = Field(
+        None,
+        description="Where the fault lets work go on: run the step just after the next checkpoint of the "
+        "gang jobs it stops, or at a deadline, whichever is first (supply_agent.policy.waiting).",
+    )
+
+    @field_validator("wait_for_checkpoint")
+    @classmethod
+    def _waits_on_disruption(
+        cls, option: WaitForCheckpoint | None, info: ValidationInfo
+    ) -> WaitForCheckpoint | None:
+        tool = info.data.get("tool")
+        if option is not None and tool not in DISRUPTING:
+            raise fail(
+                f"{tool} stops no workload: only a step that does ({', '.join(sorted(DISRUPTING))}) "
+                "waits for a checkpoint"
+            )
+        return option
 
     @field_validator("verify")
     @classmethod

@@ -9,6 +9,8 @@ a kill, repeats nothing.
   crash, wake it when alerts joined it while it waits for an approval, or, when it has nothing left to
   do, derive its write-back again (stored under keys, so nothing goes twice).
 - ``resume``: apply a claimed approval answer to the thread.
+- ``timer``: a thread waiting for a step's moment (supply_agent.mind.nodes.wait), due at that moment:
+  reconciled like a run, which resumes the thread when it still waits and its time has come.
 - ``send``: one PagerDuty or Slack write through the guarded executor, under its key.
 - ``prompt`` / ``prompt_update``: post the approval prompt / update it with the answer, reading the
   pending approval and the posted message when the job runs, not when it was stored.
@@ -44,6 +46,8 @@ class DeliveryError(Exception):
 
 
 def _lane(kind: str, iid: str, tool: str = "") -> str:
+    if kind == "timer":  # its own lane: a timer due in an hour holds back no run of the incident
+        return f"timer:{iid}"
     if kind in ("run", "resume"):
         return f"run:{iid}"
     if kind in ("prompt", "prompt_update") or tool.startswith("slack."):
@@ -53,10 +57,14 @@ def _lane(kind: str, iid: str, tool: str = "") -> str:
 
 class RunnerMixin(ServiceState):
     # -- storing work ------------------------------------------------------------------------------
-    def _put(self, kind: str, iid: str, key: str, payload: dict[str, Any] | None = None) -> int | None:
-        """Store a job for an incident (idempotent by key) and wake the runner."""
+    def _put(
+        self, kind: str, iid: str, key: str, payload: dict[str, Any] | None = None, delay_s: float = 0.0
+    ) -> int | None:
+        """Store a job for an incident (idempotent by key), due in ``delay_s``, and wake the runner."""
         tool = str((payload or {}).get("tool", ""))
-        job_id = self.jobs.put(kind, key, payload or {}, lane=_lane(kind, iid, tool), incident_id=iid)
+        job_id = self.jobs.put(
+            kind, key, payload or {}, lane=_lane(kind, iid, tool), incident_id=iid, delay_s=delay_s
+        )
         self._wake.set()
         return job_id
 
@@ -99,7 +107,7 @@ class RunnerMixin(ServiceState):
                 if job.lane in self._busy:
                     continue
                 self._busy[job.lane] = time.monotonic()
-            pool = self._pool if job.kind in ("run", "resume") else self._outbox_pool
+            pool = self._pool if job.kind in ("run", "resume", "timer") else self._outbox_pool
             fut = pool.submit(self._work, job, lease)
             with self._pending_lock:
                 self._futures.add(fut)
@@ -164,7 +172,7 @@ class RunnerMixin(ServiceState):
     def _handle(self, job: Job) -> None:
         iid = job.incident_id or ""
         p = job.payload
-        if job.kind == "run":
+        if job.kind in ("run", "timer"):
             self._reconcile(iid)
         elif job.kind == "resume":
             prompt = self.prompts.get(iid, str(p["action_hash"]))
@@ -204,11 +212,18 @@ class RunnerMixin(ServiceState):
             # Level-triggered: the alerts linked to the incident that its thread has not taken in.
             if self._wake_paused(iid) is not None or ran:
                 return
-            # Nothing left to run: derive the write-back again (keys make it a no-op if sent).
+            # A step's wait whose time has come (its timer, or any run after it): resumed now.
+            waiting = self.agent.waiting(iid)
+            if waiting is not None and self.clock() >= waiting.until:
+                self._graph(iid, lambda: self.agent.resume_wait(iid))
+                return
+            # Nothing left to run: derive the write-back again (keys make it a no-op if sent; a wait's
+            # timer is stored again).
             pending = self.agent.pending(iid)
             state = self.agent.state(iid)
-            status = "paused" if pending is not None else "done"
-            self._after(RunResult(incident_id=iid, status=status, state=state, pending=pending), fresh=False)
+            status = "paused" if pending is not None or waiting is not None else "done"
+            result = RunResult(incident_id=iid, status=status, state=state, pending=pending, waiting=waiting)
+            self._after(result, fresh=False)
 
     # -- the outbox --------------------------------------------------------------------------------
     def _deliver(self, iid: str, tool: str, params: dict[str, Any], key: str) -> dict[str, Any] | None:

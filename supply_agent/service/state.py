@@ -38,8 +38,9 @@ from tools.slack import SlackClient
 
 log = structlog.get_logger("supply_agent.service.core")
 
-# Timeline kinds that become PagerDuty notes: each finding and each action, and the human answers.
-NOTE_KINDS = frozenset({"evidence", "action", "approval"})
+# Timeline kinds that become PagerDuty notes: each finding and each action, the human answers, and a
+# step scheduled for later (when it runs, and why).
+NOTE_KINDS = frozenset({"evidence", "action", "approval", "scheduled"})
 GROUP_CACHE_S = 60.0
 FOLLOW_S = 0.05  # how often a service following the event log looks for new events
 RESCAN_S = 5.0  # and how often it looks again at every pending one (none may be passed over)
@@ -135,8 +136,14 @@ class ServiceState:
 
         def _enqueue(self, event_id: int) -> None: ...
         def _put(
-            self, kind: str, iid: str, key: str, payload: dict[str, Any] | None = None
+            self,
+            kind: str,
+            iid: str,
+            key: str,
+            payload: dict[str, Any] | None = None,
+            delay_s: float = 0.0,
         ) -> int | None: ...
+        def _graph(self, iid: str, call: Callable[[], RunResult | None]) -> RunResult | None: ...
         def _put_run(self, iid: str) -> None: ...
         def _run(self, target: IncidentState | str, resume: ApprovalAnswer | None = None) -> RunResult: ...
         def _wake_paused(self, iid: str) -> RunResult | None: ...

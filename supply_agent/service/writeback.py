@@ -6,11 +6,12 @@ Notes come from the incident's stored timeline, not from memory: every finding, 
 the store holds is stored under a key made of what it says and when, so a note a crash cut off, or one
 PagerDuty refused, goes out after the next run, and a note already stored is never stored twice. The
 closing messages are keyed by the outcome and the timeline's length, not by the time of the run that
-derived them: a run repeated after a crash derives the same keys."""
+derived them: a run repeated after a crash derives the same keys. A thread that waits for a step's
+moment (a drain waiting for a gang job's checkpoint) gets a durable timer job instead."""
 
 from __future__ import annotations
 
-from supply_agent.incidents.agent import RunResult
+from supply_agent.incidents.agent import RunResult, WaitRequest
 from supply_agent.models.incident import IncidentState
 from supply_agent.service.state import (
     NOTE_KINDS,
@@ -63,6 +64,9 @@ class WritebackMixin(ServiceState):
         if result.pending is not None:
             self._prompt(iid, result.pending)
             return
+        if result.waiting is not None:
+            self._timer(iid, result.waiting)
+            return
         if result.status != "done" or state.outcome is None:
             return
         self._close_prompts(iid)
@@ -84,6 +88,13 @@ class WritebackMixin(ServiceState):
             escalation = {"incident": pd_id, "reason": f"supply-agent escalates: {reason}"}
             key = send_key(iid, "pagerduty.escalate", escalation, end)
             self._send(iid, "pagerduty.escalate", escalation, key)
+
+    def _timer(self, iid: str, waiting: WaitRequest) -> None:
+        """A durable timer for a thread that waits for a step's moment: a job due then, keyed by the
+        incident and the time (stored again after every run and restart, it is one job). It is level-
+        triggered like a run: it resumes the thread only if that still waits and its time has come."""
+        delay = max(0.0, (waiting.until - self.clock()).total_seconds())
+        self._put("timer", iid, f"timer:{iid}:{waiting.until.isoformat()}", delay_s=delay)
 
     def _close_prompts(self, iid: str) -> None:
         """A thread that ended with a prompt still open (it escalated while a step waited, parked, for

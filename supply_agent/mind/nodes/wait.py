@@ -1,0 +1,167 @@
+"""Waiting for a better moment before a step that stops gang jobs (supply_agent.policy.waiting).
+
+plan -> schedule -> gate (now) | wait (a timer). ``schedule`` asks the gate which gang jobs the step
+would stop (the same reads as the decision, nothing written), reads the alert GPU's recovery action
+from the incident's own NVML report, and plans the moment: just after the jobs' next checkpoint, never
+past the deadline counted from when the step *first* came due (kept in ``state.scheduled``, so waking
+does not move it). ``wait`` pauses the thread (an interrupt of kind "wait", its time in the request):
+the service's durable timer, or the eval's clock, resumes it at that time; only a step the gate would
+allow now waits (a question for a human is asked at once, the checkpoint's age in its reasons, and the
+human picks the moment); alerts that join meanwhile
+wake it as they wake an approval. Either way the thread goes back to planning, and the step, proposed
+again, is scheduled again: it runs once its wait has passed (the checkpoint came, or did not come in
+time), and the gate decides it on the world as it is then.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.types import interrupt
+
+from supply_agent.mind.deps import GraphDeps
+from supply_agent.mind.nodes import approval
+from supply_agent.mind.nodes.common import entry, runbook_step, short
+from supply_agent.mind.nodes.gate import decide
+from supply_agent.models import Action, Verdict
+from supply_agent.models.incident import IncidentState, Proposal, ScheduledStep
+from supply_agent.policy.waiting import WaitForCheckpoint, plan_wait
+from tools.catalogue import DISRUPTING
+
+WAIT = "wait"  # the interrupt's kind
+TIMER = "timer"  # the resume value's kind when the wait's time has come
+
+
+def step_key(state: IncidentState, p: Proposal) -> str:
+    """Where a scheduled step is kept: its runbook step and node (the first node's when none is named)."""
+    return f"{p.runbook_step}@{p.subject or state.alert.node or '-'}"
+
+
+def option_of(state: IncidentState, deps: GraphDeps) -> WaitForCheckpoint | None:
+    """The pending proposal's ``wait_for_checkpoint``: a runbook step that stops gang jobs and may wait."""
+    p = state.pending
+    if p is None or p.kind != "act" or p.tool not in DISRUPTING or not p.runbook_step:
+        return None
+    step = runbook_step(deps, state, p.runbook_step)
+    if step is None or step.tool != p.tool:
+        return None
+    return step.wait_for_checkpoint
+
+
+def needs_schedule(state: IncidentState, deps: GraphDeps) -> bool:
+    """After planning: whether the proposed step is one that may wait. Not while a step is parked at its
+    approval: the thread pauses on that question, one pause at a time."""
+    return option_of(state, deps) is not None and approval.parked(state) is None
+
+
+def _recovery_action(state: IncidentState, node: str | None) -> str | None:
+    """The recovery action the incident's own latest NVML report gives the alert's GPU on ``node`` (any
+    GPU of it that reports one when the alert names none); None when no report says."""
+    gpu = next((a.labels.get("gpu") for a in state.alerts if a.node == node and a.labels.get("gpu")), None)
+    for ev in reversed(state.evidence):
+        if not ev.ok or ev.tool != "nvml.gpu_health" or ev.params.get("node") != node:
+            continue
+        report = (ev.result.get("report") if isinstance(ev.result, dict) else None) or {}
+        gpus = [g for g in report.get("gpus") or [] if isinstance(g, dict)]
+        said = [
+            str(g["recovery_action"])
+            for g in gpus
+            if g.get("recovery_action") and (gpu is None or str(g.get("index")) == str(gpu))
+        ]
+        busy = [a for a in said if a != "none"]
+        if busy or said:
+            return (busy or said)[0]
+    return None
+
+
+def schedule(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
+    rt = deps.runtime
+    p = state.pending
+    option = option_of(state, deps)
+    assert p is not None and p.tool is not None and option is not None
+    now = rt.clock()
+    key = step_key(state, p)
+    before = state.scheduled.get(key)
+    node = p.subject or state.alert.node
+    what = f"{p.tool} {short(p.params)}"
+    if before is not None and now >= before.until:
+        text = f"{what}: its wait ended at {before.until:%H:%M:%S} ({', '.join(before.waits_for)}): runs now"
+        return {"timeline": [entry(deps, "schedule", "scheduled", text, step_key=key, now=True)]}
+    action = Action(
+        tool=p.tool,
+        params=p.params,
+        incident_id=state.incident_id,
+        step=len(state.steps) + 1,
+        playbook_id=state.playbook_id,
+        proposed_by=p.planner,
+        reason=p.reason[:500],
+    )
+    with rt.write_lock:
+        decision = decide(state, deps, action, p.subject)
+    if decision.verdict != Verdict.ALLOW and rt.enforce_gate:
+        # A question is never held back: the human is asked now, the checkpoint's age in the reasons,
+        # and chooses the moment; a step the gate denies is denied now.
+        text = f"{what}: the gate would {decision.verdict.value} now: no wait, decided at once"
+        return {"timeline": [entry(deps, "schedule", "scheduled", text, step_key=key, now=True)]}
+    hits = decision.targets.workloads
+    first_due = before.first_due if before is not None else now
+    plan = plan_wait(option, hits, now, first_due, _recovery_action(state, node))
+    if plan.until is None or plan.until <= now:
+        text = f"{what}: {plan.reason}"
+        return {"timeline": [entry(deps, "schedule", "scheduled", text, step_key=key, now=True)]}
+    slot = ScheduledStep(
+        key=key,
+        tool=p.tool,
+        subject=node,
+        first_due=first_due,
+        until=plan.until,
+        deadline=plan.deadline,
+        reason=plan.reason,
+        waits_for=list(plan.waits_for),
+    )
+    text = f"{what} scheduled for {plan.until:%H:%M:%S}: {plan.reason}"
+    return {
+        "scheduled": {**state.scheduled, key: slot},
+        "timeline": [
+            entry(
+                deps,
+                "schedule",
+                "scheduled",
+                text,
+                step_key=key,
+                until=plan.until.isoformat(),
+                deadline=plan.deadline.isoformat(),
+                waits_for=list(plan.waits_for),
+            )
+        ],
+    }
+
+
+def after_schedule(state: IncidentState, deps: GraphDeps) -> str:
+    p = state.pending
+    slot = state.scheduled.get(step_key(state, p)) if p is not None else None
+    return WAIT if slot is not None and slot.until > deps.runtime.clock() else "gate"
+
+
+def request_of(state: IncidentState, slot: ScheduledStep) -> dict[str, Any]:
+    """What the thread waits for, built from the stored slot only (asking again asks the same)."""
+    return {
+        "kind": WAIT,
+        "incident_id": state.incident_id,
+        "step_key": slot.key,
+        "tool": slot.tool,
+        "subject": slot.subject,
+        "until": slot.until.isoformat(),
+        "deadline": slot.deadline.isoformat(),
+        "reason": slot.reason,
+    }
+
+
+def wait(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
+    p = state.pending
+    assert p is not None
+    slot = state.scheduled[step_key(state, p)]
+    answer = interrupt(request_of(state, slot))
+    why = "its time came" if isinstance(answer, dict) and answer.get("kind") == TIMER else "alerts joined"
+    text = f"woke ({why}) while {slot.tool} on {slot.subject} waits until {slot.until:%H:%M:%S}: planning"
+    return {"pending": None, "timeline": [entry(deps, "wait", "scheduled", text, step_key=slot.key)]}

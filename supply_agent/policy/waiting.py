@@ -1,0 +1,108 @@
+"""Waiting for a better moment: a step that stops gang jobs may wait for their next checkpoint, up to
+a deadline, where the fault allows it.
+
+It exists apart from the gate because it decides *when*, not *whether*: the gate decides on the world
+as it is when the step finally runs. A drain ten seconds before a job's hourly checkpoint throws away
+an hour of every GPU of the job; the same drain a minute after it throws away a minute. NVIDIA says
+which faults leave the GPU working until a convenient moment (the row-remap pending flag: "unaffected
+applications can continue running"; the recovery actions "Drain P2P" and "Drain P2P and Reset Gpu",
+which ask for the GPU's work to be drained, not that it has failed), and which do not (a GPU that fell
+off the bus, an uncontained ECC error, a reset or a reboot required now): a playbook states it with
+the step's ``wait_for_checkpoint``, limited to the recovery actions that allow it.
+
+The arithmetic is pure (``plan_wait``): the workloads the step would stop (their checkpoint cadence
+and the time since the checkpoint a restart resumes from), the time the step first came due, and now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from supply_agent.models.actions import WorkloadHit
+from supply_agent.policy.base import Strict
+from supply_agent.policy.units import Duration, at_most
+
+# NVML's recovery actions that drain work from a GPU that still runs it (tools.nvml.codes names).
+DRAIN_ACTIONS = ("drain_p2p", "drain_and_reset")
+
+
+class WaitForCheckpoint(Strict):
+    """Run the step just after the next checkpoint of every gang job it stops, or at ``within`` after it
+    first came due, whichever is first. ``after``: how long after the checkpoint (it is written); a
+    checkpoint at most ``fresh`` old already is the moment. ``recovery_actions``: wait only when the
+    alert's GPU reports one of these NVML recovery actions (empty: whatever it reports)."""
+
+    within: Annotated[Duration, at_most(timedelta(hours=24))] = timedelta(hours=2)
+    after: Annotated[Duration, at_most(timedelta(minutes=30))] = timedelta(minutes=1)
+    fresh: Annotated[Duration, at_most(timedelta(hours=1))] = timedelta(minutes=5)
+    recovery_actions: tuple[str, ...] = ()
+
+
+class WaitPlan(BaseModel):
+    """When a step runs: now (``until`` None), or at ``until`` (never past ``deadline``); and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    until: datetime | None = None
+    deadline: datetime
+    reason: str
+    waits_for: tuple[str, ...] = Field(default=(), description="The workloads whose checkpoint it waits for.")
+
+
+def _mins(seconds: float) -> str:
+    return f"{max(0, round(seconds / 60))} min"
+
+
+def plan_wait(
+    option: WaitForCheckpoint,
+    hits: Iterable[WorkloadHit],
+    now: datetime,
+    first_due: datetime,
+    recovery_action: str | None = None,
+) -> WaitPlan:
+    """When to run a step the option lets wait: now when the fault does not allow waiting, when it stops
+    no gang job whose next checkpoint can be told, when each such job checkpointed at most ``fresh`` ago,
+    or when the deadline (``first_due`` + ``within``) has come; else just after the latest of their next
+    checkpoints, and never past the deadline."""
+    deadline = first_due + option.within
+    if option.recovery_actions and recovery_action not in option.recovery_actions:
+        said = recovery_action or "not known"
+        return WaitPlan(
+            deadline=deadline,
+            reason=f"the GPU's recovery action is {said}, not one that lets work wait "
+            f"({', '.join(option.recovery_actions)}): now",
+        )
+    if now >= deadline:
+        return WaitPlan(deadline=deadline, reason=f"the deadline {deadline:%H:%M:%S} has come: now")
+    known = [h for h in hits if h.checkpoint_every_s and h.since_checkpoint_s is not None]
+    if not known:
+        return WaitPlan(deadline=deadline, reason="it stops no gang job with a known checkpoint cadence: now")
+    stale = [h for h in known if (h.since_checkpoint_s or 0.0) > option.fresh.total_seconds()]
+    if not stale:
+        return WaitPlan(
+            deadline=deadline,
+            reason="every gang job it stops checkpointed at most "
+            f"{_mins(option.fresh.total_seconds())} ago: now",
+        )
+    # Each job's next checkpoint: its cadence past the one it resumes from (a late one is due now).
+    due = [
+        now + timedelta(seconds=max(0.0, float(h.checkpoint_every_s or 0) - float(h.since_checkpoint_s or 0)))
+        for h in stale
+    ]
+    until = min(max(due) + option.after, deadline)
+    names = tuple(h.key for h in stale)
+    what = "; ".join(
+        f"{h.describe()}, next in {_mins((d - now).total_seconds())}" for h, d in zip(stale, due, strict=True)
+    )
+    capped = " (the deadline)" if until == deadline else ""
+    return WaitPlan(
+        until=until,
+        deadline=deadline,
+        waits_for=names,
+        reason=f"waits for the next checkpoint: {what}; runs at {until:%H:%M:%S}{capped}, "
+        f"deadline {deadline:%H:%M:%S}",
+    )
