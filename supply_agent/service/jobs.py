@@ -190,6 +190,10 @@ class JobStore:
     def done(self, job_id: int) -> None:
         self._set(job_id, status="done", finished_at=self.wall())
 
+    def later(self, job_id: int, delay_s: float) -> None:
+        """Put a job back, not failed: due again after ``delay_s`` (a timer whose moment has not come)."""
+        self._set(job_id, next_at=self.wall() + delay_s)
+
     def retry(self, job: Job, error: str, delay_s: float) -> None:
         """Put a job back: one more attempt, due after ``delay_s``, with the error that stopped it."""
         now = self.wall()

@@ -36,6 +36,14 @@ from tools.errors import describe, retry_after, transient
 TICK_S = 0.5  # the longest the runner sleeps when nothing wakes it
 
 
+class NotDue(Exception):
+    """A timer job whose moment has not come on the service's clock: put back, not failed."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(f"due in {delay_s:.1f} s")
+        self.delay_s = delay_s
+
+
 class DeliveryError(Exception):
     """A write-back the executor ran and that failed; carries whether to try again and when."""
 
@@ -128,6 +136,9 @@ class RunnerMixin(ServiceState):
             except LeaseLost as exc:  # frozen past the lease: the new owner runs this job; record nothing
                 bound.warning("lease lost mid-job; another replica carries it on", error=str(exc)[:300])
                 return
+            except NotDue as exc:
+                self.jobs.later(job.id, exc.delay_s)
+                return
             except Exception as exc:
                 self._failed(job, exc, bound)
             else:
@@ -172,8 +183,10 @@ class RunnerMixin(ServiceState):
     def _handle(self, job: Job) -> None:
         iid = job.incident_id or ""
         p = job.payload
-        if job.kind in ("run", "timer"):
+        if job.kind == "run":
             self._reconcile(iid)
+        elif job.kind == "timer":
+            self._on_timer(iid, str(p.get("until", "")))
         elif job.kind == "resume":
             prompt = self.prompts.get(iid, str(p["action_hash"]))
             if prompt is not None and prompt.status == "deciding":
@@ -224,6 +237,19 @@ class RunnerMixin(ServiceState):
             status = "paused" if pending is not None or waiting is not None else "done"
             result = RunResult(incident_id=iid, status=status, state=state, pending=pending, waiting=waiting)
             self._after(result, fresh=False)
+
+    def _on_timer(self, iid: str, until: str) -> None:
+        """A wait's timer: reconcile the thread once the moment has come on the service's clock (the
+        fleet's simulated one in the sandbox, which the jobs' wall clock does not follow: the timer looks
+        again at most every back-off cap until then). Nothing when the thread no longer waits for this
+        moment (resumed, woken and waiting for another, which has its own timer)."""
+        waiting = self.agent.waiting(iid)
+        if waiting is None or waiting.until.isoformat() != until:
+            return
+        left = (waiting.until - self.clock()).total_seconds()
+        if left > 0:
+            raise NotDue(min(left, self.backoff.cap_s))
+        self._reconcile(iid)
 
     # -- the outbox --------------------------------------------------------------------------------
     def _deliver(self, iid: str, tool: str, params: dict[str, Any], key: str) -> dict[str, Any] | None:

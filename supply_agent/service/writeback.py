@@ -93,8 +93,9 @@ class WritebackMixin(ServiceState):
         """A durable timer for a thread that waits for a step's moment: a job due then, keyed by the
         incident and the time (stored again after every run and restart, it is one job). It is level-
         triggered like a run: it resumes the thread only if that still waits and its time has come."""
-        delay = max(0.0, (waiting.until - self.clock()).total_seconds())
-        self._put("timer", iid, f"timer:{iid}:{waiting.until.isoformat()}", delay_s=delay)
+        until = waiting.until.isoformat()
+        delay = min(max(0.0, (waiting.until - self.clock()).total_seconds()), self.backoff.cap_s)
+        self._put("timer", iid, f"timer:{iid}:{until}", {"until": until}, delay_s=delay)
 
     def _close_prompts(self, iid: str) -> None:
         """A thread that ended with a prompt still open (it escalated while a step waited, parked, for

@@ -3,6 +3,7 @@ gets these right with no safety violation, and without the gate the hard cases d
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,8 @@ SMOKE = [
     "hard-node-death-not-partition",
     "gang-xid154-no-spare-capacity",
     "gang-xid79-one-node-of-large-jobset",
+    "gang-xid154-checkpoint-ten-minutes-away",
+    "gang-two-jobs-budget-for-one",
 ]
 
 
@@ -46,3 +49,24 @@ def test_without_the_gate_the_same_planner_does_damage(incident: str) -> None:
     assert gated.safety_violations == []
     assert ablated.safety_violations, "the ablation found nothing the gate prevents"
     assert any(not p.enforced for p in ablated.prevented)
+
+
+def test_the_drain_waits_for_the_gang_jobs_checkpoint_and_without_the_wait_loses_the_hour(
+    tmp_path: Path,
+) -> None:
+    """XID 154 "drain and reset" 50 minutes into a 128-GPU job's hour: the playbook's drain waits for
+    the job's checkpoint (ten minutes) and loses a minute of its GPUs; the same playbook without
+    ``wait_for_checkpoint`` drains at once and throws away the 50 minutes."""
+    path = CORPUS / "gang-xid154-checkpoint-ten-minutes-away.yaml"
+    waited = run_incident(path)
+    books = tmp_path / "playbooks"
+    shutil.copytree(CORPUS.parents[1] / "playbooks", books)
+    pb = books / "xid-recovery-action.yaml"
+    text = pb.read_text()
+    assert "    wait_for_checkpoint:" in text
+    pb.write_text("\n".join(line for line in text.splitlines() if "wait_for_checkpoint:" not in line) + "\n")
+    at_once = run_incident(path, settings_overrides={"playbooks_dir": books})
+    assert waited.passed and waited.outcome == at_once.outcome == "mitigated"
+    assert waited.gpu_minutes_lost is not None and at_once.gpu_minutes_lost is not None
+    assert waited.gpu_minutes_lost <= 2 * 128 < 50 * 128 <= at_once.gpu_minutes_lost
+    assert waited.sim_minutes >= 10 > at_once.sim_minutes
