@@ -134,9 +134,12 @@ class ServeHarness:
 
 
 @contextlib.contextmanager
-def outside_world(tmp: Path, nodes: int = 24) -> Iterator[tuple[Fleet, Path, PagerDutyStub, SlackStub]]:
-    """What the service talks to: a sandbox fleet (its kubeconfig), and PagerDuty and Slack stubs."""
-    fleet = Fleet(FleetSpec(nodes=nodes, pools=2, seed=11), SimClock("manual"))
+def outside_world(
+    tmp: Path, nodes: int = 24, spec: FleetSpec | None = None
+) -> Iterator[tuple[Fleet, Path, PagerDutyStub, SlackStub]]:
+    """What the service talks to: a sandbox fleet (its kubeconfig; ``spec``, else ``nodes`` nodes in two
+    pools), and PagerDuty and Slack stubs."""
+    fleet = Fleet(spec or FleetSpec(nodes=nodes, pools=2, seed=11), SimClock("manual"))
     fleet.generate()
     with (
         FleetServer(fleet) as server,
@@ -150,8 +153,10 @@ def outside_world(tmp: Path, nodes: int = 24) -> Iterator[tuple[Fleet, Path, Pag
 
 
 @contextlib.contextmanager
-def serve_harness(tmp: Path, nodes: int = 24, **extra: Any) -> Iterator[ServeHarness]:
-    with outside_world(tmp, nodes) as (fleet, kubeconfig, pd, slack):
+def serve_harness(
+    tmp: Path, nodes: int = 24, spec: FleetSpec | None = None, **extra: Any
+) -> Iterator[ServeHarness]:
+    with outside_world(tmp, nodes, spec) as (fleet, kubeconfig, pd, slack):
         ca = tmp / "pagerduty-ca.pem"
         ca.write_bytes(pd.ca_pem)
         settings = settings_for(tmp, pd, slack, pagerduty_ca_file=ca, **extra)

@@ -123,7 +123,7 @@ def test_only_a_step_that_stops_workloads_may_wait_and_the_shipped_playbook_does
             "wait_for_checkpoint": wait,
         }
     )
-    with pytest.raises(ValidationError, match="k8s.cordon_node stops no workload"):
+    with pytest.raises(ValidationError, match=r"k8s\.cordon_node stops no workload"):
         Step.model_validate(
             {
                 "name": "cordon",

@@ -1,0 +1,136 @@
+"""`supply-agent serve`: a drain that waits for a gang job's checkpoint. XID 154 "drain and reset" on a
+node of an 8-node training JobSet 50 minutes into its hour: the node is cordoned and its customer told at
+once, the drain is scheduled for just after the checkpoint (a PagerDuty note says when and why), the
+thread waits on a durable timer, the service restarts meanwhile, and the drain runs when the fleet's
+clock passes the checkpoint: the job loses a minute, not fifty."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from sandbox.fleet.admin import AdminClient
+from sandbox.fleet.world import Fleet, FleetSpec
+from sandbox.fleet.world.jobsets import JOB_INDEX, JOBSET_NAME
+from sandbox.fleet.world.spec import JobSetSpec
+from supply_agent.intake.signing import sign_pagerduty
+from supply_agent.mind.planners.runbook import RunbookPlanner
+from supply_agent.service.api import create_app
+from supply_agent.service.core import Service, open_service
+from supply_agent.settings import Settings
+from tests.support.service_harness import PD_SECRET, outside_world, settings_for
+
+SPEC = FleetSpec(
+    nodes=24,
+    pools=2,
+    seed=11,
+    workloads=[JobSetSpec(name="llm", nodes=8, pool=0, checkpoint_every_s=3600, since_checkpoint_s=50 * 60)],
+)
+
+
+@contextlib.contextmanager
+def _serving(settings: Settings, kubeconfig: Path) -> Iterator[tuple[Service, TestClient]]:
+    with (
+        open_service(settings, kubeconfig, planner=RunbookPlanner()) as service,
+        TestClient(create_app(service)) as http,
+    ):
+        yield service, http
+
+
+def _until(what: str, check: Callable[[], object], timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _job_pods_on(fleet: Fleet, node: str) -> list[str]:
+    return [
+        p["metadata"]["name"]
+        for p in fleet.store.items("pods")
+        if p["metadata"]["labels"].get(JOBSET_NAME) == "llm"
+        and p["spec"].get("nodeName") == node
+        and not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def test_the_drain_waits_for_the_checkpoint_on_a_timer_that_survives_a_restart(tmp_path: Path) -> None:
+    with outside_world(tmp_path, spec=SPEC) as (fleet, kubeconfig, pd, slack):
+        admin = AdminClient.from_kubeconfig(kubeconfig)
+        ca = tmp_path / "pagerduty-ca.pem"
+        ca.write_bytes(pd.ca_pem)
+        settings = settings_for(tmp_path, pd, slack, pagerduty_ca_file=ca)
+        with _serving(settings, kubeconfig) as (service, http):
+            kube = service.env.runtime.kube
+            node = next(
+                str(p["spec"]["nodeName"])
+                for p in fleet.store.items("pods")
+                if p["metadata"]["labels"].get(JOBSET_NAME) == "llm"
+                and p["metadata"]["labels"].get(JOB_INDEX) == "3"
+            )
+            detail = "GPU recovery action changed from 0x0 (None) to 0x4 (Drain and Reset)"
+            admin.inject("xid", node=node, gpu=2, code=154, detail=detail)
+            admin.advance(60)
+            hooks = list(admin.alerts("pagerduty"))
+            assert hooks
+            for hook in hooks:
+                pd_id = hook["event"]["data"]["id"]
+                pd.alerts[pd_id] = admin.request("GET", f"pagerduty/incidents/{pd_id}/alerts")["alerts"]
+                raw = json.dumps(hook).encode()
+                r = http.post(
+                    "/webhooks/pagerduty",
+                    content=raw,
+                    headers={
+                        "content-type": "application/json",
+                        "x-pagerduty-signature": sign_pagerduty(raw, PD_SECRET),
+                    },
+                )
+                assert r.status_code in (200, 202), r.text
+            assert service.drain(60)
+            (row,) = service.store.incidents()
+            iid = row.id
+            t0 = service.clock()
+            waiting = service.agent.waiting(iid)
+            assert waiting is not None and waiting.tool == "k8s.drain_node" and waiting.subject == node
+            # Ten minutes to the job's hourly checkpoint, and a minute for it to be written.
+            assert timedelta(minutes=10) <= waiting.until - t0 <= timedelta(minutes=11, seconds=1)
+            assert kube.get_node(node).unschedulable
+            assert _job_pods_on(fleet, node)
+            timers = [j for j in service.jobs.with_status("queued", iid) if j.kind == "timer"]
+            assert len(timers) == 1 and timers[0].lane == f"timer:{iid}"
+            _until(
+                "the scheduled note",
+                lambda: any("[scheduled]" in n and "scheduled for" in n for n in pd.notes(pd_id)),
+            )
+            assert slack.posted() == []  # nobody is asked: the gate allows the drain, later
+
+        # Restarted before the moment: the thread still waits, on one timer.
+        with _serving(settings, kubeconfig) as (service, http):
+            assert service.drain(60)
+            again = service.agent.waiting(iid)
+            assert again is not None and again.until == waiting.until
+            assert _job_pods_on(fleet, node)
+            assert len([j for j in service.jobs.with_status("queued", iid) if j.kind == "timer"]) == 1
+
+            admin.advance((waiting.until - service.clock()).total_seconds() + 1)
+            _until(
+                "the drain after the checkpoint",
+                lambda: service.agent.state(iid).outcome is not None,
+            )
+            state = service.agent.state(iid)
+            assert state.outcome == "mitigated", state.escalation_reason
+            assert not [p for p in kube.list_pods_on_node(node) if not p.daemonset]
+            drained = [
+                s for s in state.steps if s.action.tool == "k8s.drain_node" and s.outcome == "executed"
+            ]
+            assert len(drained) == 1
+            (job,) = [w for w in admin.truth()["workloads"] if w.get("name") == "llm"]
+            assert float(job["gpu_minutes_lost"]) <= 2 * 64, job  # a minute or two of 64 GPUs, not 50
