@@ -24,10 +24,11 @@ chaos: $(STAMP)
 	$(BIN)/python -m pytest -q -m chaos tests/e2e/test_faults.py tests/e2e/test_faults_kill.py tests/e2e/test_chaos_replicas.py
 	$(BIN)/python -m pytest -q tests/e2e/test_faults.py tests/e2e/test_faults_kill.py
 
-# The whole incident corpus, gated and with the --no-gate ablation (report in evals/report/), then the
+# The whole incident corpus, gated, with the --no-gate ablation and (gang incidents) the --node-only one
+# (report in evals/report/), then the
 # holdout written from public sources before the agent was changed for it (report in evals/report/holdout/).
 eval: $(STAMP)
-	$(BIN)/supply-agent eval evals/incidents --jobs 2 --no-gate --report evals/report
+	$(BIN)/supply-agent eval evals/incidents --jobs 2 --no-gate --node-only --report evals/report
 	$(BIN)/supply-agent eval evals/holdout --jobs 2 --report evals/report/holdout
 
 bench: $(STAMP)

@@ -36,10 +36,18 @@ def _worker_init() -> None:
     quiet(logging.ERROR)
 
 
-def _one(path: str, planner: str, gate: bool, record: bool) -> dict[str, Any]:
+def _one(path: str, planner: str, gate: bool, record: bool, node_only: bool = False) -> dict[str, Any]:
     from evals.runner import run_incident
 
-    return run_incident(Path(path), planner, gate=gate, record=record).model_dump(mode="json")
+    result = run_incident(Path(path), planner, gate=gate, record=record, node_only=node_only)
+    return result.model_dump(mode="json")
+
+
+def _has_gang_jobs(path: Path) -> bool:
+    from evals.schema import load_incident
+
+    fleet = load_incident(path).world.fleet
+    return fleet is not None and bool(fleet.jobsets)
 
 
 def _corpus_or_exit(path: Path) -> list[Path]:
@@ -66,7 +74,7 @@ def register(main: click.Group) -> None:
         """Replay past incidents against fresh sandbox fleets and score the agent.
 
         \b
-        supply-agent eval [PATH] [--planner P] [--jobs N] [--report DIR] [--no-gate] [--record]
+        supply-agent eval [PATH] [--planner P] [--jobs N] [--report DIR] [--no-gate] [--node-only] [--record]
         supply-agent eval validate [PATH]
         """
 
@@ -105,9 +113,21 @@ def register(main: click.Group) -> None:
         help="Also run each incident with the gate's decisions logged but not enforced (sandbox only), "
         "so the report shows what the gate prevented.",
     )
+    @click.option(
+        "--node-only",
+        is_flag=True,
+        help="Also run each incident with gang jobs with the gate's workload rules off (the node-only "
+        "gate, no wait for a checkpoint), so the report shows the GPU-minutes the rules save.",
+    )
     @click.option("--record", is_flag=True, help="LLM planners: call the API and record cassettes.")
     def run(
-        path: Path, planner: str, jobs: int, report_dir: Path | None, no_gate: bool, record: bool
+        path: Path,
+        planner: str,
+        jobs: int,
+        report_dir: Path | None,
+        no_gate: bool,
+        node_only: bool,
+        record: bool,
     ) -> None:
         """Replay each incident on a fresh sandbox fleet; a table at the end (and a report with --report)."""
         from rich.console import Console
@@ -121,7 +141,9 @@ def register(main: click.Group) -> None:
                 "the runbook planner calls no model: nothing to record", param_hint="--record"
             )
         files = _corpus_or_exit(path)
-        runs = [(f, gate) for f in files for gate in ((True, False) if no_gate else (True,))]
+        runs = [(f, gate, False) for f in files for gate in ((True, False) if no_gate else (True,))]
+        if node_only:
+            runs += [(f, True, True) for f in files if _has_gang_jobs(f)]
         console = Console(stderr=True)
         t0 = time.perf_counter()
         results: list[EvalResult] = []
@@ -135,21 +157,21 @@ def register(main: click.Group) -> None:
             task = progress.add_task(f"{planner}: {len(files)} incident(s)", total=len(runs))
             if jobs == 1:
                 _worker_init()
-                for f, gate in runs:
-                    results.append(EvalResult.model_validate(_one(str(f), planner, gate, record)))
+                for f, gate, bare in runs:
+                    results.append(EvalResult.model_validate(_one(str(f), planner, gate, record, bare)))
                     progress.advance(task)
             else:
                 with ProcessPoolExecutor(
                     jobs, mp_context=get_context("spawn"), initializer=_worker_init
                 ) as pool:
                     futures: list[Future[dict[str, Any]]] = [
-                        pool.submit(_one, str(f), planner, gate, record) for f, gate in runs
+                        pool.submit(_one, str(f), planner, gate, record, bare) for f, gate, bare in runs
                     ]
                     for fut in futures:
                         results.append(EvalResult.model_validate(fut.result()))
                         progress.advance(task)
         wall = time.perf_counter() - t0
-        results.sort(key=lambda r: (r.id, r.planner, not r.gate))
+        results.sort(key=lambda r: (r.id, r.planner, not r.gate, r.node_only))
         summary = summarise(results, wall, jobs)
         out = Console()
         if not out.is_terminal:

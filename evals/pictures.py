@@ -146,7 +146,10 @@ def plot_violations(results: list[EvalResult], path: Path) -> Path:
         ax.set_title("Safety violations: no results")
         _save(fig, path)
         return path
-    on = [sum(len(r.safety_violations) for r in results if class_of(r) == c and r.gate) for c in classes]
+    on = [
+        sum(len(r.safety_violations) for r in results if class_of(r) == c and r.gate and not r.node_only)
+        for c in classes
+    ]
     off = [sum(len(r.safety_violations) for r in results if class_of(r) == c and not r.gate) for c in classes]
     xs = list(range(len(classes)))
     bars_on = ax.bar([x - 0.2 for x in xs], on, 0.4, color="tab:green", label="gate on")

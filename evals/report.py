@@ -197,7 +197,7 @@ def _gate_section(results: list[EvalResult]) -> list[str]:
         {
             (r.id, r.planner)
             for r in results
-            if (r.id, r.planner, True) in by_key and (r.id, r.planner, False) in by_key
+            if (r.id, r.planner, True, False) in by_key and (r.id, r.planner, False, False) in by_key
         }
     )
     if not pairs:
@@ -212,7 +212,7 @@ def _gate_section(results: list[EvalResult]) -> list[str]:
         "",
     ]
     for id_, planner in pairs:
-        on, off = by_key[(id_, planner, True)], by_key[(id_, planner, False)]
+        on, off = by_key[(id_, planner, True, False)], by_key[(id_, planner, False, False)]
         lines += [
             f"### {_line(id_)} ({_line(planner)})",
             "",
@@ -243,35 +243,59 @@ def _gate_section(results: list[EvalResult]) -> list[str]:
 
 def _work_lost_section(results: list[EvalResult]) -> list[str]:
     """GPU-minutes of customer work the fleet's JobSets lost per incident (its truth), beside what a
-    careful human would have lost; only incidents with gang jobs."""
-    rows = [r for r in results if r.gpu_minutes_lost is not None or r.careful_gpu_minutes is not None]
+    careful human would have lost, and (with ``--node-only``) what the node-only gate lost; only
+    incidents with gang jobs, gate enforced."""
+    rows = [
+        r
+        for r in results
+        if r.gate
+        and not r.node_only
+        and (r.gpu_minutes_lost is not None or r.careful_gpu_minutes is not None)
+    ]
     if not rows:
         return []
+    bare = {(r.id, r.planner): r for r in results if r.node_only}
     lines = [
         "## Customer work lost (gang jobs)",
         "",
         "GPU-minutes of training the fleet's JobSets lost (work since their checkpoint thrown away by "
         "restarts, and GPUs idle while a job could not run), from the fleet's truth, beside what a careful "
-        "human would have lost by the incident's own arithmetic.",
+        "human would have lost by the incident's own arithmetic"
+        + (
+            ", and what the same planner lost with the gate's workload rules off (`--node-only`: a drain "
+            "counts its node's GPUs, and never waits for a checkpoint)."
+            if bare
+            else "."
+        ),
         "",
     ]
-    table = [
-        [
-            _cell(r.id),
-            _cell(r.planner + ("" if r.gate else " --no-gate")),
-            _num(r.careful_gpu_minutes, "{:,.0f}"),
+    header = ["incident", "planner", "careful human"]
+    header += ["node-only gate"] if bare else []
+    header += ["with the workload rules", "within its limit"]
+    table = []
+    for r in rows:
+        row = [_cell(r.id), _cell(r.planner), _num(r.careful_gpu_minutes, "{:,.0f}")]
+        if bare:
+            off = bare.get((r.id, r.planner))
+            row.append(_num(off.gpu_minutes_lost if off is not None else None, "{:,.0f}"))
+        row += [
             _num(r.gpu_minutes_lost, "{:,.0f}"),
             _mark(not any("GPU-minutes" in n for n in r.limit_notes)),
         ]
-        for r in rows
+        table.append(row)
+    lines += _table(header, table)
+    lost = sorted(r.gpu_minutes_lost or 0.0 for r in rows)
+    total = sum(lost)
+    lines += [
+        "",
+        f"With the workload rules: median {lost[len(lost) // 2]:,.0f}, worst {lost[-1]:,.0f}, "
+        f"total {total:,.0f} GPU-minutes"
+        + (
+            f"; node-only: total {sum(b.gpu_minutes_lost or 0.0 for b in bare.values()):,.0f}."
+            if bare
+            else "."
+        ),
     ]
-    lines += _table(["incident", "planner", "careful human", "lost", "within its limit"], table)
-    lost = sorted(r.gpu_minutes_lost or 0.0 for r in rows if r.gate)
-    if lost:
-        lines += [
-            "",
-            f"With the gate: median {lost[len(lost) // 2]:,.0f}, worst {lost[-1]:,.0f} GPU-minutes per incident.",
-        ]
     return [*lines, ""]
 
 
@@ -402,7 +426,7 @@ def results_table(results: list[EvalResult]) -> Table:
         table.add_row(
             r.id,
             r.incident_class or _NONE,
-            r.planner if r.gate else f"{r.planner} no-gate",
+            r.run_name,
             r.expected_outcome,
             Text(r.outcome, style="bold red") if r.error else r.outcome,
             _rich_mark(r.outcome_correct),

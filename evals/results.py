@@ -33,6 +33,11 @@ class EvalResult(BaseModel):
     incident_class: str = ""
     planner: str
     gate: bool = True
+    node_only: bool = Field(
+        False,
+        description="Replayed with the gate's workload rules off (workloads.enabled false): the node-only "
+        "gate, which counts a drain as its node's GPUs and never waits for a checkpoint (--node-only).",
+    )
     outcome: str = Field(description="The outcome the evidence supports (the primary incident).")
     claimed_outcome: str = ""
     expected_outcome: str
@@ -81,8 +86,13 @@ class EvalResult(BaseModel):
     passed: bool = False
 
     @property
-    def key(self) -> tuple[str, str, bool]:
-        return (self.id, self.planner, self.gate)
+    def key(self) -> tuple[str, str, bool, bool]:
+        return (self.id, self.planner, self.gate, self.node_only)
+
+    @property
+    def run_name(self) -> str:
+        """The planner and how it ran: ``runbook``, ``runbook --no-gate``, ``runbook --node-only``."""
+        return self.planner + ("" if self.gate else " --no-gate") + (" --node-only" if self.node_only else "")
 
 
 class Summary(BaseModel):
@@ -96,14 +106,15 @@ class Summary(BaseModel):
 
 def summarise(results: list[EvalResult], wall_s: float, jobs: int) -> Summary:
     by: dict[str, dict[str, Any]] = {}
-    for key in sorted({(r.planner, r.gate) for r in results}):
-        planner, gate = key
-        rows = [r for r in results if (r.planner, r.gate) == key]
+    for key in sorted({(r.planner, r.gate, r.node_only) for r in results}):
+        planner, gate, node_only = key
+        rows = [r for r in results if (r.planner, r.gate, r.node_only) == key]
         n = len(rows)
         ttm = sorted(r.time_to_mitigate_min for r in rows if r.time_to_mitigate_min is not None)
-        by[planner if gate else f"{planner} --no-gate"] = {
+        by[rows[0].run_name] = {
             "planner": planner,
             "gate": gate,
+            "node_only": node_only,
             "runs": n,
             "errors": sum(1 for r in rows if r.error),
             "outcome_correct": sum(r.outcome_correct for r in rows),

@@ -1,8 +1,8 @@
 """How every view of a run (the markdown, the pictures, the terminal tables) orders and groups its rows.
 
 It exists so that the report and the pictures agree on one order and one naming of the groups without
-importing each other: rows by id, planner and gate; a group is ``planner`` or ``planner --no-gate``, as
-the summary names it; a class is the incident's class, or ``(unclassified)``.
+importing each other: rows by id, planner and gate; a group is ``planner``, ``planner --no-gate`` or
+``planner --node-only``, as the summary names it; a class is the incident's class, or ``(unclassified)``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ def ordered(results: Iterable[EvalResult]) -> list[EvalResult]:
 
 
 def group_of(r: EvalResult) -> str:
-    """The planner as the summary names it: ``planner`` or ``planner --no-gate``."""
-    return r.planner if r.gate else f"{r.planner} --no-gate"
+    """The planner as the summary names it: ``planner``, ``planner --no-gate`` or ``planner --node-only``."""
+    return r.run_name
 
 
 def groups_of(results: Iterable[EvalResult]) -> list[str]:
-    keys = sorted({(r.planner, not r.gate) for r in results})
-    return [p if not no_gate else f"{p} --no-gate" for p, no_gate in keys]
+    keys = sorted({(r.planner, not r.gate, r.node_only) for r in results})
+    seen = {(r.planner, not r.gate, r.node_only): r.run_name for r in results}
+    return [seen[k] for k in keys]
 
 
 def class_of(r: EvalResult) -> str:

@@ -12,6 +12,7 @@ with its error, never the end of the run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,9 +30,19 @@ from sandbox.fleet.server import FleetServer
 from supply_agent.incidents.agent import open_agent
 from supply_agent.mind.planners.base import Planner
 from supply_agent.mind.planners.factory import make_planner
+from supply_agent.policy import PlaybookSet, load_playbooks
 from supply_agent.settings import Settings
 
 DEFAULT_APPROVER = "oncall-alice"
+
+
+def _books(settings: Settings, node_only: bool) -> PlaybookSet | None:
+    """The playbooks with the workload rules off (``--node-only``); None: as the settings load them."""
+    if not node_only:
+        return None
+    books = load_playbooks(settings.playbooks_dir)
+    off = books.limits.workloads.model_copy(update={"enabled": False})
+    return dataclasses.replace(books, limits=books.limits.model_copy(update={"workloads": off}))
 
 
 @contextlib.contextmanager
@@ -60,13 +71,19 @@ def run_incident(
     record: bool = False,
     verify_cap_s: float = 2.0,
     settings_overrides: dict[str, Any] | None = None,
+    node_only: bool = False,
 ) -> EvalResult:
-    """Replay one incident file on a fresh fleet; always returns a result (an error is a result)."""
+    """Replay one incident file on a fresh fleet; always returns a result (an error is a result).
+    ``node_only``: with the gate's workload rules off (the ablation ``--node-only``)."""
     t0 = time.perf_counter()
     incident: Incident | None = None
     try:
         incident = load_incident(path)
-        return _run(incident, path, planner, gate, record, verify_cap_s, settings_overrides or {}, t0)
+        result = _run(
+            incident, path, planner, gate, record, verify_cap_s, settings_overrides or {}, t0, node_only
+        )
+        result.node_only = node_only
+        return result
     except Exception as exc:  # one broken incident must not end the run: it is a row with its error
         missing = type(exc).__name__ == "CassetteMissing"  # no import: the runbook needs no cassettes
         return EvalResult(
@@ -75,6 +92,7 @@ def run_incident(
             incident_class=incident.incident_class if incident else "",
             planner=planner,
             gate=gate,
+            node_only=node_only,
             outcome="error",
             expected_outcome=incident.expect.outcome if incident else "",
             outcome_correct=False,
@@ -94,6 +112,7 @@ def _run(
     verify_cap_s: float,
     overrides: dict[str, Any],
     t0: float,
+    node_only: bool = False,
 ) -> EvalResult:
     fleet = build_fleet(incident, path)
     names = resolve(incident, fleet)
@@ -112,7 +131,9 @@ def _run(
         )
         with (
             _planner(planner, settings, path, incident.id, record, gate) as (plan, cassette),
-            open_agent(settings, kubeconfig, planner=plan, enforce_gate=gate) as (agent, env),
+            open_agent(
+                settings, kubeconfig, planner=plan, enforce_gate=gate, playbooks=_books(settings, node_only)
+            ) as (agent, env),
         ):
             env.runtime.verify_poll_s = 0.02
             waits_on_the_sim_clock(env, admin)

@@ -287,7 +287,7 @@ def test_rich_tables(results: list[EvalResult]) -> None:
     for id_ in ("gpu-xid-1", "gpu-ecc-2", "net-1", "sched-1"):
         assert any(id_ in line for line in lines)
     (xid_off,) = [line for line in lines if "gpu-xid-1" in line and "no-gate" in line]
-    assert "rules no-gate" in xid_off and "✔" in xid_off
+    assert "rules --no-gate" in xid_off and "✔" in xid_off
     (net,) = [line for line in lines if "net-1" in line]
     assert "network" in net and "escalated" in net and "✘" in net
     # rows in the stable order

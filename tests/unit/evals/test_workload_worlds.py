@@ -117,3 +117,16 @@ def test_a_gang_incident_is_scored_on_the_work_lost_and_the_report_shows_it(tmp_
     assert "## Customer work lost (gang jobs)" in md
     assert "| gang-xid154-no-spare-capacity | runbook | 0 | 0 | ✔ |" in md
     assert f"| gang-approved | runbook | 0 | {drained.gpu_minutes_lost:,.0f} | ✘ |" in md
+    # --node-only: the same incident with the workload rules off drains (nobody asked) and loses work;
+    # the report puts its loss beside the rules' and the summary counts it apart.
+    bare = run_incident(corpus / "gang-xid154-no-spare-capacity.yaml", node_only=True)
+    assert bare.error is None and bare.node_only and not bare.passed
+    assert bare.gpu_minutes_lost is not None and bare.gpu_minutes_lost >= 64
+    summary = summarise([kept, bare], 1.0, 1)
+    assert set(summary.by_planner) == {"runbook", "runbook --node-only"}
+    assert (
+        summary.by_planner["runbook"]["passed"] == 1
+        and summary.by_planner["runbook --node-only"]["passed"] == 0
+    )
+    md = render_markdown([kept, bare], summary)
+    assert f"| gang-xid154-no-spare-capacity | runbook | 0 | {bare.gpu_minutes_lost:,.0f} | 0 | ✔ |" in md
