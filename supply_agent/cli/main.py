@@ -506,6 +506,15 @@ def _kube(kubeconfig: Path | None, context: str | None = None) -> Any:
 )
 @click.option("--audit-db", help="SQLAlchemy URL of the audit log, for the agent's own history.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@click.option(
+    "--node",
+    help="Say which limits hold on this node of the --kubeconfig cluster (its node group), instead.",
+)
+@click.option("--pool", help="With no cluster: which limits hold on a node of this pool, ...")
+@click.option("--gpu-model", help="... of this GPU model (nvidia.com/gpu.product), ...")
+@click.option("--tier", help="... and this tenant tier (supply-agent.io/tenant-tier).")
+@click.option("--pool-size", type=click.IntRange(min=1), help="With --pool: the nodes in the pool.")
+@click.option("--fleet-size", type=click.IntRange(min=1), help="With --pool: the nodes in the fleet.")
 def playbooks_explain(
     action_json: str | None,
     xid: int | None,
@@ -513,9 +522,16 @@ def playbooks_explain(
     directory: Path | None,
     audit_db: str | None,
     as_json: bool,
+    node: str | None,
+    pool: str | None,
+    gpu_model: str | None,
+    tier: str | None,
+    pool_size: int | None,
+    fleet_size: int | None,
 ) -> None:
     """Print the gate's decision on ACTION_JSON (a JSON object, or @FILE) and every reason; with
-    ``--xid N``, what the agent does for XID N and why."""
+    ``--xid N``, what the agent does for XID N and why; with ``--node NAME`` (or ``--pool``,
+    ``--gpu-model``, ``--tier`` without a cluster), which node group and limits hold on a node."""
     from datetime import UTC, datetime
 
     from rich.console import Console
@@ -539,8 +555,11 @@ def playbooks_explain(
         else:
             Console().print(answer["text"], markup=False, highlight=False)
         return
+    if node is not None or pool is not None or gpu_model is not None or tier is not None:
+        _explain_node(directory, kubeconfig, node, pool, gpu_model, tier, pool_size, fleet_size)
+        return
     if action_json is None:
-        raise click.UsageError("give ACTION_JSON, or --xid N")
+        raise click.UsageError("give ACTION_JSON, --xid N, or --node NAME")
 
     text = Path(action_json[1:]).read_text() if action_json.startswith("@") else action_json
     try:
@@ -582,6 +601,58 @@ def playbooks_explain(
         f"dollars={t.dollars}"
     )
     console.print(f"  limits consulted: {', '.join(decision.limits_consulted)}")
+    group = next(
+        (c.split(".", 1)[1] for c in decision.limits_consulted if c.startswith("node_groups.")), None
+    )
+    if group is not None:
+        console.print(
+            f"  node group: {group} (see `playbooks explain --node {t.nodes[0] if t.nodes else '...'}`)"
+        )
+
+
+def _explain_node(
+    directory: Path | None,
+    kubeconfig: Path | None,
+    node: str | None,
+    pool: str | None,
+    gpu_model: str | None,
+    tier: str | None,
+    pool_size: int | None,
+    fleet_size: int | None,
+) -> None:
+    """``playbooks explain --node``: the node group and the limits on one node (read from the cluster,
+    or described by --pool, --gpu-model and --tier)."""
+    from rich.console import Console
+
+    from supply_agent.cli.playbooks import limits_table
+    from supply_agent.policy import PlaybookSetError, load_playbooks
+    from supply_agent.policy.world import GROUP_LABELS
+
+    try:
+        pset = load_playbooks(directory or get_settings().playbooks_dir)
+    except PlaybookSetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    labels = {k: v for k, v in (("pool", pool), ("gpu_model", gpu_model), ("tenant_tier", tier)) if v}
+    if node is not None:
+        kube = _kube(kubeconfig)
+        info = kube.get_node(node)
+        labels = {k: info.labels[v] for k, v in GROUP_LABELS.items() if v in info.labels}
+        if info.pool:
+            labels["pool"] = info.pool
+            pool_size = len(kube.list_nodes(label_selector=f"{GROUP_LABELS['pool']}={info.pool}"))
+        fleet_size = len(kube.list_nodes())
+    what = ", ".join(f"{k}={v}" for k, v in labels.items()) or "no group labels"
+    why, table = limits_table(pset.limits, labels, pool_size, fleet_size)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 160))  # a file or a pipe: whole cells, not wrapped
+    console.print(
+        f"{f'node {node}' if node else 'a node'} ({what}): {why}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(table)
 
 
 def _control(kubeconfig: Path | None, tool: str, reason: str, by: str) -> tuple[bool, str]:

@@ -210,3 +210,21 @@ def xids_command(directory: Path) -> None:
     """Every XID in NVIDIA's catalogue: per resolution bucket, what the agent does, and how many it
     handles as the catalogue says."""
     Console().print(xid_table(load_playbooks(directory)))
+
+
+def limits_table(
+    limits: GlobalLimits, labels: dict[str, str], pool_size: int | None, fleet_size: int | None
+) -> tuple[str, Table]:
+    """Which node group holds on a node with these labels, and why; and the table of the limits the gate
+    applies there (``supply-agent playbooks explain --node``)."""
+    from supply_agent.policy.explain import explain
+
+    result = explain(limits, labels, pool_size, fleet_size)
+    table = Table(title="the limits the gate applies here")
+    for col in ("limit", "fleet-wide", "here", "from"):
+        table.add_column(col, overflow="fold")
+    for row in result.rows:
+        table.add_row(
+            row.name, row.fleet, row.here, row.source, style="bold" if row.source != "_global.yaml" else ""
+        )
+    return result.why, table

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from supply_agent.models import Action
-from supply_agent.policy.world import APPLICATION_XIDS, NodeView, PodRef, WorldView
+from supply_agent.policy.world import APPLICATION_XIDS, GROUP_LABELS, NodeView, PodRef, WorldView
 from tools.kubernetes import CUSTOMER_LABEL, POOL_LABEL, KubeTools
 from tools.latches import CONTROL_NAMESPACE, read_breaker, read_freeze
 
@@ -127,9 +127,12 @@ def _int_or_none(value: Any) -> int | None:
 def slim_node(n: dict[str, Any], pods: tuple[PodRef, ...] = (), agent_ready: bool = False) -> NodeView:
     """A raw node as the gate keeps it, with the pods on it (sorted) and its node-agent's readiness."""
     conds = {c["type"]: c["status"] for c in (n.get("status") or {}).get("conditions") or []}
+    labels = n["metadata"].get("labels") or {}
+    pool = labels.get(POOL_LABEL, "default")
     return NodeView(
         name=n["metadata"]["name"],
-        pool=(n["metadata"].get("labels") or {}).get(POOL_LABEL, "default"),
+        pool=pool,
+        group_labels={"pool": pool} | {k: str(labels[v]) for k, v in GROUP_LABELS.items() if v in labels},
         gpus=int(((n.get("status") or {}).get("capacity") or {}).get("nvidia.com/gpu", 0)),
         allocatable_gpus=_int_or_none(
             ((n.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu")

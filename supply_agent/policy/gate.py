@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from supply_agent.models import Action, Decision, Targets, Verdict, WorkloadHit
 from supply_agent.policy import (
+    FractionLimit,
     GlobalLimits,
     GpuFaultConfirmed,
     GpuThrottleConfirmed,
@@ -68,6 +69,10 @@ class _Ruling:
     consulted: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth a human's eye, but no verdict of their own
     trips_breaker: bool = False
+    scope: str = ""  # the node group whose limits are being applied ("" : the fleet-wide ones)
+
+    def _named(self, name: str) -> str:
+        return f"{name}, node group {self.scope}" if self.scope else name
 
     def add(self, verdict: Verdict, reason: str) -> None:
         if _ORDER[verdict] > _ORDER[self.verdict]:
@@ -79,13 +84,24 @@ class _Ruling:
         self.notes.append(f"note: {text}")
 
     def limit(self, name: str, limit: SoftHardLimit, value: float, what: str) -> None:
-        self.consulted.append(name)
+        self.consulted.append(self._named(name))
         v = limit.verdict(value)
         if v != "allow":
             self.add(
                 Verdict(v),
                 f"{what} would be {value:g}, over the {(v == 'deny' and 'hard') or 'soft'} limit "
-                f"{(limit.hard if v == 'deny' else limit.soft):g} ({name})",
+                f"{(limit.hard if v == 'deny' else limit.soft):g} ({self._named(name)})",
+            )
+
+    def cap(self, name: str, limit: FractionLimit, count: int, what: str) -> None:
+        """A fraction's absolute caps, in nodes (``soft_max``, ``hard_max``), beside the fraction."""
+        v = limit.cap_verdict(count)
+        if v != "allow":
+            which = "hard_max" if v == "deny" else "soft_max"
+            self.add(
+                Verdict(v),
+                f"{what} would be {count} nodes, over the {which.split('_')[0]} cap {getattr(limit, which)} "
+                f"({self._named(f'{name}.{which}')})",
             )
 
 
@@ -399,8 +415,15 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
                 f"(over {mf.max_unhealthy_fleet} of the fleet)",
             )
 
-    _blast_radius(r, limits, action, targets, node, world, history)
-    _workload_rules(r, limits, action, targets, node, world, history)
+    # The target node's group (a pool, a GPU model, a tenant tier): its own blast radius and workloads.
+    group = limits.group_for(node.group_labels) if node is not None else None
+    if group is not None:
+        r.consulted.append(f"node_groups.{group.name}")
+        r.scope = group.name
+    scoped = limits.for_group(group)
+    _blast_radius(r, scoped, action, targets, node, world, history)
+    _workload_rules(r, scoped, action, targets, node, world, history)
+    r.scope = ""
 
     # Rate limits.
     hour = list(_within(history, now, timedelta(hours=1)))
@@ -523,6 +546,7 @@ def _blast_radius(
                 in_pool / max(world.pool_size(node.pool), 1),
                 f"the fraction of pool {node.pool} the agent took out ({in_pool} nodes)",
             )
+            r.cap("blast_radius.pool_cordoned", br.pool_cordoned, in_pool, f"nodes of pool {node.pool} out")
         if len(out) > br.always_allow_nodes:
             r.limit(
                 "blast_radius.fleet_cordoned",
@@ -530,6 +554,7 @@ def _blast_radius(
                 len(out) / max(len(world.nodes), 1),
                 f"the fraction of the fleet the agent took out ({len(out)} nodes)",
             )
+            r.cap("blast_radius.fleet_cordoned", br.fleet_cordoned, len(out), "nodes of the fleet out")
         gpus_out = sum(world.nodes[n].gpus for n in out if n in world.nodes)
         r.limit("blast_radius.gpus_out", br.gpus_out, gpus_out, "GPUs the agent took out of service")
     if action.tool in DISRUPTING and targets.customers:

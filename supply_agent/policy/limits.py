@@ -13,9 +13,10 @@ defaults (a missing file means them). Semantics the gate relies on:
 from __future__ import annotations
 
 from datetime import timedelta
+from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from supply_agent.policy.base import NonEmptyStr, Slug, Strict, fail
 from supply_agent.policy.tools import WRITE_TOOLS, ToolName
@@ -71,10 +72,38 @@ class SoftHardLimit(Strict):
 
 
 class FractionLimit(SoftHardLimit):
-    """Fractions 0..1 (or "5%")."""
+    """Fractions 0..1 (or "5%"), with optional absolute caps alongside, in nodes: over ``soft_max``
+    nodes asks and over ``hard_max`` denies whatever the fraction ("1% of 288 nodes is 2"; a cap of 3
+    holds in a pool of 2,000 too)."""
 
     soft: Fraction
     hard: Fraction
+    soft_max: int | None = Field(None, ge=0, description="At most this many nodes before a human is asked.")
+    hard_max: int | None = Field(None, ge=0, description="At most this many nodes at all.")
+
+    @model_validator(mode="after")
+    def _caps_ordered(self) -> FractionLimit:
+        if self.soft_max is not None and self.hard_max is not None and self.soft_max > self.hard_max:
+            raise fail(f"soft_max ({self.soft_max}) must not exceed hard_max ({self.hard_max})", "soft_max")
+        return self
+
+    def cap_verdict(self, count: int) -> Literal["allow", "ask", "deny"]:
+        """The absolute caps' verdict on ``count`` nodes (allow when there are none)."""
+        if self.hard_max is not None and count > self.hard_max:
+            return "deny"
+        if self.soft_max is not None and count > self.soft_max:
+            return "ask"
+        return "allow"
+
+    def in_nodes(self, size: int) -> tuple[int, int]:
+        """The soft and hard limits as node counts in a group of ``size`` (fractions round down, as a
+        fraction of nodes allowed out is: the caps where they are lower)."""
+        soft, hard = int(self.soft * size + 1e-9), int(self.hard * size + 1e-9)
+        if self.soft_max is not None:
+            soft = min(soft, self.soft_max)
+        if self.hard_max is not None:
+            hard = min(hard, self.hard_max)
+        return soft, hard
 
 
 class CountLimit(SoftHardLimit):
@@ -113,7 +142,8 @@ class BlastRadius(Strict):
         order = {"allow": 0, "ask": 1, "deny": 2}
         pool = self.pool_cordoned.verdict(cordoned / pool_size) if pool_size else "deny"
         fleet = self.fleet_cordoned.verdict(cordoned / fleet_size) if fleet_size else "deny"
-        return max(pool, fleet, key=order.__getitem__)
+        caps = (self.pool_cordoned.cap_verdict(cordoned), self.fleet_cordoned.cap_verdict(cordoned))
+        return max(pool, fleet, *caps, key=order.__getitem__)
 
 
 # Each write tool's default rate is in its row of the tool table.
@@ -286,6 +316,53 @@ class Workloads(Strict):
     require_room: bool = True
 
 
+class GroupMatch(Strict):
+    """Which nodes a group holds: every key given matches (any of its globs), keys not given match all."""
+
+    pool: list[NonEmptyStr] = Field(default_factory=list)
+    gpu_model: list[NonEmptyStr] = Field(default_factory=list)
+    tenant_tier: list[NonEmptyStr] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _something(self) -> GroupMatch:
+        if not (self.pool or self.gpu_model or self.tenant_tier):
+            raise fail("a node group matches on pool, gpu_model or tenant_tier (at least one)")
+        return self
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Whether a node with these labels (supply_agent.policy.world.GROUP_LABELS' keys: pool,
+        gpu_model, tenant_tier) is in."""
+        return all(
+            not globs or any(fnmatchcase(labels.get(key, ""), g) for g in globs)
+            for key, globs in (
+                ("pool", self.pool),
+                ("gpu_model", self.gpu_model),
+                ("tenant_tier", self.tenant_tier),
+            )
+        )
+
+
+class NodeGroup(Strict):
+    """Limits of their own for some nodes: what differs from the fleet-wide ``blast_radius`` and
+    ``workloads`` (deep-merged over them), for the nodes ``match`` selects. An action is decided on its
+    target node's group: the first group that matches, in file order; none, the fleet-wide limits."""
+
+    name: Slug
+    match: GroupMatch
+    source: str = Field("", description="Why these nodes differ (a contract, a postmortem).")
+    blast_radius: dict[str, Any] = Field(default_factory=dict)
+    workloads: dict[str, Any] = Field(default_factory=dict)
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (
+            _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
 class GlobalLimits(Strict):
     """``_global.yaml``: fleet-wide limits. A missing file means these defaults, which are safe: kill
     switch off, mandatory deny lists, tight blast radius, breaker on, no approvers (an ``ask`` then
@@ -301,6 +378,47 @@ class GlobalLimits(Strict):
     approvals: Approvals = Approvals()
     handback: Handback = Handback()
     workloads: Workloads = Workloads()
+    node_groups: list[NodeGroup] = Field(
+        default_factory=list, description="Limits of their own per pool, GPU model or tenant tier."
+    )
     # The bucket an XID counts as when NVIDIA's catalogue has none for it (a new driver's code, a
     # reserved one): the conservative choice, out of service and a human told.
     xid_uncatalogued: ImmediateBucket = "CONTACT_SUPPORT"
+
+    @model_validator(mode="after")
+    def _groups_valid(self) -> GlobalLimits:
+        names = [g.name for g in self.node_groups]
+        if len(set(names)) != len(names):
+            raise fail(
+                f"node group names repeat: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}"
+            )
+        for i, group in enumerate(self.node_groups):
+            for part in ("blast_radius", "workloads"):
+                try:
+                    self._part(group, part)
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    where = ".".join(str(x) for x in err["loc"])
+                    raise fail(
+                        f"node group {group.name}: {part}.{where}: {err['msg']}", "node_groups", i, part
+                    ) from None
+        return self
+
+    def _part(self, group: NodeGroup, part: str) -> Any:
+        base: BaseModel = getattr(self, part)
+        return type(base).model_validate(_merged(base.model_dump(mode="python"), getattr(group, part)))
+
+    def group_for(self, labels: dict[str, str]) -> NodeGroup | None:
+        """The node group of a node with these labels (pool, gpu_model, tenant_tier): the first match."""
+        return next((g for g in self.node_groups if g.match.matches(labels)), None)
+
+    def for_group(self, group: NodeGroup | None) -> GlobalLimits:
+        """The limits that hold on the group's nodes: the fleet-wide ones with the group's merged in."""
+        if group is None:
+            return self
+        return self.model_copy(
+            update={
+                "blast_radius": self._part(group, "blast_radius"),
+                "workloads": self._part(group, "workloads"),
+            }
+        )

@@ -85,12 +85,23 @@ class PoolRoom(BaseModel):
         return tuple(left)
 
 
+# The node labels a node group (``_global.yaml``'s ``node_groups``) selects on: the pool (this project's
+# label), the GPU model (NVIDIA GPU Feature Discovery's ``nvidia.com/gpu.product``) and the tenant tier
+# of the capacity (reserved, on-demand, spot: a provider's own label).
+GROUP_LABELS: dict[str, str] = {
+    "pool": "supply-agent.io/pool",
+    "gpu_model": "nvidia.com/gpu.product",
+    "tenant_tier": "supply-agent.io/tenant-tier",
+}
+
+
 class NodeView(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
     pool: str
     gpus: int
+    group_labels: dict[str, str] = Field(default_factory=dict)  # GROUP_LABELS' keys -> the node's values
     allocatable_gpus: int | None = None  # what the scheduler may place (a GPU marked bad is not); None: gpus
     ready: str = "True"  # "True" | "False" | "Unknown", as the Ready condition says
     gpu_healthy: str = "True"  # the GpuHealthy condition the node-agent maintains

@@ -29,6 +29,9 @@ GPU_INDICES_ANNOTATION = "supply-agent.io/gpu-indices"
 REGION_LABEL = "topology.kubernetes.io/region"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
+# The tenant tier of a node's capacity (a provider's own label): the first pool is reserved capacity, the
+# rest on demand, so that a node group can tell them apart.
+TIER_LABEL = "supply-agent.io/tenant-tier"
 GPU = "nvidia.com/gpu"
 AGENT_NAMESPACE = "supply-agent-system"
 AGENT_NAME = "node-agent"

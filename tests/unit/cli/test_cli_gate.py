@@ -113,3 +113,51 @@ def test_a_setting_that_cannot_be_read_names_its_variable_and_never_its_value(tm
         )
     finally:
         get_settings.cache_clear()
+
+
+GROUPS = """
+node_groups:
+  - name: h100-reserved
+    match: {gpu_model: ["NVIDIA-H100*"], tenant_tier: [reserved]}
+    source: reserved capacity, its contract's availability floor
+    blast_radius: {gpus_out: {soft: 0, hard: 4}, pool_cordoned: {hard_max: 2}}
+"""
+
+
+def test_a_node_group_decides_on_its_nodes_and_explain_says_which(
+    kubeconfig: Path, admin: AdminClient, tmp_path: Path
+) -> None:
+    import shutil
+
+    books = tmp_path / "playbooks"
+    shutil.copytree(ROOT / "playbooks", books)
+    (books / "_global.yaml").write_text((books / "_global.yaml").read_text() + GROUPS)
+    reserved, on_demand = "east-h100-00000", "west-a100-00000"
+    for node in (reserved, on_demand):
+        admin.inject("off-bus", node=node, gpu=1)
+
+    def explain(*args: str) -> str:
+        result = CliRunner().invoke(main, ["playbooks", "explain", *args, "--dir", str(books)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def cordon(node: str) -> dict:
+        action = {"tool": "k8s.cordon_node", "params": {"node": node}, "playbook_id": "xid-fallen-off-bus"}
+        return json.loads(explain(json.dumps(action), "--kubeconfig", str(kubeconfig), "--json"))
+
+    # The reserved H100's 8 GPUs are over its group's hard limit of 4; the on-demand A100 is within the
+    # fleet-wide limits.
+    denied = cordon(reserved)
+    assert denied["verdict"] == "deny"
+    assert any("node group h100-reserved" in r and "blast_radius.gpus_out" in r for r in denied["reasons"])
+    assert "node_groups.h100-reserved" in denied["limits_consulted"]
+    allowed = cordon(on_demand)
+    assert allowed["verdict"] == "allow", allowed["reasons"]
+
+    text = explain("--node", reserved, "--kubeconfig", str(kubeconfig))
+    assert "node group h100-reserved" in text and "tenant_tier=reserved" in text
+    assert "availability floor" in text
+    # The pool of 6 nodes (the fractions in nodes), and the group's cap beside its fraction.
+    assert "of 6 nodes" in text and "(hard_max 2 nodes)" in text and "of 12 nodes" in text
+    other = explain("--pool", "west-a100", "--gpu-model", "NVIDIA-A100-SXM4-80GB", "--tier", "on-demand")
+    assert "no node group matches (h100-reserved): the fleet-wide limits" in other

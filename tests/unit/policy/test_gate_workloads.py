@@ -92,6 +92,7 @@ def test_a_drain_of_one_node_of_a_gang_job_counts_every_gpu_of_it_and_names_it()
             nodes=16,
             gpus=128,
             since_checkpoint_s=41 * 60,
+            checkpoint_every_s=3600,
         ),
     )
     assert (

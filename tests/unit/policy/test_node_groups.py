@@ -1,0 +1,165 @@
+"""Policy per node group: ``_global.yaml``'s ``node_groups`` give a pool, a GPU model or a tenant tier
+limits of their own (deep-merged over the fleet-wide ones), an action is decided on its target node's
+group and its reasons say which; fractions of nodes have absolute caps alongside. Each rule with its
+nearest allowed case, the file's errors, and as a property: a group that only tightens a limit never
+makes a decision more permissive."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from supply_agent.models import Verdict
+from supply_agent.policy import GlobalLimits, PlaybookSet, PlaybookSetError, load_playbooks
+from supply_agent.policy.gate import decide
+from supply_agent.policy.world import History, NodeView, PastAction, WorldView
+from tests.unit.policy.test_gate import _STRICTNESS, NOW, PLAYBOOKS, act, says
+
+
+def world(per_pool: int = 40) -> WorldView:
+    """Two pools of empty 8-GPU nodes: p0 of H100s on reserved capacity, p1 of A100s on demand."""
+    nodes = {}
+    for p, (model, tier) in enumerate(
+        (("NVIDIA-H100-80GB-HBM3", "reserved"), ("NVIDIA-A100-SXM4-80GB", "on-demand"))
+    ):
+        for i in range(per_pool):
+            name = f"p{p}-{i:03d}"
+            labels = {"pool": f"p{p}", "gpu_model": model, "tenant_tier": tier}
+            nodes[name] = NodeView(name=name, pool=f"p{p}", gpus=8, group_labels=labels)
+    return WorldView(now=NOW, nodes=nodes)
+
+
+def books(**limits: Any) -> PlaybookSet:
+    return PlaybookSet(limits=GlobalLimits.model_validate(limits), playbooks=PLAYBOOKS.playbooks)
+
+
+def out(w: WorldView, *nodes: str) -> History:
+    return History(
+        actions=[
+            PastAction(tool="k8s.cordon_node", incident_id="inc-0", at=NOW, nodes=(n,), gpus=8) for n in nodes
+        ]
+    )
+
+
+RESERVED = {
+    "name": "h100-reserved",
+    "match": {"gpu_model": ["NVIDIA-H100*"], "tenant_tier": ["reserved"]},
+    "source": "reserved capacity: the contract's availability floor",
+    "blast_radius": {"gpus_out": {"soft": 0, "hard": 8}},
+}
+LOOSE = {"gpus_out": {"soft": 64, "hard": 128}, "pool_cordoned": {"soft": 0.5, "hard": 0.9}}
+
+
+def test_the_target_nodes_group_decides_and_the_reason_names_it() -> None:
+    pbs = books(blast_radius=LOOSE, node_groups=[RESERVED])
+    w = world()
+    reserved = decide(act("k8s.cordon_node", node="p0-001"), w, out(w, "p0-000"), pbs)
+    assert reserved.verdict == Verdict.DENY
+    assert says(
+        reserved, Verdict.DENY, "GPUs the agent took out of service would be 16", "node group h100-reserved"
+    )
+    assert "node_groups.h100-reserved" in reserved.limits_consulted
+    # The same cordon in the on-demand A100 pool: the fleet-wide limits, and no group named.
+    other = decide(act("k8s.cordon_node", node="p1-001"), w, out(w, "p1-000"), pbs)
+    assert other.verdict == Verdict.ALLOW
+    assert not any("node_groups" in c for c in other.limits_consulted)
+    # Only what the group says differs: its pool fraction is the fleet-wide one, merged.
+    assert pbs.limits.for_group(pbs.limits.node_groups[0]).blast_radius.pool_cordoned.soft == 0.5
+
+
+def test_every_key_of_a_match_must_hold_and_the_first_group_wins() -> None:
+    spot = {
+        "name": "any-h100",
+        "match": {"gpu_model": ["NVIDIA-H100*"]},
+        "workloads": {"require_room": False},
+    }
+    limits = GlobalLimits.model_validate({"node_groups": [RESERVED, spot]})
+    h100_reserved = {"pool": "p0", "gpu_model": "NVIDIA-H100-80GB-HBM3", "tenant_tier": "reserved"}
+    h100_spot = {**h100_reserved, "tenant_tier": "spot"}
+    assert limits.group_for(h100_reserved).name == "h100-reserved"  # type: ignore[union-attr]
+    assert limits.group_for(h100_spot).name == "any-h100"  # type: ignore[union-attr]
+    assert limits.group_for({"pool": "p1", "gpu_model": "NVIDIA-A100-SXM4-80GB"}) is None
+    assert limits.group_for({}) is None  # a node without the labels is in no group with a selector
+
+
+def test_an_absolute_cap_holds_beside_the_fraction() -> None:
+    # 10% of a 40-node pool is 4 nodes; a hard cap of 2 holds first.
+    capped = {**LOOSE, "pool_cordoned": {"soft": 0.1, "hard": 0.5, "hard_max": 2}, "always_allow_nodes": 0}
+    pbs = books(blast_radius=capped)
+    w = world()
+    two = decide(act("k8s.cordon_node", node="p1-001"), w, out(w, "p1-000"), pbs)
+    assert two.verdict == Verdict.ALLOW
+    three = decide(act("k8s.cordon_node", node="p1-002"), w, out(w, "p1-000", "p1-001"), pbs)
+    assert three.verdict == Verdict.DENY
+    assert says(
+        three, Verdict.DENY, "nodes of pool p1 out would be 3 nodes", "hard cap 2", "pool_cordoned.hard_max"
+    )
+    assert pbs.limits.blast_radius.pool_cordoned.in_nodes(40) == (4, 2)
+    assert pbs.limits.blast_radius.pool_cordoned.in_nodes(288) == (28, 2)
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        ([{"name": "g", "match": {}}], "at least one"),
+        (
+            [{"name": "g", "match": {"pool": ["p0"]}, "blast_radius": {"gpus_out": {"soft": 9, "hard": 1}}}],
+            "soft (9)",
+        ),
+        ([{"name": "g", "match": {"pool": ["p0"]}, "blast_radius": {"nodes_out": 3}}], "node group g"),
+        ([RESERVED, RESERVED], "node group names repeat: h100-reserved"),
+    ],
+)
+def test_a_bad_node_group_says_what_is_wrong(groups: list[dict[str, Any]], message: str) -> None:
+    with pytest.raises(ValueError, match=None) as info:
+        GlobalLimits.model_validate({"node_groups": groups})
+    assert message in str(info.value)
+
+
+def test_a_bad_node_group_in_a_file_names_the_file(tmp_path: Any) -> None:
+    import shutil
+    from pathlib import Path
+
+    d = tmp_path / "playbooks"
+    shutil.copytree(Path(__file__).resolve().parents[3] / "playbooks", d)
+    g = d / "_global.yaml"
+    g.write_text(g.read_text() + "\nnode_groups:\n  - {name: Bad_Name, match: {pool: [p0]}}\n")
+    with pytest.raises(PlaybookSetError) as info:
+        load_playbooks(d)
+    assert "_global.yaml" in str(info.value) and "node_groups" in str(info.value)
+
+
+_limit = st.tuples(st.integers(0, 64), st.integers(0, 64)).map(lambda t: {"soft": min(t), "hard": max(t)})
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    base=_limit,
+    tighter_by=st.tuples(st.integers(0, 64), st.integers(0, 64)),
+    already=st.integers(0, 8),
+    target=st.integers(0, 39),
+    cap=st.one_of(st.none(), st.integers(0, 10)),
+)
+def test_a_group_that_only_tightens_never_loosens_a_decision(
+    base: dict[str, int], tighter_by: tuple[int, int], already: int, target: int, cap: int | None
+) -> None:
+    soft = max(0, base["soft"] - tighter_by[0])
+    hard = max(soft, base["hard"] - tighter_by[1])
+    group: dict[str, Any] = {"gpus_out": {"soft": soft, "hard": hard}}
+    if cap is not None:
+        group["pool_cordoned"] = {"hard_max": cap}
+    fleet = {"gpus_out": base, "pool_cordoned": {"soft": 0.9, "hard": 1.0}}
+    plain = books(blast_radius=fleet)
+    grouped = books(
+        blast_radius=fleet,
+        node_groups=[{"name": "g", "match": {"pool": ["p0"]}, "blast_radius": group}],
+    )
+    w = world()
+    history = out(w, *(f"p0-{i:03d}" for i in range(already) if i != target))
+    node = f"p0-{target:03d}"
+    a = decide(act("k8s.cordon_node", node=node), w, history, plain)
+    b = decide(act("k8s.cordon_node", node=node), w, history, grouped)
+    assert _STRICTNESS[b.verdict] >= _STRICTNESS[a.verdict]
