@@ -31,6 +31,7 @@ from supply_agent.policy import (
     NodeAgentReachable,
     NodeCondition,
     NodeEvent,
+    NodeGroup,
     NodeUnschedulable,
     Playbook,
     PlaybookSet,
@@ -384,7 +385,8 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
             # (see the mass-failure short circuit) do not make the incident about several nodes.
             known = [n for n in world.subject_nodes if n in world.nodes]
             subject = world.nodes[known[0]] if len(known) == 1 else None
-        _playbook_rules(r, playbook, action, targets, subject, world, history)
+        group = limits.group_for(subject.group_labels) if subject is not None else None
+        _playbook_rules(r, playbook, action, targets, subject, world, history, group)
     elif action.proposed_by != "human":
         r.add(Verdict.ASK, "no playbook covers this action: a human decides")
 
@@ -491,29 +493,45 @@ def _playbook_rules(
     node: NodeView | None,
     world: WorldView,
     history: History,
+    group: NodeGroup | None = None,
 ) -> None:
     c = playbook.containment
     r.consulted.append(f"playbook:{playbook.id}")
     if not c.permits(action.tool):
         r.add(Verdict.DENY, f"playbook {playbook.id} does not permit {action.tool}")
+    # What the playbook says differs on the subject node's group (a pool, a GPU model, a tenant tier).
+    here = c.node_groups.get(group.name) if group is not None else None
+    on = f" on node group {group.name}" if group is not None else ""
+    max_nodes, max_gpus = c.max_nodes, c.max_gpus
+    if here is not None:
+        r.consulted.append(f"playbook:{playbook.id}.node_groups.{group.name}")  # type: ignore[union-attr]
+        max_nodes = c.max_nodes if here.max_nodes is None else min(c.max_nodes, here.max_nodes)
+        max_gpus = c.max_gpus if here.max_gpus is None else min(c.max_gpus, here.max_gpus)
+        if action.tool in here.forbidden_tools:
+            r.add(Verdict.DENY, f"playbook {playbook.id} does not permit {action.tool}{on}")
+        if action.tool in here.ask_for:
+            r.add(Verdict.ASK, f"playbook {playbook.id} asks a human to approve {action.tool}{on}")
     for cond in c.preconditions:
         why = _precondition(cond, node, world)
         if why is not None:
             r.add(Verdict.DENY, f"precondition of {playbook.id} unmet: {why}")
     mine = [a for a in history.actions if a.incident_id == action.incident_id]
     touched = {n for a in mine for n in a.nodes} | set(targets.nodes)
-    if action.tool.startswith("k8s.") and len(touched) > c.max_nodes:
+    if action.tool.startswith("k8s.") and len(touched) > max_nodes:
         r.add(
             Verdict.DENY,
-            f"incident would write to {len(touched)} nodes; playbook {playbook.id} allows {c.max_nodes}",
+            f"incident would write to {len(touched)} nodes; playbook {playbook.id} allows {max_nodes}"
+            + (on if max_nodes != c.max_nodes else ""),
         )
     # GPUs out of service by this incident: each node once, however many writes took it out.
     out = _out_of(mine, history.uncordoned) & agent_out_nodes(history)  # still out, this incident's
     out |= set(targets.nodes)
     gpus = sum(world.nodes[n].gpus if n in world.nodes else 0 for n in out)
-    if action.tool in NODE_OUT and gpus > c.max_gpus:
+    if action.tool in NODE_OUT and gpus > max_gpus:
         r.add(
-            Verdict.DENY, f"incident would take {gpus} GPUs out; playbook {playbook.id} allows {c.max_gpus}"
+            Verdict.DENY,
+            f"incident would take {gpus} GPUs out; playbook {playbook.id} allows {max_gpus}"
+            + (on if max_gpus != c.max_gpus else ""),
         )
     credited = sum((a.dollars for a in mine), Decimal("0")) + targets.dollars
     if targets.dollars and credited > Decimal(str(c.max_credit_usd)):

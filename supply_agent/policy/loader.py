@@ -294,12 +294,35 @@ def _load(directory: Path) -> tuple[PlaybookSet | None, list[PlaybookError]]:
         errors += problems
         if pb is not None:
             playbooks.append((pb, path))
+            errors += _unknown_groups(pb, limits, tree, file)
     if not n_playbook_files:
         errors.append(PlaybookError(str(directory), 0, "<file>", "no playbooks (*.yaml) in this directory"))
     if errors:
         return None, sorted(errors)
     ordered = sorted((pb for pb, _ in playbooks), key=lambda p: p.id)
     return PlaybookSet(limits, tuple(ordered), {pb.id: path for pb, path in playbooks}), []
+
+
+def _unknown_groups(pb: Playbook, limits: GlobalLimits, tree: _Pos, file: str) -> list[PlaybookError]:
+    """A playbook's ``containment.node_groups`` name groups of ``_global.yaml`` (read first)."""
+    known = {g.name for g in limits.node_groups}
+    out = []
+    for name in pb.containment.node_groups:
+        if name in known:
+            continue
+        at: _Pos | None = tree
+        for key in ("containment", "node_groups", name):
+            at = (at.children or {}).get(key) if at is not None else None
+        listed = ", ".join(sorted(known)) or "none"
+        out.append(
+            PlaybookError(
+                file,
+                at.line if at is not None else 0,
+                f"containment.node_groups.{name}",
+                f"{GLOBAL_FILE} has no node group {name!r} (it has: {listed})",
+            )
+        )
+    return out
 
 
 def check(directory: Path | str) -> list[PlaybookError]:

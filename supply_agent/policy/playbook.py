@@ -36,6 +36,23 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, Mapping) else value
 
 
+class GroupContainment(Strict):
+    """What differs for a playbook on one node group's nodes (a group ``_global.yaml`` names): tighter
+    per-incident counts, tools it may not use there, and tools a human approves there."""
+
+    max_nodes: int | None = Field(None, ge=0)
+    max_gpus: int | None = Field(None, ge=0)
+    forbidden_tools: list[ToolOrGroup] = Field(default_factory=list)
+    ask_for: list[ToolOrGroup] = Field(
+        default_factory=list, description="Write tools a human approves on this group's nodes."
+    )
+
+    @field_validator("forbidden_tools", "ask_for")
+    @classmethod
+    def _expand(cls, names: list[str]) -> list[str]:
+        return expand_tools(names)
+
+
 class Containment(Strict):
     """Per-playbook limits, checked by the gate on top of the global ones. ``preconditions`` must all
     hold before any write step runs. ``allowed_tools`` (when given) and ``forbidden_tools`` take tool
@@ -47,6 +64,10 @@ class Containment(Strict):
     preconditions: list[Condition] = Field(default_factory=list)
     allowed_tools: list[ToolOrGroup] | None = None
     forbidden_tools: list[ToolOrGroup] = Field(default_factory=list)
+    node_groups: dict[Slug, GroupContainment] = Field(
+        default_factory=dict,
+        description="Per node group of _global.yaml (by name): what differs on that group's nodes.",
+    )
 
     @field_validator("allowed_tools")
     @classmethod

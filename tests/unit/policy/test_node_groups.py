@@ -163,3 +163,80 @@ def test_a_group_that_only_tightens_never_loosens_a_decision(
     a = decide(act("k8s.cordon_node", node=node), w, history, plain)
     b = decide(act("k8s.cordon_node", node=node), w, history, grouped)
     assert _STRICTNESS[b.verdict] >= _STRICTNESS[a.verdict]
+
+
+def _with_group_rules(**rules: Any) -> PlaybookSet:
+    """The shipped playbooks, the reserved-H100 group in the limits, and xid-fallen-off-bus with no
+    preconditions (so its own rules are what a verdict shows) and ``rules`` for that group."""
+    from supply_agent.policy.playbook import GroupContainment
+
+    limits = GlobalLimits.model_validate({"blast_radius": LOOSE, "node_groups": [RESERVED]})
+    out = []
+    for pb in PLAYBOOKS.playbooks:
+        if pb.id == "xid-fallen-off-bus":
+            c = pb.containment.model_copy(
+                update={
+                    "preconditions": [],
+                    "node_groups": {"h100-reserved": GroupContainment.model_validate(rules)},
+                }
+            )
+            pb = pb.model_copy(update={"containment": c})
+        out.append(pb)
+    return PlaybookSet(limits=limits, playbooks=tuple(out))
+
+
+def test_a_playbook_chooses_per_node_group_and_says_so() -> None:
+    w = world()
+    asks = _with_group_rules(ask_for=["k8s.cordon_node"])
+    d = decide(act("k8s.cordon_node", node="p0-000", playbook="xid-fallen-off-bus"), w, History(), asks)
+    assert d.verdict == Verdict.ASK
+    assert says(
+        d,
+        Verdict.ASK,
+        "playbook xid-fallen-off-bus asks a human to approve k8s.cordon_node on node group h100-reserved",
+    )
+    elsewhere = decide(
+        act("k8s.cordon_node", node="p1-000", playbook="xid-fallen-off-bus"), w, History(), asks
+    )
+    assert elsewhere.verdict == Verdict.ALLOW, elsewhere.reasons
+    forbids = _with_group_rules(forbidden_tools=["k8s.drain_node"])
+    d = decide(act("k8s.drain_node", node="p0-000", playbook="xid-fallen-off-bus"), w, History(), forbids)
+    assert says(d, Verdict.DENY, "does not permit k8s.drain_node on node group h100-reserved")
+    tight = _with_group_rules(max_gpus=0)
+    d = decide(act("k8s.cordon_node", node="p0-000", playbook="xid-fallen-off-bus"), w, History(), tight)
+    assert says(
+        d, Verdict.DENY, "incident would take 8 GPUs out; playbook xid-fallen-off-bus allows 0 on node group"
+    )
+
+
+def test_a_playbook_naming_a_group_the_limits_lack_is_an_error_at_its_line(tmp_path: Any) -> None:
+    import shutil
+    from pathlib import Path
+
+    d = tmp_path / "playbooks"
+    shutil.copytree(Path(__file__).resolve().parents[3] / "playbooks", d)
+    pb = d / "xid-fallen-off-bus.yaml"
+    text = pb.read_text()
+    assert "\ncontainment:\n" in text
+    pb.write_text(
+        text.replace(
+            "\ncontainment:\n",
+            "\ncontainment:\n  node_groups:\n    h100-reserved: {ask_for: [k8s.drain_node]}\n",
+            1,
+        )
+    )
+    with pytest.raises(PlaybookSetError) as info:
+        load_playbooks(d)
+    assert "xid-fallen-off-bus.yaml" in str(info.value)
+    assert "containment.node_groups.h100-reserved" in str(
+        info.value
+    ) and "has no node group 'h100-reserved'" in str(info.value)
+    g = d / "_global.yaml"
+    g.write_text(
+        g.read_text().replace(
+            "node_groups: []", "node_groups:\n  - {name: h100-reserved, match: {tenant_tier: [reserved]}}"
+        )
+    )
+    loaded = load_playbooks(d)
+    fob = loaded.get("xid-fallen-off-bus")
+    assert fob is not None and fob.containment.node_groups["h100-reserved"].ask_for == ["k8s.drain_node"]
