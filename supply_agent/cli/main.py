@@ -556,7 +556,8 @@ def playbooks_explain(
             Console().print(answer["text"], markup=False, highlight=False)
         return
     if node is not None or pool is not None or gpu_model is not None or tier is not None:
-        _explain_node(directory, kubeconfig, node, pool, gpu_model, tier, pool_size, fleet_size)
+        where = {"pool": pool, "gpu_model": gpu_model, "tenant_tier": tier}
+        _explain_node(directory, kubeconfig, node, where, (pool_size, fleet_size))
         return
     if action_json is None:
         raise click.UsageError("give ACTION_JSON, --xid N, or --node NAME")
@@ -614,14 +615,11 @@ def _explain_node(
     directory: Path | None,
     kubeconfig: Path | None,
     node: str | None,
-    pool: str | None,
-    gpu_model: str | None,
-    tier: str | None,
-    pool_size: int | None,
-    fleet_size: int | None,
+    where: dict[str, str | None],
+    sizes: tuple[int | None, int | None],
 ) -> None:
-    """``playbooks explain --node``: the node group and the limits on one node (read from the cluster,
-    or described by --pool, --gpu-model and --tier)."""
+    """``playbooks explain --node``: the node group and the limits on one node, read from the cluster,
+    or described by ``where`` (--pool, --gpu-model, --tier) with the pool's and the fleet's ``sizes``."""
     from rich.console import Console
 
     from supply_agent.cli.playbooks import limits_table
@@ -632,7 +630,8 @@ def _explain_node(
         pset = load_playbooks(directory or get_settings().playbooks_dir)
     except PlaybookSetError as exc:
         raise click.ClickException(str(exc)) from exc
-    labels = {k: v for k, v in (("pool", pool), ("gpu_model", gpu_model), ("tenant_tier", tier)) if v}
+    labels = {k: v for k, v in where.items() if v}
+    pool_size, fleet_size = sizes
     if node is not None:
         kube = _kube(kubeconfig)
         info = kube.get_node(node)

@@ -20,6 +20,7 @@ KIND_STYLE = {
     "action": "bold green",
     "verify": "green",
     "handoff": "cyan",
+    "scheduled": "bold cyan",
     "skip": "dim",
     "escalate": "bold red",
     "resolve": "bold green",
