@@ -70,3 +70,22 @@ def test_the_drain_waits_for_the_gang_jobs_checkpoint_and_without_the_wait_loses
     assert waited.gpu_minutes_lost is not None and at_once.gpu_minutes_lost is not None
     assert waited.gpu_minutes_lost <= 2 * 128 < 50 * 128 <= at_once.gpu_minutes_lost
     assert waited.sim_minutes >= 10 > at_once.sim_minutes
+
+
+def test_a_gpu_that_needs_a_reset_now_is_drained_at_once_however_near_the_checkpoint(tmp_path: Path) -> None:
+    """The same job and moment, but the driver asks for a GPU reset (recovery action 1), not a drain:
+    the drain does not wait, and the 50 minutes since the checkpoint are lost."""
+    import yaml
+
+    data = yaml.safe_load((CORPUS / "gang-xid154-checkpoint-ten-minutes-away.yaml").read_text())
+    data["id"] = "gang-xid154-reset-now"
+    fault = data["timeline"][0]["fault"]
+    fault["detail"] = "GPU recovery action changed from 0x0 (None) to 0x1 (GPU Reset Required)"
+    data["expect"].pop("careful_gpu_minutes")
+    data["expect"]["limits"].pop("gpu_minutes_lost")
+    path = tmp_path / "gang-xid154-reset-now.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    r = run_incident(path)
+    assert r.error is None and r.outcome == "mitigated", (r.outcome, r.must_missing, r.limit_notes)
+    assert r.sim_minutes is not None and r.sim_minutes < 10
+    assert r.gpu_minutes_lost is not None and r.gpu_minutes_lost >= 50 * 128
