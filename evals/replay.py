@@ -199,6 +199,12 @@ class Replay:
             store = self.agent.store
             store.set_owner(iid, f"{h.by} ({verb} in PagerDuty)")
             store.note(iid, self.clock(), f"{h.by} {verb} the incident in PagerDuty")
+            paused = self.paused.get(iid)
+            if paused is not None and paused[2].waiting is not None:  # a wait ends: the step is theirs
+                woken = self.agent.resume_wait(iid)
+                if woken is not None:
+                    self.paused.pop(iid)
+                    self._after_run(woken)
             return
         for node in node_list(h.node or "", self.names):
             try:

@@ -37,7 +37,7 @@ from supply_agent.incidents.topology import component_home
 from supply_agent.incidents.topology import incident_id_of as incident_of_component
 from supply_agent.mind.graph import GraphDeps, build_graph
 from supply_agent.mind.nodes.approval import WAKE
-from supply_agent.mind.nodes.wait import TIMER
+from supply_agent.mind.nodes.wait import TAKEN, TIMER
 from supply_agent.mind.nodes.wait import WAIT as WAIT_KIND
 from supply_agent.mind.planners.base import Planner
 from supply_agent.mind.planners.factory import make_planner
@@ -353,14 +353,19 @@ class Agent:
 
     def resume_wait(self, incident_id: str) -> RunResult | None:
         """Resume a thread waiting for a step's moment once that moment has come (the clock is at or
-        past its ``until``); alerts that joined go in with it. None, changing nothing, when it is not
-        waiting or its time has not come: a timer that fires twice, or early, does nothing."""
+        past its ``until``), or at once when a human took the incident (the step would be refused: the
+        thread ends now, not at the moment); alerts that joined go in with it. None, changing nothing,
+        when it is not waiting or its time has not come: a timer that fires twice, or early, does
+        nothing."""
         waiting = self.waiting(incident_id)
-        if waiting is None or self.runtime.clock() < waiting.until:
+        if waiting is None:
+            return None
+        early = self.runtime.clock() < waiting.until
+        if early and _owner(self.store, incident_id) is None:
             return None
         joined = self.joined(incident_id)
         log.info("a step's wait is over: resuming", incident_id=incident_id, step=waiting.step_key)
-        timer = {"kind": TIMER, "step_key": waiting.step_key}
+        timer = {"kind": TAKEN if early else TIMER, "step_key": waiting.step_key}
         return self._drive(
             incident_id,
             Command(resume={waiting.interrupt_id: timer}, update={"alerts": joined} if joined else None),

@@ -277,6 +277,7 @@ class DispatchMixin(ServiceState):
             iid, self.clock(), f"{who} {verb} the incident in PagerDuty: the agent makes no more writes"
         )
         log.info("a human took the incident", incident_id=iid, who=who, event_type=event_type)
+        self._put_run(iid)  # a thread waiting for a step's moment ends now: the step is the human's
         return "handled", f"{who} {verb} it"
 
     def _run(self, target: IncidentState | str, resume: ApprovalAnswer | None = None) -> RunResult:

@@ -225,10 +225,10 @@ class RunnerMixin(ServiceState):
             # Level-triggered: the alerts linked to the incident that its thread has not taken in.
             if self._wake_paused(iid) is not None or ran:
                 return
-            # A step's wait whose time has come (its timer, or any run after it): resumed now.
+            # A step's wait whose time has come (its timer, or any run after it), or whose incident a
+            # human took: resumed now.
             waiting = self.agent.waiting(iid)
-            if waiting is not None and self.clock() >= waiting.until:
-                self._graph(iid, lambda: self.agent.resume_wait(iid))
+            if waiting is not None and self._graph(iid, lambda: self.agent.resume_wait(iid)) is not None:
                 return
             # Nothing left to run: derive the write-back again (keys make it a no-op if sent; a wait's
             # timer is stored again).

@@ -89,3 +89,25 @@ def test_a_gpu_that_needs_a_reset_now_is_drained_at_once_however_near_the_checkp
     assert r.error is None and r.outcome == "mitigated", (r.outcome, r.must_missing, r.limit_notes)
     assert r.sim_minutes is not None and r.sim_minutes < 10
     assert r.gpu_minutes_lost is not None and r.gpu_minutes_lost >= 50 * 128
+
+
+def test_a_human_who_takes_the_incident_ends_the_wait_at_once(tmp_path: Path) -> None:
+    """On call takes the incident in PagerDuty three minutes in, while the drain waits for the job's
+    checkpoint: the thread ends then (the drain is the human's now), not at the checkpoint."""
+    import yaml
+
+    data = yaml.safe_load((CORPUS / "gang-xid154-checkpoint-ten-minutes-away.yaml").read_text())
+    data["id"] = "gang-xid154-human-takes-it"
+    data["timeline"].append({"at": "3m", "human": {"action": "acknowledge", "by": "oncall-bob"}})
+    data["expect"] = {
+        "outcome": "escalated",
+        "root_cause": "xid-recovery-action",
+        "must": [{"tool": "k8s.cordon_node", "target": "$bad"}],
+        "must_not": [{"tool": "k8s.drain_node"}],
+    }
+    path = tmp_path / "gang-xid154-human-takes-it.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    r = run_incident(path)
+    assert r.error is None and r.passed, (r.outcome, r.must_missing, r.limit_notes, r.safety_violations)
+    assert r.sim_minutes is not None and r.sim_minutes <= 4
+    assert "k8s.drain_node" not in r.actions_by_tool

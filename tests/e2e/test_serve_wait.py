@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -24,6 +25,7 @@ from supply_agent.mind.planners.runbook import RunbookPlanner
 from supply_agent.service.api import create_app
 from supply_agent.service.core import Service, open_service
 from supply_agent.settings import Settings
+from tests.support.pd_stub import PagerDutyStub
 from tests.support.service_harness import PD_SECRET, outside_world, settings_for
 
 SPEC = FleetSpec(
@@ -60,6 +62,62 @@ def _job_pods_on(fleet: Fleet, node: str) -> list[str]:
         and p["spec"].get("nodeName") == node
         and not p["metadata"].get("deletionTimestamp")
     ]
+
+
+def _page(
+    fleet: Fleet, admin: AdminClient, pd: PagerDutyStub, http: TestClient
+) -> tuple[str, dict[str, Any]]:
+    """XID 154 "drain and reset" on the node of job index 3, paged through PagerDuty; the node, the hook."""
+    node = next(
+        str(p["spec"]["nodeName"])
+        for p in fleet.store.items("pods")
+        if p["metadata"]["labels"].get(JOBSET_NAME) == "llm" and p["metadata"]["labels"].get(JOB_INDEX) == "3"
+    )
+    detail = "GPU recovery action changed from 0x0 (None) to 0x4 (Drain and Reset)"
+    admin.inject("xid", node=node, gpu=2, code=154, detail=detail)
+    admin.advance(60)
+    (hook,) = list(admin.alerts("pagerduty"))
+    pd_id = hook["event"]["data"]["id"]
+    pd.alerts[pd_id] = admin.request("GET", f"pagerduty/incidents/{pd_id}/alerts")["alerts"]
+    _post(http, hook)
+    return node, hook
+
+
+def _post(http: TestClient, hook: dict[str, Any]) -> None:
+    raw = json.dumps(hook).encode()
+    headers = {"content-type": "application/json", "x-pagerduty-signature": sign_pagerduty(raw, PD_SECRET)}
+    r = http.post("/webhooks/pagerduty", content=raw, headers=headers)
+    assert r.status_code in (200, 202), r.text
+
+
+def test_a_human_who_takes_the_incident_ends_the_wait_at_once(tmp_path: Path) -> None:
+    with outside_world(tmp_path, spec=SPEC) as (fleet, kubeconfig, pd, slack):
+        admin = AdminClient.from_kubeconfig(kubeconfig)
+        ca = tmp_path / "pagerduty-ca.pem"
+        ca.write_bytes(pd.ca_pem)
+        settings = settings_for(tmp_path, pd, slack, pagerduty_ca_file=ca)
+        with _serving(settings, kubeconfig) as (service, http):
+            node, hook = _page(fleet, admin, pd, http)
+            assert service.drain(60)
+            (row,) = service.store.incidents()
+            assert service.agent.waiting(row.id) is not None
+            human = json.loads(json.dumps(hook))
+            human["event"].update(id="EVHUMAN", event_type="incident.acknowledged")
+            human["event"]["agent"] = {"id": "PBOB", "type": "user_reference", "summary": "Bob Oncall"}
+            _post(http, human)
+            _until("the thread to end", lambda: service.agent.state(row.id).outcome is not None)
+            assert service.agent.waiting(row.id) is None
+            state = service.agent.state(row.id)
+            assert not [
+                s for s in state.steps if s.action.tool == "k8s.drain_node" and s.outcome == "executed"
+            ]
+            texts = [e.text for e in state.timeline]
+            assert any("woke (a human took the incident)" in t for t in texts)
+            assert any(
+                "Bob Oncall (acknowledged in PagerDuty) took the incident: no wait" in t for t in texts
+            )
+            assert _job_pods_on(fleet, node)  # the job runs on: the drain is Bob's
+            assert pd.statuses(hook["event"]["data"]["id"]) == ["acknowledged"]
 
 
 def test_the_drain_waits_for_the_checkpoint_on_a_timer_that_survives_a_restart(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ time), and the gate decides it on the world as it is then.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from langgraph.types import interrupt
@@ -30,6 +31,7 @@ from tools.catalogue import DISRUPTING
 
 WAIT = "wait"  # the interrupt's kind
 TIMER = "timer"  # the resume value's kind when the wait's time has come
+TAKEN = "taken"  # and when a human took the incident before it
 
 
 def step_key(state: IncidentState, p: Proposal) -> str:
@@ -84,9 +86,12 @@ def schedule(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
     before = state.scheduled.get(key)
     node = p.subject or state.alert.node
     what = f"{p.tool} {short(p.params)}"
+    owner = deps.human_owner(state.incident_id)
+    if owner:  # the gate refuses the step now: no wait for a step that will not run
+        return _now(deps, state, key, now, f"{what}: {owner} took the incident: no wait")
     if before is not None and now >= before.until:
         text = f"{what}: its wait ended at {before.until:%H:%M:%S} ({', '.join(before.waits_for)}): runs now"
-        return {"timeline": [entry(deps, "schedule", "scheduled", text, step_key=key, now=True)]}
+        return _now(deps, state, key, now, text)
     action = Action(
         tool=p.tool,
         params=p.params,
@@ -101,14 +106,12 @@ def schedule(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
     if decision.verdict != Verdict.ALLOW and rt.enforce_gate:
         # A question is never held back: the human is asked now, the checkpoint's age in the reasons,
         # and chooses the moment; a step the gate denies is denied now.
-        text = f"{what}: the gate would {decision.verdict.value} now: no wait, decided at once"
-        return {"timeline": [entry(deps, "schedule", "scheduled", text, step_key=key, now=True)]}
+        return _now(deps, state, key, now, f"{what}: the gate would {decision.verdict.value} now: no wait")
     hits = decision.targets.workloads
     first_due = before.first_due if before is not None else now
     plan = plan_wait(option, hits, now, first_due, _recovery_action(state, node))
     if plan.until is None or plan.until <= now:
-        text = f"{what}: {plan.reason}"
-        return {"timeline": [entry(deps, "schedule", "scheduled", text, step_key=key, now=True)]}
+        return _now(deps, state, key, now, f"{what}: {plan.reason}")
     slot = ScheduledStep(
         key=key,
         tool=p.tool,
@@ -137,6 +140,16 @@ def schedule(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
     }
 
 
+def _now(deps: GraphDeps, state: IncidentState, key: str, now: datetime, text: str) -> dict[str, Any]:
+    """The step runs now: said on the timeline, and a wait it had ends now (its first due time and
+    deadline kept)."""
+    out: dict[str, Any] = {"timeline": [entry(deps, "schedule", "scheduled", text, step_key=key, now=True)]}
+    before = state.scheduled.get(key)
+    if before is not None and before.until > now:
+        out["scheduled"] = {**state.scheduled, key: before.model_copy(update={"until": now})}
+    return out
+
+
 def after_schedule(state: IncidentState, deps: GraphDeps) -> str:
     p = state.pending
     slot = state.scheduled.get(step_key(state, p)) if p is not None else None
@@ -162,6 +175,7 @@ def wait(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
     assert p is not None
     slot = state.scheduled[step_key(state, p)]
     answer = interrupt(request_of(state, slot))
-    why = "its time came" if isinstance(answer, dict) and answer.get("kind") == TIMER else "alerts joined"
+    kind = answer.get("kind") if isinstance(answer, dict) else None
+    why = {TIMER: "its time came", TAKEN: "a human took the incident"}.get(str(kind), "alerts joined")
     text = f"woke ({why}) while {slot.tool} on {slot.subject} waits until {slot.until:%H:%M:%S}: planning"
     return {"pending": None, "timeline": [entry(deps, "wait", "scheduled", text, step_key=slot.key)]}
