@@ -115,8 +115,7 @@ def test_a_setting_that_cannot_be_read_names_its_variable_and_never_its_value(tm
         get_settings.cache_clear()
 
 
-GROUPS = """
-node_groups:
+GROUPS = """node_groups:
   - name: h100-reserved
     match: {gpu_model: ["NVIDIA-H100*"], tenant_tier: [reserved]}
     source: reserved capacity, its contract's availability floor
@@ -131,7 +130,9 @@ def test_a_node_group_decides_on_its_nodes_and_explain_says_which(
 
     books = tmp_path / "playbooks"
     shutil.copytree(ROOT / "playbooks", books)
-    (books / "_global.yaml").write_text((books / "_global.yaml").read_text() + GROUPS)
+    text = (books / "_global.yaml").read_text()
+    assert "\nnode_groups: []\n" in text
+    (books / "_global.yaml").write_text(text.replace("node_groups: []\n", GROUPS))
     reserved, on_demand = "east-h100-00000", "west-a100-00000"
     for node in (reserved, on_demand):
         admin.inject("off-bus", node=node, gpu=1)

@@ -126,10 +126,12 @@ def test_a_bad_node_group_in_a_file_names_the_file(tmp_path: Any) -> None:
     d = tmp_path / "playbooks"
     shutil.copytree(Path(__file__).resolve().parents[3] / "playbooks", d)
     g = d / "_global.yaml"
-    g.write_text(g.read_text() + "\nnode_groups:\n  - {name: Bad_Name, match: {pool: [p0]}}\n")
+    g.write_text(
+        g.read_text().replace("node_groups: []", "node_groups:\n  - {name: Bad_Name, match: {pool: [p0]}}")
+    )
     with pytest.raises(PlaybookSetError) as info:
         load_playbooks(d)
-    assert "_global.yaml" in str(info.value) and "node_groups" in str(info.value)
+    assert "_global.yaml" in str(info.value) and "node_groups[0].name" in str(info.value)
 
 
 _limit = st.tuples(st.integers(0, 64), st.integers(0, 64)).map(lambda t: {"soft": min(t), "hard": max(t)})
