@@ -1,6 +1,7 @@
 """Which limits hold on one node, and why: its node group (the first of ``_global.yaml``'s
 ``node_groups`` whose match its labels meet) and each blast-radius and workload limit as the gate
-applies it there, fractions also in nodes ("10% of 288 nodes is 28"), with where each value comes from.
+applies it there, fractions also in nodes ("10% of 288 nodes is 28"), and the group's own hourly rates,
+with where each value comes from.
 
 It exists apart from the gate so that a person can ask before anything happens (``supply-agent
 playbooks explain``); the gate applies the same ``GlobalLimits.for_group``.
@@ -83,6 +84,16 @@ def explain(
                     fleet=_value(a, size),
                     here=_value(b, size),
                     source="_global.yaml" if a == b or group is None else f"node group {group.name}",
+                )
+            )
+    if group is not None:
+        for tool in sorted(group.rate_limits.get("per_hour") or {}):
+            rows.append(
+                LimitRow(
+                    name=f"rate_limits.per_hour.{tool}",
+                    fleet=f"{limits.rate_limits.per_hour_for(tool)} an hour, fleet-wide",
+                    here=f"also {limits.group_rate(group, tool)} an hour on the group's nodes",
+                    source=f"node group {group.name}",
                 )
             )
     return Explanation(labels=labels, group=group.name if group else None, why=why, rows=rows)

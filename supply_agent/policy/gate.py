@@ -434,6 +434,22 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
     r.consulted.append(f"rate_limits.{action.tool}")
     if done + 1 > per_hour:
         r.add(Verdict.DENY, f"{action.tool} ran {done} times in the last hour; the limit is {per_hour}")
+    group_rate = limits.group_rate(group, action.tool) if group is not None else None
+    if group is not None and group_rate is not None:
+        # Counted on the group's own nodes (as the cluster labels them now): the hour's actions of the
+        # tool, each looked up by its nodes, not the cluster scanned.
+        def in_group(name: str) -> bool:
+            v = world.nodes.get(name)
+            return v is not None and limits.group_for(v.group_labels) == group
+
+        mine = sum(1 for a in hour if a.tool == action.tool and any(in_group(n) for n in a.nodes))
+        r.consulted.append(f"rate_limits.{action.tool}, node group {group.name}")
+        if mine + 1 > group_rate:
+            r.add(
+                Verdict.DENY,
+                f"{action.tool} ran {mine} times in the last hour on node group {group.name}; "
+                f"its limit is {group_rate}",
+            )
     incident_writes = sum(1 for a in history.actions if a.incident_id == action.incident_id)
     r.consulted.append("rate_limits.writes_per_incident")
     if incident_writes + 1 > limits.rate_limits.writes_per_incident:

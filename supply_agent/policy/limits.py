@@ -352,6 +352,19 @@ class NodeGroup(Strict):
     source: str = Field("", description="Why these nodes differ (a contract, a postmortem).")
     blast_radius: dict[str, Any] = Field(default_factory=dict)
     workloads: dict[str, Any] = Field(default_factory=dict)
+    rate_limits: dict[str, Any] = Field(
+        default_factory=dict,
+        description="``per_hour`` per tool on this group's nodes, counted on them alone, beside the "
+        "fleet-wide rate (e.g. one drain an hour of reserved capacity).",
+    )
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _per_hour_only(cls, value: dict[str, Any]) -> dict[str, Any]:
+        extra = sorted(set(value) - {"per_hour"})
+        if extra:
+            raise fail(f"a node group's rate_limits has per_hour only, not {', '.join(extra)}")
+        return value
 
 
 def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -393,7 +406,7 @@ class GlobalLimits(Strict):
                 f"node group names repeat: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}"
             )
         for i, group in enumerate(self.node_groups):
-            for part in ("blast_radius", "workloads"):
+            for part in ("blast_radius", "workloads", "rate_limits"):
                 try:
                     self._part(group, part)
                 except ValidationError as exc:
@@ -407,6 +420,11 @@ class GlobalLimits(Strict):
     def _part(self, group: NodeGroup, part: str) -> Any:
         base: BaseModel = getattr(self, part)
         return type(base).model_validate(_merged(base.model_dump(mode="python"), getattr(group, part)))
+
+    def group_rate(self, group: NodeGroup, tool: str) -> int | None:
+        """The hourly rate of ``tool`` on the group's own nodes; None when the group sets none."""
+        per_hour = group.rate_limits.get("per_hour") or {}
+        return self._part(group, "rate_limits").per_hour_for(tool) if tool in per_hour else None
 
     def group_for(self, labels: dict[str, str]) -> NodeGroup | None:
         """The node group of a node with these labels (pool, gpu_model, tenant_tier): the first match."""

@@ -120,6 +120,7 @@ GROUPS = """node_groups:
     match: {gpu_model: ["NVIDIA-H100*"], tenant_tier: [reserved]}
     source: reserved capacity, its contract's availability floor
     blast_radius: {gpus_out: {soft: 0, hard: 4}, pool_cordoned: {hard_max: 2}}
+    rate_limits: {per_hour: {k8s.drain_node: 1}}
 """
 
 
@@ -160,5 +161,6 @@ def test_a_node_group_decides_on_its_nodes_and_explain_says_which(
     assert "availability floor" in text
     # The pool of 6 nodes (the fractions in nodes), and the group's cap beside its fraction.
     assert "of 6 nodes" in text and "(hard_max 2 nodes)" in text and "of 12 nodes" in text
+    assert "rate_limits.per_hour.k8s.drain_node" in text and "also 1 an hour on the group's nodes" in text
     other = explain("--pool", "west-a100", "--gpu-model", "NVIDIA-A100-SXM4-80GB", "--tier", "on-demand")
     assert "no node group matches (h100-reserved): the fleet-wide limits" in other

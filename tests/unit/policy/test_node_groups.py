@@ -242,3 +242,36 @@ def test_a_playbook_naming_a_group_the_limits_lack_is_an_error_at_its_line(tmp_p
     loaded = load_playbooks(d)
     fob = loaded.get("xid-fallen-off-bus")
     assert fob is not None and fob.containment.node_groups["h100-reserved"].ask_for == ["k8s.drain_node"]
+
+
+def test_a_node_groups_own_rate_counts_its_nodes_alone() -> None:
+    group = {**RESERVED, "rate_limits": {"per_hour": {"k8s.drain_node": 1}}}
+    pbs = books(blast_radius=LOOSE, node_groups=[group])
+    w = world()
+
+    def drained(*nodes: str) -> History:
+        return History(
+            actions=[
+                PastAction(tool="k8s.drain_node", incident_id="inc-0", at=NOW, nodes=(n,), gpus=8)
+                for n in nodes
+            ]
+        )
+
+    # An A100 drain this hour does not count against the reserved H100s' one; an H100 drain does.
+    first = decide(act("k8s.drain_node", node="p0-001"), w, drained("p1-000"), pbs)
+    assert not says(first, Verdict.DENY, "on node group h100-reserved"), first.reasons
+    second = decide(act("k8s.drain_node", node="p0-002"), w, drained("p0-001"), pbs)
+    assert says(
+        second, Verdict.DENY, "k8s.drain_node ran 1 times in the last hour on node group h100-reserved"
+    )
+    # Off the group, only the fleet-wide rate counts.
+    other = decide(act("k8s.drain_node", node="p1-002"), w, drained("p0-001"), pbs)
+    assert not says(other, Verdict.DENY, "node group"), other.reasons
+    with pytest.raises(ValueError, match="per_hour only"):
+        GlobalLimits.model_validate(
+            {"node_groups": [{**RESERVED, "rate_limits": {"writes_per_incident": 1}}]}
+        )
+    with pytest.raises(ValueError, match="node group h100-reserved: rate_limits"):
+        GlobalLimits.model_validate(
+            {"node_groups": [{**RESERVED, "rate_limits": {"per_hour": {"k8s.get_node": 1}}}]}
+        )
