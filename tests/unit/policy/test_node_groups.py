@@ -275,3 +275,23 @@ def test_a_node_groups_own_rate_counts_its_nodes_alone() -> None:
         GlobalLimits.model_validate(
             {"node_groups": [{**RESERVED, "rate_limits": {"per_hour": {"k8s.get_node": 1}}}]}
         )
+
+
+def test_the_example_in_global_yaml_is_a_valid_node_group() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[3] / "playbooks" / "_global.yaml").read_text()
+    block = text[text.index("# node_groups:") : text.index("\nnode_groups: []")]
+    example = yaml.safe_load("\n".join(line[2:] for line in block.splitlines() if line.startswith("# ")))
+    limits = GlobalLimits.model_validate(example)
+    (group,) = limits.node_groups
+    assert (
+        limits.group_for(
+            {"pool": "east-h100", "gpu_model": "NVIDIA-H100-80GB-HBM3", "tenant_tier": "reserved"}
+        )
+        == group
+    )
+    assert limits.for_group(group).blast_radius.pool_cordoned.in_nodes(288) == (14, 4)
+    assert limits.group_rate(group, "k8s.drain_node") == 1
