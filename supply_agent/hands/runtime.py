@@ -282,7 +282,7 @@ class Runtime:
             world = cast(WorldView, self._timed(lambda: self._read_world(alerting, nodes)))
         if nodes:
             world = cast(WorldView, self._timed(lambda: enrich(world, self.kube, nodes)))
-        if action.tool in DISRUPTING and self.playbooks.limits.workloads.enabled:
+        if action.tool in DISRUPTING and self.playbooks.limits.workloads_read:
             # The gang jobs it would stop, whole, and (a drain) where what it evicts could go.
             pods_of = None if self._cached() else live_pods(self.kube)
             world = cast(

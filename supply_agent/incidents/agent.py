@@ -3,6 +3,10 @@
 Alerts are stored before anything else happens. Each incident is a LangGraph thread (thread id =
 incident id) checkpointed after every node, so a crashed process resumes where it stopped and a
 paused approval survives a restart. The incident store mirrors each thread's timeline for people.
+
+Long because it is the one facade over a thread's life: folding alerts into incidents, running, waking
+and resuming threads (an approval's answer, a step's wait), and reading their pauses; the fold's rules
+live in supply_agent.incidents.grouping, merge and topology, the graph in supply_agent.mind.
 """
 
 from __future__ import annotations

@@ -376,10 +376,19 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
     # The playbook that proposed the action: its tools, preconditions and per-incident limits.
     playbook = playbooks.get(action.playbook_id) if action.playbook_id else None
     node = world.nodes.get(targets.nodes[0]) if targets.nodes else None
+    # The node whose group's limits hold: the target node, or the node of the pod the action is about.
+    where = node
+    if (
+        where is None
+        and isinstance(action.params.get("pod"), str)
+        and isinstance(action.params.get("namespace"), str)
+    ):
+        found = world.find_pod(action.params["namespace"], action.params["pod"])
+        where = found[0] if found is not None else None
     if action.playbook_id and playbook is None:
         r.add(Verdict.DENY, f"unknown playbook {action.playbook_id!r}")
     elif playbook is not None:
-        subject = node
+        subject = where
         if subject is None:
             # The incident's one node, of those the cluster has: alerts naming nodes it does not have
             # (see the mass-failure short circuit) do not make the incident about several nodes.
@@ -418,7 +427,7 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
             )
 
     # The target node's group (a pool, a GPU model, a tenant tier): its own blast radius and workloads.
-    group = limits.group_for(node.group_labels) if node is not None else None
+    group = limits.group_for(where.group_labels) if where is not None else None
     if group is not None:
         r.consulted.append(f"node_groups.{group.name}")
         r.scope = group.name
@@ -438,9 +447,9 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
     if group is not None and group_rate is not None:
         # Counted on the group's own nodes (as the cluster labels them now): the hour's actions of the
         # tool, each looked up by its nodes, not the cluster scanned.
-        def in_group(name: str) -> bool:
+        def in_group(name: str) -> bool:  # a node gone since (replaced, deleted) counts: the stricter
             v = world.nodes.get(name)
-            return v is not None and limits.group_for(v.group_labels) == group
+            return v is None or limits.group_for(v.group_labels) == group
 
         mine = sum(1 for a in hour if a.tool == action.tool and any(in_group(n) for n in a.nodes))
         r.consulted.append(f"rate_limits.{action.tool}, node group {group.name}")
@@ -580,7 +589,6 @@ def _blast_radius(
                 in_pool / max(world.pool_size(node.pool), 1),
                 f"the fraction of pool {node.pool} the agent took out ({in_pool} nodes)",
             )
-            r.cap("blast_radius.pool_cordoned", br.pool_cordoned, in_pool, f"nodes of pool {node.pool} out")
         if len(out) > br.always_allow_nodes:
             r.limit(
                 "blast_radius.fleet_cordoned",
@@ -588,7 +596,9 @@ def _blast_radius(
                 len(out) / max(len(world.nodes), 1),
                 f"the fraction of the fleet the agent took out ({len(out)} nodes)",
             )
-            r.cap("blast_radius.fleet_cordoned", br.fleet_cordoned, len(out), "nodes of the fleet out")
+        # The absolute caps hold from the first node: "at most this many nodes at all".
+        r.cap("blast_radius.pool_cordoned", br.pool_cordoned, in_pool, f"nodes of pool {node.pool} out")
+        r.cap("blast_radius.fleet_cordoned", br.fleet_cordoned, len(out), "nodes of the fleet out")
         gpus_out = sum(world.nodes[n].gpus for n in out if n in world.nodes)
         r.limit("blast_radius.gpus_out", br.gpus_out, gpus_out, "GPUs the agent took out of service")
     if action.tool in DISRUPTING and targets.customers:

@@ -367,6 +367,28 @@ class NodeGroup(Strict):
         return value
 
 
+# Limits on fleet-wide totals: a node group's value never loosens them (see GlobalLimits.for_group).
+_BR_TOTALS = (
+    "fleet_cordoned",
+    "gpus_out",
+    "customers_disrupted_per_hour",
+    "credit_usd_per_customer_per_day",
+    "credit_usd_per_hour",
+)
+_WL_TOTALS = ("gpus_disrupted_per_hour", "gpus_disrupted_per_customer_per_hour")
+FLEET_TOTALS = tuple(f"blast_radius.{f}" for f in _BR_TOTALS) + tuple(f"workloads.{f}" for f in _WL_TOTALS)
+
+
+def _stricter(a: SoftHardLimit, b: SoftHardLimit) -> SoftHardLimit:
+    """The stricter of two limits of one kind: the lower soft and hard (and caps, for fractions)."""
+    update: dict[str, Any] = {"soft": min(a.soft, b.soft), "hard": min(a.hard, b.hard)}
+    if isinstance(a, FractionLimit) and isinstance(b, FractionLimit):
+        for cap in ("soft_max", "hard_max"):
+            given = [v for v in (getattr(a, cap), getattr(b, cap)) if v is not None]
+            update[cap] = min(given) if given else None
+    return a.model_copy(update=update)
+
+
 def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
@@ -421,6 +443,11 @@ class GlobalLimits(Strict):
         base: BaseModel = getattr(self, part)
         return type(base).model_validate(_merged(base.model_dump(mode="python"), getattr(group, part)))
 
+    @property
+    def workloads_read(self) -> bool:
+        """Whether a disrupting action's workloads are read: the rules are on fleet-wide or in a group."""
+        return self.workloads.enabled or any(g.workloads.get("enabled") for g in self.node_groups)
+
     def group_rate(self, group: NodeGroup, tool: str) -> int | None:
         """The hourly rate of ``tool`` on the group's own nodes; None when the group sets none."""
         per_hour = group.rate_limits.get("per_hour") or {}
@@ -431,12 +458,22 @@ class GlobalLimits(Strict):
         return next((g for g in self.node_groups if g.match.matches(labels)), None)
 
     def for_group(self, group: NodeGroup | None) -> GlobalLimits:
-        """The limits that hold on the group's nodes: the fleet-wide ones with the group's merged in."""
+        """The limits that hold on the group's nodes: the fleet-wide ones with the group's merged in. A
+        limit on a fleet-wide total (FLEET_TOTALS: GPUs out, the fleet's cordoned fraction, the hour's
+        customers, dollars and workload GPUs) is the stricter of the two: a group may loosen what is its
+        own (its pool's fraction, an incident's counts), never the fleet's; ``require_room`` holds if
+        either says so."""
         if group is None:
             return self
-        return self.model_copy(
+        br: BlastRadius = self._part(group, "blast_radius")
+        wl: Workloads = self._part(group, "workloads")
+        br = br.model_copy(
+            update={f: _stricter(getattr(br, f), getattr(self.blast_radius, f)) for f in _BR_TOTALS}
+        )
+        wl = wl.model_copy(
             update={
-                "blast_radius": self._part(group, "blast_radius"),
-                "workloads": self._part(group, "workloads"),
+                **{f: _stricter(getattr(wl, f), getattr(self.workloads, f)) for f in _WL_TOTALS},
+                "require_room": wl.require_room or self.workloads.require_room,
             }
         )
+        return self.model_copy(update={"blast_radius": br, "workloads": wl})

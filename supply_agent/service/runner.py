@@ -186,7 +186,7 @@ class RunnerMixin(ServiceState):
         if job.kind == "run":
             self._reconcile(iid)
         elif job.kind == "timer":
-            self._on_timer(iid, str(p.get("until", "")))
+            self._on_timer(iid, str(p.get("interrupt", "")))
         elif job.kind == "resume":
             prompt = self.prompts.get(iid, str(p["action_hash"]))
             if prompt is not None and prompt.status == "deciding":
@@ -238,18 +238,23 @@ class RunnerMixin(ServiceState):
             result = RunResult(incident_id=iid, status=status, state=state, pending=pending, waiting=waiting)
             self._after(result, fresh=False)
 
-    def _on_timer(self, iid: str, until: str) -> None:
+    def _on_timer(self, iid: str, interrupt: str) -> None:
         """A wait's timer: reconcile the thread once the moment has come on the service's clock (the
         fleet's simulated one in the sandbox, which the jobs' wall clock does not follow: the timer looks
-        again at most every back-off cap until then). Nothing when the thread no longer waits for this
-        moment (resumed, woken and waiting for another, which has its own timer)."""
+        again at most every back-off cap until then). When the thread no longer waits on this pause (a
+        run is moving it now, a resume failed half-way, or it waits again on a new pause), it is
+        reconciled all the same: under the incident's lock, level-triggered, that continues a cut-off
+        run and stores the new pause's own timer."""
         waiting = self.agent.waiting(iid)
-        if waiting is None or waiting.until.isoformat() != until:
-            return
-        left = (waiting.until - self.clock()).total_seconds()
-        if left > 0:
-            raise NotDue(min(left, self.backoff.cap_s))
+        if waiting is not None and waiting.interrupt_id == interrupt:
+            left = (waiting.until - self.clock()).total_seconds()
+            if left > 0 and not self._taken(iid):
+                raise NotDue(min(left, self.backoff.cap_s))
         self._reconcile(iid)
+
+    def _taken(self, iid: str) -> bool:
+        row = self.store.get(iid)
+        return row is not None and bool(row.human_owner or row.folded_into)
 
     # -- the outbox --------------------------------------------------------------------------------
     def _deliver(self, iid: str, tool: str, params: dict[str, Any], key: str) -> dict[str, Any] | None:

@@ -91,11 +91,13 @@ class WritebackMixin(ServiceState):
 
     def _timer(self, iid: str, waiting: WaitRequest) -> None:
         """A durable timer for a thread that waits for a step's moment: a job due then, keyed by the
-        incident and the time (stored again after every run and restart, it is one job). It is level-
+        incident and the pause (stored again after every run and restart, it is one job). It is level-
         triggered like a run: it resumes the thread only if that still waits and its time has come."""
-        until = waiting.until.isoformat()
         delay = min(max(0.0, (waiting.until - self.clock()).total_seconds()), self.backoff.cap_s)
-        self._put("timer", iid, f"timer:{iid}:{until}", {"until": until}, delay_s=delay)
+        # Keyed by the pause (a new interrupt each time the thread waits, even for the same moment): a
+        # wait after a wake gets a timer of its own, never the key of one that has run.
+        key = f"timer:{iid}:{waiting.interrupt_id}"
+        self._put("timer", iid, key, {"interrupt": waiting.interrupt_id}, delay_s=delay)
 
     def _close_prompts(self, iid: str) -> None:
         """A thread that ended with a prompt still open (it escalated while a step waited, parked, for

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -26,8 +27,9 @@ from supply_agent.service.api import create_app
 from supply_agent.service.core import Service, open_service
 from supply_agent.settings import Settings
 from tests.support.pd_stub import PagerDutyStub
-from tests.support.service_harness import PD_SECRET, outside_world, settings_for
+from tests.support.service_harness import AM_TOKEN, PD_SECRET, outside_world, settings_for
 
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = FleetSpec(
     nodes=24,
     pools=2,
@@ -64,15 +66,20 @@ def _job_pods_on(fleet: Fleet, node: str) -> list[str]:
     ]
 
 
-def _page(
-    fleet: Fleet, admin: AdminClient, pd: PagerDutyStub, http: TestClient
-) -> tuple[str, dict[str, Any]]:
-    """XID 154 "drain and reset" on the node of job index 3, paged through PagerDuty; the node, the hook."""
-    node = next(
+def _job_node(fleet: Fleet) -> str:
+    """The node of the JobSet's job index 3."""
+    return next(
         str(p["spec"]["nodeName"])
         for p in fleet.store.items("pods")
         if p["metadata"]["labels"].get(JOBSET_NAME) == "llm" and p["metadata"]["labels"].get(JOB_INDEX) == "3"
     )
+
+
+def _page(
+    fleet: Fleet, admin: AdminClient, pd: PagerDutyStub, http: TestClient
+) -> tuple[str, dict[str, Any]]:
+    """XID 154 "drain and reset" on the node of job index 3, paged through PagerDuty; the node, the hook."""
+    node = _job_node(fleet)
     detail = "GPU recovery action changed from 0x0 (None) to 0x4 (Drain and Reset)"
     admin.inject("xid", node=node, gpu=2, code=154, detail=detail)
     admin.advance(60)
@@ -192,3 +199,68 @@ def test_the_drain_waits_for_the_checkpoint_on_a_timer_that_survives_a_restart(t
             assert len(drained) == 1
             (job,) = [w for w in admin.truth()["workloads"] if w.get("name") == "llm"]
             assert float(job["gpu_minutes_lost"]) <= 2 * 64, job  # a minute or two of 64 GPUs, not 50
+
+
+def _alertmanager(http: TestClient, admin: AdminClient, node: str) -> None:
+    """The fleet's firing alerts for ``node``, through Alertmanager's webhook."""
+    auth = {"authorization": f"Bearer {AM_TOKEN}", "content-type": "application/json"}
+    for body in admin.alerts("alertmanager"):
+        body["alerts"] = [a for a in body["alerts"] if a["labels"].get("node") == node]
+        if body["alerts"]:
+            r = http.post("/webhooks/alertmanager", content=json.dumps(body).encode(), headers=auth)
+            assert r.status_code in (200, 202), r.text
+
+
+def test_a_wake_while_waiting_plans_the_joined_node_and_waits_again_on_a_timer_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """The same XID 154 on a node that runs no gang job joins the waiting incident (Alertmanager, one
+    class): it is contained at once (no job to wait for), and the first node's drain waits again for
+    the same moment, on a new pause with a timer of its own; it runs when the clock gets there."""
+    books = tmp_path / "playbooks"
+    shutil.copytree(ROOT / "playbooks", books)
+    g = books / "_global.yaml"
+    text = g.read_text()
+    assert "gpus_out: {soft: 8, hard: 32}" in text
+    g.write_text(
+        text.replace("gpus_out: {soft: 8, hard: 32}", "gpus_out: {soft: 16, hard: 32}")
+    )  # 2 nodes out
+    drain_and_reset = "GPU recovery action changed from 0x0 (None) to 0x4 (Drain and Reset)"
+    with outside_world(tmp_path, spec=SPEC) as (fleet, kubeconfig, pd, slack):
+        admin = AdminClient.from_kubeconfig(kubeconfig)
+        ca = tmp_path / "pagerduty-ca.pem"
+        ca.write_bytes(pd.ca_pem)
+        settings = settings_for(tmp_path, pd, slack, pagerduty_ca_file=ca, playbooks_dir=books)
+        with _serving(settings, kubeconfig) as (service, http):
+            node = _job_node(fleet)
+            admin.inject("xid", node=node, gpu=2, code=154, detail=drain_and_reset)
+            admin.advance(60)
+            _alertmanager(http, admin, node)
+            assert service.drain(60)
+            (row,) = service.store.incidents()
+            first = service.agent.waiting(row.id)
+            assert first is not None and first.subject == node
+            other = next(  # a node of the pool with no JobSet pod
+                n["metadata"]["name"]
+                for n in fleet.store.items("nodes")
+                if n["metadata"]["labels"]["supply-agent.io/pool"] == "east-h100"
+                and not _job_pods_on(fleet, n["metadata"]["name"])
+            )
+            admin.inject("xid", node=other, gpu=1, code=154, detail=drain_and_reset)
+            admin.advance(60)
+            _alertmanager(http, admin, other)
+            assert service.drain(60)
+            kube = service.env.runtime.kube
+            assert [r.id for r in service.store.incidents()] == [row.id]
+            assert not [p for p in kube.list_pods_on_node(other) if not p.daemonset]  # contained at once
+            again = service.agent.waiting(row.id)
+            assert again is not None and again.subject == node
+            assert again.until == first.until and again.interrupt_id != first.interrupt_id
+            timers = {j.key for j in service.jobs.with_status("queued", row.id) if j.kind == "timer"}
+            # The new pause has its own (the first pause's may still be queued: it finds nothing to do).
+            assert f"timer:{row.id}:{again.interrupt_id}" in timers
+            assert _job_pods_on(fleet, node)
+            admin.advance((again.until - service.clock()).total_seconds() + 1)
+            _until("the first node's drain", lambda: service.agent.state(row.id).outcome is not None)
+            assert not _job_pods_on(fleet, node)
+            assert service.agent.state(row.id).outcome == "mitigated"

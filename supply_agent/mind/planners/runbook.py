@@ -325,6 +325,10 @@ class RunbookPlanner:
             # Several nodes with this fault in one incident: the step is done for each, in turn, with
             # that node's alert's labels; the cursor moves on once every node has had it.
             todo = [a for a in entities if _left(state, pb, step, a)]
+            # A node whose step waits for its moment (a drain waiting for a gang job's checkpoint) goes
+            # last: the others need not wait behind it.
+            waits = {k for k, slot in state.scheduled.items() if slot.until > ctx.now}
+            todo.sort(key=lambda a: f"{step.name}@{a.node}" in waits)
             if todo:
                 current = todo[0]
                 subject = current.node

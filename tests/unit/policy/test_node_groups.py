@@ -295,3 +295,50 @@ def test_the_example_in_global_yaml_is_a_valid_node_group() -> None:
     )
     assert limits.for_group(group).blast_radius.pool_cordoned.in_nodes(288) == (14, 4)
     assert limits.group_rate(group, "k8s.drain_node") == 1
+
+
+def test_a_pod_action_is_decided_on_its_pods_nodes_group() -> None:
+    from supply_agent.policy.world import PodRef
+
+    w = world()
+    pod = PodRef(namespace="tenant-a", name="train-0", customer="a", gpus=8)
+    nodes = dict(w.nodes)
+    nodes["p0-000"] = nodes["p0-000"].model_copy(update={"pods": (pod,)})
+    w = WorldView(now=NOW, nodes=nodes)
+    group = {**RESERVED, "rate_limits": {"per_hour": {"k8s.delete_pod": 0}}}
+    pbs = books(blast_radius=LOOSE, node_groups=[group])
+    d = decide(act("k8s.delete_pod", namespace="tenant-a", pod="train-0"), w, History(), pbs)
+    assert says(d, Verdict.DENY, "k8s.delete_pod ran 0 times in the last hour on node group h100-reserved")
+    assert "node_groups.h100-reserved" in d.limits_consulted
+
+
+def test_a_group_never_loosens_a_fleet_wide_total_but_may_loosen_its_own() -> None:
+    loose = {
+        "name": "big-pool",
+        "match": {"pool": ["p0"]},
+        "blast_radius": {
+            "gpus_out": {"soft": 500, "hard": 1000},
+            "pool_cordoned": {"soft": 0.5, "hard": 0.9},
+        },
+        "workloads": {"gpus_disrupted_per_hour": {"soft": 5000, "hard": 9000}, "require_room": False},
+    }
+    limits = GlobalLimits.model_validate({"node_groups": [loose]})
+    here = limits.for_group(limits.node_groups[0])
+    assert here.blast_radius.gpus_out == limits.blast_radius.gpus_out  # a fleet total: the fleet's
+    assert here.workloads.gpus_disrupted_per_hour == limits.workloads.gpus_disrupted_per_hour
+    assert here.workloads.require_room  # either says so
+    assert here.blast_radius.pool_cordoned.hard == 0.9  # the pool's own fraction: the group's
+
+
+def test_an_absolute_cap_of_zero_holds_from_the_first_node() -> None:
+    pbs = books(blast_radius={**LOOSE, "pool_cordoned": {"soft": 0.5, "hard": 0.9, "hard_max": 0}})
+    d = decide(act("k8s.cordon_node", node="p1-000"), world(), History(), pbs)
+    assert says(d, Verdict.DENY, "nodes of pool p1 out would be 1 nodes, over the hard cap 0")
+
+
+def test_workloads_are_read_when_a_group_turns_the_rules_on() -> None:
+    on_here = {"name": "g", "match": {"pool": ["p0"]}, "workloads": {"enabled": True}}
+    assert GlobalLimits.model_validate(
+        {"workloads": {"enabled": False}, "node_groups": [on_here]}
+    ).workloads_read
+    assert not GlobalLimits.model_validate({"workloads": {"enabled": False}}).workloads_read
