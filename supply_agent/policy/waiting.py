@@ -88,21 +88,42 @@ def plan_wait(
             reason="every gang job it stops checkpointed at most "
             f"{_mins(option.fresh.total_seconds())} ago: now",
         )
-    # Each job's next checkpoint: its cadence past the one it resumes from (a late one is due now).
-    due = [
-        now + timedelta(seconds=max(0.0, float(h.checkpoint_every_s or 0) - float(h.since_checkpoint_s or 0)))
-        for h in stale
-    ]
-    until = min(max(due) + option.after, deadline)
-    names = tuple(h.key for h in stale)
-    what = "; ".join(
-        f"{h.describe()}, next in {_mins((d - now).total_seconds())}" for h, d in zip(stale, due, strict=True)
-    )
+    # The moments worth running at: just after each job's next checkpoint (a late one is due now), and
+    # the deadline. The one that throws away the least work of every job it stops wins (the earliest
+    # of equals); now wins when no moment loses less than now does.
+    left = (deadline - now).total_seconds()
+    moments = sorted({min(_first(h) + option.after.total_seconds(), left) for h in stale} | {left})
+    lost_now = _lost(known, 0.0)
+    best = min(moments, key=lambda d: (_lost(known, d), d))
+    if _lost(known, best) >= lost_now:
+        return WaitPlan(
+            deadline=deadline,
+            reason=f"no moment before the deadline loses less than now ({lost_now:,.0f} GPU-minutes): now",
+        )
+    until = now + timedelta(seconds=best)
+    waited = tuple(h.key for h in stale if _first(h) < best)
+    what = "; ".join(f"{h.describe()}, next in {_mins(_first(h))}" for h in stale)
     capped = " (the deadline)" if until == deadline else ""
     return WaitPlan(
         until=until,
         deadline=deadline,
-        waits_for=names,
-        reason=f"waits for the next checkpoint: {what}; runs at {until:%H:%M:%S}{capped}, "
-        f"deadline {deadline:%H:%M:%S}",
+        waits_for=waited,
+        reason=f"waits for the next checkpoint: {what}; runs at {until:%H:%M:%S}{capped}, losing "
+        f"{_lost(known, best):,.0f} GPU-minutes of work, not {lost_now:,.0f} now; deadline {deadline:%H:%M:%S}",
     )
+
+
+def _first(h: WorkloadHit) -> float:
+    """Seconds to a job's next checkpoint: its cadence past the one it resumes from (a late one: now)."""
+    return max(0.0, float(h.checkpoint_every_s or 0) - float(h.since_checkpoint_s or 0.0))
+
+
+def _lost(hits: Iterable[WorkloadHit], delta_s: float) -> float:
+    """The GPU-minutes of work the jobs would throw away if stopped ``delta_s`` from now: each job's GPUs
+    times the time since its last checkpoint then (the cadence goes on after the next one)."""
+    total = 0.0
+    for h in hits:
+        every, first = float(h.checkpoint_every_s or 0), _first(h)
+        since = float(h.since_checkpoint_s or 0.0) + delta_s if delta_s < first else (delta_s - first) % every
+        total += h.gpus * since / 60.0
+    return total

@@ -60,19 +60,33 @@ def test_a_step_never_waits_past_its_deadline_nor_without_a_reason(
         return
     assert now < plan.until <= plan.deadline
     assert not option.recovery_actions or action in option.recovery_actions
-    stale = [
-        h
+    stale = {
+        h.key
         for h in hs
         if h.checkpoint_every_s
         and h.since_checkpoint_s is not None
         and h.since_checkpoint_s > option.fresh.total_seconds()
-    ]
-    assert stale and set(plan.waits_for) == {h.key for h in stale}
-    for h in stale:  # just after each job's next checkpoint, unless the deadline comes first
-        due = now + timedelta(
-            seconds=max(0.0, float(h.checkpoint_every_s or 0) - float(h.since_checkpoint_s or 0))
-        )
-        assert plan.until == plan.deadline or plan.until >= due + option.after
+    }
+    assert plan.waits_for and set(plan.waits_for) <= stale  # it waits for a checkpoint that comes before
+    # And it loses less work than running now would.
+    assert _loss(hs, (plan.until - now).total_seconds()) < _loss(hs, 0.0)
+
+
+def _loss(hs: list[WorkloadHit], delta_s: float) -> float:
+    """GPU-minutes thrown away if the jobs stop ``delta_s`` from now, simulated minute by minute."""
+    total = 0.0
+    for h in hs:
+        if not h.checkpoint_every_s or h.since_checkpoint_s is None:
+            continue
+        since, t, nxt = h.since_checkpoint_s, 0.0, max(0.0, h.checkpoint_every_s - h.since_checkpoint_s)
+        while t + 1e-9 < delta_s:
+            step = min(delta_s - t, nxt - t) if nxt > t else min(delta_s - t, h.checkpoint_every_s)
+            t += step
+            since += step
+            if abs(t - nxt) < 1e-9 or (nxt <= t and since >= h.checkpoint_every_s):
+                since, nxt = 0.0, t + h.checkpoint_every_s
+        total += h.gpus * since / 60.0
+    return total
 
 
 def _hit(since_s: float | None, every_s: int | None) -> WorkloadHit:
@@ -105,11 +119,37 @@ def test_a_job_fifty_minutes_from_its_hourly_checkpoint_waits_ten_and_one_and_th
     option = WaitForCheckpoint(recovery_actions=DRAIN_ACTIONS)
     plan = plan_wait(option, [_hit(50 * 60, 3600)], T0, T0, "drain_and_reset")
     assert plan.until == T0 + timedelta(minutes=11) and plan.waits_for == ("tenant-acme/llm",)
-    # First due 1h55m ago: the two hours end in five minutes, before the job's checkpoint.
+    # First due 1h55m ago: the two hours end in five minutes, before the job's checkpoint. Waiting would
+    # only lose more: now.
     late = plan_wait(option, [_hit(50 * 60, 3600)], T0, T0 - timedelta(minutes=115), "drain_and_reset")
-    assert late.until == T0 + timedelta(minutes=5) == late.deadline and "(the deadline)" in late.reason
+    assert late.until is None and "no moment before the deadline loses less than now" in late.reason
+    assert late.deadline == T0 + timedelta(minutes=5)
     gone = plan_wait(option, [_hit(50 * 60, 3600)], T0, T0 - timedelta(hours=3), "drain_and_reset")
     assert gone.until is None and "deadline" in gone.reason
+
+
+def test_with_two_jobs_it_picks_the_checkpoint_that_loses_least() -> None:
+    """A 256-GPU job checkpoints in 5 minutes, a 16-GPU one in 50: waiting for the big one's checkpoint
+    loses least (a minute of the big one, 16 minutes of the small one), not waiting for the latest."""
+    big = WorkloadHit(
+        kind="JobSet",
+        key="JobSet/t/big",
+        nodes=32,
+        gpus=256,
+        since_checkpoint_s=55 * 60,
+        checkpoint_every_s=3600,
+    )
+    small = WorkloadHit(
+        kind="JobSet",
+        key="JobSet/t/small",
+        nodes=2,
+        gpus=16,
+        since_checkpoint_s=10 * 60,
+        checkpoint_every_s=3600,
+    )
+    plan = plan_wait(WaitForCheckpoint(), [big, small], T0, T0, None)
+    assert plan.until == T0 + timedelta(minutes=6) and plan.waits_for == ("JobSet/t/big",)
+    assert "losing 512 GPU-minutes of work, not 14,240 now" in plan.reason
 
 
 def test_only_a_step_that_stops_workloads_may_wait_and_the_shipped_playbook_does() -> None:
