@@ -28,6 +28,7 @@ from supply_agent.service.core import Service, open_service
 from supply_agent.settings import Settings
 from tests.support.pd_stub import PagerDutyStub
 from tests.support.service_harness import AM_TOKEN, PD_SECRET, outside_world, settings_for
+from tests.support.slack_stub import SlackStub
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = FleetSpec(
@@ -36,6 +37,15 @@ SPEC = FleetSpec(
     seed=11,
     workloads=[JobSetSpec(name="llm", nodes=8, pool=0, checkpoint_every_s=3600, since_checkpoint_s=50 * 60)],
 )
+
+
+@contextlib.contextmanager
+def _world(tmp_path: Path, **extra: Any) -> Iterator[tuple[Fleet, Path, PagerDutyStub, SlackStub, Settings]]:
+    """The outside world on SPEC's fleet, and the service's settings for it."""
+    with outside_world(tmp_path, spec=SPEC) as (fleet, kubeconfig, pd, slack):
+        ca = tmp_path / "pagerduty-ca.pem"
+        ca.write_bytes(pd.ca_pem)
+        yield fleet, kubeconfig, pd, slack, settings_for(tmp_path, pd, slack, pagerduty_ca_file=ca, **extra)
 
 
 @contextlib.contextmanager
@@ -98,11 +108,8 @@ def _post(http: TestClient, hook: dict[str, Any]) -> None:
 
 
 def test_a_human_who_takes_the_incident_ends_the_wait_at_once(tmp_path: Path) -> None:
-    with outside_world(tmp_path, spec=SPEC) as (fleet, kubeconfig, pd, slack):
+    with _world(tmp_path) as (fleet, kubeconfig, pd, _slack, settings):
         admin = AdminClient.from_kubeconfig(kubeconfig)
-        ca = tmp_path / "pagerduty-ca.pem"
-        ca.write_bytes(pd.ca_pem)
-        settings = settings_for(tmp_path, pd, slack, pagerduty_ca_file=ca)
         with _serving(settings, kubeconfig) as (service, http):
             node, hook = _page(fleet, admin, pd, http)
             assert service.drain(60)
@@ -128,11 +135,8 @@ def test_a_human_who_takes_the_incident_ends_the_wait_at_once(tmp_path: Path) ->
 
 
 def test_the_drain_waits_for_the_checkpoint_on_a_timer_that_survives_a_restart(tmp_path: Path) -> None:
-    with outside_world(tmp_path, spec=SPEC) as (fleet, kubeconfig, pd, slack):
+    with _world(tmp_path) as (fleet, kubeconfig, pd, slack, settings):
         admin = AdminClient.from_kubeconfig(kubeconfig)
-        ca = tmp_path / "pagerduty-ca.pem"
-        ca.write_bytes(pd.ca_pem)
-        settings = settings_for(tmp_path, pd, slack, pagerduty_ca_file=ca)
         with _serving(settings, kubeconfig) as (service, http):
             kube = service.env.runtime.kube
             node = next(
@@ -226,11 +230,8 @@ def test_a_wake_while_waiting_plans_the_joined_node_and_waits_again_on_a_timer_o
         text.replace("gpus_out: {soft: 8, hard: 32}", "gpus_out: {soft: 16, hard: 32}")
     )  # 2 nodes out
     drain_and_reset = "GPU recovery action changed from 0x0 (None) to 0x4 (Drain and Reset)"
-    with outside_world(tmp_path, spec=SPEC) as (fleet, kubeconfig, pd, slack):
+    with _world(tmp_path, playbooks_dir=books) as (fleet, kubeconfig, _pd, _slack, settings):
         admin = AdminClient.from_kubeconfig(kubeconfig)
-        ca = tmp_path / "pagerduty-ca.pem"
-        ca.write_bytes(pd.ca_pem)
-        settings = settings_for(tmp_path, pd, slack, pagerduty_ca_file=ca, playbooks_dir=books)
         with _serving(settings, kubeconfig) as (service, http):
             node = _job_node(fleet)
             admin.inject("xid", node=node, gpu=2, code=154, detail=drain_and_reset)

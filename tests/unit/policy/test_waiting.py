@@ -89,6 +89,18 @@ def _loss(hs: list[WorkloadHit], delta_s: float) -> float:
     return total
 
 
+def _job(key: str, gpus: int, since_min: int) -> WorkloadHit:
+    """A job on hourly checkpoints, ``since_min`` minutes past its last."""
+    return WorkloadHit(
+        kind="JobSet",
+        key=key,
+        nodes=gpus // 8,
+        gpus=gpus,
+        since_checkpoint_s=since_min * 60,
+        checkpoint_every_s=3600,
+    )
+
+
 def _hit(since_s: float | None, every_s: int | None) -> WorkloadHit:
     return WorkloadHit(
         kind="JobSet",
@@ -131,22 +143,8 @@ def test_a_job_fifty_minutes_from_its_hourly_checkpoint_waits_ten_and_one_and_th
 def test_with_two_jobs_it_picks_the_checkpoint_that_loses_least() -> None:
     """A 256-GPU job checkpoints in 5 minutes, a 16-GPU one in 50: waiting for the big one's checkpoint
     loses least (a minute of the big one, 16 minutes of the small one), not waiting for the latest."""
-    big = WorkloadHit(
-        kind="JobSet",
-        key="JobSet/t/big",
-        nodes=32,
-        gpus=256,
-        since_checkpoint_s=55 * 60,
-        checkpoint_every_s=3600,
-    )
-    small = WorkloadHit(
-        kind="JobSet",
-        key="JobSet/t/small",
-        nodes=2,
-        gpus=16,
-        since_checkpoint_s=10 * 60,
-        checkpoint_every_s=3600,
-    )
+    big = _job("JobSet/t/big", gpus=256, since_min=55)
+    small = _job("JobSet/t/small", gpus=16, since_min=10)
     plan = plan_wait(WaitForCheckpoint(), [big, small], T0, T0, None)
     assert plan.until == T0 + timedelta(minutes=6) and plan.waits_for == ("JobSet/t/big",)
     assert "losing 512 GPU-minutes of work, not 14,240 now" in plan.reason
