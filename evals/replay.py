@@ -17,7 +17,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from evals.schema import ApprovalRule, DeliverStep, HumanStep, Incident, TimelineStep
-from evals.scoring import Evidence, targets
+from evals.scoring import Evidence, target_matches
 from evals.world import Names, ReplayError, bound_pod, clear_requests, fault_requests, node_list, subst
 from sandbox.fleet.admin import AdminClient, AdminError
 from supply_agent.hands.wiring import Environment
@@ -70,10 +70,7 @@ class Replay:
 
     def rule_for(self, tool: str, params: dict[str, Any] | None = None) -> ApprovalRule | None:
         for r in self.inc.approvals:
-            if not fnmatchcase(tool, r.tool):
-                continue
-            want = subst(r.target, self.names).split(",") if r.target is not None else None
-            if want is None or any(fnmatchcase(t, w) for t in targets(params or {}) for w in want):
+            if fnmatchcase(tool, r.tool) and target_matches(r.target, params or {}, self.names):
                 return r
         if self.inc.default_approval == "none":
             return None

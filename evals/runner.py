@@ -41,8 +41,14 @@ def _books(settings: Settings, node_only: bool) -> PlaybookSet | None:
     if not node_only:
         return None
     books = load_playbooks(settings.playbooks_dir)
+    # Off everywhere: the fleet's rules and every node group's.
     off = books.limits.workloads.model_copy(update={"enabled": False})
-    return dataclasses.replace(books, limits=books.limits.model_copy(update={"workloads": off}))
+    groups = [
+        g.model_copy(update={"workloads": {**g.workloads, "enabled": False}})
+        for g in books.limits.node_groups
+    ]
+    limits = books.limits.model_copy(update={"workloads": off, "node_groups": groups})
+    return dataclasses.replace(books, limits=limits)
 
 
 @contextlib.contextmanager

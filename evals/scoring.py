@@ -74,12 +74,16 @@ def _object(rec: AuditRecord) -> str | None:
 
 
 def matches(pattern_tool: str, pattern_target: str | None, rec: AuditRecord, names: Names) -> bool:
-    if not fnmatchcase(rec.tool, pattern_tool):
-        return False
+    return fnmatchcase(rec.tool, pattern_tool) and target_matches(pattern_target, rec.params or {}, names)
+
+
+def target_matches(pattern_target: str | None, params: dict[str, Any], names: Names) -> bool:
+    """Whether an action's parameters name a target the pattern (globs, comma-separated, bound names
+    substituted) covers; no pattern covers every action."""
     if pattern_target is None:
         return True
     want = subst(pattern_target, names).split(",")
-    return any(fnmatchcase(t, w) for t in targets(rec.params or {}) for w in want)
+    return any(fnmatchcase(t, w) for t in targets(params) for w in want)
 
 
 def executed_actions(audit: Iterable[AuditRecord]) -> list[AuditRecord]:

@@ -385,6 +385,7 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
     ):
         found = world.find_pod(action.params["namespace"], action.params["pod"])
         where = found[0] if found is not None else None
+    group = limits.group_for(where.group_labels) if where is not None else None
     if action.playbook_id and playbook is None:
         r.add(Verdict.DENY, f"unknown playbook {action.playbook_id!r}")
     elif playbook is not None:
@@ -394,8 +395,10 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
             # (see the mass-failure short circuit) do not make the incident about several nodes.
             known = [n for n in world.subject_nodes if n in world.nodes]
             subject = world.nodes[known[0]] if len(known) == 1 else None
-        group = limits.group_for(subject.group_labels) if subject is not None else None
-        _playbook_rules(r, playbook, action, targets, subject, world, history, group)
+        of_subject = (
+            group if subject is where else limits.group_for(subject.group_labels) if subject else None
+        )
+        _playbook_rules(r, playbook, action, targets, subject, world, history, of_subject)
     elif action.proposed_by != "human":
         r.add(Verdict.ASK, "no playbook covers this action: a human decides")
 
@@ -427,7 +430,6 @@ def decide(action: Action, world: WorldView, history: History, playbooks: Playbo
             )
 
     # The target node's group (a pool, a GPU model, a tenant tier): its own blast radius and workloads.
-    group = limits.group_for(where.group_labels) if where is not None else None
     if group is not None:
         r.consulted.append(f"node_groups.{group.name}")
         r.scope = group.name
@@ -528,8 +530,8 @@ def _playbook_rules(
     here = c.node_groups.get(group.name) if group is not None else None
     on = f" on node group {group.name}" if group is not None else ""
     max_nodes, max_gpus = c.max_nodes, c.max_gpus
-    if here is not None:
-        r.consulted.append(f"playbook:{playbook.id}.node_groups.{group.name}")  # type: ignore[union-attr]
+    if here is not None and group is not None:
+        r.consulted.append(f"playbook:{playbook.id}.node_groups.{group.name}")
         max_nodes = c.max_nodes if here.max_nodes is None else min(c.max_nodes, here.max_nodes)
         max_gpus = c.max_gpus if here.max_gpus is None else min(c.max_gpus, here.max_gpus)
         if action.tool in here.forbidden_tools:

@@ -248,13 +248,9 @@ class RunnerMixin(ServiceState):
         waiting = self.agent.waiting(iid)
         if waiting is not None and waiting.interrupt_id == interrupt:
             left = (waiting.until - self.clock()).total_seconds()
-            if left > 0 and not self._taken(iid):
+            if left > 0 and self.agent.deps.human_owner(iid) is None:  # a taken incident ends its wait
                 raise NotDue(min(left, self.backoff.cap_s))
         self._reconcile(iid)
-
-    def _taken(self, iid: str) -> bool:
-        row = self.store.get(iid)
-        return row is not None and bool(row.human_owner or row.folded_into)
 
     # -- the outbox --------------------------------------------------------------------------------
     def _deliver(self, iid: str, tool: str, params: dict[str, Any], key: str) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from typing import Any
 from supply_agent.mind.deps import GraphDeps
 from supply_agent.mind.nodes.common import entry, short
 from supply_agent.models import Action, Decision, Verdict
-from supply_agent.models.incident import Evidence, IncidentState, StepRecord
+from supply_agent.models.incident import Evidence, IncidentState, Proposal, StepRecord
 from supply_agent.policy.gate import CUSTOMER_WRITES
 
 
@@ -77,20 +77,26 @@ def decide(state: IncidentState, deps: GraphDeps, action: Action, step_subject: 
     return rt.decide(action, deps.alerting_nodes(rt.clock()), subject, **who)
 
 
-def gate(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
-    rt = deps.runtime
-    p = state.pending
-    assert p is not None and p.tool is not None
-    index = len(state.steps) + 1
-    action = Action(
+def action_of(state: IncidentState, p: Proposal) -> Action:
+    """The action a proposal is, as the next step of the incident (what the gate and the executor see)."""
+    assert p.tool is not None
+    return Action(
         tool=p.tool,
         params=p.params,
         incident_id=state.incident_id,
-        step=index,
+        step=len(state.steps) + 1,
         playbook_id=state.playbook_id,
         proposed_by=p.planner,
         reason=p.reason[:500],
     )
+
+
+def gate(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
+    rt = deps.runtime
+    p = state.pending
+    assert p is not None and p.tool is not None
+    action = action_of(state, p)
+    index = action.step
     owner = deps.human_owner(state.incident_id)
     record = StepRecord(
         index=index,

@@ -1,16 +1,16 @@
 """Waiting for a better moment before a step that stops gang jobs (supply_agent.policy.waiting).
 
-plan -> schedule -> gate (now) | wait (a timer). ``schedule`` asks the gate which gang jobs the step
-would stop (the same reads as the decision, nothing written), reads the alert GPU's recovery action
-from the incident's own NVML report, and plans the moment: just after the jobs' next checkpoint, never
-past the deadline counted from when the step *first* came due (kept in ``state.scheduled``, so waking
-does not move it). ``wait`` pauses the thread (an interrupt of kind "wait", its time in the request):
-the service's durable timer, or the eval's clock, resumes it at that time; only a step the gate would
-allow now waits (a question for a human is asked at once, the checkpoint's age in its reasons, and the
-human picks the moment); alerts that join meanwhile
-wake it as they wake an approval. Either way the thread goes back to planning, and the step, proposed
-again, is scheduled again: it runs once its wait has passed (the checkpoint came, or did not come in
-time), and the gate decides it on the world as it is then.
+plan -> schedule -> gate (now) | wait (a pause). ``schedule`` asks the gate which gang jobs the step
+would stop (the same reads as the decision, nothing written), reads the alert GPU's recovery action from
+the incident's own NVML report, and plans the moment: just after the checkpoint that throws away the
+least work, never past the deadline counted from when the step *first* came due (kept in
+``state.scheduled``, so waking does not move it). Only a step the gate would allow now waits: a question
+for a human is asked at once (the checkpoint's age is in its reasons) and the human picks the moment.
+
+``wait`` pauses the thread (an interrupt of kind "wait", its time in the request). The service's durable
+timer, or the eval's clock, resumes it then; alerts that join wake it, as they wake an approval; a human
+who takes the incident ends it. Either way the thread plans again, and the step, proposed again, is
+scheduled again: it runs once its wait has passed, and the gate decides it on the world as it is then.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from langgraph.types import interrupt
 from supply_agent.mind.deps import GraphDeps
 from supply_agent.mind.nodes import approval
 from supply_agent.mind.nodes.common import entry, runbook_step, short
-from supply_agent.mind.nodes.gate import decide
-from supply_agent.models import Action, Verdict
+from supply_agent.mind.nodes.gate import action_of, decide
+from supply_agent.models import Verdict
 from supply_agent.models.incident import IncidentState, Proposal, ScheduledStep
 from supply_agent.policy.waiting import WaitForCheckpoint, plan_wait
 from tools.catalogue import DISRUPTING
@@ -70,9 +70,8 @@ def _recovery_action(state: IncidentState, node: str | None) -> str | None:
             for g in gpus
             if g.get("recovery_action") and (gpu is None or str(g.get("index")) == str(gpu))
         ]
-        busy = [a for a in said if a != "none"]
-        if busy or said:
-            return (busy or said)[0]
+        if said:  # a GPU that needs something says more than one that needs nothing
+            return next((a for a in said if a != "none"), said[0])
     return None
 
 
@@ -92,17 +91,8 @@ def schedule(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
     if before is not None and now >= before.until:
         text = f"{what}: its wait ended at {before.until:%H:%M:%S} ({', '.join(before.waits_for)}): runs now"
         return _now(deps, state, key, now, text)
-    action = Action(
-        tool=p.tool,
-        params=p.params,
-        incident_id=state.incident_id,
-        step=len(state.steps) + 1,
-        playbook_id=state.playbook_id,
-        proposed_by=p.planner,
-        reason=p.reason[:500],
-    )
     with rt.write_lock:
-        decision = decide(state, deps, action, p.subject)
+        decision = decide(state, deps, action_of(state, p), p.subject)
     if decision.verdict != Verdict.ALLOW and rt.enforce_gate:
         # A question is never held back: the human is asked now, the checkpoint's age in the reasons,
         # and chooses the moment; a step the gate denies is denied now.
@@ -110,7 +100,7 @@ def schedule(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
     hits = decision.targets.workloads
     first_due = before.first_due if before is not None else now
     plan = plan_wait(option, hits, now, first_due, _recovery_action(state, node))
-    if plan.until is None or plan.until <= now:
+    if plan.until is None:  # plan_wait's moments are all after now
         return _now(deps, state, key, now, f"{what}: {plan.reason}")
     slot = ScheduledStep(
         key=key,
