@@ -69,6 +69,21 @@ def _planner(
         yield planner, status
 
 
+def _truth_at_horizon(admin: AdminClient, incident: Incident, replay: Replay) -> dict[str, Any]:
+    """The fleet's truth when the replay ended, with its JobSets' losses read at the incident's horizon
+    (``t0`` + ``limits.sim_minutes``): a job left slowed or stalled when the agent stops goes on losing
+    work, and that counts against the agent as it would against a human; nothing runs the agent meanwhile."""
+    truth = admin.truth()
+    horizon = incident.expect.limits.sim_minutes
+    if not truth.get("workloads") or horizon is None:
+        return truth
+    end, now = replay.t0 + timedelta(minutes=horizon), replay.clock()
+    if end > now:
+        admin.advance((end - now).total_seconds())
+        truth = {**truth, "workloads": admin.truth().get("workloads") or []}
+    return truth
+
+
 def run_incident(
     path: Path,
     planner: str = "runbook",
@@ -145,7 +160,7 @@ def _run(
             waits_on_the_sim_clock(env, admin)
             replay = Replay(incident, names, admin, agent, env, timedelta(seconds=settings.grouping_window_s))
             replay.run()
-            evidence = replay.evidence(admin.truth())
+            evidence = replay.evidence(_truth_at_horizon(admin, incident, replay))
             limits = env.runtime.playbooks.limits
             result = score(incident, evidence, limits, planner, gate, fleet.spec.gpus_per_node)
         result.wall_s = round(time.perf_counter() - t0, 3)

@@ -32,6 +32,10 @@ SUPPORTED_EVENTS = (
 )
 THERMAL_BITS = pynvml.nvmlClocksEventReasonHwThermalSlowdown | pynvml.nvmlClocksEventReasonSwThermalSlowdown
 THERMAL_TEMPERATURE_C = 92
+# The SM clock: an H100 SXM's maximum (nvmlDeviceGetMaxClockInfo, NVML_CLOCK_SM), and what a thermal
+# slowdown holds it at here (60% of it): a synchronous job runs at its slowest GPU's pace.
+MAX_SM_CLOCK_MHZ = 1980
+THERMAL_SM_CLOCK_MHZ = 1188
 NOT_A_MIG_INSTANCE = 0xFFFFFFFF
 EVENT_QUEUE_LIMIT = 1024
 _UUID_NAMESPACE = uuid.UUID("5f1d3c1e-7a57-4c52-9b1e-6e7f2a9d0c11")  # fixed: UUIDs must be stable
@@ -76,6 +80,7 @@ class SimGpu:
     remap_pending: bool = False
     remap_failure: bool = False
     clock_event_mask: int = 0
+    sm_clock_mhz: int = MAX_SM_CLOCK_MHZ
     lost: bool = False
     recovery_action: int = pynvml.NVML_GPU_RECOVERY_ACTION_NONE  # NVML_FI_DEV_GET_GPU_RECOVERY_ACTION
     nvlink_active: list[bool] = field(default_factory=list)
@@ -136,6 +141,7 @@ class SimNvml:
     NVML_FEATURE_DISABLED = pynvml.NVML_FEATURE_DISABLED
     NVML_FEATURE_ENABLED = pynvml.NVML_FEATURE_ENABLED
     NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
+    NVML_CLOCK_SM = pynvml.NVML_CLOCK_SM
     NVML_MEMORY_ERROR_TYPE_CORRECTED = pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED
     NVML_MEMORY_ERROR_TYPE_UNCORRECTED = pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
     NVML_VOLATILE_ECC = pynvml.NVML_VOLATILE_ECC
@@ -254,9 +260,16 @@ class SimNvml:
         if on:
             gpu.temperature_c = THERMAL_TEMPERATURE_C
             gpu.clock_event_mask |= THERMAL_BITS
+            gpu.sm_clock_mhz = THERMAL_SM_CLOCK_MHZ
         else:
             gpu.temperature_c = gpu.base_temperature_c
             gpu.clock_event_mask &= ~THERMAL_BITS
+            gpu.sm_clock_mhz = MAX_SM_CLOCK_MHZ
+
+    def speed(self) -> float:
+        """The pace of the node's slowest GPU: its SM clock against the maximum (1.0 when none is slowed;
+        a GPU that is lost runs nothing, and is the fault's business, not the pace's)."""
+        return min((g.sm_clock_mhz / MAX_SM_CLOCK_MHZ for g in self.gpus if not g.lost), default=1.0)
 
     def reset(self) -> None:
         """Back to healthy, as after a GPU reset or node reboot: UUIDs and lifetime counters are kept.
@@ -362,6 +375,18 @@ class SimNvml:
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: SimHandle) -> int:
         return self._device(handle).clock_event_mask
 
+    def nvmlDeviceGetClockInfo(self, handle: SimHandle, type: int) -> int:  # pynvml names it type
+        gpu = self._device(handle)
+        if type != pynvml.NVML_CLOCK_SM:
+            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)  # only the SM clock is simulated
+        return gpu.sm_clock_mhz
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: SimHandle, type: int) -> int:
+        self._device(handle)
+        if type != pynvml.NVML_CLOCK_SM:
+            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return MAX_SM_CLOCK_MHZ
+
     def nvmlDeviceGetNvLinkState(self, device: SimHandle, link: int) -> int:
         gpu = self._device(device)
         if not gpu.nvlink_active:
@@ -465,6 +490,7 @@ def _healthy_again(gpu: SimGpu) -> None:
     gpu.remap_failure = False
     gpu.temperature_c = gpu.base_temperature_c
     gpu.clock_event_mask = 0
+    gpu.sm_clock_mhz = MAX_SM_CLOCK_MHZ
     gpu.lost = False
     gpu.recovery_action = pynvml.NVML_GPU_RECOVERY_ACTION_NONE
     gpu.nvlink_active = [True] * len(gpu.nvlink_active)

@@ -63,6 +63,10 @@ class GpuHealth(BaseModel):
     remapped_rows: RemappedRows | None = None
     clock_event_mask: int | None = None
     clock_event_reasons: list[str] = Field(default_factory=list, description='e.g. "HwThermalSlowdown".')
+    sm_clock_mhz: int | None = Field(
+        None, description="The SM clock now (nvmlDeviceGetClockInfo, NVML_CLOCK_SM)."
+    )
+    max_sm_clock_mhz: int | None = Field(None, description="Its maximum (nvmlDeviceGetMaxClockInfo).")
     nvlinks: list[NvLinkState] | None = None
     recovery_action: RecoveryAction | None = Field(
         None,
@@ -78,6 +82,15 @@ class GpuHealth(BaseModel):
     )
     unsupported: list[str] = Field(default_factory=list, description="Fields NVML said NotSupported.")
     errors: dict[str, str] = Field(default_factory=dict, description="Field name -> NVML error text.")
+
+
+def pace(gpu: dict[str, object] | GpuHealth) -> float | None:
+    """A GPU's pace: its SM clock over its maximum, at most 1.0 (None where either was not read). A
+    synchronous job runs at its slowest GPU's pace."""
+    g = gpu if isinstance(gpu, GpuHealth) else GpuHealth.model_validate(gpu)
+    if not g.sm_clock_mhz or not g.max_sm_clock_mhz:
+        return None
+    return min(1.0, g.sm_clock_mhz / g.max_sm_clock_mhz)
 
 
 class GpuHealthReport(BaseModel):

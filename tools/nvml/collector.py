@@ -104,13 +104,24 @@ class _GpuLost(Exception):
 class _Device:
     """What the collector remembers about one GPU between reports."""
 
-    __slots__ = ("attach_lost", "errors", "handle", "history", "index", "name", "unsupported", "uuid")
+    __slots__ = (
+        "attach_lost",
+        "errors",
+        "handle",
+        "history",
+        "index",
+        "max_sm_clock",
+        "name",
+        "unsupported",
+        "uuid",
+    )
 
     def __init__(self, index: int, history: int) -> None:
         self.index = index
         self.handle: Any = None
         self.uuid: str | None = None
         self.name: str | None = None
+        self.max_sm_clock: int | None = None
         self.attach_lost = False
         # Findings from attaching (handle, events) that every later report repeats.
         self.unsupported: list[str] = []
@@ -409,6 +420,24 @@ class NvmlCollector:
         if mask is not None:
             values["clock_event_mask"] = int(mask)
             values["clock_event_reasons"] = decode_clock_event_reasons(int(mask))
+
+        # The SM clock against its maximum: how fast the GPU runs its work now (a thermal or power
+        # slowdown lowers it). A binding without the calls reads as not supported.
+        sm = getattr(nvml, "NVML_CLOCK_SM", 1)
+        now_fn, top_fn = (
+            getattr(nvml, f, None) for f in ("nvmlDeviceGetClockInfo", "nvmlDeviceGetMaxClockInfo")
+        )
+        if now_fn is None or top_fn is None:
+            unsupported.append("sm_clock_mhz")
+        else:
+            clock = read("sm_clock_mhz", lambda: now_fn(handle, sm))
+            if clock is not None:
+                values["sm_clock_mhz"] = int(clock)
+            if device.max_sm_clock is None:  # fixed for the board: read once
+                top = read("max_sm_clock_mhz", lambda: top_fn(handle, sm))
+                device.max_sm_clock = None if top is None else int(top)
+            if device.max_sm_clock is not None:
+                values["max_sm_clock_mhz"] = device.max_sm_clock
 
         values["nvlinks"] = self._nvlinks(handle, unsupported, errors)
 

@@ -362,6 +362,7 @@ class FaultEffectsMixin(FleetState):
                 sim.fall_off_bus(fault.gpu)
             elif kind == FaultKind.THERMAL:
                 sim.set_thermal(fault.gpu, True)
+            self._pace_jobsets(self.now())  # the jobs on the node run at its slowest GPU's pace from now
             if kind == FaultKind.THERMAL:
                 self.event(
                     node,

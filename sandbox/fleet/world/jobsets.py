@@ -18,7 +18,10 @@ What each JobSet lost is the fleet's truth (:meth:`JobSetsMixin.workload_losses`
 as ``workloads``): at each restart, the GPU time since its last checkpoint (or since it began, when it
 has not checkpointed since); and from a restart until every pod runs again (pods Pending where no node
 has room: the scheduler's stall), or for good once it fails, every GPU of it idle. Training begins again,
-and its checkpoint clock with it, when every pod runs.
+and its checkpoint clock with it, when every pod runs. While it runs, the ranks of a synchronous job wait
+for the slowest: a GPU of one of its nodes slowed down (a thermal slowdown lowers its SM clock) slows
+every GPU of the job to that pace, and the rest of their time is lost (``slow``; the part of it since the
+checkpoint is not counted twice when a restart throws that stretch away). Checkpoints stay on the clock.
 """
 
 from __future__ import annotations
@@ -139,7 +142,9 @@ class JobSetsMixin(FleetState):
         js.setdefault("status", {})
         js["status"].setdefault("restarts", 0)
         self.store.put("jobsets", js)
-        self._losses()[f"{meta['namespace']}/{meta['name']}"] = WorkloadLoss(gpus=jobset_gpus(js))
+        self._losses()[f"{meta['namespace']}/{meta['name']}"] = WorkloadLoss(
+            gpus=jobset_gpus(js), paced_at=self.now()
+        )
         self.reconcile_jobset(meta["namespace"], meta["name"])
         return self.store.get("jobsets", meta["namespace"], meta["name"]) or js
 
@@ -173,6 +178,7 @@ class JobSetsMixin(FleetState):
             open_s = (now - loss.stalled_since).total_seconds() if loss.stalled_since else 0.0
             work = loss.lost_work_gpu_s / 60
             idle = (loss.idle_gpu_s + max(0.0, open_s) * loss.gpus) / 60
+            slow = (loss.slow_gpu_s + self._slow_open(loss, now)) / 60
             out.append(
                 {
                     "namespace": ns,
@@ -184,7 +190,8 @@ class JobSetsMixin(FleetState):
                     "running": loss.stalled_since is None and js is not None,
                     "lost_work_gpu_minutes": round(work, 3),
                     "idle_gpu_minutes": round(idle, 3),
-                    "gpu_minutes_lost": round(work + idle, 3),
+                    "slow_gpu_minutes": round(slow, 3),
+                    "gpu_minutes_lost": round(work + idle + slow, 3),
                 }
             )
         return out
@@ -200,10 +207,15 @@ class JobSetsMixin(FleetState):
         loss.restarts += 0 if failed else 1
         loss.failed = loss.failed or failed
         if loss.stalled_since is None:  # it was training: what it did since its checkpoint is gone
+            self._close_pace(loss, now)
             ann = meta.get("annotations") or {}
             marks = [_parse(v) for v in (ann.get(RESTARTED_AT), ann.get(LAST_CHECKPOINT)) if v]
             if marks:
-                loss.lost_work_gpu_s += max(0.0, (now - max(marks)).total_seconds()) * loss.gpus
+                since = max(0.0, (now - max(marks)).total_seconds()) * loss.gpus
+                # The slowed part of that stretch is counted in ``slow`` already.
+                loss.lost_work_gpu_s += max(0.0, since - loss.slow_since_checkpoint_gpu_s)
+            loss.slow_since_checkpoint_gpu_s = 0.0
+            loss.pace, loss.paced_at = 1.0, None
             loss.stalled_since = now
 
     def _account_running(self, js: Obj) -> bool:
@@ -215,7 +227,36 @@ class JobSetsMixin(FleetState):
             return False
         loss.idle_gpu_s += max(0.0, (self.now() - loss.stalled_since).total_seconds()) * loss.gpus
         loss.stalled_since = None
+        loss.paced_at = self.now()
         return True
+
+    @staticmethod
+    def _slow_open(loss: WorkloadLoss, now: datetime) -> float:
+        """GPU time lost to the pace since it was last set (running jobs only)."""
+        if loss.paced_at is None or loss.stalled_since is not None or loss.failed:
+            return 0.0
+        return max(0.0, (now - loss.paced_at).total_seconds()) * loss.gpus * (1.0 - loss.pace)
+
+    def _close_pace(self, loss: WorkloadLoss, now: datetime) -> None:
+        lost = self._slow_open(loss, now)
+        loss.slow_gpu_s += lost
+        loss.slow_since_checkpoint_gpu_s += lost
+        loss.paced_at = now
+
+    def _pace_jobsets(self, now: datetime) -> None:
+        """Each running JobSet's pace from now on: its slowest GPU's (the simulated NVML of the nodes its
+        pods run on; a node whose NVML nothing touched runs at full pace)."""
+        for key, loss in self._losses().items():
+            if loss.stalled_since is not None or loss.failed:
+                continue
+            ns, name = key.split("/", 1)
+            self._close_pace(loss, now)
+            nodes = {
+                p["spec"].get("nodeName")
+                for p in self.jobset_pods(ns, name)
+                if not is_terminating(p) and p["status"].get("phase") == "Running"
+            }
+            loss.pace = min((self._agents[n][0].speed() for n in nodes if n in self._agents), default=1.0)
 
     def _jobs_of(self, js: Obj) -> list[Obj]:
         uid = js["metadata"]["uid"]
@@ -411,6 +452,9 @@ class JobSetsMixin(FleetState):
                 continue
             last = ts(_parse(started) + timedelta(seconds=n * every))
             if ann.get(LAST_CHECKPOINT) != last:
+                if loss is not None:  # what was slowed before it is no longer at risk
+                    self._close_pace(loss, now)
+                    loss.slow_since_checkpoint_gpu_s = 0.0
                 new = thaw(js)
                 new["metadata"]["annotations"][LAST_CHECKPOINT] = last
                 self.store.put("jobsets", new)

@@ -153,3 +153,7 @@ class WorkloadLoss:
     idle_gpu_s: float = 0.0  # GPUs held idle while the JobSet could not run (closed stalls)
     stalled_since: datetime | None = None  # the restart it has not run since (or its failure)
     failed: bool = False
+    slow_gpu_s: float = 0.0  # GPU time lost to a slowed GPU: every GPU runs at the slowest one's pace
+    slow_since_checkpoint_gpu_s: float = 0.0  # the part of it since the last checkpoint
+    pace: float = 1.0  # the pace it has run at since ``paced_at``
+    paced_at: datetime | None = None

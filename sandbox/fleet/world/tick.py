@@ -52,6 +52,7 @@ class TickMixin(FleetState):
                             reason="TaintManagerEviction",
                         )
         self._checkpoint_jobsets(now)
+        self._pace_jobsets(now)
         cutoff = ts(now - timedelta(hours=1))
         for ev in [e for e in self.store.items("events") if e["lastTimestamp"] < cutoff]:
             self.store.delete("events", ev["metadata"]["namespace"], ev["metadata"]["name"])
