@@ -22,9 +22,10 @@ from typing import Any
 
 from kubernetes import client
 
-from supply_agent.hands.world import JOBSET_NAME_LABEL, LWS_GROUP_LABEL, LWS_NAME_LABEL, slim_pod
+from supply_agent.hands.world import slim_pod
 from supply_agent.policy.world import NodeView, PodRef, PoolRoom, WorkloadView, WorldView
 from tools.kubernetes import KubeTools, ToolError
+from tools.kubernetes.models import JOBSET_NAME_LABEL, LWS_GROUP_LABEL, LWS_NAME_LABEL
 
 CHECKPOINT_EVERY = "checkpoint.supply-agent.dev/interval"
 LAST_CHECKPOINT = "checkpoint.supply-agent.dev/last"

@@ -11,6 +11,7 @@ from typing import Any
 from supply_agent.models import Action
 from supply_agent.policy.world import APPLICATION_XIDS, GROUP_LABELS, NodeView, PodRef, WorldView
 from tools.kubernetes import CUSTOMER_LABEL, POOL_LABEL, KubeTools
+from tools.kubernetes.models import workload_of
 from tools.latches import CONTROL_NAMESPACE, read_breaker, read_freeze
 
 __all__ = [
@@ -57,23 +58,6 @@ def scope_of(
         pods=pods | named,
         deployments=frozenset(deps),
     )
-
-
-# The labels the JobSet and LeaderWorkerSet controllers put on their pods (kubernetes-sigs/jobset
-# api/jobset/v1alpha2 JobSetNameKey; kubernetes-sigs/lws api/leaderworkerset/v1 SetNameLabelKey and
-# GroupIndexLabelKey): a pod's gang workload, read without its owner chain.
-JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
-LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
-LWS_GROUP_LABEL = "leaderworkerset.sigs.k8s.io/group-index"
-
-
-def workload_of(namespace: str, labels: dict[str, str]) -> str | None:
-    """The gang workload a pod's labels put it in: ``JobSet/ns/name``, ``LeaderWorkerSet/ns/name/group``."""
-    if name := labels.get(JOBSET_NAME_LABEL):
-        return f"JobSet/{namespace}/{name}"
-    if (name := labels.get(LWS_NAME_LABEL)) and (group := labels.get(LWS_GROUP_LABEL)) is not None:
-        return f"LeaderWorkerSet/{namespace}/{name}/{group}"
-    return None
 
 
 def _deployment_of(pod: dict[str, Any]) -> str | None:

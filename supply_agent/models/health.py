@@ -87,10 +87,11 @@ class GpuHealth(BaseModel):
 def pace(gpu: dict[str, object] | GpuHealth) -> float | None:
     """A GPU's pace: its SM clock over its maximum, at most 1.0 (None where either was not read). A
     synchronous job runs at its slowest GPU's pace."""
-    g = gpu if isinstance(gpu, GpuHealth) else GpuHealth.model_validate(gpu)
-    if not g.sm_clock_mhz or not g.max_sm_clock_mhz:
+    g = gpu.model_dump() if isinstance(gpu, GpuHealth) else gpu
+    now, top = g.get("sm_clock_mhz"), g.get("max_sm_clock_mhz")
+    if not isinstance(now, int | float) or not isinstance(top, int | float) or top <= 0:
         return None
-    return min(1.0, g.sm_clock_mhz / g.max_sm_clock_mhz)
+    return min(1.0, max(0.0, now / top))
 
 
 class GpuHealthReport(BaseModel):

@@ -88,11 +88,14 @@ class Step(Strict):
     verify: Verify | None = Field(None, validate_default=True)
     on_failure: OnFailure = OnFailure()
     requires_approval: bool = False
-    when: Literal["job_died"] | None = Field(
+    when: Literal["job_died", "gang_job"] | None = Field(
         None,
         description="Run the step only if this holds, else pass over it: job_died = a pod on the alert's "
         "GPU (as its node-agent reports) restarted or ended with an error. For an XID NVIDIA says needs "
-        "no action, whose job may still have died: its customer is told only then.",
+        "no action, whose job may still have died: its customer is told only then. gang_job = a running "
+        "pod on the alert's node is a rank of a gang workload (a JobSet or a LeaderWorkerSet group, as "
+        "the node's latest pod listing shows): every rank of it waits for the slowest, so a slowed GPU "
+        "slows all of them, where a pod of its own only slows itself.",
     )
 
     wait_for_checkpoint: WaitForCheckpoint | None = Field(

@@ -11,7 +11,9 @@ off the bus, an uncontained ECC error, a reset or a reboot required now): a play
 the step's ``wait_for_checkpoint``, limited to the recovery actions that allow it.
 
 The arithmetic is pure (``plan_wait``): the workloads the step would stop (their checkpoint cadence
-and the time since the checkpoint a restart resumes from), the time the step first came due, and now.
+and the time since the checkpoint a restart resumes from), the time the step first came due, now, and
+the pace of a GPU that still works but slowly (a thermal slowdown: every rank of a synchronous job waits
+for it, so waiting costs too, and the moment is where the two costs together are least).
 """
 
 from __future__ import annotations
@@ -63,11 +65,17 @@ def plan_wait(
     now: datetime,
     first_due: datetime,
     recovery_action: str | None = None,
+    pace: float | None = None,
 ) -> WaitPlan:
     """When to run a step the option lets wait: now when the fault does not allow waiting, when it stops
     no gang job whose next checkpoint can be told, when each such job checkpointed at most ``fresh`` ago,
-    or when the deadline (``first_due`` + ``within``) has come; else just after the latest of their next
-    checkpoints, and never past the deadline."""
+    or when the deadline (``first_due`` + ``within``) has come; else the moment that loses the least.
+
+    ``pace``: the speed the alert's GPU runs at (its SM clock over its maximum; None or 1.0: full). The
+    ranks of a synchronous job wait for the slowest, so every job the step stops runs at that pace while
+    it waits, and each minute of waiting costs ``(1 - pace)`` of each of their GPUs: a slowed GPU makes
+    an early moment worth more than a late checkpoint."""
+    hits = list(hits)
     deadline = first_due + option.within
     if option.recovery_actions and recovery_action not in option.recovery_actions:
         said = recovery_action or "not known"
@@ -93,24 +101,37 @@ def plan_wait(
     # of equals); now wins when no moment loses less than now does.
     left = (deadline - now).total_seconds()
     moments = sorted({min(_first(h) + option.after.total_seconds(), left) for h in stale} | {left})
-    lost_now = _lost(known, 0.0)
-    best = min(moments, key=lambda d: (_lost(known, d), d))
-    if _lost(known, best) >= lost_now:
+    slowed = (1.0 - min(1.0, max(0.0, pace))) * sum(h.gpus for h in hits) if pace is not None else 0.0
+
+    def cost(d: float) -> float:  # work thrown away then, and the slowed GPUs' waiting until then
+        return _lost(known, d) + slowed * d / 60.0
+
+    lost_now = cost(0.0)
+    best = min(moments, key=lambda d: (cost(d), d))
+    if cost(best) >= lost_now:
         return WaitPlan(
             deadline=deadline,
-            reason=f"no moment before the deadline loses less than now ({lost_now:,.0f} GPU-minutes): now",
+            reason=f"no moment before the deadline loses less than now ({lost_now:,.0f} GPU-minutes"
+            f"{_slow_note(slowed, pace)}): now",
         )
     until = now + timedelta(seconds=best)
     waited = tuple(h.key for h in stale if _first(h) < best)
     what = "; ".join(f"{h.describe()}, next in {_mins(_first(h))}" for h in stale)
     capped = " (the deadline)" if until == deadline else ""
+    while_slow = f", {slowed * best / 60.0:,.0f} of them to the slowed GPU while it waits" if slowed else " of work"
     return WaitPlan(
         until=until,
         deadline=deadline,
         waits_for=waited,
         reason=f"waits for the next checkpoint: {what}; runs at {until:%H:%M:%S}{capped}, losing "
-        f"{_lost(known, best):,.0f} GPU-minutes of work, not {lost_now:,.0f} now; deadline {deadline:%H:%M:%S}",
+        f"{cost(best):,.0f} GPU-minutes{while_slow}, not {lost_now:,.0f} now; deadline {deadline:%H:%M:%S}",
     )
+
+
+def _slow_note(slowed: float, pace: float | None) -> str:
+    if not slowed or pace is None:
+        return ""
+    return f"; at {pace:.0%} pace the jobs lose {slowed:,.0f} GPU-minutes a minute while they wait"
 
 
 def _first(h: WorkloadHit) -> float:

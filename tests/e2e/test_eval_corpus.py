@@ -29,6 +29,8 @@ SMOKE = [
     "gang-xid79-one-node-of-large-jobset",
     "gang-xid154-checkpoint-ten-minutes-away",
     "gang-two-jobs-budget-for-one",
+    "gang-thermal-straggler-drain-at-checkpoint",
+    "pb-thermal-throttling",
 ]
 
 
@@ -111,3 +113,31 @@ def test_a_human_who_takes_the_incident_ends_the_wait_at_once(tmp_path: Path) ->
     assert r.error is None and r.passed, (r.outcome, r.must_missing, r.limit_notes, r.safety_violations)
     assert r.sim_minutes is not None and r.sim_minutes <= 4
     assert "k8s.drain_node" not in r.actions_by_tool
+
+
+def test_a_slowed_gang_job_is_drained_at_its_checkpoint_not_now_and_not_never(tmp_path: Path) -> None:
+    """One GPU at 60% pace under a 128-GPU job ten minutes from its checkpoint: the drain waits for it
+    (about 640 GPU-minutes lost), where the same playbook draining at once throws away 26 minutes of
+    work, and one that never drains leaves every GPU of the job slowed to the incident's horizon."""
+    path = CORPUS / "gang-thermal-straggler-drain-at-checkpoint.yaml"
+    waited = run_incident(path)
+
+    text = (CORPUS.parents[1] / "playbooks" / "thermal-throttling.yaml").read_text()
+
+    def variant(name: str, playbook: str) -> dict[str, object]:
+        books = tmp_path / name
+        shutil.copytree(CORPUS.parents[1] / "playbooks", books)
+        (books / "thermal-throttling.yaml").write_text(playbook)
+        return {"playbooks_dir": books}
+
+    no_wait = "\n".join(line for line in text.splitlines() if "wait_for_checkpoint:" not in line) + "\n"
+    drain = text[text.index("  - name: drain-gang-rank") : text.index("  - name: escalate")]
+    at_once = run_incident(path, settings_overrides=variant("now", no_wait))
+    never = run_incident(path, settings_overrides=variant("never", text.replace(drain, "")))
+    assert waited.passed, (waited.outcome, waited.must_missing, waited.limit_notes)
+    assert "k8s.drain_node" in at_once.actions_by_tool and "k8s.drain_node" not in never.actions_by_tool
+    lost = [r.gpu_minutes_lost for r in (waited, at_once, never)]
+    assert all(x is not None for x in lost)
+    w, n, v = (float(x or 0.0) for x in lost)
+    assert w <= 800 < 2_000 < v < n  # waited, never drained (45 min slowed), drained at once
+    assert waited.sim_minutes >= 10 > at_once.sim_minutes

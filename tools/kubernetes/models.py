@@ -39,6 +39,23 @@ class NodeInfo(BaseModel):
         return next((c for c in self.conditions if c.type == ctype), None)
 
 
+# The labels the JobSet and LeaderWorkerSet controllers put on their pods (kubernetes-sigs/jobset
+# api/jobset/v1alpha2 JobSetNameKey; kubernetes-sigs/lws api/leaderworkerset/v1 SetNameLabelKey and
+# GroupIndexLabelKey): a pod's gang workload, read without its owner chain.
+JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
+LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
+LWS_GROUP_LABEL = "leaderworkerset.sigs.k8s.io/group-index"
+
+
+def workload_of(namespace: str, labels: dict[str, str]) -> str | None:
+    """The gang workload a pod's labels put it in: ``JobSet/ns/name``, ``LeaderWorkerSet/ns/name/group``."""
+    if name := labels.get(JOBSET_NAME_LABEL):
+        return f"JobSet/{namespace}/{name}"
+    if (name := labels.get(LWS_NAME_LABEL)) and (group := labels.get(LWS_GROUP_LABEL)) is not None:
+        return f"LeaderWorkerSet/{namespace}/{name}/{group}"
+    return None
+
+
 class PodInfo(BaseModel):
     namespace: str
     name: str
@@ -56,6 +73,10 @@ class PodInfo(BaseModel):
     owner_name: str | None = None
     gpus: int = 0
     daemonset: bool = False
+    workload: str | None = Field(
+        None,
+        description="The gang workload the pod is a rank of (JobSet/ns/name, LeaderWorkerSet/ns/name/group).",
+    )
 
 
 class EventInfo(BaseModel):

@@ -34,6 +34,7 @@ from tools.kubernetes.models import (
     PodInfo,
     Taint,
     UntrustedText,
+    workload_of,
 )
 
 
@@ -90,6 +91,7 @@ def _pod_info(raw: dict[str, Any]) -> PodInfo:
         owner_name=owner["name"] if owner else None,
         gpus=gpus,
         daemonset=bool(owner and owner["kind"] == "DaemonSet"),
+        workload=workload_of(meta["namespace"], meta.get("labels") or {}),
     )
 
 

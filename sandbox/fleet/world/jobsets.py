@@ -237,11 +237,14 @@ class JobSetsMixin(FleetState):
             return 0.0
         return max(0.0, (now - loss.paced_at).total_seconds()) * loss.gpus * (1.0 - loss.pace)
 
-    def _close_pace(self, loss: WorkloadLoss, now: datetime) -> None:
-        lost = self._slow_open(loss, now)
+    def _close_pace(self, loss: WorkloadLoss, at: datetime) -> None:
+        """Count the pace's loss up to ``at`` (a checkpoint within the last clock step, or now)."""
+        if loss.paced_at is not None and at < loss.paced_at:
+            return
+        lost = self._slow_open(loss, at)
         loss.slow_gpu_s += lost
         loss.slow_since_checkpoint_gpu_s += lost
-        loss.paced_at = now
+        loss.paced_at = at
 
     def _pace_jobsets(self, now: datetime) -> None:
         """Each running JobSet's pace from now on: its slowest GPU's (the simulated NVML of the nodes its
@@ -453,7 +456,7 @@ class JobSetsMixin(FleetState):
             last = ts(_parse(started) + timedelta(seconds=n * every))
             if ann.get(LAST_CHECKPOINT) != last:
                 if loss is not None:  # what was slowed before it is no longer at risk
-                    self._close_pace(loss, now)
+                    self._close_pace(loss, _parse(last))
                     loss.slow_since_checkpoint_gpu_s = 0.0
                 new = thaw(js)
                 new["metadata"]["annotations"][LAST_CHECKPOINT] = last

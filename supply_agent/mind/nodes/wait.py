@@ -25,6 +25,7 @@ from supply_agent.mind.nodes import approval
 from supply_agent.mind.nodes.common import entry, runbook_step, short
 from supply_agent.mind.nodes.gate import action_of, decide
 from supply_agent.models import Verdict
+from supply_agent.models.health import pace
 from supply_agent.models.incident import IncidentState, Proposal, ScheduledStep
 from supply_agent.policy.waiting import WaitForCheckpoint, plan_wait
 from tools.catalogue import DISRUPTING
@@ -75,6 +76,22 @@ def _recovery_action(state: IncidentState, node: str | None) -> str | None:
     return None
 
 
+def _pace(state: IncidentState, node: str | None) -> float | None:
+    """The pace of the alert's GPU on ``node`` (the slowest of the node's GPUs when the alert names
+    none), from the incident's latest NVML report: its SM clock over its maximum; None when not read."""
+    gpu = next((a.labels.get("gpu") for a in state.alerts if a.node == node and a.labels.get("gpu")), None)
+    for ev in reversed(state.evidence):
+        if not ev.ok or ev.tool != "nvml.gpu_health" or ev.params.get("node") != node:
+            continue
+        report = (ev.result.get("report") if isinstance(ev.result, dict) else None) or {}
+        gpus = [g for g in report.get("gpus") or [] if isinstance(g, dict)]
+        paces = [
+            p for g in gpus if (gpu is None or str(g.get("index")) == str(gpu)) and (p := pace(g)) is not None
+        ]
+        return min(paces) if paces else None
+    return None
+
+
 def schedule(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
     rt = deps.runtime
     p = state.pending
@@ -99,7 +116,7 @@ def schedule(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
         return _now(deps, state, key, now, f"{what}: the gate would {decision.verdict.value} now: no wait")
     hits = decision.targets.workloads
     first_due = before.first_due if before is not None else now
-    plan = plan_wait(option, hits, now, first_due, _recovery_action(state, node))
+    plan = plan_wait(option, hits, now, first_due, _recovery_action(state, node), _pace(state, node))
     if plan.until is None:  # plan_wait's moments are all after now
         return _now(deps, state, key, now, f"{what}: {plan.reason}")
     slot = ScheduledStep(

@@ -198,6 +198,15 @@ def job_died(state: IncidentState, alert: AlertIn) -> bool:
     return False
 
 
+def gang_job(state: IncidentState, alert: AlertIn) -> str | None:
+    """The gang workload a running pod on the alert's node is a rank of, from the node's latest pod
+    listing (None: no such pod, or the node not listed)."""
+    for p in _pods_listed(state, alert.node) or []:
+        if p.get("workload") and not p.get("terminating") and not p.get("daemonset"):
+            return str(p["workload"])
+    return None
+
+
 def _takes_node_out(pb: Playbook) -> bool:
     # A drain evicts every pod on the node; a cordon or taint only turns new work away.
     return any(s.tool == "k8s.drain_node" for s in pb.runbook)
@@ -363,6 +372,8 @@ class RunbookPlanner:
             return skip(
                 f"no job on GPU {entity.labels.get('gpu', '?')} of {entity.node} died: nothing for {step.name} to do"
             )
+        if step.when == "gang_job" and not gang_job(state, entity):
+            return skip(f"no pod on {entity.node} is a rank of a gang job: nothing for {step.name} to do")
         if (
             step.tool == "notify.customer"
             and "${labels.customer}" in str(step.params)

@@ -187,3 +187,51 @@ def test_only_a_step_that_stops_workloads_may_wait_and_the_shipped_playbook_does
     assert set(drain.wait_for_checkpoint.recovery_actions) == set(DRAIN_ACTIONS)
     raw = yaml.safe_load((ROOT / "playbooks" / "xid-recovery-action.yaml").read_text())
     assert any("wait_for_checkpoint" in s for s in raw["runbook"])
+
+
+# -- a GPU that still works, slowly: waiting costs too -------------------------------------------------
+
+
+def test_a_slowed_gpu_waits_for_a_near_checkpoint_and_not_for_a_far_one() -> None:
+    """At 60% pace, a 128-GPU job loses 51 GPU-minutes each minute it waits. Ten minutes from its
+    half-hourly checkpoint, waiting (11 min slowed, then a minute of work: 691) beats a drain now (20
+    minutes of work: 2,560). Six minutes past an hourly one, waiting 55 minutes (2,944) loses more than
+    draining now (768): now, and the reason says the pace."""
+    option = WaitForCheckpoint()
+    near = WorkloadHit(
+        kind="JobSet",
+        key="tenant-acme/llm",
+        nodes=16,
+        gpus=128,
+        since_checkpoint_s=1200,
+        checkpoint_every_s=1800,
+    )
+    plan = plan_wait(option, [near], T0, T0, None, pace=0.6)
+    assert plan.until == T0 + timedelta(minutes=11)
+    assert (
+        "losing 691 GPU-minutes, 563 of them to the slowed GPU while it waits, not 2,560 now" in plan.reason
+    )
+    far = _hit(6 * 60, 3600)
+    assert plan_wait(option, [far], T0, T0).until == T0 + timedelta(minutes=55)  # at full pace it waits
+    now = plan_wait(option, [far], T0, T0, None, pace=0.6)
+    assert now.until is None
+    assert "at 60% pace the jobs lose 51 GPU-minutes a minute while they wait" in now.reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    option=options,
+    hs=hits,
+    waited_s=st.integers(0, 30 * 3600),
+    paces=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+)
+def test_a_slower_gpu_never_waits_longer_and_full_pace_is_no_pace(
+    option: WaitForCheckpoint, hs: list[WorkloadHit], waited_s: int, paces: tuple[float, float]
+) -> None:
+    now = T0 + timedelta(seconds=waited_s)
+    action = "drain_p2p"
+    assert plan_wait(option, hs, now, T0, action, pace=1.0) == plan_wait(option, hs, now, T0, action)
+    slow, fast = sorted(paces)
+    at_slow = plan_wait(option, hs, now, T0, action, pace=slow).until
+    at_fast = plan_wait(option, hs, now, T0, action, pace=fast).until
+    assert (at_slow or now) <= (at_fast or now)

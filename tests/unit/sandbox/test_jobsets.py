@@ -261,3 +261,38 @@ def test_a_workload_the_fleet_cannot_hold_is_an_error_naming_it(workload: dict[s
         ValueError, match=r"workloads: llm: .*" + error.replace("(", r"\(").replace(")", r"\)")
     ):
         _gang_fleet(**workload)
+
+
+def test_a_slowed_gpu_slows_the_whole_job_and_a_restart_counts_nothing_twice() -> None:
+    """A thermal slowdown holds one GPU at 60% of its SM clock: every rank of the 4-node job (32 GPUs)
+    waits for it, so 40% of each GPU-minute is lost while it runs there. A restart throws away the time
+    since the checkpoint, slowed or not, once; on healthy nodes the job runs at full pace again."""
+    from sandbox.fleet.faults import FaultKind
+    from sandbox.fleet.nvml_sim import MAX_SM_CLOCK_MHZ, THERMAL_SM_CLOCK_MHZ
+
+    fleet = _gang_fleet(since_checkpoint_s=3000)  # the hourly checkpoint is 10 minutes away
+    ns = _loss(fleet)["namespace"]
+    _, node = _pod_names(fleet)[1]
+    fleet.inject(FaultKind.THERMAL, node=node, gpu=2)
+    pace = THERMAL_SM_CLOCK_MHZ / MAX_SM_CLOCK_MHZ
+    report = fleet.agent(node)[1].report()
+    gpu = next(g for g in report.gpus if g.index == 2)
+    assert (gpu.sm_clock_mhz, gpu.max_sm_clock_mhz) == (THERMAL_SM_CLOCK_MHZ, MAX_SM_CLOCK_MHZ)
+    fleet.advance(300)  # one jump: the pace set at the fault holds through it
+    slow = _loss(fleet)["slow_gpu_minutes"]
+    assert slow == pytest.approx(5 * 32 * (1 - pace), abs=0.01)
+    fleet.advance(600)  # past the checkpoint (at 10 min): 15 minutes slowed in all
+    assert _loss(fleet)["slow_gpu_minutes"] == pytest.approx(15 * 32 * (1 - pace), abs=0.01)
+    fleet.advance(120)  # 7 minutes past the checkpoint, then the slow node is drained
+    _cordon(fleet, node)
+    name = next(n for n, at in _pod_names(fleet) if at == node)
+    fleet.delete_pod(ns, name, grace=0, reason="Evicted")
+    lost = _loss(fleet)
+    # The 7 minutes since the checkpoint are thrown away whole (224 GPU-minutes), the slowed part of
+    # them not counted again; the 10 slowed minutes before it stay lost.
+    assert lost["lost_work_gpu_minutes"] + lost["slow_gpu_minutes"] == pytest.approx(
+        10 * 32 * (1 - pace) + 7 * 32, abs=0.01
+    )
+    assert lost["running"] and node not in {at for _, at in _pod_names(fleet)}
+    fleet.advance(600)
+    assert _loss(fleet)["gpu_minutes_lost"] == pytest.approx(lost["gpu_minutes_lost"], abs=0.01)
