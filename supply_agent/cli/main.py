@@ -622,7 +622,7 @@ def _explain_node(
     or described by ``where`` (--pool, --gpu-model, --tier) with the pool's and the fleet's ``sizes``."""
     from rich.console import Console
 
-    from supply_agent.cli.playbooks import limits_table
+    from supply_agent.cli.playbooks import group_choices_table, limits_table
     from supply_agent.policy import PlaybookSetError, load_playbooks
     from supply_agent.policy.world import GROUP_LABELS
 
@@ -652,6 +652,9 @@ def _explain_node(
         soft_wrap=True,
     )
     console.print(table)
+    choices = group_choices_table(pset, labels)
+    if choices is not None:
+        console.print(choices)
 
 
 def _control(kubeconfig: Path | None, tool: str, reason: str, by: str) -> tuple[bool, str]:

@@ -228,3 +228,22 @@ def limits_table(
             row.name, row.fleet, row.here, row.source, style="bold" if row.source != "_global.yaml" else ""
         )
     return result.why, table
+
+
+def group_choices_table(pset: PlaybookSet, labels: dict[str, str]) -> Table | None:
+    """The playbooks' own choices on the node group these labels put a node in: a playbook its match
+    names (chosen at triage on such a node) and a playbook's ``containment.node_groups`` rules; None
+    when the node is in no group or no playbook chooses anything there."""
+    group = pset.limits.group_for(labels)
+    if group is None:
+        return None
+    table = Table(title=f"the playbooks' choices on node group {group.name}")
+    for col in ("playbook", "choice"):
+        table.add_column(col, overflow="fold")
+    for pb in pset:
+        if any(group.name in clause.node_groups for clause in pb.match):
+            table.add_row(pb.id, "chosen at triage on these nodes (match.node_groups)")
+        rule = pb.containment.node_groups.get(group.name)
+        if rule is not None:
+            table.add_row(pb.id, f"containment: {rule.model_dump(exclude_defaults=True)}")
+    return table if table.row_count else None

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from supply_agent.models import Action
-from supply_agent.policy.world import APPLICATION_XIDS, GROUP_LABELS, NodeView, PodRef, WorldView
+from supply_agent.policy.world import APPLICATION_XIDS, NodeView, PodRef, WorldView, group_labels_of
 from tools.kubernetes import CUSTOMER_LABEL, POOL_LABEL, KubeTools
 from tools.kubernetes.models import workload_of
 from tools.latches import CONTROL_NAMESPACE, read_breaker, read_freeze
@@ -116,7 +116,7 @@ def slim_node(n: dict[str, Any], pods: tuple[PodRef, ...] = (), agent_ready: boo
     return NodeView(
         name=n["metadata"]["name"],
         pool=pool,
-        group_labels={"pool": pool} | {k: str(labels[v]) for k, v in GROUP_LABELS.items() if v in labels},
+        group_labels={"pool": pool} | group_labels_of(labels),
         gpus=int(((n.get("status") or {}).get("capacity") or {}).get("nvidia.com/gpu", 0)),
         allocatable_gpus=_int_or_none(
             ((n.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu")

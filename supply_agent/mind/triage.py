@@ -15,7 +15,7 @@ from supply_agent.policy import (
     Playbook,
     PlaybookSet,
 )
-from supply_agent.policy.world import APPLICATION_XIDS
+from supply_agent.policy.world import APPLICATION_XIDS, group_labels_of
 
 SEVERITIES = ("info", "warning", "critical")
 
@@ -26,10 +26,12 @@ def match_playbook(
     conditions: dict[str, str] | None = None,
     events: list[str] | None = None,
     component: str | None = None,
+    group: str | None = None,
 ) -> Playbook | None:
-    """The most specific playbook for any of the incident's firing alerts. ``conditions`` and ``events``
-    (what investigation saw on the node) refine the match; None means not observed yet. ``component``:
-    the kind of shared component the incident is about (a rack, a switch), None for one node's."""
+    """The most specific playbook for any of the incident's firing alerts. ``conditions``, ``events`` and
+    ``group`` (what investigation saw on the node, and the node group its labels put it in: "" for none)
+    refine the match; None means not observed yet. ``component``: the kind of shared component the
+    incident is about (a rack, a switch), None for one node's."""
     firing = [a for a in alerts if a.status == "firing"] or alerts
     # A pod's alert that joined its node's incident (the node is down) is the node's symptom: the
     # node's alerts choose the playbook.
@@ -47,6 +49,7 @@ def match_playbook(
                 events,
                 playbooks.limits.xid_uncatalogued,
                 component,
+                group,
             )
             if key is not None:
                 hits.append((key, pb.id, pb))
@@ -73,6 +76,18 @@ def observed(evidence: list[Evidence], node: str | None) -> tuple[dict[str, str]
         if e.tool == "k8s.events_for" and e.params.get("kind") == "Node" and e.params.get("name") == node:
             events = sorted({ev["reason"] for ev in e.result or []})
     return conditions, events
+
+
+def observed_group(evidence: list[Evidence], node: str | None, playbooks: PlaybookSet) -> str | None:
+    """The node group (``_global.yaml``'s ``node_groups``) the node's labels, as read, put it in: "" for
+    none; None when the node was not read."""
+    if node is None:
+        return None
+    for e in reversed(evidence):
+        if e.ok and e.tool == "k8s.get_node" and e.params.get("node") == node and isinstance(e.result, dict):
+            group = playbooks.limits.group_for(group_labels_of(e.result.get("labels") or {}))
+            return group.name if group is not None else ""
+    return None
 
 
 def severity(playbook: Playbook | None, alerts: list[AlertIn]) -> str:

@@ -304,24 +304,45 @@ def _load(directory: Path) -> tuple[PlaybookSet | None, list[PlaybookError]]:
 
 
 def _unknown_groups(pb: Playbook, limits: GlobalLimits, tree: _Pos, file: str) -> list[PlaybookError]:
-    """A playbook's ``containment.node_groups`` name groups of ``_global.yaml`` (read first)."""
+    """A playbook's ``containment.node_groups`` and its match clauses' ``node_groups`` name groups of
+    ``_global.yaml`` (read first)."""
     known = {g.name for g in limits.node_groups}
-    out = []
-    for name in pb.containment.node_groups:
-        if name in known:
-            continue
-        at: _Pos | None = tree
-        for key in ("containment", "node_groups", name):
-            at = (at.children or {}).get(key) if at is not None else None
-        listed = ", ".join(sorted(known)) or "none"
-        out.append(
-            PlaybookError(
-                file,
-                at.line if at is not None else 0,
-                f"containment.node_groups.{name}",
-                f"{GLOBAL_FILE} has no node group {name!r} (it has: {listed})",
-            )
+    listed = ", ".join(sorted(known)) or "none"
+
+    def at(*keys: str | int) -> int:
+        pos: _Pos | None = tree
+        for key in keys:
+            pos = (pos.children or {}).get(key) if pos is not None else None
+        return pos.line if pos is not None else 0
+
+    out = [
+        PlaybookError(
+            file,
+            at("containment", "node_groups", name),
+            f"containment.node_groups.{name}",
+            f"{GLOBAL_FILE} has no node group {name!r} (it has: {listed})",
         )
+        for name in pb.containment.node_groups
+        if name not in known
+    ]
+    # ``match`` is one clause or a list of them.
+    listed_clauses = isinstance((tree.children or {}).get("match"), _Pos) and 0 in (
+        (tree.children or {})["match"].children or {}
+    )
+    for i, clause in enumerate(pb.match):
+        for j, name in enumerate(clause.node_groups):
+            if name in known:
+                continue
+            keys: tuple[str | int, ...] = ("match", i) if listed_clauses else ("match",)
+            where = ".".join(str(k) for k in keys)
+            out.append(
+                PlaybookError(
+                    file,
+                    at(*keys, "node_groups", j) or at(*keys),
+                    f"{where}.node_groups",
+                    f"{GLOBAL_FILE} has no node group {name!r} (it has: {listed})",
+                )
+            )
     return out
 
 

@@ -53,6 +53,12 @@ class Match(Strict):
     xid_buckets: list[ImmediateBucket] = Field(default_factory=list)
     node_conditions: dict[str, Status] = Field(default_factory=dict)
     node_events: list[NonEmptyStr] = Field(default_factory=list)
+    node_groups: list[Slug] = Field(
+        default_factory=list,
+        description="The alert's node is in one of these node groups (_global.yaml's node_groups, matched "
+        "on its labels once the node has been read). Before it is read such a clause does not match, so "
+        "a group's own playbook is chosen only on a node known to be in the group; a more specific clause.",
+    )
     topology: list[Slug] = Field(
         default_factory=list,
         description="The incident is about a component several alerting nodes share (a kind named in "
@@ -78,12 +84,17 @@ def clause_matches(
     events: Sequence[str] | None = None,
     uncatalogued: str | None = None,
     component: str | None = None,
+    group: str | None = None,
 ) -> bool:
     """Whether an alert satisfies one clause. ``conditions`` and ``events`` are what was observed on the
     node; None means not observed yet, and the clause's ``node_conditions`` / ``node_events`` are not
     checked. ``uncatalogued`` is the bucket an XID without one in the catalogue counts as. ``component``
-    is the kind of shared component the incident is about (None: one node's or one pod's incident)."""
+    is the kind of shared component the incident is about (None: one node's or one pod's incident).
+    ``group``: the node group of the alert's node ("" when read and in none; None: not read), which a
+    clause's ``node_groups`` must contain."""
     if ((component in clause.topology) if clause.topology else component is None) is False:
+        return False
+    if clause.node_groups and (group is None or group not in clause.node_groups):
         return False
     if clause.alertnames and alertname not in clause.alertnames:
         return False
@@ -119,6 +130,7 @@ def specificity(clause: Match) -> tuple[int, int]:
         + bool(clause.xids or clause.xid_buckets)
         + len(clause.node_conditions)
         + bool(clause.node_events)
+        + bool(clause.node_groups)
         + bool(clause.topology)
     )
     codes = len(clause.xids) or (500 + len(clause.xid_buckets) if clause.xid_buckets else 1000)
@@ -134,11 +146,12 @@ def match_key(
     events: Sequence[str] | None = None,
     uncatalogued: str | None = None,
     component: str | None = None,
+    group: str | None = None,
 ) -> tuple[int, int] | None:
     """The `specificity` of the most specific clause that matches, or None when none does."""
     keys = [
         specificity(c)
         for c in clauses
-        if clause_matches(c, alertname, labels, conditions, events, uncatalogued, component)
+        if clause_matches(c, alertname, labels, conditions, events, uncatalogued, component, group)
     ]
     return min(keys) if keys else None

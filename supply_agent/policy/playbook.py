@@ -222,9 +222,10 @@ class Playbook(Strict):
         events: Sequence[str] | None = None,
         uncatalogued: str | None = None,
         component: str | None = None,
+        group: str | None = None,
     ) -> tuple[int, int] | None:
         """The sort key of the most specific clause that matches, or None (`matching.match_key`)."""
-        return match_key(self.match, alertname, labels, conditions, events, uncatalogued, component)
+        return match_key(self.match, alertname, labels, conditions, events, uncatalogued, component, group)
 
     @property
     def topology(self) -> frozenset[str]:

@@ -118,7 +118,9 @@ def plan_wait(
     waited = tuple(h.key for h in stale if _first(h) < best)
     what = "; ".join(f"{h.describe()}, next in {_mins(_first(h))}" for h in stale)
     capped = " (the deadline)" if until == deadline else ""
-    while_slow = f", {slowed * best / 60.0:,.0f} of them to the slowed GPU while it waits" if slowed else " of work"
+    while_slow = (
+        f", {slowed * best / 60.0:,.0f} of them to the slowed GPU while it waits" if slowed else " of work"
+    )
     return WaitPlan(
         until=until,
         deadline=deadline,

@@ -3,6 +3,7 @@ pure function of its inputs. ``supply_agent.hands.world`` reads it from the clus
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -93,6 +94,11 @@ GROUP_LABELS: dict[str, str] = {
     "gpu_model": "nvidia.com/gpu.product",
     "tenant_tier": "supply-agent.io/tenant-tier",
 }
+
+
+def group_labels_of(labels: Mapping[str, str]) -> dict[str, str]:
+    """A node's labels as a node group matches them: GROUP_LABELS' keys -> the node's values."""
+    return {k: str(labels[v]) for k, v in GROUP_LABELS.items() if v in labels}
 
 
 class NodeView(BaseModel):

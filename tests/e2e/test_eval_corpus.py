@@ -141,3 +141,34 @@ def test_a_slowed_gang_job_is_drained_at_its_checkpoint_not_now_and_not_never(tm
     w, n, v = (float(x or 0.0) for x in lost)
     assert w <= 800 < 2_000 < v < n  # waited, never drained (45 min slowed), drained at once
     assert waited.sim_minutes >= 10 > at_once.sim_minutes
+
+
+def test_a_node_groups_own_playbook_is_chosen_once_the_node_is_read(tmp_path: Path) -> None:
+    """XID 79 under a large JobSet on the sandbox's reserved pool: with a node group for the reserved
+    tier and a playbook of its own (cordon, and a human drains), triage starts on the fleet-wide XID 79
+    playbook and changes to the group's once the node's labels are read: no drain."""
+    import yaml
+
+    from tests.unit.policy.test_node_groups import _reserved_books
+
+    books = _reserved_books(tmp_path)
+    data = yaml.safe_load((CORPUS / "gang-xid79-one-node-of-large-jobset.yaml").read_text())
+    data["id"] = "gang-xid79-reserved-tier"
+    data["expect"] = {
+        "outcome": "mitigated",
+        "root_cause": "xid-fallen-off-bus",
+        "must": [{"tool": "k8s.cordon_node", "target": "$bad"}],
+        "must_not": [{"tool": "k8s.drain_node"}],
+    }
+    path = tmp_path / "gang-xid79-reserved-tier.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    r = run_incident(path, settings_overrides={"playbooks_dir": books})
+    assert r.error is None and r.passed, (r.outcome, r.must_missing, r.limit_notes, r.safety_violations)
+    # The same job on the on-demand pool: the fleet-wide playbook drains, as the incident expects.
+    data = yaml.safe_load((CORPUS / "gang-xid79-one-node-of-large-jobset.yaml").read_text())
+    data["id"] = "gang-xid79-on-demand-tier"
+    data["world"]["fleet"]["jobsets"][0]["pool"] = 1
+    path = tmp_path / "gang-xid79-on-demand-tier.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    on_demand = run_incident(path, settings_overrides={"playbooks_dir": books})
+    assert on_demand.passed, (on_demand.outcome, on_demand.must_missing, on_demand.safety_violations)

@@ -13,6 +13,7 @@ from supply_agent.mind.triage import (
     match_playbook,
     nothing_asked,
     observed,
+    observed_group,
     pod_gpu_fault,
     severity,
     summarise_read,
@@ -147,17 +148,19 @@ def investigate(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
     # What the node showed refines the match: NotReady with ControlPlanePathDown is a partition,
     # with HostUnresponsive a dead host.
     conditions, events = observed(probe.evidence, state.alert.node)
-    if conditions is not None or events is not None:
+    group = observed_group(probe.evidence, state.alert.node, pbs)
+    if conditions is not None or events is not None or group is not None:
         kind = state.component.kind if state.component else None
-        refined = match_playbook(pbs, state.alerts, conditions, events, kind)
+        refined = match_playbook(pbs, state.alerts, conditions, events, kind, group)
         if (refined.id if refined else None) != state.playbook_id:
+            in_group = f"; node group {group}" if group else ""
             timeline.append(
                 entry(
                     deps,
                     "investigate",
                     "triage",
                     f"what the node shows changes the playbook: {state.playbook_id or 'none'} → "
-                    f"{refined.id if refined else 'none'} (events: {', '.join(events or []) or '-'})",
+                    f"{refined.id if refined else 'none'} (events: {', '.join(events or []) or '-'}{in_group})",
                 )
             )
             pb = refined

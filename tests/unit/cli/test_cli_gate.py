@@ -134,6 +134,18 @@ def test_a_node_group_decides_on_its_nodes_and_explain_says_which(
     text = (books / "_global.yaml").read_text()
     assert "\nnode_groups: []\n" in text
     (books / "_global.yaml").write_text(text.replace("node_groups: []\n", GROUPS))
+    # A playbook of the group's own (chosen at triage there) and a fleet-wide one's rule for the group.
+    from tests.unit.policy.test_node_groups import RESERVED_BOOK
+
+    (books / "xid-fallen-off-bus-reserved.yaml").write_text(RESERVED_BOOK)
+    fob = books / "xid-ecc.yaml"
+    fob.write_text(
+        fob.read_text().replace(
+            "\ncontainment:\n",
+            "\ncontainment:\n  node_groups:\n    h100-reserved: {ask_for: [k8s.drain_node]}\n",
+            1,
+        )
+    )
     reserved, on_demand = "east-h100-00000", "west-a100-00000"
     for node in (reserved, on_demand):
         admin.inject("off-bus", node=node, gpu=1)
@@ -162,5 +174,8 @@ def test_a_node_group_decides_on_its_nodes_and_explain_says_which(
     # The pool of 6 nodes (the fractions in nodes), and the group's cap beside its fraction.
     assert "of 6 nodes" in text and "(hard_max 2 nodes)" in text and "of 12 nodes" in text
     assert "rate_limits.per_hour.k8s.drain_node" in text and "also 1 an hour on the group's nodes" in text
+    assert "the playbooks' choices on node group h100-reserved" in text
+    assert "xid-fallen-off-bus-reserved" in text and "chosen at triage on these nodes" in text
+    assert "xid-ecc" in text and "'ask_for': ['k8s.drain_node']" in text
     other = explain("--pool", "west-a100", "--gpu-model", "NVIDIA-A100-SXM4-80GB", "--tier", "on-demand")
     assert "no node group matches (h100-reserved): the fleet-wide limits" in other

@@ -342,3 +342,81 @@ def test_workloads_are_read_when_a_group_turns_the_rules_on() -> None:
         {"workloads": {"enabled": False}, "node_groups": [on_here]}
     ).workloads_read
     assert not GlobalLimits.model_validate({"workloads": {"enabled": False}}).workloads_read
+
+
+# -- a playbook chosen per node group at triage ------------------------------------------------------------
+
+RESERVED_BOOK = """id: xid-fallen-off-bus-reserved
+title: XID 79 on reserved capacity (a human drains it)
+severity: critical
+root_cause: xid-fallen-off-bus
+source: "test: the reserved tier's contract says a human takes its nodes out"
+match:
+  alertnames: [GPUFallenOffBus, GPUXidError]
+  xids: [79]
+  node_groups: [h100-reserved]
+containment:
+  max_nodes: 1
+  max_gpus: 8
+  forbidden_tools: [k8s.drain_node, k8s.uncordon_node, workload-writes, billing-writes]
+runbook:
+  - name: cordon
+    tool: k8s.cordon_node
+    params: {node: "${labels.node}"}
+    verify: {check: node_unschedulable, timeout: 1m}
+  - name: escalate
+    tool: escalate.human
+    params: {reason: "XID 79 on reserved ${labels.node}: drain it by hand"}
+"""
+
+
+def _reserved_books(tmp_path: Any, group: str = "h100-reserved") -> Any:
+    import shutil
+    from pathlib import Path
+
+    d = tmp_path / "playbooks"
+    shutil.copytree(Path(__file__).resolve().parents[3] / "playbooks", d)
+    (d / "xid-fallen-off-bus-reserved.yaml").write_text(
+        RESERVED_BOOK.replace("[h100-reserved]", f"[{group}]")
+    )
+    g = d / "_global.yaml"
+    g.write_text(
+        g.read_text().replace(
+            "node_groups: []", "node_groups:\n  - {name: h100-reserved, match: {tenant_tier: [reserved]}}"
+        )
+    )
+    return d
+
+
+def test_a_group_names_its_own_playbook_and_it_wins_only_on_a_node_known_to_be_in_it(tmp_path: Any) -> None:
+    from supply_agent.mind.triage import match_playbook
+    from supply_agent.models.incident import AlertIn
+
+    pbs = load_playbooks(_reserved_books(tmp_path))
+    alert = AlertIn(
+        source="alertmanager",
+        alertname="GPUXidError",
+        status="firing",
+        labels={"node": "n1", "xid": "79", "gpu": "3"},
+        fingerprint="f",
+    )
+    chosen = [
+        getattr(match_playbook(pbs, [alert], group=g), "id", None)
+        for g in (None, "", "h100-reserved", "other")
+    ]
+    # Not read yet, in no group, in the group, in another group.
+    assert chosen == [
+        "xid-fallen-off-bus",
+        "xid-fallen-off-bus",
+        "xid-fallen-off-bus-reserved",
+        "xid-fallen-off-bus",
+    ]
+
+
+def test_a_match_naming_a_group_the_limits_lack_is_an_error_at_its_line(tmp_path: Any) -> None:
+    d = _reserved_books(tmp_path, group="a100-spot")
+    with pytest.raises(PlaybookSetError) as info:
+        load_playbooks(d)
+    text = str(info.value)
+    assert "xid-fallen-off-bus-reserved.yaml:9" in text and "match.node_groups" in text
+    assert "has no node group 'a100-spot' (it has: h100-reserved)" in text
