@@ -248,18 +248,23 @@ class JobSetsMixin(FleetState):
 
     def _pace_jobsets(self, now: datetime) -> None:
         """Each running JobSet's pace from now on: its slowest GPU's (the simulated NVML of the nodes its
-        pods run on; a node whose NVML nothing touched runs at full pace)."""
+        pods run on; a node whose NVML nothing touched runs at full pace). O(the slowed nodes' pods):
+        a tick with no GPU slowed reads no pod."""
+        slowed = {n: pace for n, (sim, _) in self._agents.items() if (pace := sim.speed()) < 1.0}
+        paces: dict[str, float] = {}
+        for node, pace in slowed.items():
+            for p in self.store.pods_on_node(node):
+                name = (p["metadata"].get("labels") or {}).get(JOBSET_NAME)
+                if name and not is_terminating(p) and p["status"].get("phase") == "Running":
+                    key = f"{p['metadata']['namespace']}/{name}"
+                    paces[key] = min(paces.get(key, 1.0), pace)
         for key, loss in self._losses().items():
             if loss.stalled_since is not None or loss.failed:
                 continue
-            ns, name = key.split("/", 1)
-            self._close_pace(loss, now)
-            nodes = {
-                p["spec"].get("nodeName")
-                for p in self.jobset_pods(ns, name)
-                if not is_terminating(p) and p["status"].get("phase") == "Running"
-            }
-            loss.pace = min((self._agents[n][0].speed() for n in nodes if n in self._agents), default=1.0)
+            pace = paces.get(key, 1.0)
+            if pace != loss.pace:
+                self._close_pace(loss, now)
+                loss.pace = pace
 
     def _jobs_of(self, js: Obj) -> list[Obj]:
         uid = js["metadata"]["uid"]
