@@ -47,7 +47,7 @@ def _has_gang_jobs(path: Path) -> bool:
     from evals.schema import load_incident
 
     fleet = load_incident(path).world.fleet
-    return fleet is not None and bool(fleet.jobsets)
+    return fleet is not None and bool(fleet.jobsets or fleet.leaderworkersets)
 
 
 def _corpus_or_exit(path: Path) -> list[Path]:

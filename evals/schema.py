@@ -122,6 +122,17 @@ class JobSetWorld(_Strict):
         }
 
 
+class LwsWorld(_Strict):
+    """A serving LeaderWorkerSet the fleet starts with: ``groups`` groups of ``size`` pods on whole nodes
+    of a pool, made after the JobSets."""
+
+    name: str = Field(pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    customer: int = Field(0, ge=0, description="Which of the fleet's customers runs it (their index).")
+    pool: int = Field(0, ge=0)
+    groups: int = Field(1, ge=1, le=256)
+    size: int = Field(2, ge=1, le=64)
+
+
 class FleetWorld(_Strict):
     nodes: int = Field(24, ge=1, le=2000)
     pools: int = Field(2, ge=1, le=16)
@@ -131,12 +142,16 @@ class FleetWorld(_Strict):
     pdb_fraction: float = Field(0.5, ge=0.0, le=1.0)
     customers: int | None = Field(None, ge=1)
     jobsets: list[JobSetWorld] = Field(default_factory=list)
+    leaderworkersets: list[LwsWorld] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _names(self) -> FleetWorld:
-        names = [j.name for j in self.jobsets]
-        if len(set(names)) != len(names):
-            raise ValueError(f"jobsets: names repeat ({', '.join(sorted(names))})")
+        for what, names in (
+            ("jobsets", [j.name for j in self.jobsets]),
+            ("leaderworkersets", [w.name for w in self.leaderworkersets]),
+        ):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{what}: names repeat ({', '.join(sorted(names))})")
         return self
 
     def spec(self) -> dict[str, Any]:
@@ -203,6 +218,14 @@ class JobSetNodeRef(_Strict):
     index: int = Field(0, ge=0, description="The job index (jobset.sigs.k8s.io/job-index) of its pod.")
 
 
+class LwsNodeRef(_Strict):
+    """A node one of the LeaderWorkerSet's pods runs on, by its group and worker index (0: the leader)."""
+
+    lws: str = Field(description="The name of a LeaderWorkerSet in world.fleet.leaderworkersets.")
+    group: int = Field(0, ge=0, description="leaderworkerset.sigs.k8s.io/group-index")
+    worker: int = Field(0, ge=0, description="leaderworkerset.sigs.k8s.io/worker-index (0: the leader)")
+
+
 class ComponentRef(_Strict):
     """A rack or a leaf switch of the generated fleet, by its place among those of its pool (name order)."""
 
@@ -210,7 +233,7 @@ class ComponentRef(_Strict):
     index: int = Field(0, description="The component's place in its pool (negative: from the end).")
 
 
-BINDING_KINDS = ("node", "nodes", "jobset_node", "tenant_pod", "gpu_pod", "rack", "switch")
+BINDING_KINDS = ("node", "nodes", "jobset_node", "lws_node", "tenant_pod", "gpu_pod", "rack", "switch")
 
 
 class Binding(_Strict):
@@ -220,6 +243,7 @@ class Binding(_Strict):
     node: NodeRef | None = None
     nodes: NodesRef | None = None
     jobset_node: JobSetNodeRef | None = None
+    lws_node: LwsNodeRef | None = None
     tenant_pod: PodRef | None = None
     gpu_pod: GpuPodRef | None = None
     rack: ComponentRef | None = None
@@ -239,7 +263,7 @@ class Binding(_Strict):
     def kind(self) -> str:
         """What the name stands for: node, nodes, pod, rack or switch."""
         given = next(k for k in BINDING_KINDS if getattr(self, k) is not None)
-        return "pod" if given in ("tenant_pod", "gpu_pod") else "node" if given == "jobset_node" else given
+        return "pod" if given in ("tenant_pod", "gpu_pod") else "node" if given.endswith("_node") else given
 
 
 class PdbSetup(_Strict):

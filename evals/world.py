@@ -23,6 +23,7 @@ from sandbox.fleet.clock import SimClock
 from sandbox.fleet.faults import COMPONENT_FAULTS
 from sandbox.fleet.world import POOL_LABEL, Fleet, FleetSpec
 from sandbox.fleet.world.jobsets import JOB_INDEX, JOBSET_NAME
+from sandbox.fleet.world.lws import GROUP_INDEX, LWS_NAME, WORKER_INDEX
 from sandbox.fleet.world.spec import GPU_INDICES_ANNOTATION, RACK_LABEL, SWITCH_LABEL
 
 TENANT_PREFIX = "tenant-"
@@ -125,6 +126,22 @@ def resolve(incident: Incident, fleet: Fleet) -> Names:
             if not hosts:
                 raise ReplayError(
                     f"world.bind.{name}: JobSet {jref.jobset!r} has no running pod of job index {jref.index}"
+                )
+            return hosts[0]
+        if b.lws_node is not None:
+            lref = b.lws_node
+            hosts = [
+                str(p["spec"]["nodeName"])
+                for p in fleet.store.items("pods")
+                if (labels := p["metadata"].get("labels") or {}).get(LWS_NAME) == lref.lws
+                and labels.get(GROUP_INDEX) == str(lref.group)
+                and labels.get(WORKER_INDEX) == str(lref.worker)
+                and p["spec"].get("nodeName")
+            ]
+            if not hosts:
+                raise ReplayError(
+                    f"world.bind.{name}: LeaderWorkerSet {lref.lws!r} has no running pod of group "
+                    f"{lref.group}, worker {lref.worker}"
                 )
             return hosts[0]
         if b.rack is not None or b.switch is not None:

@@ -31,6 +31,7 @@ SMOKE = [
     "gang-two-jobs-budget-for-one",
     "gang-thermal-straggler-drain-at-checkpoint",
     "pb-thermal-throttling",
+    "lws-xid154-one-group-of-ten",
 ]
 
 
@@ -172,3 +173,25 @@ def test_a_node_groups_own_playbook_is_chosen_once_the_node_is_read(tmp_path: Pa
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     on_demand = run_incident(path, settings_overrides={"playbooks_dir": books})
     assert on_demand.passed, (on_demand.outcome, on_demand.must_missing, on_demand.safety_violations)
+
+
+def test_a_drain_under_a_leaderworkerset_counts_its_group_not_the_whole_set(tmp_path: Path) -> None:
+    """With the per-incident soft limit on workload GPUs at 8, the drain under one group of the 10-group
+    LeaderWorkerSet asks a human, and the reason counts the group's 16 GPUs (2 nodes), not the set's 160."""
+    books = tmp_path / "playbooks"
+    shutil.copytree(CORPUS.parents[1] / "playbooks", books)
+    g = books / "_global.yaml"
+    text = g.read_text()
+    assert "gpus_disrupted_per_incident: {soft: 128, hard: 512}" in text
+    g.write_text(
+        text.replace(
+            "gpus_disrupted_per_incident: {soft: 128, hard: 512}",
+            "gpus_disrupted_per_incident: {soft: 8, hard: 512}",
+        )
+    )
+    r = run_incident(CORPUS / "lws-xid154-one-group-of-ten.yaml", settings_overrides={"playbooks_dir": books})
+    asked = [p for p in r.prevented if p.tool == "k8s.drain_node" and p.verdict == "ask"]
+    assert asked, r.prevented
+    reasons = " ".join(asked[0].reasons)
+    assert "leaderworkerset tenant-" in reasons and "/llama-405b group 3: 2 nodes, 16 GPUs" in reasons
+    assert "160" not in reasons

@@ -159,6 +159,17 @@ RESOURCES += [
         (),
         (*_READ, "create", "delete"),
     ),
+    # Multi-host inference (sandbox/fleet/world/lws.py): groups of pods, each group one unit.
+    Resource(
+        "leaderworkersets",
+        "leaderworkerset",
+        "LeaderWorkerSet",
+        "leaderworkerset.x-k8s.io",
+        "v1",
+        True,
+        ("lws",),
+        (*_READ, "create", "delete"),
+    ),
 ]
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 

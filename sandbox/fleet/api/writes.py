@@ -238,6 +238,8 @@ class WritesMixin(APIState):
             obj["status"] = {"phase": "Active"} if res.plural == "namespaces" else {}
         if res.plural == "jobsets":
             _check_jobset(obj)
+        if res.plural == "leaderworkersets":
+            _check_lws(obj)
         if res.plural == "poddisruptionbudgets":
             spec = obj["spec"]
             if "minAvailable" in spec and "maxUnavailable" in spec:
@@ -251,6 +253,8 @@ class WritesMixin(APIState):
             return json_response(obj, 201)
         if res.plural == "jobsets":  # its controller makes its Jobs and pods at once
             stored = self.fleet.create_jobset(obj)
+        elif res.plural == "leaderworkersets":  # and its groups' pods
+            stored = self.fleet.create_lws(obj)
         else:
             stored = self.fleet.store.put(res.plural, obj)
         if res.plural == "poddisruptionbudgets":
@@ -281,11 +285,29 @@ class WritesMixin(APIState):
             obj = self._get(res, namespace, name)
             if res.plural == "jobsets" and not dry:  # its Jobs and pods go with it (foreground, at once)
                 self.fleet.delete_jobset(namespace, name)
+            if res.plural == "leaderworkersets" and not dry:
+                self.fleet.delete_lws(namespace, name)
             result = obj if dry else (self.fleet.store.delete(res.plural, namespace, name) or obj)
             if not dry and res.plural == "poddisruptionbudgets":
                 self.fleet._refresh_pdbs(namespace)
         self._record(request, res, namespace, name, "", 200, dry)
         return json_response(result)
+
+
+def _check_lws(obj: dict[str, Any]) -> None:
+    """What the LeaderWorkerSet webhook refuses: no worker template, or a group size under 1."""
+    name = obj["metadata"]["name"]
+    lwt = obj["spec"].get("leaderWorkerTemplate")
+    problems = []
+    if not isinstance(lwt, dict) or not isinstance(lwt.get("workerTemplate"), dict):
+        problems.append(("spec.leaderWorkerTemplate.workerTemplate", "Required value"))
+    elif not isinstance(lwt.get("size", 1), int) or lwt.get("size", 1) < 1:
+        problems.append(("spec.leaderWorkerTemplate.size", "Invalid value: must be at least 1"))
+    replicas = obj["spec"].get("replicas", 1)
+    if not isinstance(replicas, int) or replicas < 0:
+        problems.append(("spec.replicas", "Invalid value: must be 0 or more"))
+    if problems:
+        raise invalid("LeaderWorkerSet", name, "leaderworkerset.x-k8s.io", problems)
 
 
 def _check_jobset(obj: dict[str, Any]) -> None:

@@ -545,6 +545,8 @@ class FaultEffectsMixin(FleetState):
         self.logs.setdefault(owner, []).append(f"{self.stamp()} RuntimeError: {message}")
         if stored["status"].get("phase") == "Failed":
             self._jobset_pod_gone(stored)
+        elif any(r.get("kind") == "LeaderWorkerSet" for r in stored["metadata"].get("ownerReferences") or []):
+            self._lws_pod_gone(stored)  # a container restart recreates its group (RecreateGroupOnPodRestart)
 
     def _after_status(self, pod: Obj) -> None:
         self._refresh_owner(pod)

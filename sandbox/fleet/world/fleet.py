@@ -14,6 +14,7 @@ from sandbox.fleet.world.fault_effects import FaultEffectsMixin
 from sandbox.fleet.world.generate import GenerateMixin
 from sandbox.fleet.world.jobsets import JobSetsMixin
 from sandbox.fleet.world.logs import LogsMixin
+from sandbox.fleet.world.lws import LeaderWorkerSetsMixin
 from sandbox.fleet.world.meters import MetersMixin
 from sandbox.fleet.world.node_agent import NodeAgentMixin
 from sandbox.fleet.world.nodes import NodesMixin
@@ -31,6 +32,7 @@ class Fleet(
     PodsMixin,
     WorkloadsMixin,
     JobSetsMixin,
+    LeaderWorkerSetsMixin,
     DaemonSetMixin,
     DisruptionMixin,
     NodesMixin,

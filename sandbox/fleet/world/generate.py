@@ -14,6 +14,7 @@ from typing import Any
 from sandbox.fleet.clock import ts
 from sandbox.fleet.store import Obj
 from sandbox.fleet.world.jobsets import LAST_CHECKPOINT, RESTARTED_AT, gpu_pod_template, jobset_object
+from sandbox.fleet.world.lws import lws_object
 from sandbox.fleet.world.spec import (
     AGENT_NAMESPACE,
     CUSTOMER_LABEL,
@@ -97,6 +98,7 @@ class GenerateMixin(FleetState):
             self._ensure_agent_pod(name, refresh=False)
         self._refresh_daemonset_status()
         taken = self._generate_jobsets(pools, node_names)
+        self._generate_lws(pools, node_names, taken)
         self._generate_tenants(pools, node_names, taken)
 
     def _generate_jobsets(
@@ -150,6 +152,31 @@ class GenerateMixin(FleetState):
             )
             taken[pool] += nodes * spec.gpus_per_node
         return taken
+
+    def _generate_lws(
+        self, pools: list[tuple[str, str, str, str]], node_names: dict[str, list[str]], taken: dict[str, int]
+    ) -> None:
+        """``spec.leaderworkersets``, each group's pods on whole nodes of its pool (``taken``: the GPUs
+        each pool has given, added to)."""
+        spec = self.spec
+        customers = _customer_names(spec)
+        for w in spec.leaderworkersets:
+            if w.pool >= len(pools):
+                raise ValueError(
+                    f"leaderworkersets: {w.name}: the fleet has {len(pools)} pool(s), not pool {w.pool}"
+                )
+            pool = pools[w.pool][0]
+            free = len(node_names[pool]) - taken[pool] // spec.gpus_per_node
+            if w.groups * w.size > free:
+                raise ValueError(
+                    f"leaderworkersets: {w.name}: pool {pool} has {free} free node(s), not {w.groups * w.size}"
+                )
+            customer = customers[w.customer % len(customers)]
+            self._jobset_namespace(customer)
+            self.create_lws(
+                lws_object(f"tenant-{customer}", w.name, customer, pool, w.groups, w.size, spec.gpus_per_node)
+            )
+            taken[pool] += w.groups * w.size * spec.gpus_per_node
 
     def _jobset_namespace(self, customer: str) -> None:
         if self.store.get("namespaces", "", f"tenant-{customer}") is None:

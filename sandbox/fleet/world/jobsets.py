@@ -181,6 +181,7 @@ class JobSetsMixin(FleetState):
             slow = (loss.slow_gpu_s + self._slow_open(loss, now)) / 60
             out.append(
                 {
+                    "kind": "JobSet",
                     "namespace": ns,
                     "name": name,
                     "customer": ((js or {}).get("metadata", {}).get("labels") or {}).get(CUSTOMER_LABEL, ""),

@@ -73,6 +73,19 @@ class JobSetSpec(BaseModel):
     max_restarts: int = Field(3, ge=0, description="spec.failurePolicy.maxRestarts")
 
 
+class LwsSpec(BaseModel):
+    """One serving LeaderWorkerSet the fleet starts with: ``groups`` groups of ``size`` pods, one pod on
+    each whole node of pool ``pool``, made after the JobSets and before any other workload."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    customer: int = Field(0, ge=0, description="Which of the fleet's customers runs it (their index).")
+    pool: int = Field(0, ge=0, description="The pool's index.")
+    groups: int = Field(1, ge=1, le=256, description="spec.replicas: copies of the model.")
+    size: int = Field(2, ge=1, le=64, description="spec.leaderWorkerTemplate.size: nodes of one copy.")
+
+
 class FleetSpec(BaseModel):
     nodes: int = Field(12, ge=1, le=50_000)
     gpus_per_node: int = Field(8, ge=1, le=16)
@@ -86,6 +99,9 @@ class FleetSpec(BaseModel):
     jobset_nodes: int = Field(4, ge=2, le=512, description="Nodes of each JobSet.")
     workloads: list[JobSetSpec] = Field(
         default_factory=list, description="JobSets named and sized, made before the generated ones."
+    )
+    leaderworkersets: list[LwsSpec] = Field(
+        default_factory=list, description="Serving LeaderWorkerSets named and sized, made after the JobSets."
     )
     pdb_fraction: float = Field(0.5, ge=0.0, le=1.0, description="Fraction of deployments with a PDB.")
 

@@ -84,7 +84,7 @@ class TruthMixin(FleetState):
             "faults": [f.model_dump(mode="json") for f in self.faults.values()],
             "symptoms": [self._symptom(f) for f in sorted(self.faults.values(), key=lambda f: f.id)],
             "writes": self.writes,
-            "workloads": self.workload_losses(),
+            "workloads": self.workload_losses() + self.lws_losses(),
         }
 
     # -- symptoms ------------------------------------------------------------------------------------

@@ -215,6 +215,10 @@ class WorkloadsMixin(FleetState):
                 name = (pod["metadata"].get("labels") or {}).get(JOBSET_NAME)
                 if name and ("jobsets", f"{pod['metadata']['namespace']}/{name}") not in self._reconciling:
                     self._refresh_jobset_status(pod["metadata"]["namespace"], name)
+            if ref.get("kind") == "LeaderWorkerSet":
+                key = ("leaderworkersets", f"{pod['metadata']['namespace']}/{ref['name']}")
+                if key not in self._reconciling:
+                    self._refresh_lws_status(pod["metadata"]["namespace"], ref["name"])
             if ref.get("kind") == "ReplicaSet":
                 rs = self.store.get("replicasets", pod["metadata"]["namespace"], ref["name"])
                 for dref in (rs or {}).get("metadata", {}).get("ownerReferences") or []:
@@ -234,3 +238,5 @@ class WorkloadsMixin(FleetState):
                 self._ensure_agent_pod(pod["spec"]["nodeName"])
             elif ref.get("kind") == "Job":
                 self._jobset_pod_gone(pod)
+            elif ref.get("kind") == "LeaderWorkerSet":
+                self._lws_pod_gone(pod)
