@@ -4,9 +4,12 @@ gets these right with no safety violation, and without the gate the hard cases d
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from evals.runner import run_incident
 
@@ -33,6 +36,16 @@ SMOKE = [
     "pb-thermal-throttling",
     "lws-xid154-one-group-of-ten",
 ]
+
+
+def variant(tmp_path: Path, base: str, new_id: str, change: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of a corpus incident under a new id, changed by ``change``, written to ``tmp_path``."""
+    data = yaml.safe_load((CORPUS / f"{base}.yaml").read_text())
+    data["id"] = new_id
+    change(data)
+    path = tmp_path / f"{new_id}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 @pytest.mark.parametrize("incident", SMOKE)
@@ -78,17 +91,16 @@ def test_the_drain_waits_for_the_gang_jobs_checkpoint_and_without_the_wait_loses
 def test_a_gpu_that_needs_a_reset_now_is_drained_at_once_however_near_the_checkpoint(tmp_path: Path) -> None:
     """The same job and moment, but the driver asks for a GPU reset (recovery action 1), not a drain:
     the drain does not wait, and the 50 minutes since the checkpoint are lost."""
-    import yaml
 
-    data = yaml.safe_load((CORPUS / "gang-xid154-checkpoint-ten-minutes-away.yaml").read_text())
-    data["id"] = "gang-xid154-reset-now"
-    fault = data["timeline"][0]["fault"]
-    fault["detail"] = "GPU recovery action changed from 0x0 (None) to 0x1 (GPU Reset Required)"
-    data["expect"].pop("careful_gpu_minutes")
-    data["expect"]["limits"].pop("gpu_minutes_lost")
-    path = tmp_path / "gang-xid154-reset-now.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    r = run_incident(path)
+    def reset_now(data: dict[str, Any]) -> None:
+        fault = data["timeline"][0]["fault"]
+        fault["detail"] = "GPU recovery action changed from 0x0 (None) to 0x1 (GPU Reset Required)"
+        data["expect"].pop("careful_gpu_minutes")
+        data["expect"]["limits"].pop("gpu_minutes_lost")
+
+    r = run_incident(
+        variant(tmp_path, "gang-xid154-checkpoint-ten-minutes-away", "gang-xid154-reset-now", reset_now)
+    )
     assert r.error is None and r.outcome == "mitigated", (r.outcome, r.must_missing, r.limit_notes)
     assert r.sim_minutes is not None and r.sim_minutes < 10
     assert r.gpu_minutes_lost is not None and r.gpu_minutes_lost >= 50 * 128
@@ -97,19 +109,19 @@ def test_a_gpu_that_needs_a_reset_now_is_drained_at_once_however_near_the_checkp
 def test_a_human_who_takes_the_incident_ends_the_wait_at_once(tmp_path: Path) -> None:
     """On call takes the incident in PagerDuty three minutes in, while the drain waits for the job's
     checkpoint: the thread ends then (the drain is the human's now), not at the checkpoint."""
-    import yaml
 
-    data = yaml.safe_load((CORPUS / "gang-xid154-checkpoint-ten-minutes-away.yaml").read_text())
-    data["id"] = "gang-xid154-human-takes-it"
-    data["timeline"].append({"at": "3m", "human": {"action": "acknowledge", "by": "oncall-bob"}})
-    data["expect"] = {
-        "outcome": "escalated",
-        "root_cause": "xid-recovery-action",
-        "must": [{"tool": "k8s.cordon_node", "target": "$bad"}],
-        "must_not": [{"tool": "k8s.drain_node"}],
-    }
-    path = tmp_path / "gang-xid154-human-takes-it.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    def human_takes_it(data: dict[str, Any]) -> None:
+        data["timeline"].append({"at": "3m", "human": {"action": "acknowledge", "by": "oncall-bob"}})
+        data["expect"] = {
+            "outcome": "escalated",
+            "root_cause": "xid-recovery-action",
+            "must": [{"tool": "k8s.cordon_node", "target": "$bad"}],
+            "must_not": [{"tool": "k8s.drain_node"}],
+        }
+
+    path = variant(
+        tmp_path, "gang-xid154-checkpoint-ten-minutes-away", "gang-xid154-human-takes-it", human_takes_it
+    )
     r = run_incident(path)
     assert r.error is None and r.passed, (r.outcome, r.must_missing, r.limit_notes, r.safety_violations)
     assert r.sim_minutes is not None and r.sim_minutes <= 4
@@ -148,30 +160,28 @@ def test_a_node_groups_own_playbook_is_chosen_once_the_node_is_read(tmp_path: Pa
     """XID 79 under a large JobSet on the sandbox's reserved pool: with a node group for the reserved
     tier and a playbook of its own (cordon, and a human drains), triage starts on the fleet-wide XID 79
     playbook and changes to the group's once the node's labels are read: no drain."""
-    import yaml
-
     from tests.unit.policy.test_node_groups import _reserved_books
 
-    books = _reserved_books(tmp_path)
-    data = yaml.safe_load((CORPUS / "gang-xid79-one-node-of-large-jobset.yaml").read_text())
-    data["id"] = "gang-xid79-reserved-tier"
-    data["expect"] = {
-        "outcome": "mitigated",
-        "root_cause": "xid-fallen-off-bus",
-        "must": [{"tool": "k8s.cordon_node", "target": "$bad"}],
-        "must_not": [{"tool": "k8s.drain_node"}],
-    }
-    path = tmp_path / "gang-xid79-reserved-tier.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    r = run_incident(path, settings_overrides={"playbooks_dir": books})
+    books = {"playbooks_dir": _reserved_books(tmp_path)}
+    base = "gang-xid79-one-node-of-large-jobset"
+
+    def reserved(data: dict[str, Any]) -> None:
+        data["expect"] = {
+            "outcome": "mitigated",
+            "root_cause": "xid-fallen-off-bus",
+            "must": [{"tool": "k8s.cordon_node", "target": "$bad"}],
+            "must_not": [{"tool": "k8s.drain_node"}],
+        }
+
+    def on_demand_pool(data: dict[str, Any]) -> None:
+        data["world"]["fleet"]["jobsets"][0]["pool"] = 1
+
+    r = run_incident(variant(tmp_path, base, "gang-xid79-reserved-tier", reserved), settings_overrides=books)
     assert r.error is None and r.passed, (r.outcome, r.must_missing, r.limit_notes, r.safety_violations)
     # The same job on the on-demand pool: the fleet-wide playbook drains, as the incident expects.
-    data = yaml.safe_load((CORPUS / "gang-xid79-one-node-of-large-jobset.yaml").read_text())
-    data["id"] = "gang-xid79-on-demand-tier"
-    data["world"]["fleet"]["jobsets"][0]["pool"] = 1
-    path = tmp_path / "gang-xid79-on-demand-tier.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    on_demand = run_incident(path, settings_overrides={"playbooks_dir": books})
+    on_demand = run_incident(
+        variant(tmp_path, base, "gang-xid79-on-demand-tier", on_demand_pool), settings_overrides=books
+    )
     assert on_demand.passed, (on_demand.outcome, on_demand.must_missing, on_demand.safety_violations)
 
 

@@ -111,14 +111,9 @@ class GenerateMixin(FleetState):
         taken = {p[0]: 0 for p in pools}
         customers = _customer_names(spec)
         for w in spec.workloads:
-            if w.pool >= len(pools):
-                raise ValueError(
-                    f"workloads: {w.name}: the fleet has {len(pools)} pool(s), not pool {w.pool}"
-                )
-            pool = pools[w.pool][0]
-            free = len(node_names[pool]) - taken[pool] // spec.gpus_per_node
-            if w.nodes > free:
-                raise ValueError(f"workloads: {w.name}: pool {pool} has {free} free node(s), not {w.nodes}")
+            pool = _whole_nodes(
+                "workloads", w.name, w.pool, w.nodes, pools, node_names, taken, spec.gpus_per_node
+            )
             customer = customers[w.customer % len(customers)]
             self._jobset_namespace(customer)
             began = self.now() - timedelta(seconds=w.since_checkpoint_s)
@@ -161,16 +156,16 @@ class GenerateMixin(FleetState):
         spec = self.spec
         customers = _customer_names(spec)
         for w in spec.leaderworkersets:
-            if w.pool >= len(pools):
-                raise ValueError(
-                    f"leaderworkersets: {w.name}: the fleet has {len(pools)} pool(s), not pool {w.pool}"
-                )
-            pool = pools[w.pool][0]
-            free = len(node_names[pool]) - taken[pool] // spec.gpus_per_node
-            if w.groups * w.size > free:
-                raise ValueError(
-                    f"leaderworkersets: {w.name}: pool {pool} has {free} free node(s), not {w.groups * w.size}"
-                )
+            pool = _whole_nodes(
+                "leaderworkersets",
+                w.name,
+                w.pool,
+                w.groups * w.size,
+                pools,
+                node_names,
+                taken,
+                spec.gpus_per_node,
+            )
             customer = customers[w.customer % len(customers)]
             self._jobset_namespace(customer)
             self.create_lws(
@@ -363,3 +358,24 @@ class GenerateMixin(FleetState):
                 "status": {},
             },
         )
+
+
+def _whole_nodes(
+    what: str,
+    name: str,
+    pool_index: int,
+    nodes: int,
+    pools: list[tuple[str, str, str, str]],
+    node_names: dict[str, list[str]],
+    taken: dict[str, int],
+    gpus_per_node: int,
+) -> str:
+    """The pool a named workload of ``nodes`` whole nodes goes to; an error naming it when the fleet has
+    no such pool or the pool too few free nodes."""
+    if pool_index >= len(pools):
+        raise ValueError(f"{what}: {name}: the fleet has {len(pools)} pool(s), not pool {pool_index}")
+    pool = pools[pool_index][0]
+    free = len(node_names[pool]) - taken[pool] // gpus_per_node
+    if nodes > free:
+        raise ValueError(f"{what}: {name}: pool {pool} has {free} free node(s), not {nodes}")
+    return pool

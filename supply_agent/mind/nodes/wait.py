@@ -15,6 +15,7 @@ scheduled again: it runs once its wait has passed, and the gate decides it on th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -57,20 +58,26 @@ def needs_schedule(state: IncidentState, deps: GraphDeps) -> bool:
     return option_of(state, deps) is not None and approval.parked(state) is None
 
 
-def _recovery_action(state: IncidentState, node: str | None) -> str | None:
-    """The recovery action the incident's own latest NVML report gives the alert's GPU on ``node`` (any
-    GPU of it that reports one when the alert names none); None when no report says."""
+def _reports(state: IncidentState, node: str | None) -> Iterator[list[dict[str, Any]]]:
+    """The GPUs of the incident's NVML reports of ``node``, newest first: the alert's GPU alone where
+    the alert names one, else every GPU of the node."""
     gpu = next((a.labels.get("gpu") for a in state.alerts if a.node == node and a.labels.get("gpu")), None)
     for ev in reversed(state.evidence):
         if not ev.ok or ev.tool != "nvml.gpu_health" or ev.params.get("node") != node:
             continue
         report = (ev.result.get("report") if isinstance(ev.result, dict) else None) or {}
-        gpus = [g for g in report.get("gpus") or [] if isinstance(g, dict)]
-        said = [
-            str(g["recovery_action"])
-            for g in gpus
-            if g.get("recovery_action") and (gpu is None or str(g.get("index")) == str(gpu))
+        yield [
+            g
+            for g in report.get("gpus") or []
+            if isinstance(g, dict) and (gpu is None or str(g.get("index")) == str(gpu))
         ]
+
+
+def _recovery_action(state: IncidentState, node: str | None) -> str | None:
+    """The recovery action the incident's own latest NVML report gives the alert's GPU on ``node`` (any
+    GPU of it that reports one when the alert names none); None when no report says."""
+    for gpus in _reports(state, node):
+        said = [str(g["recovery_action"]) for g in gpus if g.get("recovery_action")]
         if said:  # a GPU that needs something says more than one that needs nothing
             return next((a for a in said if a != "none"), said[0])
     return None
@@ -79,15 +86,8 @@ def _recovery_action(state: IncidentState, node: str | None) -> str | None:
 def _pace(state: IncidentState, node: str | None) -> float | None:
     """The pace of the alert's GPU on ``node`` (the slowest of the node's GPUs when the alert names
     none), from the incident's latest NVML report: its SM clock over its maximum; None when not read."""
-    gpu = next((a.labels.get("gpu") for a in state.alerts if a.node == node and a.labels.get("gpu")), None)
-    for ev in reversed(state.evidence):
-        if not ev.ok or ev.tool != "nvml.gpu_health" or ev.params.get("node") != node:
-            continue
-        report = (ev.result.get("report") if isinstance(ev.result, dict) else None) or {}
-        gpus = [g for g in report.get("gpus") or [] if isinstance(g, dict)]
-        paces = [
-            p for g in gpus if (gpu is None or str(g.get("index")) == str(gpu)) and (p := pace(g)) is not None
-        ]
+    for gpus in _reports(state, node):
+        paces = [p for g in gpus if (p := pace(g)) is not None]
         return min(paces) if paces else None
     return None
 
