@@ -103,26 +103,28 @@ def evicted_by(world: WorldView, nodes: Iterable[str]) -> list[PodRef]:
 
 
 def read_room(world: WorldView, targets: tuple[str, ...], pods_of: PodsOf | None) -> dict[str, PoolRoom]:
-    """Per pool of the targets: where the GPU pods a drain of them evicts could go (see the module doc).
-    ``pods_of`` reads a node's pods live; None: the world holds every node's pods."""
+    """Per pool of the targets: where the GPU pods a drain of them evicts could go (see the module doc),
+    each held to the nodes its nodeSelector allows. ``pods_of`` reads a node's pods live; None: the world
+    holds every node's pods."""
     out: dict[str, PoolRoom] = {}
     skip = set(targets)
     for pool in sorted({world.nodes[n].pool for n in targets if n in world.nodes}):
-        needs = tuple(
-            sorted(
-                (
-                    p.gpus
-                    for n in targets
-                    if (v := world.nodes.get(n)) and v.pool == pool
-                    for p in evicted_by(world, [n])
-                    if p.gpus
-                ),
-                reverse=True,
-            )
+        evicted = sorted(
+            (
+                (p.gpus, p.node_selector)
+                for n in targets
+                if (v := world.nodes.get(n)) and v.pool == pool
+                for p in evicted_by(world, [n])
+                if p.gpus
+            ),
+            key=lambda x: -x[0],
         )
-        if not needs:
+        if not evicted:
             continue
+        needs = tuple(g for g, _ in evicted)
+        selectors = tuple(s for _, s in evicted) if any(s for _, s in evicted) else ()
         free: list[int] = []
+        labels: list[tuple[tuple[str, str], ...]] = []
         complete = True
         smallest = min(needs)
         candidates = sorted(
@@ -135,11 +137,21 @@ def read_room(world: WorldView, targets: tuple[str, ...], pods_of: PodsOf | None
                 continue
             node = view if pods_of is None else view.model_copy(update={"pods": pods_of(view.name)})
             free.append(node.free_gpus())
-            if not PoolRoom(pool=pool, needs=needs, free=tuple(free)).unplaced():
+            labels.append(tuple(sorted(view.group_labels.items())))
+            room = PoolRoom(
+                pool=pool, needs=needs, free=tuple(free), need_selectors=selectors, free_labels=tuple(labels)
+            )
+            if not room.unplaced():
                 complete = i == len(candidates) - 1
                 break
+        order = sorted(range(len(free)), key=lambda k: -free[k])
         out[pool] = PoolRoom(
-            pool=pool, needs=needs, free=tuple(sorted(free, reverse=True)), complete=complete
+            pool=pool,
+            needs=needs,
+            free=tuple(free[k] for k in order),
+            complete=complete,
+            need_selectors=selectors,
+            free_labels=tuple(labels[k] for k in order) if selectors else (),
         )
     return out
 

@@ -95,6 +95,7 @@ def slim_pod(p: dict[str, Any]) -> tuple[str | None, PodRef, bool | None]:
         waiting_reason=((cs.get("state") or {}).get("waiting") or {}).get("reason"),
         last_termination_reason=((cs.get("lastState") or {}).get("terminated") or {}).get("reason"),
         workload=workload_of(meta["namespace"], meta.get("labels") or {}),
+        node_selector=tuple(sorted(group_labels_of((p.get("spec") or {}).get("nodeSelector") or {}).items())),
         terminating=bool(meta.get("deletionTimestamp"))
         or (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"),
     )

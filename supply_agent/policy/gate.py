@@ -39,7 +39,7 @@ from supply_agent.policy import (
     PodState,
     SoftHardLimit,
 )
-from supply_agent.policy.world import History, NodeView, PastAction, PodRef, WorldView
+from supply_agent.policy.world import History, NodeView, PastAction, PodRef, PoolRoom, WorldView
 from tools.catalogue import (
     CATALOGUE,
     CONTROL_TOOLS,
@@ -705,9 +705,15 @@ def _workload_rules(
                 Verdict.ASK,
                 f"the drain leaves pool {node.pool} without room for what it evicts: "
                 f"{len(left)} pod(s) asking {', '.join(str(g) for g in left)} GPUs fit on no Ready, "
-                f"schedulable node ({len(room.free)} read, the freest with {max(room.free, default=0)} "
-                f"GPUs free){whole}",
+                f"schedulable node{_held_to(room)} ({len(room.free)} read, the freest with "
+                f"{max(room.free, default=0)} GPUs free){whole}",
             )
+
+
+def _held_to(room: PoolRoom) -> str:
+    """ " their nodeSelector allows (tenant_tier=reserved)" where the evicted pods select nodes."""
+    sel = room.selected()
+    return f" their nodeSelector allows ({'; '.join(sel)})" if sel else ""
 
 
 def _names(names: tuple[str, ...], shown: int = 5, pods: bool = False) -> str:

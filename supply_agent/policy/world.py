@@ -33,6 +33,10 @@ class PodRef(BaseModel):
     # from the labels its controller puts on its pods; None for a pod that stands alone.
     workload: str | None = None
     terminating: bool = False  # deleted, going: its GPUs are about to be free
+    # Its nodeSelector on the labels a node group reads (GROUP_LABELS' keys: pool, gpu_model,
+    # tenant_tier): where a replacement may go. Kueue writes its ResourceFlavor's nodeLabels here when it
+    # admits the workload, so quota per flavor holds the work to that flavor's nodes.
+    node_selector: tuple[tuple[str, str], ...] = ()
 
 
 class WorkloadView(BaseModel):
@@ -64,7 +68,9 @@ class WorkloadView(BaseModel):
 class PoolRoom(BaseModel):
     """Where the pods a drain evicts could go in their pool: the free GPUs (allocatable less what pods
     ask) of its Ready, schedulable nodes other than the action's own, largest first. ``complete``: every
-    such node was read; otherwise the read stopped once the evicted pods fitted."""
+    such node was read; otherwise the read stopped once the evicted pods fitted. ``need_selectors`` (one
+    per need, when any pod selects) and ``free_labels`` (one per free slot: its node's group labels) hold
+    each pod to the nodes its nodeSelector allows."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -72,17 +78,31 @@ class PoolRoom(BaseModel):
     needs: tuple[int, ...] = ()  # the GPUs each evicted pod asks for, largest first
     free: tuple[int, ...] = ()
     complete: bool = True
+    need_selectors: tuple[tuple[tuple[str, str], ...], ...] = ()
+    free_labels: tuple[tuple[tuple[str, str], ...], ...] = ()
+
+    def selected(self) -> list[str]:
+        """The nodeSelectors the evicted pods hold to ("tenant_tier=reserved"), each once."""
+        return sorted({", ".join(f"{k}={v}" for k, v in sel) for sel in self.need_selectors if sel})
 
     def unplaced(self) -> tuple[int, ...]:
-        """The evicted pods (their GPUs) that fit on no node, placed largest first on the freest."""
-        free = sorted(self.free, reverse=True)
+        """The evicted pods (their GPUs) that fit on no node they may go to, placed largest first on the
+        freest."""
+        sels = self.need_selectors or tuple(() for _ in self.needs)
+        labels = self.free_labels or tuple(() for _ in self.free)
+        order = sorted(range(len(self.free)), key=lambda k: -self.free[k])
+        room = [self.free[k] for k in order]
+        where = [dict(labels[k]) for k in order]
         left: list[int] = []
-        for need in sorted(self.needs, reverse=True):
-            i = next((k for k, f in enumerate(free) if f >= need), None)
+        for need, sel in sorted(zip(self.needs, sels, strict=True), key=lambda x: -x[0]):
+            i = next(
+                (k for k, f in enumerate(room) if f >= need and all(where[k].get(a) == b for a, b in sel)),
+                None,
+            )
             if i is None:
                 left.append(need)
             else:
-                free[i] -= need
+                room[i] -= need
         return tuple(left)
 
 

@@ -196,3 +196,71 @@ def test_room_is_a_first_fit_placement(needs: list[int], free: list[int]) -> Non
         assert left  # more asked than free: something is left out
     if needs and free and max(needs) <= min(free) and len(needs) <= len(free):
         assert not left  # one per node, each node big enough: everything fits
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    needs=st.lists(
+        st.tuples(st.integers(1, 8), st.sampled_from([(), (("tenant_tier", "reserved"),)])), max_size=6
+    ),
+    free=st.lists(st.tuples(st.integers(0, 8), st.sampled_from(["reserved", "on-demand"])), max_size=6),
+)
+def test_a_pod_that_selects_nodes_is_placed_only_on_them(
+    needs: list[tuple[int, tuple[tuple[str, str], ...]]], free: list[tuple[int, str]]
+) -> None:
+    """A nodeSelector holds a pod to the nodes it selects: with none selecting, the placement is the one
+    it always was; with no reserved node, every pod that selects one is left out; and more GPUs asked of
+    the reserved tier than its nodes have free leaves a pod out."""
+    room = PoolRoom(
+        pool="p",
+        needs=tuple(g for g, _ in needs),
+        free=tuple(f for f, _ in free),
+        need_selectors=tuple(s for _, s in needs),
+        free_labels=tuple((("tenant_tier", t),) for _, t in free),
+    )
+    unheld = PoolRoom(pool="p", needs=room.needs, free=room.free)
+    if not any(s for _, s in needs):
+        assert room.unplaced() == unheld.unplaced()  # no pod selects: the placement it always was
+    if not any(t == "reserved" for _, t in free):
+        assert sum(1 for _, s in needs if s) <= len(room.unplaced())  # nowhere they may go
+    reserved_free = sum(f for f, t in free if t == "reserved")
+    if sum(g for g, s in needs if s) > reserved_free:
+        assert room.unplaced()  # what must go to reserved nodes does not fit there
+
+
+def test_a_drain_whose_pod_selects_a_tier_with_no_room_left_asks_and_says_so() -> None:
+    """The pool has free nodes, but on demand; the evicted pod selects the reserved tier (as Kueue
+    writes a ResourceFlavor's nodeLabels into the pods it admits), and no other reserved node is free."""
+    reserved = (("pool", "p0"), ("tenant_tier", "reserved"))
+    pod = PodRef(
+        namespace="tenant-a",
+        name="infer-0",
+        customer="a",
+        gpus=8,
+        node_selector=(("tenant_tier", "reserved"),),
+    )
+    nodes = {
+        "n0": NodeView(name="n0", pool="p0", gpus=8, pods=(pod,), group_labels=dict(reserved)),
+        "n1": NodeView(
+            name="n1",
+            pool="p0",
+            gpus=8,
+            pods=(PodRef(namespace="tenant-b", name="x", gpus=8),),
+            group_labels=dict(reserved),
+        ),
+        "n2": NodeView(name="n2", pool="p0", gpus=8, group_labels={"pool": "p0", "tenant_tier": "on-demand"}),
+    }
+    from supply_agent.hands.workloads import read_room
+
+    world = WorldView(now=NOW, nodes=nodes)
+    world = world.model_copy(update={"room": read_room(world, ("n0",), None)})
+    d = decide(act("k8s.drain_node", node="n0"), world, History(), with_limits())
+    assert says(d, Verdict.ASK, "their nodeSelector allows (tenant_tier=reserved)")
+    # The same pod selecting nothing fits on the free on-demand node.
+    free_pod = pod.model_copy(update={"node_selector": ()})
+    nodes["n0"] = nodes["n0"].model_copy(update={"pods": (free_pod,)})
+    world = WorldView(now=NOW, nodes=nodes)
+    world = world.model_copy(update={"room": read_room(world, ("n0",), None)})
+    assert not says(
+        decide(act("k8s.drain_node", node="n0"), world, History(), with_limits()), Verdict.ASK, "room"
+    )
