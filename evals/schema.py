@@ -93,6 +93,9 @@ class JobSetWorld(_Strict):
         timedelta(0), description="How long before the incident starts it last checkpointed."
     )
     max_restarts: int = Field(3, ge=0, description="spec.failurePolicy.maxRestarts")
+    tier: str | None = Field(
+        None, description="Its pods select this tenant tier, as Kueue writes a ResourceFlavor's nodeLabels."
+    )
 
     @field_validator("checkpoint_every", "since_checkpoint", mode="before")
     @classmethod
@@ -119,6 +122,7 @@ class JobSetWorld(_Strict):
             "checkpoint_every_s": int(self.checkpoint_every.total_seconds()),
             "since_checkpoint_s": int(self.since_checkpoint.total_seconds()),
             "max_restarts": self.max_restarts,
+            "tier": self.tier,
         }
 
 
@@ -141,6 +145,9 @@ class FleetWorld(_Strict):
     fill: float = Field(0.7, ge=0.0, le=1.0)
     pdb_fraction: float = Field(0.5, ge=0.0, le=1.0)
     customers: int | None = Field(None, ge=1)
+    reserved_nodes: int | None = Field(
+        None, ge=0, description="Only the first pool's first N nodes are reserved capacity (None: all of it)."
+    )
     jobsets: list[JobSetWorld] = Field(default_factory=list)
     leaderworkersets: list[LwsWorld] = Field(default_factory=list)
 

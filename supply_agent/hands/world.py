@@ -95,7 +95,14 @@ def slim_pod(p: dict[str, Any]) -> tuple[str | None, PodRef, bool | None]:
         waiting_reason=((cs.get("state") or {}).get("waiting") or {}).get("reason"),
         last_termination_reason=((cs.get("lastState") or {}).get("terminated") or {}).get("reason"),
         workload=workload_of(meta["namespace"], meta.get("labels") or {}),
-        node_selector=tuple(sorted(group_labels_of((p.get("spec") or {}).get("nodeSelector") or {}).items())),
+        # The pool is where its room is read already; the rest narrows it.
+        node_selector=tuple(
+            sorted(
+                (k, v)
+                for k, v in group_labels_of((p.get("spec") or {}).get("nodeSelector") or {}).items()
+                if k != "pool"
+            )
+        ),
         terminating=bool(meta.get("deletionTimestamp"))
         or (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"),
     )

@@ -35,6 +35,7 @@ SMOKE = [
     "gang-thermal-straggler-drain-at-checkpoint",
     "pb-thermal-throttling",
     "lws-xid154-one-group-of-ten",
+    "gang-kueue-flavor-no-room-in-its-tier",
 ]
 
 

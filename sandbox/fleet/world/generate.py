@@ -127,6 +127,9 @@ class GenerateMixin(FleetState):
                 w.checkpoint_every_s,
                 w.max_restarts,
             )
+            if w.tier is not None:  # admitted under a flavor of that tier: Kueue's nodeLabels in its pods
+                template = obj["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+                template["spec"]["nodeSelector"][TIER_LABEL] = w.tier
             obj["metadata"]["annotations"][RESTARTED_AT] = ts(began)
             if w.since_checkpoint_s:
                 obj["metadata"]["annotations"][LAST_CHECKPOINT] = ts(began)
@@ -202,7 +205,7 @@ class GenerateMixin(FleetState):
                     RACK_LABEL: rack_name(pool, idx),
                     SWITCH_LABEL: switch_name(pool, idx),
                     PRODUCT_LABEL: product,
-                    TIER_LABEL: "reserved" if pool_index == 0 else "on-demand",
+                    TIER_LABEL: _tier(self.spec.reserved_nodes, pool_index, idx),
                     "nvidia.com/gpu.count": g,
                     DRIVER_LABEL: DEFAULT_DRIVER_VERSION,
                 },
@@ -379,3 +382,11 @@ def _whole_nodes(
     if nodes > free:
         raise ValueError(f"{what}: {name}: pool {pool} has {free} free node(s), not {nodes}")
     return pool
+
+
+def _tier(reserved_nodes: int | None, pool_index: int, idx: int) -> str:
+    """A node's tenant tier: the first pool is reserved capacity (its first ``reserved_nodes`` nodes
+    alone, when given), the others on demand."""
+    if pool_index != 0:
+        return "on-demand"
+    return "reserved" if reserved_nodes is None or idx < reserved_nodes else "on-demand"

@@ -37,15 +37,23 @@ class SchedulerMixin(FleetState):
         buckets[free][name] = None
         self._bucket_of[name] = (pool, free)
 
-    def _pick_node(self, pool: str | None, gpus: int) -> str | None:
+    def _pick_node(self, pool: str | None, gpus: int, selector: dict[str, str] | None = None) -> str | None:
+        """A schedulable node of ``pool`` with ``gpus`` free, the fullest first; with ``selector`` (the
+        pod's nodeSelector beyond its pool), only a node whose labels hold all of it."""
         pools = [pool] if pool else sorted(self._buckets)
         for p in pools:
             buckets = self._buckets.get(p)
             if not buckets:
                 continue
             for free in range(max(gpus, 1) if gpus else 0, self.spec.gpus_per_node + 1):
-                if buckets[free]:
-                    return next(iter(buckets[free]))
+                if not selector:
+                    if buckets[free]:
+                        return next(iter(buckets[free]))
+                    continue
+                for name in buckets[free]:
+                    labels = self.node(name)["metadata"].get("labels") or {}
+                    if all(labels.get(k) == v for k, v in selector.items()):
+                        return name
         return None
 
     def _bind(self, pod: Obj, node_name: str) -> Obj:
@@ -80,8 +88,8 @@ class SchedulerMixin(FleetState):
 
     def _place(self, pod: Obj) -> Obj:
         """Schedule a new pod now, or leave it Pending with the scheduler's message."""
-        pool = (pod["spec"].get("nodeSelector") or {}).get(POOL_LABEL)
-        node_name = self._pick_node(pool, _resource_count(pod))
+        pool, extra = _selector(pod)
+        node_name = self._pick_node(pool, _resource_count(pod), extra)
         if node_name is None:
             ready = len(self._bucket_of)
             msg = (
@@ -104,8 +112,8 @@ class SchedulerMixin(FleetState):
             if pod is None or is_terminating(pod):
                 self._pending.pop((ns, name), None)
                 continue
-            pool = (pod["spec"].get("nodeSelector") or {}).get(POOL_LABEL)
-            node_name = self._pick_node(pool, _resource_count(pod))
+            pool, extra = _selector(pod)
+            node_name = self._pick_node(pool, _resource_count(pod), extra)
             if node_name is None:
                 continue
             self._pending.pop((ns, name), None)
@@ -120,3 +128,9 @@ class SchedulerMixin(FleetState):
             self._start_meter(bound)
             self._refresh_pdbs(ns)
             self._refresh_owner(bound)
+
+
+def _selector(pod: Obj) -> tuple[str | None, dict[str, str]]:
+    """A pod's pool, and the rest of its nodeSelector."""
+    sel = dict(pod["spec"].get("nodeSelector") or {})
+    return sel.pop(POOL_LABEL, None), sel

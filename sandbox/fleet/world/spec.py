@@ -71,6 +71,11 @@ class JobSetSpec(BaseModel):
         0, ge=0, description="How long before the fleet starts the job last checkpointed (or began)."
     )
     max_restarts: int = Field(3, ge=0, description="spec.failurePolicy.maxRestarts")
+    tier: str | None = Field(
+        None,
+        description="Its pods select this tenant tier (supply-agent.io/tenant-tier), as Kueue writes the "
+        "nodeLabels of the ResourceFlavor it admitted the job under into the job's pods.",
+    )
 
 
 class LwsSpec(BaseModel):
@@ -104,6 +109,9 @@ class FleetSpec(BaseModel):
         default_factory=list, description="Serving LeaderWorkerSets named and sized, made after the JobSets."
     )
     pdb_fraction: float = Field(0.5, ge=0.0, le=1.0, description="Fraction of deployments with a PDB.")
+    reserved_nodes: int | None = Field(
+        None, ge=0, description="Only the first pool's first N nodes are reserved capacity (None: all of it)."
+    )
 
 
 def rack_name(pool: str, index: int) -> str:
