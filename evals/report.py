@@ -295,8 +295,33 @@ def _work_lost_section(results: list[EvalResult]) -> list[str]:
             if bare
             else "."
         ),
+        "",
+        "Per incident class, median (the upper of two middles) and worst GPU-minutes lost:",
+        "",
     ]
+    header = (
+        ["class", "incidents", "careful human"]
+        + (["node-only gate"] if bare else [])
+        + ["with the workload rules"]
+    )
+    table = []
+    for c in sorted({r.incident_class for r in rows}):
+        mine = [r for r in rows if r.incident_class == c]
+        row = [_cell(c), str(len(mine)), _spread([r.careful_gpu_minutes for r in mine])]
+        if bare:
+            row.append(_spread([b.gpu_minutes_lost for r in mine if (b := bare.get((r.id, r.planner)))]))
+        row.append(_spread([r.gpu_minutes_lost for r in mine]))
+        table.append(row)
+    lines += _table(header, table)
     return [*lines, ""]
+
+
+def _spread(values: list[float | None]) -> str:
+    """ "median 128, worst 640" of the values given (— when none)."""
+    got = sorted(v for v in values if v is not None)
+    if not got:
+        return "—"
+    return f"median {got[len(got) // 2]:,.0f}, worst {got[-1]:,.0f}"
 
 
 def _failures_section(results: list[EvalResult]) -> list[str]:

@@ -130,3 +130,10 @@ def test_a_gang_incident_is_scored_on_the_work_lost_and_the_report_shows_it(tmp_
     )
     md = render_markdown([kept, bare], summary)
     assert f"| gang-xid154-no-spare-capacity | runbook | 0 | {bare.gpu_minutes_lost:,.0f} | 0 | ✔ |" in md
+    # Per class: the median and the worst of each column (two xid-recovery-action incidents here).
+    md = render_markdown([kept, drained, bare], summarise([kept, drained, bare], 1.0, 1))
+    worst = f"{max(drained.gpu_minutes_lost, 0.0):,.0f}"
+    assert (
+        f"| xid-recovery-action | 2 | median 0, worst 0 | median {bare.gpu_minutes_lost:,.0f}, "
+        f"worst {bare.gpu_minutes_lost:,.0f} | median {worst}, worst {worst} |"
+    ) in md
