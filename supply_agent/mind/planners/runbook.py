@@ -207,9 +207,13 @@ def gang_job(state: IncidentState, alert: AlertIn) -> str | None:
     return None
 
 
-def _takes_node_out(pb: Playbook) -> bool:
-    # A drain evicts every pod on the node; a cordon or taint only turns new work away.
-    return any(s.tool == "k8s.drain_node" for s in pb.runbook)
+def _takes_node_out(pb: Playbook, state: IncidentState, alert: AlertIn) -> bool:
+    # A drain evicts every pod on the node; a cordon or taint only turns new work away. A drain only for
+    # a gang job's rank takes the node out only where one runs.
+    return any(
+        s.tool == "k8s.drain_node" and (s.when != "gang_job" or gang_job(state, alert) is not None)
+        for s in pb.runbook
+    )
 
 
 def customers_to_tell(state: IncidentState, alert: AlertIn, pb: Playbook, node: str | None) -> list[str]:
@@ -217,7 +221,7 @@ def customers_to_tell(state: IncidentState, alert: AlertIn, pb: Playbook, node: 
     otherwise the customers of the pods on the alert's GPU (every customer on the node when the GPU's
     pods are not known)."""
     node = node or alert.node
-    on_gpu = None if _takes_node_out(pb) else pods_on_gpu(state, node, alert.labels.get("gpu"))
+    on_gpu = None if _takes_node_out(pb, state, alert) else pods_on_gpu(state, node, alert.labels.get("gpu"))
     if on_gpu is None:
         return customers_on_node(state, node)
     found = set()
