@@ -69,19 +69,27 @@ def _planner(
         yield planner, status
 
 
-def _truth_at_horizon(admin: AdminClient, incident: Incident, replay: Replay) -> dict[str, Any]:
-    """The fleet's truth when the replay ended, with its JobSets' losses read at the incident's horizon
-    (``t0`` + ``limits.sim_minutes``): a job left slowed or stalled when the agent stops goes on losing
-    work, and that counts against the agent as it would against a human; nothing runs the agent meanwhile."""
-    truth = admin.truth()
-    horizon = incident.expect.limits.sim_minutes
-    if not truth.get("workloads") or horizon is None:
-        return truth
-    end, now = replay.t0 + timedelta(minutes=horizon), replay.clock()
-    if end > now:
-        admin.advance((end - now).total_seconds())
-        truth = {**truth, "workloads": admin.truth().get("workloads") or []}
-    return truth
+# The fleet goes on to the horizon in steps no longer than this: its time-driven controllers (taint
+# eviction, checkpoints) act at their own moments, not at the end of one long jump.
+HORIZON_STEP_S = 60.0
+
+
+def _losses_at_horizon(admin: AdminClient, incident: Incident, replay: Replay, truth: dict[str, Any]) -> None:
+    """Read the JobSets' and LeaderWorkerSets' losses into ``truth`` at the incident's horizon (``t0`` +
+    ``limits.sim_minutes``): a job left slowed or stalled when the agent stops goes on losing work, and
+    that counts against the agent as it would against a human; nothing runs the agent meanwhile, and
+    the rest of the truth is as the replay ended."""
+    if not truth.get("workloads"):
+        return
+    end = replay.t0 + timedelta(minutes=incident.expect.limits.sim_minutes)
+    left = (end - replay.clock()).total_seconds()
+    if left <= 0:
+        return
+    while left > 0:
+        step = min(HORIZON_STEP_S, left)
+        admin.advance(step)
+        left -= step
+    truth["workloads"] = admin.truth().get("workloads") or []
 
 
 def run_incident(
@@ -160,7 +168,8 @@ def _run(
             waits_on_the_sim_clock(env, admin)
             replay = Replay(incident, names, admin, agent, env, timedelta(seconds=settings.grouping_window_s))
             replay.run()
-            evidence = replay.evidence(_truth_at_horizon(admin, incident, replay))
+            evidence = replay.evidence(admin.truth())
+            _losses_at_horizon(admin, incident, replay, evidence.truth)
             limits = env.runtime.playbooks.limits
             result = score(incident, evidence, limits, planner, gate, fleet.spec.gpus_per_node)
         result.wall_s = round(time.perf_counter() - t0, 3)

@@ -131,10 +131,13 @@ def read_room(world: WorldView, targets: tuple[str, ...], pods_of: PodsOf | None
             (v for v in world.nodes.values() if v.pool == pool and v.name not in skip and v.takes_work()),
             key=lambda v: v.name,
         )
+        held = selectors and all(selectors)  # every evicted pod selects: other nodes can take none of them
         for i, view in enumerate(candidates):
             alloc = view.gpus if view.allocatable_gpus is None else view.allocatable_gpus
             if alloc < smallest:
                 continue
+            if held and not any(all(view.group_labels.get(k) == v for k, v in sel) for sel in selectors):
+                continue  # no evicted pod may go there: not read
             node = view if pods_of is None else view.model_copy(update={"pods": pods_of(view.name)})
             free.append(node.free_gpus())
             labels.append(tuple(sorted(view.group_labels.items())))

@@ -101,10 +101,16 @@ def plan_wait(
     # of equals); now wins when no moment loses less than now does.
     left = (deadline - now).total_seconds()
     moments = sorted({min(_first(h) + option.after.total_seconds(), left) for h in stale} | {left})
-    slowed = (1.0 - min(1.0, max(0.0, pace))) * sum(h.gpus for h in hits) if pace is not None else 0.0
+    lag = 1.0 - min(1.0, max(0.0, pace)) if pace is not None else 0.0
+    slowed = lag * sum(h.gpus for h in hits)  # GPU-minutes a minute the slowed jobs lose while they run
 
-    def cost(d: float) -> float:  # work thrown away then, and the slowed GPUs' waiting until then
-        return _lost(known, d) + slowed * d / 60.0
+    def slow(d: float) -> float:
+        """What the slowed GPU costs the jobs that keep their work: each one's slowed time up to its
+        last checkpoint before ``d`` (the stretch after it is thrown away whole, in ``_lost``)."""
+        return lag * sum(h.gpus * _saved(h, d) / 60.0 for h in known)
+
+    def cost(d: float) -> float:  # work thrown away then, and the slowed time it keeps
+        return _lost(known, d) + slow(d)
 
     lost_now = cost(0.0)
     best = min(moments, key=lambda d: (cost(d), d))
@@ -118,9 +124,7 @@ def plan_wait(
     waited = tuple(h.key for h in stale if _first(h) < best)
     what = "; ".join(f"{h.describe()}, next in {_mins(_first(h))}" for h in stale)
     capped = " (the deadline)" if until == deadline else ""
-    while_slow = (
-        f", {slowed * best / 60.0:,.0f} of them to the slowed GPU while it waits" if slowed else " of work"
-    )
+    while_slow = f", {slow(best):,.0f} of them to the slowed GPU while it waits" if slowed else " of work"
     return WaitPlan(
         until=until,
         deadline=deadline,
@@ -139,6 +143,14 @@ def _slow_note(slowed: float, pace: float | None) -> str:
 def _first(h: WorkloadHit) -> float:
     """Seconds to a job's next checkpoint: its cadence past the one it resumes from (a late one: now)."""
     return max(0.0, float(h.checkpoint_every_s or 0) - float(h.since_checkpoint_s or 0.0))
+
+
+def _saved(h: WorkloadHit, delta_s: float) -> float:
+    """Seconds from now to the job's last checkpoint before ``delta_s`` from now (0: none comes)."""
+    every, first = float(h.checkpoint_every_s or 0), _first(h)
+    if delta_s < first or every <= 0:
+        return 0.0
+    return first + ((delta_s - first) // every) * every
 
 
 def _lost(hits: Iterable[WorkloadHit], delta_s: float) -> float:

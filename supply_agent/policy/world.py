@@ -94,7 +94,8 @@ class PoolRoom(BaseModel):
         room = [self.free[k] for k in order]
         where = [dict(labels[k]) for k in order]
         left: list[int] = []
-        for need, sel in sorted(zip(self.needs, sels, strict=True), key=lambda x: -x[0]):
+        # Largest first; of equals, a pod that selects its nodes first (one that does not may go anywhere).
+        for need, sel in sorted(zip(self.needs, sels, strict=True), key=lambda x: (-x[0], not x[1])):
             i = next(
                 (k for k, f in enumerate(room) if f >= need and all(where[k].get(a) == b for a, b in sel)),
                 None,

@@ -297,15 +297,31 @@ class WritesMixin(APIState):
 def _check_lws(obj: dict[str, Any]) -> None:
     """What the LeaderWorkerSet webhook refuses: no worker template, or a group size under 1."""
     name = obj["metadata"]["name"]
+    from sandbox.fleet.world.lws import MAX_GROUPS, MAX_SIZE
+
     lwt = obj["spec"].get("leaderWorkerTemplate")
     problems = []
-    if not isinstance(lwt, dict) or not isinstance(lwt.get("workerTemplate"), dict):
+
+    def pod_template(t: Any) -> bool:
+        spec = t.get("spec") if isinstance(t, dict) else None
+        return (
+            isinstance(spec, dict) and isinstance(spec.get("containers"), list) and bool(spec["containers"])
+        )
+
+    if not isinstance(lwt, dict) or "workerTemplate" not in lwt:
         problems.append(("spec.leaderWorkerTemplate.workerTemplate", "Required value"))
-    elif not isinstance(lwt.get("size", 1), int) or lwt.get("size", 1) < 1:
-        problems.append(("spec.leaderWorkerTemplate.size", "Invalid value: must be at least 1"))
+    else:
+        for key in ("workerTemplate", "leaderTemplate"):
+            if (key in lwt or key == "workerTemplate") and not pod_template(lwt.get(key)):
+                problems.append(
+                    (f"spec.leaderWorkerTemplate.{key}", "Invalid value: a pod template with containers")
+                )
+        size = lwt.get("size", 1)
+        if not isinstance(size, int) or not 1 <= size <= MAX_SIZE:
+            problems.append(("spec.leaderWorkerTemplate.size", f"Invalid value: must be 1 to {MAX_SIZE}"))
     replicas = obj["spec"].get("replicas", 1)
-    if not isinstance(replicas, int) or replicas < 0:
-        problems.append(("spec.replicas", "Invalid value: must be 0 or more"))
+    if not isinstance(replicas, int) or not 0 <= replicas <= MAX_GROUPS:
+        problems.append(("spec.replicas", f"Invalid value: must be 0 to {MAX_GROUPS}"))
     if problems:
         raise invalid("LeaderWorkerSet", name, "leaderworkerset.x-k8s.io", problems)
 

@@ -589,6 +589,7 @@ class FaultEffectsMixin(FleetState):
             self._refresh_node(name)
             for on_node in self.store.pods_on_node(name):
                 self._heal_pod(on_node)
+        self._pace_jobsets(self.now())  # repaired GPUs run their jobs at full pace from now
         pod: Obj | None
         for f in cleared:
             if f.kind in (FaultKind.CRASHLOOP, FaultKind.OOMKILL) and f.namespace and f.pod:
@@ -636,6 +637,7 @@ class FaultEffectsMixin(FleetState):
         cleared.sort(key=lambda f: f.id)
         if node in self._agents:
             self._agents[node][0].reset_gpu(gpu)
+            self._pace_jobsets(self.now())  # its jobs run at full pace again from now
         self._unhealthy.get(node, set()).discard(gpu)
         self._refresh_node(node)
         for on_node in self.store.pods_on_node(node):

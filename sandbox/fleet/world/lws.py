@@ -40,6 +40,10 @@ def _template_gpus(template: dict[str, Any]) -> int:
     )
 
 
+# At most this many groups, and pods a group, through the API (the sandbox's own bound).
+MAX_GROUPS, MAX_SIZE = 256, 64
+
+
 def _templates(lws: Obj) -> tuple[dict[str, Any], dict[str, Any], int]:
     lwt = lws["spec"]["leaderWorkerTemplate"]
     worker = lwt["workerTemplate"]
@@ -107,6 +111,8 @@ class LeaderWorkerSetsMixin(FleetState):
             self._reconciling.discard(key)
         for k in [k for k in self._lws_loss if k.startswith(f"{ns}/{name}/")]:
             del self._lws_loss[k]
+        for m in [m for m in self._lws_members if m[:2] == (ns, name)]:
+            del self._lws_members[m]
 
     def lws_pods(self, ns: str, name: str, group: int | None = None) -> list[Obj]:
         """The pods of a LeaderWorkerSet (or of one group of it) now, terminating ones included."""
@@ -150,10 +156,14 @@ class LeaderWorkerSetsMixin(FleetState):
             self._make_group(lws, int(group))
             self._refresh_lws_status(ns, name)
             return
-        members.clear()
+        recreate = lws["spec"]["leaderWorkerTemplate"].get("restartPolicy", RECREATE) == RECREATE
+        if recreate:
+            members.clear()  # every pod of it goes: the group's next pods are its members
+        else:
+            members.discard(pod["metadata"]["uid"])  # the others stay members; its replacement joins
         self._reconciling.add(key)
         try:
-            if lws["spec"]["leaderWorkerTemplate"].get("restartPolicy", RECREATE) == RECREATE:
+            if recreate:
                 for other in self.lws_pods(ns, name, int(group)):
                     if self.store.get(
                         "pods", ns, other["metadata"]["name"]
@@ -183,14 +193,14 @@ class LeaderWorkerSetsMixin(FleetState):
             return
         _, _, size = _templates(lws)
         groups = int(lws["spec"].get("replicas", 1))
+        running: dict[str, int] = {}  # group index -> its pods running, from one pass over the pods
+        for p in self.lws_pods(ns, name):
+            if not is_terminating(p) and p["status"].get("phase") == "Running":
+                g_key = str((p["metadata"].get("labels") or {}).get(GROUP_INDEX))
+                running[g_key] = running.get(g_key, 0) + 1
         ready = 0
         for g in range(groups):
-            running = [
-                p
-                for p in self.lws_pods(ns, name, g)
-                if not is_terminating(p) and p["status"].get("phase") == "Running"
-            ]
-            if len(running) < size:
+            if running.get(str(g), 0) < size:
                 continue
             ready += 1
             loss = self._lws_loss.get(f"{ns}/{name}/{g}")

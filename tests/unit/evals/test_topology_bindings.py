@@ -237,7 +237,7 @@ def test_bad_component_fault_steps_say_what_is_missing(
 def test_bad_bindings_say_what_is_wrong(tmp_path: Path) -> None:
     both = incident({"x": {"rack": {"pool": 0}, "switch": {"pool": 0}}})
     assert (
-        "a binding is exactly one of node, nodes, jobset_node, tenant_pod, gpu_pod, rack, switch (this one: rack, switch)"
+        "a binding is exactly one of node, nodes, jobset_node, lws_node, tenant_pod, gpu_pod, rack, switch (this one: rack, switch)"
         in (error_of(tmp_path, both))
     )
     assert "$r is a rack, expected node" in error_of(

@@ -264,3 +264,18 @@ def test_a_drain_whose_pod_selects_a_tier_with_no_room_left_asks_and_says_so() -
     assert not says(
         decide(act("k8s.drain_node", node="n0"), world, History(), with_limits()), Verdict.ASK, "room"
     )
+
+
+def test_of_two_equal_pods_the_one_held_to_a_tier_is_placed_first() -> None:
+    """An 8-GPU pod that may go anywhere and one held to the reserved tier, one free reserved node and
+    one free on-demand node: both fit, whichever order the pods come in."""
+    reserved, anywhere = (("tenant_tier", "reserved"),), ()
+    for sels in ((anywhere, reserved), (reserved, anywhere)):
+        room = PoolRoom(
+            pool="p",
+            needs=(8, 8),
+            free=(8, 8),
+            need_selectors=sels,
+            free_labels=((("tenant_tier", "reserved"),), (("tenant_tier", "on-demand"),)),
+        )
+        assert room.unplaced() == ()

@@ -193,10 +193,11 @@ def test_only_a_step_that_stops_workloads_may_wait_and_the_shipped_playbook_does
 
 
 def test_a_slowed_gpu_waits_for_a_near_checkpoint_and_not_for_a_far_one() -> None:
-    """At 60% pace, a 128-GPU job loses 51 GPU-minutes each minute it waits. Ten minutes from its
-    half-hourly checkpoint, waiting (11 min slowed, then a minute of work: 691) beats a drain now (20
-    minutes of work: 2,560). Six minutes past an hourly one, waiting 55 minutes (2,944) loses more than
-    draining now (768): now, and the reason says the pace."""
+    """At 60% pace, a 128-GPU job loses 51 GPU-minutes each minute it runs. Ten minutes from its
+    half-hourly checkpoint, waiting (10 slowed minutes kept by the checkpoint, then the minute after it
+    thrown away: 512 + 128) beats a drain now (20 minutes of work: 2,560). Six minutes past an hourly
+    one, waiting 55 minutes (54 slowed, then one: 2,893) loses more than draining now (768): now, and
+    the reason says the pace. The sandbox's truth counts the same way."""
     option = WaitForCheckpoint()
     near = WorkloadHit(
         kind="JobSet",
@@ -209,7 +210,7 @@ def test_a_slowed_gpu_waits_for_a_near_checkpoint_and_not_for_a_far_one() -> Non
     plan = plan_wait(option, [near], T0, T0, None, pace=0.6)
     assert plan.until == T0 + timedelta(minutes=11)
     assert (
-        "losing 691 GPU-minutes, 563 of them to the slowed GPU while it waits, not 2,560 now" in plan.reason
+        "losing 640 GPU-minutes, 512 of them to the slowed GPU while it waits, not 2,560 now" in plan.reason
     )
     far = _hit(6 * 60, 3600)
     assert plan_wait(option, [far], T0, T0).until == T0 + timedelta(minutes=55)  # at full pace it waits

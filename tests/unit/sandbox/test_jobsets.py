@@ -296,3 +296,19 @@ def test_a_slowed_gpu_slows_the_whole_job_and_a_restart_counts_nothing_twice() -
     assert lost["running"] and node not in {at for _, at in _pod_names(fleet)}
     fleet.advance(600)
     assert _loss(fleet)["gpu_minutes_lost"] == pytest.approx(lost["gpu_minutes_lost"], abs=0.01)
+
+
+def test_a_repaired_gpu_stops_slowing_its_job_at_once() -> None:
+    """Thermal for a minute, then the fault is cleared: the job lost 40% of a minute of its 32 GPUs,
+    not of the hour that follows (the pace is set again at the repair, not at the next tick)."""
+    from sandbox.fleet.faults import FaultKind
+    from sandbox.fleet.nvml_sim import MAX_SM_CLOCK_MHZ, THERMAL_SM_CLOCK_MHZ
+
+    fleet = _gang_fleet(since_checkpoint_s=0)
+    _, node = _pod_names(fleet)[0]
+    fleet.inject(FaultKind.THERMAL, node=node, gpu=0)
+    fleet.advance(60)
+    fleet.clear(node)
+    fleet.advance(3600)
+    lag = 1 - THERMAL_SM_CLOCK_MHZ / MAX_SM_CLOCK_MHZ
+    assert _loss(fleet)["slow_gpu_minutes"] == pytest.approx(32 * lag, abs=0.01)

@@ -81,3 +81,31 @@ def test_a_group_with_nowhere_to_go_idles_and_a_bad_lws_is_refused(
     with pytest.raises(ApiException) as info:
         api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, bad)
     assert info.value.status == 422 and "workerTemplate: Required value" in str(info.value.body)
+    for field, value, said in (
+        ("workerTemplate", {}, "workerTemplate: Invalid value: a pod template with containers"),
+        ("size", 10_000, "size: Invalid value: must be 1 to 64"),
+    ):
+        bad = lws_object(ns, "bad", "acme", "east-h100", 1, 2, 8)
+        bad["spec"]["leaderWorkerTemplate"][field] = value
+        with pytest.raises(ApiException) as info:
+            api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, bad)
+        assert info.value.status == 422 and said in str(info.value.body)
+    with pytest.raises(ApiException) as info:  # nothing half-made was stored
+        api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "bad")
+    assert info.value.status == 404
+
+
+def test_without_group_recreation_each_pod_going_is_replaced_alone_and_counted(
+    api_client: client.ApiClient, core: client.CoreV1Api, admin: Any
+) -> None:
+    api = client.CustomObjectsApi(api_client)
+    ns = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"][0]["metadata"]["namespace"]
+    obj = lws_object(ns, "solo", "acme", "east-h100", 1, 3, 8)
+    obj["spec"]["leaderWorkerTemplate"]["restartPolicy"] = "None"
+    api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj)
+    leader = core.read_namespaced_pod("solo-0", ns).metadata.uid
+    for n, pod in enumerate(("solo-0-1", "solo-0-2"), start=1):
+        core.delete_namespaced_pod(pod, ns, grace_period_seconds=0)
+        assert core.read_namespaced_pod("solo-0", ns).metadata.uid == leader  # the group stays
+        [row] = [w for w in admin.truth()["workloads"] if w["name"] == "solo/0"]
+        assert row["restarts"] == n  # each pod going counts, the second as the first
