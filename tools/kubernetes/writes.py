@@ -230,9 +230,14 @@ class KubeWrites(KubeApi):
     def _evict(self, pod: PodInfo, dry_run: bool, blocked: dict[str, BlockedPod]) -> bool:
         """One eviction: True when it was accepted; a budget's refusal is noted in ``blocked``."""
         key = f"{pod.namespace}/{pod.name}"
+        # Only the pod listed: a controller that keeps names (a StatefulSet, a LeaderWorkerSet) may have
+        # made another under its name, elsewhere, since.
         body = client.V1Eviction(
             metadata=client.V1ObjectMeta(name=pod.name, namespace=pod.namespace),
-            delete_options=client.V1DeleteOptions(dry_run=["All"]) if dry_run else None,
+            delete_options=client.V1DeleteOptions(
+                dry_run=["All"] if dry_run else None,
+                preconditions=client.V1Preconditions(uid=pod.uid) if pod.uid else None,
+            ),
         )
         try:
             self.core.create_namespaced_pod_eviction(
@@ -249,6 +254,8 @@ class KubeWrites(KubeApi):
                 return False
             if exc.status == 404:
                 return False
+            if exc.status == 409 and "precondition" in _message(exc).lower():
+                return False  # the pod listed is gone; one made since under its name is not ours to evict
             raise ToolError(f"evicting {key}: {_message(exc)}", exc.status, exc.reason) from exc
         return True
 

@@ -38,7 +38,7 @@ class SubresourcesMixin(APIState):
             opts = body.get("deleteOptions") or {}
             dry = dry or opts.get("dryRun") == ["All"]
             try:
-                fleet.evict(namespace, name, dry_run=dry)
+                fleet.evict(namespace, name, dry_run=dry, uid=(opts.get("preconditions") or {}).get("uid"))
             except FleetError as exc:
                 self._record(request, res, namespace, name, "eviction", exc.code, dry)
                 raise

@@ -83,10 +83,21 @@ class DisruptionMixin(FleetState):
             return max(expected - self._scaled(spec["maxUnavailable"], expected, True), 0)
         return 0
 
-    def evict(self, ns: str, name: str, dry_run: bool = False) -> None:
+    def evict(self, ns: str, name: str, dry_run: bool = False, uid: str | None = None) -> None:
+        """Evict a pod through its budget; ``uid`` (the eviction's ``deleteOptions.preconditions.uid``):
+        only that pod, not another made since under its name (409, as the API server says)."""
         pod = self.store.get("pods", ns, name)
         if pod is None:
             raise not_found("pods", name)
+        if uid and pod["metadata"].get("uid") != uid:
+            raise FleetError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on pods "{name}": the UID in the precondition ({uid}) does '
+                f"not match the UID in record ({pod['metadata'].get('uid')}). The object might have been "
+                "deleted and then recreated",
+                {"name": name, "kind": "pods"},
+            )
         if is_terminating(pod):
             return
         pdbs = self.pdbs_for(pod)

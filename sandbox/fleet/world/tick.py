@@ -36,7 +36,11 @@ class TickMixin(FleetState):
                 and fault.node
                 and elapsed >= TOLERATION_SECONDS
             ):
-                for pod in self.store.pods_on_node(fault.node):
+                for listed in self.store.pods_on_node(fault.node):
+                    # An eviction above may have made another pod under a listed name, elsewhere.
+                    pod = self.store.get("pods", listed["metadata"]["namespace"], listed["metadata"]["name"])
+                    if pod is None or pod["metadata"].get("uid") != listed["metadata"].get("uid"):
+                        continue
                     if pod["metadata"]["namespace"] != AGENT_NAMESPACE and not is_terminating(pod):
                         self.event(
                             pod,

@@ -109,3 +109,26 @@ def test_without_group_recreation_each_pod_going_is_replaced_alone_and_counted(
         assert core.read_namespaced_pod("solo-0", ns).metadata.uid == leader  # the group stays
         [row] = [w for w in admin.truth()["workloads"] if w["name"] == "solo/0"]
         assert row["restarts"] == n  # each pod going counts, the second as the first
+
+
+def test_a_drain_evicts_the_pods_it_listed_not_those_made_since_under_their_names(
+    api_client: client.ApiClient, core: client.CoreV1Api, admin: Any, kubeconfig: Path
+) -> None:
+    """A group of two 4-GPU pods shares one node. The drain lists both; evicting the leader recreates
+    the group elsewhere under the same names; the worker's eviction carries the listed pod's UID, so the
+    new worker on a healthy node is left alone (409 from the API server) and the group restarts once."""
+    from tools.kubernetes import KubeTools
+
+    api = client.CustomObjectsApi(api_client)
+    ns = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"][0]["metadata"]["namespace"]
+    api.create_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, lws_object(ns, "half", "acme", "east-h100", 1, 2, 4)
+    )
+    nodes = {core.read_namespaced_pod(p, ns).spec.node_name for p in ("half-0", "half-0-1")}
+    assert len(nodes) == 1
+    [node] = nodes
+    result = KubeTools.from_kubeconfig(kubeconfig).drain_node(node, timeout_s=60, poll_s=0.05)
+    assert not result.remaining, result
+    [row] = [w for w in admin.truth()["workloads"] if w["name"] == "half/0"]
+    assert row["restarts"] == 1 and row["running"]
+    assert {core.read_namespaced_pod(p, ns).spec.node_name for p in ("half-0", "half-0-1")} != {node}
