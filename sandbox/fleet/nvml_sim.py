@@ -266,6 +266,12 @@ class SimNvml:
             gpu.clock_event_mask &= ~THERMAL_BITS
             gpu.sm_clock_mhz = MAX_SM_CLOCK_MHZ
 
+    def gpu_speed(self, index: int) -> float:
+        """One GPU's pace: its SM clock against the maximum (a lost GPU: full, the fault's business)."""
+        if not 0 <= index < len(self.gpus) or self.gpus[index].lost:
+            return 1.0
+        return self.gpus[index].sm_clock_mhz / MAX_SM_CLOCK_MHZ
+
     def speed(self) -> float:
         """The pace of the node's slowest GPU: its SM clock against the maximum (1.0 when none is slowed;
         a GPU that is lost runs nothing, and is the fault's business, not the pace's)."""

@@ -31,7 +31,14 @@ from typing import Any
 
 from sandbox.fleet.clock import ts
 from sandbox.fleet.store import Obj, thaw
-from sandbox.fleet.world.spec import CUSTOMER_LABEL, GPU, POOL_LABEL, WorkloadLoss, is_terminating
+from sandbox.fleet.world.spec import (
+    CUSTOMER_LABEL,
+    GPU,
+    GPU_INDICES_ANNOTATION,
+    POOL_LABEL,
+    WorkloadLoss,
+    is_terminating,
+)
 from sandbox.fleet.world.state import FleetState
 
 API_VERSION = "jobset.x-k8s.io/v1alpha2"
@@ -251,12 +258,16 @@ class JobSetsMixin(FleetState):
         """Each running JobSet's pace from now on: its slowest GPU's (the simulated NVML of the nodes its
         pods run on; a node whose NVML nothing touched runs at full pace). O(the slowed nodes' pods):
         a tick with no GPU slowed reads no pod."""
-        slowed = {n: pace for n, (sim, _) in self._agents.items() if (pace := sim.speed()) < 1.0}
+        slowed = {n: sim for n, (sim, _) in self._agents.items() if sim.speed() < 1.0}
         paces: dict[str, float] = {}
-        for node, pace in slowed.items():
+        for node, sim in slowed.items():
             for p in self.store.pods_on_node(node):
                 name = (p["metadata"].get("labels") or {}).get(JOBSET_NAME)
                 if name and not is_terminating(p) and p["status"].get("phase") == "Running":
+                    # The pace of the GPUs the pod holds (the device plugin's assignment), not the node's.
+                    held = (p["metadata"].get("annotations") or {}).get(GPU_INDICES_ANNOTATION, "")
+                    gpus = [int(i) for i in held.split(",") if i.strip().isdigit()]
+                    pace = min((sim.gpu_speed(i) for i in gpus), default=sim.speed())
                     key = f"{p['metadata']['namespace']}/{name}"
                     paces[key] = min(paces.get(key, 1.0), pace)
         for key, loss in self._losses().items():

@@ -200,8 +200,12 @@ def job_died(state: IncidentState, alert: AlertIn) -> bool:
 
 def gang_job(state: IncidentState, alert: AlertIn) -> str | None:
     """The gang workload a running pod on the alert's node is a rank of, from the node's latest pod
-    listing (None: no such pod, or the node not listed)."""
+    listing, on the alert's GPU where the node-agent says which pods hold it (None: no such pod, or
+    the node not listed)."""
+    on_gpu = pods_on_gpu(state, alert.node, alert.labels.get("gpu"))
     for p in _pods_listed(state, alert.node) or []:
+        if on_gpu is not None and f"{p.get('namespace')}/{p.get('name')}" not in on_gpu:
+            continue
         if p.get("workload") and not p.get("terminating") and not p.get("daemonset"):
             return str(p["workload"])
     return None
