@@ -51,17 +51,22 @@ LAST_CHECKPOINT = "checkpoint.supply-agent.dev/last"
 RESTARTED_AT = "checkpoint.supply-agent.dev/started"
 
 
+def template_gpus(template: dict[str, Any]) -> int:
+    """The GPUs one pod of a pod template asks for (its containers' limits)."""
+    return sum(
+        int(((c.get("resources") or {}).get("limits") or {}).get(GPU, 0))
+        for c in (template.get("spec") or {}).get("containers") or []
+    )
+
+
 def jobset_gpus(js: Obj) -> int:
     """Every GPU a JobSet's pods ask for, at full strength."""
-    total = 0
-    for rj in js["spec"]["replicatedJobs"]:
-        job = rj["template"]["spec"]
-        per_pod = sum(
-            int(((c.get("resources") or {}).get("limits") or {}).get(GPU, 0))
-            for c in job["template"]["spec"].get("containers") or []
-        )
-        total += int(rj.get("replicas", 1)) * int(job.get("parallelism", 1)) * per_pod
-    return total
+    return sum(
+        int(rj.get("replicas", 1))
+        * int(rj["template"]["spec"].get("parallelism", 1))
+        * template_gpus(rj["template"]["spec"]["template"])
+        for rj in js["spec"]["replicatedJobs"]
+    )
 
 
 def gpu_pod_template(

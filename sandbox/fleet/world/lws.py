@@ -22,8 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 from sandbox.fleet.store import Obj, thaw
-from sandbox.fleet.world.jobsets import gpu_pod_template
-from sandbox.fleet.world.spec import CUSTOMER_LABEL, GPU, WorkloadLoss, is_terminating
+from sandbox.fleet.world.jobsets import gpu_pod_template, template_gpus
+from sandbox.fleet.world.spec import CUSTOMER_LABEL, WorkloadLoss, is_terminating
 from sandbox.fleet.world.state import FleetState
 
 API_VERSION = "leaderworkerset.x-k8s.io/v1"
@@ -31,13 +31,6 @@ LWS_NAME = "leaderworkerset.sigs.k8s.io/name"
 GROUP_INDEX = "leaderworkerset.sigs.k8s.io/group-index"
 WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
 RECREATE = "RecreateGroupOnPodRestart"
-
-
-def _template_gpus(template: dict[str, Any]) -> int:
-    return sum(
-        int(((c.get("resources") or {}).get("limits") or {}).get(GPU, 0))
-        for c in (template.get("spec") or {}).get("containers") or []
-    )
 
 
 # At most this many groups, and pods a group, through the API (the sandbox's own bound).
@@ -53,7 +46,7 @@ def _templates(lws: Obj) -> tuple[dict[str, Any], dict[str, Any], int]:
 def group_gpus(lws: Obj) -> int:
     """Every GPU one group's pods ask for."""
     leader, worker, size = _templates(lws)
-    return _template_gpus(leader) + (size - 1) * _template_gpus(worker)
+    return template_gpus(leader) + (size - 1) * template_gpus(worker)
 
 
 def lws_object(
