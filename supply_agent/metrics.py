@@ -24,6 +24,19 @@ class Metrics:
             "supply_agent_events_handled", "Stored events handled, by status.", ["status"], registry=r
         )
         self.queue = Gauge("supply_agent_queue_depth", "Stored events not yet handled.", registry=r)
+        # The process's own pauses (supply_agent.heap): a full collection stops every request in flight.
+        self.gc_pause = Histogram(
+            "supply_agent_gc_pause_seconds",
+            "Garbage collections of this process, by generation, and how long each held the interpreter.",
+            ["generation"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+            registry=r,
+        )
+        self.gc_frozen = Gauge(
+            "supply_agent_gc_frozen_objects",
+            "Objects start-up made, kept out of every collection (gc.freeze); 0: the heap was not settled.",
+            registry=r,
+        )
         self.incidents = Counter(
             "supply_agent_incidents", "Incidents finished, by outcome.", ["outcome"], registry=r
         )

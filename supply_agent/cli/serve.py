@@ -23,6 +23,7 @@ from pathlib import Path
 
 import click
 
+from supply_agent.heap import settle_heap
 from supply_agent.logging import get_logger
 from supply_agent.settings import get_settings
 
@@ -143,6 +144,7 @@ def _serve_split(
             app = IntakeApp(settings, events, worker.uds, on_shutdown=worker.stop)
             config = public_config(app, host, port, ClientLimits.from_settings(settings))
             log.info("serving", host=host, port=port, worker=worker.uds)
+            settle_heap(app.metrics)  # a full collection would hold every acknowledgement in flight
             uvicorn.Server(config).run()
     finally:
         events.close()
@@ -186,4 +188,5 @@ def _serve_one_process(
         app.mount("/console", console_app(console_for_service(service)))
         server = uvicorn.Server(public_config(app, host, port, ClientLimits.from_settings(settings)))
         log.info("serving", host=host, port=port, cluster=str(cluster))
+        settle_heap(service.metrics)
         server.run()

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
+    from supply_agent.heap import settle_heap
     from supply_agent.logging import configure_logging, get_logger
     from supply_agent.mind.planners.factory import make_planner
     from supply_agent.service.api import create_app
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         app.mount("/console", console_app(console_for_service(service)))
         config = uvicorn.Config(app, uds=args.uds, log_config=None, access_log=False, lifespan="on")
         log.info("worker serving", uds=args.uds, cluster=str(cluster), pid=os.getpid())
+        settle_heap(service.metrics)
         uvicorn.Server(config).run()
 
 

@@ -62,6 +62,7 @@ _HOP = frozenset(
     }
 )
 _JSON = (b"content-type", b"application/json")
+_WORKER_METRICS_S = 2.0  # how long /metrics waits for the worker's part
 
 
 class _TooLarge(Exception):
@@ -226,7 +227,9 @@ class IntakeApp:
     async def _metrics(self, send: Send) -> None:
         own = generate_latest(self.metrics.registry).decode()
         try:
-            r = await self._worker().get("/metrics")
+            # A stalled worker costs the scrape its part, not the intake's own (a scrape times out
+            # at 10 s by default; the worker's client waits 60 s).
+            r = await self._worker().get("/metrics", timeout=_WORKER_METRICS_S)
             theirs = r.text if r.status_code == 200 else ""
         except httpx.HTTPError:
             theirs = ""

@@ -91,6 +91,10 @@ def test_intake_acknowledges_while_the_worker_stalls_and_a_crashed_worker_is_rep
             # The worker stalls: the intake process still checks, stores and acknowledges on its own.
             os.kill(worker, signal.SIGSTOP)
             assert httpx.get(f"{served.url}/healthz").json() == {"status": "ok"}
+            # /metrics still answers, with the intake's own part: its heap settled at start (the
+            # objects start-up made are out of the collector's full passes, supply_agent.heap).
+            own = httpx.get(f"{served.url}/metrics", timeout=10).text
+            assert _metric(own, "supply_agent_gc_frozen_objects") > 10_000
             assert post(a).status_code == 202
             assert post(a).json()["status"] == "duplicate"
             assert httpx.post(f"{served.url}/webhooks/alertmanager", content=a).status_code == 401
@@ -121,6 +125,7 @@ def test_intake_acknowledges_while_the_worker_stalls_and_a_crashed_worker_is_rep
             assert _metric(text, received % "duplicate") == 2
             assert _metric(text, received % "queue_full") == 1
             assert _metric(text, 'supply_agent_events_handled_total{status="handled"}') == 2
+            assert _metric(text, "supply_agent_gc_pause_seconds_count") > 0  # every pass is timed
             incidents = httpx.get(f"{served.url}/incidents", params={"limit": 100}).json()
             assert len(incidents) == 2, incidents
             one = httpx.get(f"{served.url}/incidents/{incidents[0]['id']}").json()
