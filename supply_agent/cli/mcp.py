@@ -11,6 +11,7 @@ from typing import Any
 import click
 import yaml
 
+from supply_agent.heap import settle_heap
 from supply_agent.settings import load_settings
 
 
@@ -71,6 +72,7 @@ def mcp(
             env.runtime, PromptStore(env.runtime.audit.engine), slack, settings.slack_approver_groups
         )
         server = build_server(env, caller, approvals)
+        settle_heap()  # a full collection would hold every caller's decision in flight
         if transport == "stdio":
             server.run("stdio")
             return
