@@ -15,6 +15,7 @@ from supply_agent.policy import (
     Playbook,
     PlaybookSet,
 )
+from supply_agent.policy.conditions import THERMAL_REASONS
 from supply_agent.policy.world import APPLICATION_XIDS, group_labels_of
 
 SEVERITIES = ("info", "warning", "critical")
@@ -238,6 +239,10 @@ def symptom_absent(state: IncidentState, playbook: Playbook | None) -> str | Non
     return None
 
 
+# The labels dcgm-exporter puts on every GPU series (its README: gpu, UUID, device, modelName), and
+# the XID's, where a rule keeps it.
+GPU_SERIES_LABELS = frozenset({"gpu", "UUID", "device", "modelName", "xid", "err_code"})
+_NOT_CARRIED = frozenset({"xid", "err_code", "pod", "namespace", "container", "job", "instance", "Hostname"})
 # NVML's GpuIsLost is the GPU fallen off the bus: NVIDIA's Xid catalogue XID 79.
 LOST_GPU_XID = 79
 UNCORRECTABLE_ECC_XID = 48
@@ -290,6 +295,101 @@ def pod_gpu_fault(evidence: list[Evidence], namespace: str, pod: str, node: str)
             source="agent",
         )
     return None
+
+
+def node_fault(evidence: list[Evidence], alert: AlertIn) -> AlertIn | None:
+    """What the node an alert names shows, as the alert the fleet's own rules raise for it (derived,
+    ``source="agent"``): for an alert no playbook knows by its name and labels. Stock rules page an XID
+    with the code only in the alert's value (``expr: DCGM_FI_DEV_XID_ERRORS > 0``; the value reaches the
+    receiver only inside annotation text, which is never read for a decision), and a temperature rule
+    (``DCGM_FI_DEV_GPU_TEMP > 90``) under a name of its own; an on-call engineer reads the node instead.
+
+    In order: the alert's GPU (its ``gpu`` label) before the node's others; a lost GPU (XID 79),
+    uncorrectable ECC (48), a row-remap failure (64) or pending remap (63), the last XID it raised, a
+    thermal slowdown (NVML's clock-event reasons); then the node's own conditions (NotReady, DiskPressure).
+    None: the node shows nothing, or was not read."""
+    node = alert.node
+    if node is None:
+        return None
+    # The page's own labels stay (severity, cluster, customer), but not its code nor the scrape's
+    # attribution (the exporter's pod and host), which name no workload of the node's.
+    base = {k: v for k, v in alert.labels.items() if k not in _NOT_CARRIED}
+    # A GPU's fault answers only an alert on a GPU's series (dcgm-exporter's labels); any alert naming
+    # the node is answered by the node's own conditions.
+    on_gpu = bool(GPU_SERIES_LABELS & alert.labels.keys())
+    health = (
+        None
+        if not on_gpu
+        else next(
+            (
+                e
+                for e in reversed(evidence)
+                if e.tool == "nvml.gpu_health" and e.ok and e.params.get("node") == node and e.result
+            ),
+            None,
+        )
+    )
+    report = (
+        (health.result or {}).get("report") if health is not None and health.result.get("available") else None
+    )
+    gpus = list((report or {}).get("gpus") or [])
+    wanted = alert.labels.get("gpu")
+    gpus.sort(key=lambda g: str(g.get("index")) != str(wanted))  # the alert's own GPU first
+    for g in gpus:
+        rr = g.get("remapped_rows") or {}
+        xids = [int(x["xid"]) for x in g.get("xid_events") or []]
+        name = "GPUXidError"
+        if g.get("lost"):
+            xid, what = LOST_GPU_XID, "is lost (fell off the bus)"
+        elif (g.get("ecc_uncorrected_volatile") or 0) > 0:
+            xid, what = UNCORRECTABLE_ECC_XID, "has uncorrectable ECC errors"
+        elif rr.get("failure"):
+            xid, what, name = 64, "failed to remap a row", "GPURowRemapFailure"
+        elif rr.get("pending"):
+            xid, what, name = 63, "has a row remap pending", "GPURowRemapPending"
+        elif xids:
+            xid, what = xids[-1], f"raised XID {xids[-1]}"
+        elif set(g.get("clock_event_reasons") or []) & set(THERMAL_REASONS):
+            reasons = ", ".join(sorted(g.get("clock_event_reasons") or []))
+            return _derived(
+                "GPUThermalThrottling",
+                base | {"node": node, "gpu": str(g["index"])},
+                f"the node-agent on {node} reports GPU {g['index']} slowing down to stay cool ({reasons})",
+                f"nvml.gpu_health node={node}",
+                alert,
+            )
+        else:
+            continue
+        labels = base | {"node": node, "gpu": str(g["index"]), "xid": str(xid)}
+        if g.get("uuid"):
+            labels["UUID"] = str(g["uuid"])
+        why = f"the node-agent on {node} reports GPU {g['index']} {what}"
+        return _derived(name, labels, why, f"nvml.gpu_health node={node}", alert)
+    conditions, _ = observed(evidence, node)
+    if conditions is not None:
+        if conditions.get("Ready", "True") != "True":
+            why = f"the cluster reports {node} Ready={conditions['Ready']}"
+            return _derived(
+                "KubeNodeNotReady", base | {"node": node}, why, f"k8s.get_node node={node}", alert
+            )
+        if conditions.get("DiskPressure") == "True":
+            why = f"the cluster reports {node} DiskPressure=True"
+            return _derived(
+                "KubeNodeDiskPressure", base | {"node": node}, why, f"k8s.get_node node={node}", alert
+            )
+    return None
+
+
+def _derived(alertname: str, labels: dict[str, str], why: str, source: str, received: AlertIn) -> AlertIn:
+    """The fleet's alert for what was read, begun when the received alert began (a credit counts from
+    then)."""
+    return AlertIn(
+        alertname=alertname,
+        labels={k: v for k, v in labels.items() if k != "alertname"},
+        annotations={"summary": why, "derived_from": source},
+        starts_at=received.starts_at,
+        source="agent",
+    )
 
 
 def summarise_read(tool: str, value: Any) -> tuple[str, bool]:

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from supply_agent.models import Action, Approval, Decision
+from supply_agent.models.labels import node_from_labels
 
 Outcome = Literal["mitigated", "escalated", "no_action"]
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -55,6 +56,16 @@ class AlertIn(BaseModel):
         if isinstance(value, Mapping):
             return {str(k): str(v) for k, v in value.items() if v is not None}
         return value
+
+    @field_validator("labels", mode="after")
+    @classmethod
+    def _node(cls, labels: dict[str, str]) -> dict[str, str]:
+        """``node`` from the label that names it under another name (``kubernetes_node``, dcgm-exporter's
+        ``Hostname``, a scrape target's ``instance``: supply_agent/models/data/node_labels.yaml)."""
+        if "node" in labels:
+            return labels
+        found = node_from_labels(labels)
+        return labels if found is None else {**labels, "node": found[0]}
 
     def model_post_init(self, context: Any, /) -> None:
         if not self.fingerprint:

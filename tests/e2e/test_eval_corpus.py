@@ -36,6 +36,9 @@ SMOKE = [
     "pb-thermal-throttling",
     "lws-xid154-one-group-of-ten",
     "gang-kueue-flavor-no-room-in-its-tier",
+    "hard-xid79-code-in-value-not-label",
+    "hard-xid13-code-in-value-hostname",
+    "hard-thermal-stock-temperature-rule",
 ]
 
 

@@ -11,6 +11,7 @@ from supply_agent.mind.triage import (
     confirm_reads,
     first_reads,
     match_playbook,
+    node_fault,
     nothing_asked,
     observed,
     observed_group,
@@ -121,6 +122,9 @@ def investigate(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
     update: dict[str, Any] = {"phase": "plan"}
     timeline = []
     found = _behind_the_pod(state, deps, evidence)
+    if found is None and pb is None and state.alert.source != "agent":
+        # An alert no playbook knows by name and labels: what its node shows is the incident.
+        found = node_fault(evidence, state.alert)
     if found is not None:
         # Diagnosis changes the plan: the pod's symptom is its GPU's hardware fault, so the incident is
         # that node's hardware incident (the pod's alert stays, as its symptom).

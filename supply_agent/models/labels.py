@@ -1,0 +1,69 @@
+"""Which of an alert's labels names its node: the vocabulary is data (``data/node_labels.yaml``, each
+label with its source), read once. Rules in the wild name the node ``node`` (kube-state-metrics),
+``kubernetes_node`` (a ServiceMonitor's relabelling), ``Hostname`` (dcgm-exporter) or only the scrape
+target's ``instance``; every playbook and tool reads ``node``.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = ["NodeLabel", "load_node_labels", "node_from_labels"]
+
+DATA = Path(__file__).resolve().parent / "data" / "node_labels.yaml"
+# A Kubernetes node's name is a DNS-1123 subdomain (kubernetes.io/docs/concepts/overview/working-with-objects/names).
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ADDRESS = re.compile(r"^[0-9.]+$|:")  # an IPv4 or IPv6 address, not a name
+
+
+class NodeLabel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    strip_port: bool = False
+    source: str = Field(min_length=10)
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    node_labels: list[NodeLabel] = Field(min_length=1)
+
+
+def load_node_labels(path: Path = DATA) -> tuple[NodeLabel, ...]:
+    """The labels, in order; a bad file is a ValueError naming the file and the field."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+        parsed = _File.model_validate(raw)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ValueError(f"{path}: {where}: {err['msg']}") from exc
+    names = [n.label for n in parsed.node_labels]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: node_labels: a label is listed twice")
+    return tuple(parsed.node_labels)
+
+
+@cache
+def _labels() -> tuple[NodeLabel, ...]:
+    return load_node_labels()
+
+
+def node_from_labels(labels: dict[str, str]) -> tuple[str, str] | None:
+    """The node an alert's labels name, and the label that named it; None when none does."""
+    for entry in _labels():
+        value = labels.get(entry.label, "").strip()
+        if entry.strip_port and value:
+            host, sep, port = value.rpartition(":")
+            value = host if sep and port.isdigit() and not host.endswith(":") else value
+        if value and len(value) <= 253 and _SUBDOMAIN.match(value) and not _ADDRESS.search(value):
+            return value, entry.label
+    return None
