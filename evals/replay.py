@@ -121,6 +121,20 @@ class Replay:
         self._after_run(self.agent.run(iid, resume=ans))
 
     # the timeline
+    def _reshape(self, alert: dict[str, Any], step: DeliverStep) -> None:
+        """The fleet's alert as the step's other rule set pages it (its name, labels, annotations)."""
+        labels = alert.setdefault("labels", {})
+        for r in step.reshape:
+            if not fnmatchcase(labels.get("alertname", ""), r.match):
+                continue
+            for k in r.drop:
+                labels.pop(k, None)
+            labels.update({k: subst(v, self.names) for k, v in r.labels.items()})
+            if r.alertname:
+                labels["alertname"] = r.alertname
+            if r.annotations is not None:
+                alert["annotations"] = {k: subst(v, self.names) for k, v in r.annotations.items()}
+
     def deliver(self, step: DeliverStep) -> None:
         bodies = self.admin.alerts("alertmanager")
         alerts: list[AlertIn] = []
@@ -132,6 +146,7 @@ class Replay:
                     if fnmatchcase(a.get("labels", {}).get("alertname", ""), step.only)
                 ]
             for a in body["alerts"]:
+                self._reshape(a, step)
                 a.setdefault("annotations", {}).update(
                     {k: subst(v, self.names) for k, v in step.annotate.items()}
                 )

@@ -392,6 +392,18 @@ class ExtraAlert(_Strict):
         return v
 
 
+class Reshape(_Strict):
+    """The fleet's alert as another rule set pages it: the same series under that set's alert name and
+    labels (awesome-prometheus-alerts' KubernetesPodCrashLooping for KubePodCrashLooping, a stock
+    dcgm-exporter rule's GPUXIDError without the code as a label)."""
+
+    match: str = Field("*", description="The fleet's alerts this applies to (a glob over alertname).")
+    alertname: str | None = Field(None, min_length=1, description="The alert's name in the other rule set.")
+    drop: list[str] = Field(default_factory=list, description="Labels the other rule set's series lack.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels it adds ($names bound).")
+    annotations: dict[str, str] | None = Field(None, description="Its annotations, in place of the fleet's.")
+
+
 class DeliverStep(_Strict):
     """Deliver what Alertmanager would POST now (the fleet's alert rules over its current state)."""
 
@@ -403,6 +415,9 @@ class DeliverStep(_Strict):
     status: Literal["firing", "resolved", "as-is"] = "as-is"
     extra: list[ExtraAlert] = Field(
         default_factory=list, description="Alerts the fleet's rules do not raise."
+    )
+    reshape: list[Reshape] = Field(
+        default_factory=list, description="The fleet's alerts as another rule set names and labels them."
     )
 
 
@@ -649,6 +664,9 @@ class Incident(_Strict):
                 for j, x in enumerate(s.alerts.extra):
                     for k, v in x.labels.items():
                         need(f"{w}.alerts.extra[{j}].labels.{k}", v)
+                for j, r in enumerate(s.alerts.reshape):
+                    for k, v in {**r.labels, **(r.annotations or {})}.items():
+                        need(f"{w}.alerts.reshape[{j}].{k}", v)
             if s.event:
                 need(f"{w}.event.node", s.event.node, "node")
                 need(f"{w}.event.pod", s.event.pod, "pod")

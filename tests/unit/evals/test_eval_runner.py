@@ -64,6 +64,10 @@ def variant(tmp: Path, new_id: str, **changes: Any) -> Path:
         ({"expect": {"outcome": "mitigated", "root_cause": "x", "must": [{"tool": "k8s.reboot"}]}},
          "matches no tool"),
         ({"world": {"fleet": {"nodes": 4}, "snapshot": "x.json"}}, "exactly one of fleet and snapshot"),
+        ({"timeline": [{"at": "0s", "fault": {"kind": "xid", "node": "$bad", "gpu": 1, "code": 79}},
+                       {"at": "2m", "alerts": {"reshape": [{"labels": {"Hostname": "$gone"}}]}}]},
+         "alerts.reshape[0].Hostname"),
+        ({"timeline": [{"at": "2m", "alerts": {"reshape": [{"rename": "X"}]}}]}, "rename"),
     ],
 )  # fmt: skip
 def test_bad_incident_files_say_what_and_where(tmp_path: Path, change: dict[str, Any], message: str) -> None:
