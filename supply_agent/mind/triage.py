@@ -380,6 +380,42 @@ def node_fault(evidence: list[Evidence], alert: AlertIn) -> AlertIn | None:
     return None
 
 
+def pod_fault(evidence: list[Evidence], alert: AlertIn) -> AlertIn | None:
+    """What the pod an alert names shows, as the fleet's own pod alert (derived, ``source="agent"``): for
+    a pod alert no playbook knows by name (a community rule set's KubernetesPodCrashLooping). From the
+    pod's status as the cluster reports it: its container last OOMKilled and restarted (OOMKilled), or
+    waiting in CrashLoopBackOff (a crash loop). None: the pod shows neither, or was not read."""
+    pod = alert.pod
+    if pod is None:
+        return None
+    namespace, name = pod
+    read = next(
+        (
+            e
+            for e in reversed(evidence)
+            if e.tool == "k8s.get_pod"
+            and e.ok
+            and isinstance(e.result, dict)
+            and (e.params.get("namespace"), e.params.get("pod")) == (namespace, name)
+        ),
+        None,
+    )
+    if read is None:
+        return None
+    r = read.result
+    labels = {k: v for k, v in alert.labels.items() if k not in _NOT_CARRIED or k in ("namespace", "pod")}
+    if r.get("node"):
+        labels["node"] = str(r["node"])
+    source = f"k8s.get_pod {namespace}/{name}"
+    if r.get("last_termination_reason") == "OOMKilled" and (r.get("restarts") or 0) > 0:
+        why = f"the cluster reports {namespace}/{name} last OOMKilled, restarted {r['restarts']} time(s)"
+        return _derived("KubePodOOMKilled", labels | {"reason": "OOMKilled"}, why, source, alert)
+    if r.get("waiting_reason") == "CrashLoopBackOff":
+        why = f"the cluster reports {namespace}/{name} waiting in CrashLoopBackOff ({r.get('restarts', 0)} restarts)"
+        return _derived("KubePodCrashLooping", labels | {"reason": "CrashLoopBackOff"}, why, source, alert)
+    return None
+
+
 def _derived(alertname: str, labels: dict[str, str], why: str, source: str, received: AlertIn) -> AlertIn:
     """The fleet's alert for what was read, begun when the received alert began (a credit counts from
     then)."""

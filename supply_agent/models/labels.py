@@ -26,6 +26,9 @@ class NodeLabel(BaseModel):
 
     label: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     strip_port: bool = False
+    not_with: list[str] = Field(
+        default_factory=list, description="Not taken from an alert that has any of these labels."
+    )
     source: str = Field(min_length=10)
 
 
@@ -60,6 +63,8 @@ def _labels() -> tuple[NodeLabel, ...]:
 def node_from_labels(labels: dict[str, str]) -> tuple[str, str] | None:
     """The node an alert's labels name, and the label that named it; None when none does."""
     for entry in _labels():
+        if any(k in labels for k in entry.not_with):
+            continue
         value = labels.get(entry.label, "").strip()
         if entry.strip_port and value:
             host, sep, port = value.rpartition(":")

@@ -39,6 +39,9 @@ SMOKE = [
     "hard-xid79-code-in-value-not-label",
     "hard-xid13-code-in-value-hostname",
     "hard-thermal-stock-temperature-rule",
+    "hard-notready-community-rule-name",
+    "hard-crashloop-community-rule-name",
+    "hard-oomkill-community-rule-name",
 ]
 
 

@@ -15,6 +15,7 @@ from supply_agent.mind.triage import (
     nothing_asked,
     observed,
     observed_group,
+    pod_fault,
     pod_gpu_fault,
     severity,
     summarise_read,
@@ -123,8 +124,8 @@ def investigate(state: IncidentState, deps: GraphDeps) -> dict[str, Any]:
     timeline = []
     found = _behind_the_pod(state, deps, evidence)
     if found is None and pb is None and state.alert.source != "agent":
-        # An alert no playbook knows by name and labels: what its node shows is the incident.
-        found = node_fault(evidence, state.alert)
+        # An alert no playbook knows by name and labels: what its pod, or its node, shows is the incident.
+        found = pod_fault(evidence, state.alert) or node_fault(evidence, state.alert)
     if found is not None:
         # Diagnosis changes the plan: the pod's symptom is its GPU's hardware fault, so the incident is
         # that node's hardware incident (the pod's alert stays, as its symptom).

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supply_agent.mind.triage import match_playbook, node_fault
+from supply_agent.mind.triage import match_playbook, node_fault, pod_fault
 from supply_agent.models.incident import AlertIn, Evidence
 from supply_agent.models.labels import load_node_labels, node_from_labels
 from supply_agent.policy import load_playbooks
@@ -109,6 +109,7 @@ def test_a_node_alert_is_answered_by_the_nodes_conditions_not_its_gpus() -> None
         ({"instance": "[fd00::1]:9100"}, None),
         ({"Hostname": "Not_A_Node"}, None),
         ({"pod": "p", "namespace": "n"}, None),
+        ({"pod": "p", "namespace": "n", "instance": "kube-state-metrics.monitoring.svc:8080"}, None),
     ],
 )
 def test_the_node_is_named_by_the_first_label_that_names_one(
@@ -140,3 +141,58 @@ def test_a_bad_vocabulary_file_says_where(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="listed twice"):
         load_node_labels(bad)
     assert load_node_labels()[0].label == "node"
+
+
+def _pod(namespace: str, name: str, **status: Any) -> Evidence:
+    result = {"namespace": namespace, "name": name, "node": "gpu-a-3", "phase": "Running", "ready": False}
+    return Evidence(
+        tool="k8s.get_pod",
+        params={"namespace": namespace, "pod": name},
+        ok=True,
+        summary="",
+        result={**result, "restarts": 4, **status},
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "alertname", "playbook"),
+    [
+        ({"waiting_reason": "CrashLoopBackOff", "last_termination_reason": "Error"}, "KubePodCrashLooping",
+         "tenant-crashloop"),
+        ({"waiting_reason": "CrashLoopBackOff", "last_termination_reason": "OOMKilled"}, "KubePodOOMKilled",
+         "tenant-oomkilled"),
+    ],
+)  # fmt: skip
+def test_a_community_rules_pod_page_is_handled_as_what_the_pod_shows(
+    status: dict[str, Any], alertname: str, playbook: str
+) -> None:
+    page = AlertIn(
+        alertname="KubernetesPodCrashLooping",
+        labels={
+            "namespace": "acme",
+            "pod": "train-0",
+            "job": "kube-state-metrics",
+            "instance": "10.2.0.9:8080",
+        },
+    )
+    assert page.node is None and page.pod == ("acme", "train-0")  # the exporter's address names no node
+    assert match_playbook(PLAYBOOKS, [page]) is None
+    found = pod_fault([_pod("acme", "train-0", **status)], page)
+    assert found is not None and found.alertname == alertname and found.source == "agent"
+    assert (found.labels["namespace"], found.labels["pod"], found.labels["node"]) == (
+        "acme",
+        "train-0",
+        "gpu-a-3",
+    )
+    assert "instance" not in found.labels and "job" not in found.labels
+    chosen = match_playbook(PLAYBOOKS, [found, page])
+    assert chosen is not None and chosen.id == playbook
+
+
+def test_a_healthy_or_unread_or_other_pod_says_nothing() -> None:
+    page = AlertIn(alertname="KubernetesPodNotHealthy", labels={"namespace": "acme", "pod": "train-0"})
+    assert pod_fault([_pod("acme", "train-0", ready=True, restarts=0)], page) is None
+    assert pod_fault([_pod("acme", "other", waiting_reason="CrashLoopBackOff")], page) is None
+    assert pod_fault([], page) is None
+    # OOMKilled once long ago and never restarted since is not a loop
+    assert pod_fault([_pod("acme", "train-0", last_termination_reason="OOMKilled", restarts=0)], page) is None
