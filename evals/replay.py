@@ -22,7 +22,7 @@ from evals.world import Names, ReplayError, bound_pod, clear_requests, fault_req
 from sandbox.fleet.admin import AdminClient, AdminError
 from supply_agent.hands.wiring import Environment
 from supply_agent.incidents.agent import Agent, ApprovalAnswer, RunResult
-from supply_agent.models.incident import AlertIn, parse_alerts
+from supply_agent.models.incident import AlertIn, pagerduty_alerts, parse_alerts
 
 SIM_POLL_S = 30.0
 
@@ -135,9 +135,25 @@ class Replay:
             if r.annotations is not None:
                 alert["annotations"] = {k: subst(v, self.names) for k, v in r.annotations.items()}
 
+    def _via_pagerduty(self, step: DeliverStep) -> list[AlertIn]:
+        """The fleet's alerts as PagerDuty pages them: each V3 webhook names an incident, whose alerts
+        are read from the REST API (the sandbox's), as the service does."""
+        out: list[AlertIn] = []
+        for hook in self.admin.alerts("pagerduty"):
+            for ref in parse_alerts(hook)[1]:
+                data = self.admin.request(
+                    "GET", f"pagerduty/incidents/{ref.incident_id}/alerts?details={step.details}"
+                )
+                out += [
+                    a
+                    for a in pagerduty_alerts(ref, data)
+                    if step.only is None or fnmatchcase(a.alertname, step.only)
+                ]
+        return out
+
     def deliver(self, step: DeliverStep) -> None:
-        bodies = self.admin.alerts("alertmanager")
-        alerts: list[AlertIn] = []
+        bodies = [] if step.via == "pagerduty" else self.admin.alerts("alertmanager")
+        alerts: list[AlertIn] = self._via_pagerduty(step) if step.via == "pagerduty" else []
         for body in bodies:
             if step.only is not None:
                 body["alerts"] = [

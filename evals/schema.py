@@ -419,6 +419,26 @@ class DeliverStep(_Strict):
     reshape: list[Reshape] = Field(
         default_factory=list, description="The fleet's alerts as another rule set names and labels them."
     )
+    via: Literal["alertmanager", "pagerduty"] = Field(
+        "alertmanager",
+        description="How the page arrives: Alertmanager's webhook, or PagerDuty's V3 webhook (the agent "
+        "reads the incident's alerts from PagerDuty's REST API).",
+    )
+    details: Literal["flat", "alertmanager"] = Field(
+        "flat",
+        description="With via pagerduty: the alerts' custom_details one label each (flat), or as "
+        "Alertmanager's PagerDuty receiver sends them with no details configured (its firing text).",
+    )
+
+    @model_validator(mode="after")
+    def _via(self) -> DeliverStep:
+        if self.via == "pagerduty" and (self.extra or self.reshape or self.annotate):
+            raise ValueError(
+                "via pagerduty: PagerDuty pages the fleet's own alerts (no extra, reshape or annotate)"
+            )
+        if self.via != "pagerduty" and self.details != "flat":
+            raise ValueError("details: only with via pagerduty")
+        return self
 
 
 HumanAction = Literal["acknowledge", "resolve", "uncordon", "reset_gpu", "reboot", "replace_node"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sandbox.fleet import alerts
 from sandbox.fleet.faults import Fault
@@ -26,11 +26,17 @@ def incident_of(path: str) -> str | None:
 
 
 def incident_alerts(
-    faults: Iterable[Fault], *, now: datetime, cluster: str, incident_id: str
+    faults: Iterable[Fault],
+    *,
+    now: datetime,
+    cluster: str,
+    incident_id: str,
+    details: Literal["flat", "alertmanager"] = "flat",
 ) -> dict[str, Any]:
-    """What ``GET /incidents/{incident_id}/alerts`` returns now; a 404 for an incident no firing alert made."""
+    """What ``GET /incidents/{incident_id}/alerts`` returns now; a 404 for an incident no firing alert made.
+    ``details``: how the sender filled the event's custom_details (see ``pagerduty_incident_alerts``)."""
     fired = alerts.fire(list(faults), now=now, cluster=cluster)
     for alert, hook in zip(fired, alerts.to_pagerduty(fired), strict=True):
         if hook["event"]["data"]["id"] == incident_id:
-            return alerts.pagerduty_incident_alerts(alert)
+            return alerts.pagerduty_incident_alerts(alert, details=details)
     raise FleetError(404, "NotFound", f"incident {incident_id} not found")

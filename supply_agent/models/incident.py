@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -181,14 +182,76 @@ def parse_alerts(body: Any, where: str = "body") -> tuple[list[AlertIn], list[Pa
     raise AlertError(f"{where}: expected an Alertmanager or PagerDuty V3 webhook, or an alert object")
 
 
+_LABEL_PAIR = re.compile(r"^ - ([a-zA-Z_][a-zA-Z0-9_]*) = (.*)$")
+
+
+def _text_alert_list(text: str) -> list[tuple[dict[str, str], dict[str, str]]]:
+    """The alerts in Alertmanager's ``__text_alert_list`` rendering (template/default.tmpl), which its
+    PagerDuty receiver sends as the ``firing`` and ``resolved`` details when configured with none: for
+    each alert ``Labels:`` then `` - name = value`` lines, ``Annotations:`` likewise, then lines such
+    as ``Source: <url>`` (newer releases add ``Value:``, ``Silence:``, ``Dashboard:``). A line that
+    continues an annotation's value (a multi-line description) is kept with it. The text is the
+    sender's, untrusted: only its label pairs are read as labels, as a webhook's would be."""
+    alerts: list[tuple[dict[str, str], dict[str, str]]] = []
+    section: dict[str, str] | None = None
+    last = ""
+    for line in text.splitlines():
+        if line.strip() == "Labels:":
+            alerts.append(({}, {}))
+            section, last = alerts[-1][0], ""
+        elif line.strip() == "Annotations:" and alerts:
+            section, last = alerts[-1][1], ""
+        elif section is not None and (m := _LABEL_PAIR.match(line)):
+            section[m.group(1)] = m.group(2)
+            last = m.group(1)
+        elif alerts and section is alerts[-1][1] and last and not re.match(r"^[A-Z][a-z]*: ", line):
+            section[last] += "\n" + line
+        else:
+            section, last = None, ""
+    return [(labels, ann) for labels, ann in alerts if labels]
+
+
+def _alertmanager_default(details: Mapping[str, Any]) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+    """(status, labels, annotations) of each alert in Alertmanager's default PagerDuty details; [] for
+    details of another shape."""
+    out: list[tuple[str, dict[str, str], dict[str, str]]] = []
+    for key, status in (("firing", "firing"), ("resolved", "resolved")):
+        value = details.get(key)
+        if isinstance(value, str) and "Labels:" in value:
+            out += [(status, labels, ann) for labels, ann in _text_alert_list(value)]
+    return out
+
+
 def pagerduty_alerts(ref: PagerDutyRef, incident_alerts: Mapping[str, Any]) -> list[AlertIn]:
     """The alerts of a PagerDuty incident from ``GET /incidents/{id}/alerts``: labels and annotations are
-    the Events API v2 ``custom_details`` the sender (Alertmanager's PagerDuty receiver) put there."""
+    the Events API v2 ``custom_details`` the sender (Alertmanager's PagerDuty receiver) put there, one
+    key each where its config says so, else as its default details render them (the ``firing`` and
+    ``resolved`` text of every alert in the group: one alert each)."""
     out = []
     for i, a in enumerate(incident_alerts.get("alerts") or []):
         details = ((a.get("body") or {}).get("details")) or {}
         if not isinstance(details, Mapping):
             details = {"details": str(details)}
+        where = f"pagerduty incident {ref.incident_id} alerts[{i}]"
+        grouped = _alertmanager_default(details)
+        for j, (status, labels, notes) in enumerate(grouped):
+            alertname = labels.pop("alertname", None) or a.get("summary") or ref.title
+            out.append(
+                _alert(
+                    {
+                        "alertname": alertname,
+                        "status": status if a.get("status", "triggered") == "triggered" else "resolved",
+                        "labels": labels,
+                        "annotations": notes,
+                        "startsAt": a.get("created_at"),
+                    },
+                    f"{where}.body.details.{status}[{j}]",
+                    source="pagerduty",
+                    source_id=ref.incident_id,
+                )
+            )
+        if grouped:
+            continue
         annotations = {k: details[k] for k in ("summary", "description", "runbook_url") if k in details}
         labels = {k: v for k, v in details.items() if k not in annotations}
         alertname = labels.pop("alertname", None) or a.get("summary") or ref.title
@@ -202,7 +265,7 @@ def pagerduty_alerts(ref: PagerDutyRef, incident_alerts: Mapping[str, Any]) -> l
                     "startsAt": a.get("created_at"),
                     "fingerprint": a.get("alert_key") or "",
                 },
-                f"pagerduty incident {ref.incident_id} alerts[{i}]",
+                where,
                 source="pagerduty",
                 source_id=ref.incident_id,
             )

@@ -42,6 +42,7 @@ SMOKE = [
     "hard-notready-community-rule-name",
     "hard-crashloop-community-rule-name",
     "hard-oomkill-community-rule-name",
+    "hard-xid79-pagerduty-default-details",
 ]
 
 

@@ -33,6 +33,31 @@ def _xid79(h: ServeHarness) -> tuple[str, dict[str, Any]]:
     return node, hooks[0]
 
 
+def test_a_page_from_alertmanagers_default_pagerduty_receiver_is_read_from_its_details_text(
+    tmp_path: Path,
+) -> None:
+    """A receiver configured with no ``details`` sends every alert as Alertmanager's ``firing`` text
+    (Labels:, - name = value, Annotations:, Source:): the node, GPU and XID are read from it, and the
+    page is handled as the flat one is."""
+    with serve_harness(tmp_path) as h:
+        node = h.node()
+        h.admin.inject("xid", node=node, gpu=1, code=79)
+        (hook,) = h.pagerduty_webhooks(details="alertmanager")
+        pd_id = hook["event"]["data"]["id"]
+        body = h.pd.alerts[pd_id][0]["body"]["details"]
+        assert set(body) == {"firing", "resolved", "num_firing", "num_resolved"}
+        assert f" - node = {node}" in body["firing"]
+        assert h.post_pagerduty(hook).status_code == 202
+        h.drain()
+        iid = f"pd-{pd_id}"
+        state = h.service.agent.state(iid)
+        assert state.alert.alertname == "GPUFallenOffBus" and state.alert.node == node
+        assert state.playbook_id == "xid-fallen-off-bus"
+        assert h.service.agent.pending(iid) is not None  # up to the credit, which asks in Slack
+        assert h.service.env.runtime.kube.get_node(node).unschedulable
+        assert _running_tenant_pods(h, node) == []
+
+
 def _running_tenant_pods(h: ServeHarness, node: str) -> list[str]:
     pods = h.service.env.runtime.kube.list_pods_on_node(node)
     return [p.name for p in pods if not p.daemonset and p.phase == "Running"]

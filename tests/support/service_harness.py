@@ -78,14 +78,15 @@ class ServeHarness:
             pools.setdefault(n["metadata"]["labels"][POOL_LABEL], []).append(n["metadata"]["name"])
         return sorted(pools[sorted(pools)[pool]])[0]
 
-    def pagerduty_webhooks(self, advance_s: float = 1800) -> list[dict[str, Any]]:
-        """The fleet's firing alerts as PagerDuty would page them; the stub serves each incident's alerts."""
+    def pagerduty_webhooks(self, advance_s: float = 1800, details: str = "flat") -> list[dict[str, Any]]:
+        """The fleet's firing alerts as PagerDuty would page them; the stub serves each incident's alerts,
+        their custom_details as ``details`` says (flat, or Alertmanager's default text)."""
         if advance_s:
             self.admin.advance(advance_s)
         hooks = list(self.admin.alerts("pagerduty"))
         for hook in hooks:
             pd_id = hook["event"]["data"]["id"]
-            details = self.admin.request("GET", f"pagerduty/incidents/{pd_id}/alerts")
+            details = self.admin.request("GET", f"pagerduty/incidents/{pd_id}/alerts?details={details}")
             self.pd.alerts[pd_id] = details["alerts"]
         return hooks
 

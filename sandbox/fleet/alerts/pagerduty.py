@@ -77,16 +77,51 @@ def to_pagerduty(
     return bodies
 
 
-def pagerduty_incident_alerts(alert: Alert, *, service_id: str = "PSANDBX") -> dict[str, Any]:
+def alertmanager_default_details(alerts: list[Alert]) -> dict[str, str]:
+    """The custom_details Alertmanager's PagerDuty receiver sends when its config sets none
+    (prometheus/alertmanager config/notifiers.go DefaultPagerdutyDetails): ``firing`` and ``resolved``
+    rendered by template/default.tmpl's ``__text_alert_list`` (``Labels:``, `` - name = value`` per pair,
+    alertname first then by name; ``Annotations:`` likewise; ``Source: <generatorURL>``), and the counts."""
+
+    def text(group: list[Alert]) -> str:
+        out = []
+        for a in group:
+            labels = {"alertname": a.alertname, **a.labels}
+            names = ["alertname", *sorted(k for k in labels if k != "alertname")]
+            out.append("Labels:\n" + "".join(f" - {k} = {labels[k]}\n" for k in names))
+            out.append(
+                "Annotations:\n" + "".join(f" - {k} = {a.annotations[k]}\n" for k in sorted(a.annotations))
+            )
+            out.append(f"Source: {a.generator_url}\n")
+        return "".join(out)
+
+    firing = [a for a in alerts if a.status == "firing"]
+    resolved = [a for a in alerts if a.status != "firing"]
+    return {
+        "firing": text(firing),
+        "resolved": text(resolved),
+        "num_firing": str(len(firing)),
+        "num_resolved": str(len(resolved)),
+    }
+
+
+def pagerduty_incident_alerts(
+    alert: Alert, *, service_id: str = "PSANDBX", details: Literal["flat", "alertmanager"] = "flat"
+) -> dict[str, Any]:
     """What `GET /incidents/{id}/alerts` returns for the incident `to_pagerduty` made of this alert.
 
-    `body.details` is the Events API v2 `payload.custom_details` the sender put there: the alert's labels
-    and annotations, flat (a label wins over an annotation of the same name).
+    `body.details` is the Events API v2 `payload.custom_details` the sender put there. ``flat``: the
+    alert's labels and annotations, one key each (a label wins over an annotation of the same name), as a
+    receiver configured with ``details: {node: '{{ .CommonLabels.node }}', ...}`` sends them.
+    ``alertmanager``: what a receiver with no ``details`` sends (:func:`alertmanager_default_details`).
     """
     alert_id = _pd_id("alert", alert.fingerprint)
-    details = dict(alert.labels)
-    for name, value in alert.annotations.items():
-        details.setdefault(name, value)
+    if details == "alertmanager":
+        body_details = alertmanager_default_details([alert])
+    else:
+        body_details = dict(alert.labels)
+        for name, value in alert.annotations.items():
+            body_details.setdefault(name, value)
     return {
         "alerts": [
             {
@@ -105,7 +140,7 @@ def pagerduty_incident_alerts(alert: Alert, *, service_id: str = "PSANDBX") -> d
                 },
                 "suppressed": False,
                 "severity": _pd_severity(alert),
-                "body": {"type": "alert_body", "contexts": [], "details": details},
+                "body": {"type": "alert_body", "contexts": [], "details": body_details},
             }
         ],
         "limit": 25,

@@ -113,9 +113,16 @@ class SandboxV1Mixin(APIState):
                 return json_response([a.model_dump(mode="json") for a in fired])
             raise bad(f"unknown alert format {fmt!r}: use alertmanager, pagerduty or raw")
         if (incident_id := pagerduty.incident_of(path)) is not None and method == "GET":
+            details = request.query_params.get("details", "flat")
+            if details not in ("flat", "alertmanager"):
+                raise bad(f"unknown details {details!r}: use flat or alertmanager")
             return json_response(
                 pagerduty.incident_alerts(
-                    fleet.faults.values(), now=fleet.now(), cluster=self.cluster, incident_id=incident_id
+                    fleet.faults.values(),
+                    now=fleet.now(),
+                    cluster=self.cluster,
+                    incident_id=incident_id,
+                    details="alertmanager" if details == "alertmanager" else "flat",
                 )
             )
         if path == "truth" and method == "GET":

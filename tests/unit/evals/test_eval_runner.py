@@ -68,6 +68,9 @@ def variant(tmp: Path, new_id: str, **changes: Any) -> Path:
                        {"at": "2m", "alerts": {"reshape": [{"labels": {"Hostname": "$gone"}}]}}]},
          "alerts.reshape[0].Hostname"),
         ({"timeline": [{"at": "2m", "alerts": {"reshape": [{"rename": "X"}]}}]}, "rename"),
+        ({"timeline": [{"at": "2m", "alerts": {"via": "pagerduty", "reshape": [{"alertname": "X"}]}}]},
+         "no extra, reshape or annotate"),
+        ({"timeline": [{"at": "2m", "alerts": {"details": "alertmanager"}}]}, "only with via pagerduty"),
     ],
 )  # fmt: skip
 def test_bad_incident_files_say_what_and_where(tmp_path: Path, change: dict[str, Any], message: str) -> None:
