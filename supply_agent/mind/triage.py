@@ -333,8 +333,14 @@ def node_fault(evidence: list[Evidence], alert: AlertIn) -> AlertIn | None:
         (health.result or {}).get("report") if health is not None and health.result.get("available") else None
     )
     gpus = list((report or {}).get("gpus") or [])
-    wanted = alert.labels.get("gpu")
-    gpus.sort(key=lambda g: str(g.get("index")) != str(wanted))  # the alert's own GPU first
+    index, uuid = alert.labels.get("gpu"), alert.labels.get("UUID")
+
+    def theirs(g: dict[str, Any]) -> bool:
+        return (index is not None and str(g.get("index")) == index) or (
+            uuid is not None and g.get("uuid") == uuid
+        )
+
+    gpus.sort(key=lambda g: not theirs(g))  # the alert's own GPU (its index, or dcgm-exporter's UUID) first
     for g in gpus:
         rr = g.get("remapped_rows") or {}
         xids = [int(x["xid"]) for x in g.get("xid_events") or []]

@@ -26,6 +26,7 @@ class NodeLabel(BaseModel):
 
     label: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     strip_port: bool = False
+    lowercase: bool = Field(False, description="The value lowercased, as the kubelet names its node.")
     not_with: list[str] = Field(
         default_factory=list, description="Not taken from an alert that has any of these labels."
     )
@@ -66,6 +67,8 @@ def node_from_labels(labels: dict[str, str]) -> tuple[str, str] | None:
         if any(k in labels for k in entry.not_with):
             continue
         value = labels.get(entry.label, "").strip()
+        if entry.lowercase:
+            value = value.lower()
         if entry.strip_port and value:
             host, sep, port = value.rpartition(":")
             value = host if sep and port.isdigit() and not host.endswith(":") else value

@@ -79,6 +79,9 @@ def test_the_alerts_own_gpu_comes_first_and_a_quiet_node_says_nothing() -> None:
     found = node_fault([lost_other], page)
     assert found is not None and (found.labels["gpu"], found.labels["xid"]) == ("7", "13")
     assert node_fault([_node("gpu-a-3"), _health("gpu-a-3")], page) is None
+    by_uuid = AlertIn(alertname="GPUXIDError", labels={"Hostname": "gpu-a-3", "UUID": "GPU-7"})
+    found = node_fault([lost_other], by_uuid)  # no index, dcgm-exporter's UUID: still GPU 7 first
+    assert found is not None and found.labels["gpu"] == "7"
     assert node_fault([_health("gpu-b-1", {"lost": True})], page) is None  # another node's report
     unavailable = Evidence(
         tool="nvml.gpu_health", params={"node": "gpu-a-3"}, ok=True, summary="", result={"available": False}
@@ -108,6 +111,8 @@ def test_a_node_alert_is_answered_by_the_nodes_conditions_not_its_gpus() -> None
         ({"instance": "10.0.4.7:9100"}, None),  # an address is not a node's name
         ({"instance": "[fd00::1]:9100"}, None),
         ({"Hostname": "Not_A_Node"}, None),
+        ({"Hostname": "GPU-Node-3"}, "gpu-node-3"),  # the kubelet lowercases the host's name
+        ({"node": "GPU-Node-3"}, "GPU-Node-3"),  # a node label is the node's name as it is
         ({"pod": "p", "namespace": "n"}, None),
         ({"pod": "p", "namespace": "n", "instance": "kube-state-metrics.monitoring.svc:8080"}, None),
     ],
@@ -126,7 +131,8 @@ def test_a_derived_node_is_always_one_labels_value_and_never_an_address(labels: 
     if found is None:
         return
     node, label = found
-    assert labels[label].strip() == node or labels[label].strip().startswith(node + ":")
+    value = labels[label].strip().lower() if label != "node" else labels[label].strip()
+    assert value == node or value.startswith(node + ":")
     assert ":" not in node and not node.replace(".", "").isdigit()
 
 
