@@ -449,9 +449,15 @@ class Agent:
         return None
 
     def unfinished(self, incident_id: str) -> bool:
-        """A thread that started and neither ended nor paused: a crash; ``run(id)`` continues it."""
+        """A thread that started and neither ended nor paused: a crash; ``run(id)`` continues it.
+
+        LangGraph saves a task's writes as the task finishes and the step's checkpoint after the step.
+        Read live (the latest state), a step whose tasks all saved their writes before the process died
+        lists no ``next`` task, yet its ``tasks`` are there and its checkpoint was never written: the
+        thread has not ended, and running it applies those writes and goes on. Taking it for ended left
+        the incident open with nothing to move it (every resync ran it, and it did nothing)."""
         snap = self.graph.get_state(self.config(incident_id))
-        return bool(snap.values) and bool(snap.next) and not snap.interrupts
+        return bool(snap.values) and bool(snap.next or snap.tasks) and not snap.interrupts
 
     # -- the whole job -----------------------------------------------------------------------------
     def handle(self, alerts: Iterable[AlertIn], approver: Approver | None) -> list[RunResult]:

@@ -263,12 +263,48 @@ CRASH_SCRIPT = textwrap.dedent(
                 if node == "execute":
                     os.kill(os.getpid(), signal.SIGKILL)  # right after the action was checkpointed
 
-            agent.on_update = die_after_first_action
+            if sys.argv[2] == "start-writes":
+                # Killed between a step's writes and its checkpoint: triage's writes are saved, the
+                # checkpoint that would start investigate is not (a kill from another thread, a power cut).
+                saver = agent.graph.checkpointer
+                put_writes = saver.put_writes
+
+                def die_after_triage_writes(config, writes, task_id, task_path=""):
+                    put_writes(config, writes, task_id, task_path)
+                    if any(channel == "branch:to:investigate" for channel, _ in writes):
+                        os.kill(os.getpid(), signal.SIGKILL)
+
+                saver.put_writes = die_after_triage_writes
+            else:
+                agent.on_update = die_after_first_action
             alerts = parse_alerts(read_alert_file(tmp / "alerts.json"))[0]
             agent.handle(alerts, approver)
             print("NOT KILLED")
     """
 )
+
+
+def test_sigkill_between_a_steps_writes_and_its_checkpoint_is_continued(tmp_path: Path) -> None:
+    """LangGraph saves a task's writes as it finishes and the step's checkpoint after: a kill between
+    the two leaves a thread whose live state lists no next task (the task is done) and no interrupt.
+    It has not ended: it is continued, never taken for finished (which left the page silent)."""
+    with harness(tmp_path / "h") as h:
+        h.inject("xid", node=node(h), gpu=1, code=79)
+        h.admin.advance(1800)
+        (tmp_path / "alerts.json").write_text(json.dumps(h.admin.alerts("alertmanager")[0]))
+        (tmp_path / "kubeconfig").write_text(h.kubeconfig.read_text())
+        env = {**os.environ, "SUPPLY_AGENT_LOG_LEVEL": "warning"}
+        cmd = [sys.executable, "-c", CRASH_SCRIPT, str(tmp_path)]
+        killed = subprocess.run(
+            [*cmd, "start-writes"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+        assert h.truth()["writes"] == [] or all(w["dry_run"] for w in h.truth()["writes"])  # nothing done yet
+        resumed = subprocess.run(
+            [*cmd, "resume"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert "OUTCOME mitigated" in resumed.stdout
 
 
 def test_sigkill_after_an_action_resumes_without_repeating_it(tmp_path: Path) -> None:
