@@ -86,8 +86,8 @@ class ServeHarness:
         hooks = list(self.admin.alerts("pagerduty"))
         for hook in hooks:
             pd_id = hook["event"]["data"]["id"]
-            details = self.admin.request("GET", f"pagerduty/incidents/{pd_id}/alerts?details={details}")
-            self.pd.alerts[pd_id] = details["alerts"]
+            served = self.admin.request("GET", f"pagerduty/incidents/{pd_id}/alerts?details={details}")
+            self.pd.alerts[pd_id] = served["alerts"]
         return hooks
 
     def post_pagerduty(self, body: bytes | dict[str, Any], signature: str | None = "sign") -> Any:
