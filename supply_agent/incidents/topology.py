@@ -23,6 +23,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from supply_agent.mind.triage import as_known
 from supply_agent.models.incident import AlertIn, Component
 from supply_agent.policy import PlaybookSet
 from supply_agent.policy.playbook import Playbook
@@ -106,6 +107,7 @@ def fold_by_component(
         assert a.node is not None
         if a.node not in labels:
             labels[a.node] = labels_of(a.node)
+    known = {id(a): as_known(a, playbooks) for a in alerting}
     # (playbook, kind, component name) -> alerts the playbook answers on nodes of that component
     found: dict[tuple[str, str, str], list[AlertIn]] = {}
     by_id = {pb.id: pb for pb in answering}
@@ -118,7 +120,8 @@ def fold_by_component(
                 node_labels = labels.get(a.node or "")
                 if node_labels is None or label not in node_labels:
                     continue
-                if pb.match_key(a.alertname, a.labels, None, None, unc, kind) is None:
+                name, alert_labels = known[id(a)]
+                if pb.match_key(name, alert_labels, None, None, unc, kind) is None:
                     continue
                 found.setdefault((pb.id, kind, node_labels[label]), []).append(a)
     counted: list[tuple[int, int, str, TopologyGroup]] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from supply_agent.models.incident import AlertIn, Evidence, IncidentState
+from supply_agent.models.labels import gpu_series
 from supply_agent.policy import (
     GpuFaultConfirmed,
     GpuThrottleConfirmed,
@@ -19,6 +20,21 @@ from supply_agent.policy.conditions import THERMAL_REASONS
 from supply_agent.policy.world import APPLICATION_XIDS, group_labels_of
 
 SEVERITIES = ("info", "warning", "critical")
+
+
+# What a GPU alert of a rule set no playbook knows is, for a shared component: a GPU error of unknown code.
+UNKNOWN_GPU_ALERT = "GPUXidError"
+
+
+def as_known(a: AlertIn, playbooks: PlaybookSet) -> tuple[str, dict[str, str]]:
+    """The name and labels a component playbook reads an alert under. An alert on a GPU's series that no
+    playbook knows by its name (the stock ``GPUXIDError`` rule on ``DCGM_FI_DEV_XID_ERRORS``, whose code
+    is only the alert's value) is read as a GPU error of unknown code: many nodes of one driver version,
+    or of one pool, raising GPU errors at once is that component's fault whatever the rule is called.
+    One node's incident reads what its GPU shows instead (:func:`node_fault`)."""
+    if gpu_series(a.labels) and not playbooks.match(a.alertname, a.labels):
+        return UNKNOWN_GPU_ALERT, {k: v for k, v in a.labels.items() if k not in ("xid", "err_code")}
+    return a.alertname, a.labels
 
 
 def match_playbook(
@@ -42,10 +58,14 @@ def match_playbook(
     firing = leading or firing
     hits = []
     for alert in firing:
+        # A shared component's incident reads a GPU alert no playbook knows as a GPU error (as_known).
+        name, labels = (
+            as_known(alert, playbooks) if component is not None else (alert.alertname, alert.labels)
+        )
         for pb in playbooks:
             key = pb.match_key(
-                alert.alertname,
-                alert.labels,
+                name,
+                labels,
                 conditions,
                 events,
                 playbooks.limits.xid_uncatalogued,
@@ -239,9 +259,6 @@ def symptom_absent(state: IncidentState, playbook: Playbook | None) -> str | Non
     return None
 
 
-# The labels dcgm-exporter puts on every GPU series (its README: gpu, UUID, device, modelName), and
-# the XID's, where a rule keeps it.
-GPU_SERIES_LABELS = frozenset({"gpu", "UUID", "device", "modelName", "xid", "err_code"})
 _NOT_CARRIED = frozenset({"xid", "err_code", "pod", "namespace", "container", "job", "instance", "Hostname"})
 # NVML's GpuIsLost is the GPU fallen off the bus: NVIDIA's Xid catalogue XID 79.
 LOST_GPU_XID = 79
@@ -316,7 +333,7 @@ def node_fault(evidence: list[Evidence], alert: AlertIn) -> AlertIn | None:
     base = {k: v for k, v in alert.labels.items() if k not in _NOT_CARRIED}
     # A GPU's fault answers only an alert on a GPU's series (dcgm-exporter's labels); any alert naming
     # the node is answered by the node's own conditions.
-    on_gpu = bool(GPU_SERIES_LABELS & alert.labels.keys())
+    on_gpu = gpu_series(alert.labels)
     health = (
         None
         if not on_gpu

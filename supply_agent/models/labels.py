@@ -13,7 +13,17 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["NodeLabel", "load_node_labels", "node_from_labels"]
+__all__ = ["GPU_SERIES_LABELS", "NodeLabel", "gpu_series", "load_node_labels", "node_from_labels"]
+
+# The labels dcgm-exporter puts on every GPU series (its README: gpu, UUID, device, modelName), and the
+# XID's, where a rule keeps it: an alert with any of them is about a GPU.
+GPU_SERIES_LABELS = frozenset({"gpu", "UUID", "device", "modelName", "xid", "err_code"})
+
+
+def gpu_series(labels: dict[str, str]) -> bool:
+    """Whether an alert's labels are a GPU's series (see ``GPU_SERIES_LABELS``)."""
+    return bool(GPU_SERIES_LABELS & labels.keys())
+
 
 DATA = Path(__file__).resolve().parent / "data" / "node_labels.yaml"
 # A Kubernetes node's name is a DNS-1123 subdomain (kubernetes.io/docs/concepts/overview/working-with-objects/names).

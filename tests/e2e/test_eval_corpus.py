@@ -43,6 +43,7 @@ SMOKE = [
     "hard-crashloop-community-rule-name",
     "hard-oomkill-community-rule-name",
     "hard-xid79-pagerduty-default-details",
+    "hard-driver-rollout-stock-xid-rule",
 ]
 
 

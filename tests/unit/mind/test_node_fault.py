@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supply_agent.mind.triage import match_playbook, node_fault, pod_fault
+from supply_agent.mind.triage import as_known, match_playbook, node_fault, pod_fault
 from supply_agent.models.incident import AlertIn, Evidence
 from supply_agent.models.labels import load_node_labels, node_from_labels
 from supply_agent.policy import load_playbooks
@@ -202,3 +202,16 @@ def test_a_healthy_or_unread_or_other_pod_says_nothing() -> None:
     assert pod_fault([], page) is None
     # OOMKilled once long ago and never restarted since is not a loop
     assert pod_fault([_pod("acme", "train-0", last_termination_reason="OOMKilled", restarts=0)], page) is None
+
+
+def test_a_shared_component_reads_an_unknown_gpu_alert_as_a_gpu_error_of_unknown_code() -> None:
+    stock = AlertIn(alertname="GPUXIDError", labels={"Hostname": "gpu-a-3", "xid": "x", **STOCK})
+    name, labels = as_known(stock, PLAYBOOKS)
+    assert name == "GPUXidError" and "xid" not in labels and labels["node"] == "gpu-a-3"
+    known = AlertIn(alertname="GPUXidError", labels={"node": "gpu-a-3", "xid": "79", **STOCK})
+    assert as_known(known, PLAYBOOKS) == ("GPUXidError", known.labels)  # a known alert is read as it is
+    node_alert = AlertIn(alertname="NodeHighLoad", labels={"node": "gpu-a-3"})
+    assert as_known(node_alert, PLAYBOOKS) == ("NodeHighLoad", node_alert.labels)  # not a GPU's series
+    assert match_playbook(PLAYBOOKS, [stock]) is None  # one node's incident reads the GPU instead
+    pooled = match_playbook(PLAYBOOKS, [stock], component="pool")
+    assert pooled is not None and pooled.id == "pool-wide"
