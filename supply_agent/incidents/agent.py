@@ -179,7 +179,10 @@ class Agent:
             elif a.status == "firing":
                 rest.append(a)
         new = []
-        reads = FoldReads(self.runtime.kube)
+        # An alert no playbook knows by name is folded by what its GPU shows (one read per node).
+        reads = FoldReads(
+            self.runtime.kube, lambda node: self.runtime.read("nvml.gpu_health", {"node": node})
+        )
         shared, rest, merged = fold_with_earlier(rest, self.store, self.runtime.playbooks, reads, now)
         rest = self._into_components(rest, reads, now, touched)
         rest, on_dead = self._on_dead_nodes(rest, reads)
@@ -264,7 +267,7 @@ class Agent:
                 labels = reads.labels_of(a.node) if a.node and a.status == "firing" else None
             except ClusterUnreadable:
                 labels = None
-            home = component_home(a, self.runtime.playbooks, labels, latest)
+            home = component_home(a, self.runtime.playbooks, labels, latest, reads.shown)
             if home is None:
                 rest.append(a)
                 continue

@@ -11,9 +11,14 @@ retries: an outage costs one read's retries per fold, not one per alert.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from supply_agent.mind.triage import node_fault
+from supply_agent.models.incident import AlertIn, Evidence
 from tools.kubernetes import KubeTools, ToolError
 
 # What a read of an unreachable or failing API raises once the client's own retries are spent.
@@ -27,11 +32,35 @@ class ClusterUnreadable(Exception):
 class FoldReads:
     """The cluster reads of one fold: cached per node; after a failure, none more."""
 
-    def __init__(self, kube: KubeTools) -> None:
+    def __init__(self, kube: KubeTools, gpu_health: Callable[[str], Any] | None = None) -> None:
         self.kube = kube
         self.down: str | None = None
         self._labels: dict[str, dict[str, str] | None] = {}
         self._sizes: dict[tuple[str, str], int] = {}
+        self._gpu_health = gpu_health
+        self._health: dict[str, Any] = {}
+        self._gpu_down = False
+
+    def shown(self, alert: AlertIn) -> AlertIn | None:
+        """What the GPUs of the alert's node show, as the fleet's alert for it (``node_fault``): read
+        only for an alert no playbook knows by name (see ``as_known``), once per node. A node-agent that
+        does not answer is no answer: the fold goes on without it."""
+        node = alert.node
+        if self._gpu_health is None or node is None:
+            return None
+        if node not in self._health:
+            if self._gpu_down:  # one node-agent's retries per fold, as for the cluster
+                return None
+            try:
+                self._health[node] = self._gpu_health(node)
+            except Exception:  # the fold must not fail for it (see the module's docstring)
+                self._health[node] = None
+                self._gpu_down = True
+        value = self._health[node]
+        if not value:
+            return None
+        read = Evidence(tool="nvml.gpu_health", params={"node": node}, ok=True, summary="", result=value)
+        return node_fault([read], alert)
 
     def _guard(self) -> None:
         if self.down is not None:

@@ -42,7 +42,7 @@ def fold_with_earlier(
     earlier = {id(a): iid for a, iid in recent}
     try:
         groups, rest = fold_by_component(
-            [*alerts, *(a for a, _ in recent)], playbooks, reads.labels_of, reads.size_of
+            [*alerts, *(a for a, _ in recent)], playbooks, reads.labels_of, reads.size_of, reads.shown
         )
     except ClusterUnreadable:
         return [], alerts, {}

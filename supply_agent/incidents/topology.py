@@ -61,6 +61,7 @@ def component_home(
     playbooks: PlaybookSet,
     node_labels: Mapping[str, str] | None,
     latest: Callable[[str], tuple[str, str | None] | None],
+    shown: Callable[[AlertIn], AlertIn | None] | None = None,
 ) -> str | None:
     """The incident of a component the alert's node is in, that is still open or closed within the
     window, and whose playbook answers this alert there: a node of a rack whose cooling incident is open
@@ -81,7 +82,7 @@ def component_home(
         if (
             pb is not None
             and kind in pb.topology
-            and pb.match_key(alert.alertname, alert.labels, None, None, unc, kind)
+            and any(pb.match_key(n, ls, None, None, unc, kind) for n, ls in as_known(alert, playbooks, shown))
         ):
             return iid
     return None
@@ -93,9 +94,14 @@ def _candidates(alerts: Sequence[AlertIn]) -> list[AlertIn]:
 
 
 def fold_by_component(
-    alerts: Sequence[AlertIn], playbooks: PlaybookSet, labels_of: LabelsOf, size_of: SizeOf
+    alerts: Sequence[AlertIn],
+    playbooks: PlaybookSet,
+    labels_of: LabelsOf,
+    size_of: SizeOf,
+    shown: Callable[[AlertIn], AlertIn | None] | None = None,
 ) -> tuple[list[TopologyGroup], list[AlertIn]]:
-    """The alerts that fold by a shared component, grouped; and the rest, in arrival order."""
+    """The alerts that fold by a shared component, grouped; and the rest, in arrival order. ``shown``:
+    what an alert no playbook knows shows on its GPU (see ``as_known``)."""
     topo = playbooks.limits.topology
     answering = [pb for pb in playbooks if pb.topology]
     alerting = _candidates(alerts)
@@ -107,7 +113,7 @@ def fold_by_component(
         assert a.node is not None
         if a.node not in labels:
             labels[a.node] = labels_of(a.node)
-    known = {id(a): as_known(a, playbooks) for a in alerting}
+    known = {id(a): as_known(a, playbooks, shown) for a in alerting}
     # (playbook, kind, component name) -> alerts the playbook answers on nodes of that component
     found: dict[tuple[str, str, str], list[AlertIn]] = {}
     by_id = {pb.id: pb for pb in answering}
@@ -120,8 +126,7 @@ def fold_by_component(
                 node_labels = labels.get(a.node or "")
                 if node_labels is None or label not in node_labels:
                     continue
-                name, alert_labels = known[id(a)]
-                if pb.match_key(name, alert_labels, None, None, unc, kind) is None:
+                if all(pb.match_key(n, ls, None, None, unc, kind) is None for n, ls in known[id(a)]):
                     continue
                 found.setdefault((pb.id, kind, node_labels[label]), []).append(a)
     counted: list[tuple[int, int, str, TopologyGroup]] = []

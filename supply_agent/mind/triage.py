@@ -5,6 +5,7 @@ Nothing here does I/O: the graph reads, these functions look at what was read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from supply_agent.models.incident import AlertIn, Evidence, IncidentState
@@ -22,19 +23,30 @@ from supply_agent.policy.world import APPLICATION_XIDS, group_labels_of
 SEVERITIES = ("info", "warning", "critical")
 
 
-# What a GPU alert of a rule set no playbook knows is, for a shared component: a GPU error of unknown code.
-UNKNOWN_GPU_ALERT = "GPUXidError"
+# What a GPU alert of a rule set no playbook knows may be, for a shared component: a GPU error of unknown
+# code, or a GPU running hot (the fleet's two GPU alerts that name a kind of fault, not one fault).
+UNKNOWN_GPU_ALERTS = ("GPUXidError", "GPUThermalThrottling")
 
 
-def as_known(a: AlertIn, playbooks: PlaybookSet) -> tuple[str, dict[str, str]]:
-    """The name and labels a component playbook reads an alert under. An alert on a GPU's series that no
-    playbook knows by its name (the stock ``GPUXIDError`` rule on ``DCGM_FI_DEV_XID_ERRORS``, whose code
-    is only the alert's value) is read as a GPU error of unknown code: many nodes of one driver version,
-    or of one pool, raising GPU errors at once is that component's fault whatever the rule is called.
-    One node's incident reads what its GPU shows instead (:func:`node_fault`)."""
+def as_known(
+    a: AlertIn, playbooks: PlaybookSet, shown: Callable[[AlertIn], AlertIn | None] | None = None
+) -> list[tuple[str, dict[str, str]]]:
+    """The names and labels a component playbook may read an alert under. An alert on a GPU's series
+    that no playbook knows by its name (the stock ``GPUXIDError`` rule on ``DCGM_FI_DEV_XID_ERRORS``,
+    whose code is only the alert's value; a ``GPUHighTemperature`` threshold) is read as either GPU
+    alert of unknown detail: many nodes of one rack, driver version or pool raising GPU alerts at once
+    is that component's fault whatever the rule is called, and the component that explains the most
+    nodes, then the smallest, is chosen as for any alert. With ``shown`` (what the alert's GPU shows
+    when read, as the fleet's alert for it: :func:`node_fault`), it is read as that alone: a rack of hot
+    GPUs is the rack's cooling, an XID on a third of a pool is not. One node's incident reads its GPU in
+    investigation instead."""
     if gpu_series(a.labels) and not playbooks.match(a.alertname, a.labels):
-        return UNKNOWN_GPU_ALERT, {k: v for k, v in a.labels.items() if k not in ("xid", "err_code")}
-    return a.alertname, a.labels
+        seen = shown(a) if shown is not None else None
+        if seen is not None:
+            return [(seen.alertname, seen.labels)]
+        labels = {k: v for k, v in a.labels.items() if k not in ("xid", "err_code")}
+        return [(name, labels) for name in UNKNOWN_GPU_ALERTS]
+    return [(a.alertname, a.labels)]
 
 
 def match_playbook(
@@ -58,22 +70,21 @@ def match_playbook(
     firing = leading or firing
     hits = []
     for alert in firing:
-        # A shared component's incident reads a GPU alert no playbook knows as a GPU error (as_known).
-        name, labels = (
-            as_known(alert, playbooks) if component is not None else (alert.alertname, alert.labels)
-        )
+        # A shared component's incident reads a GPU alert no playbook knows as a GPU alert (as_known).
+        read = as_known(alert, playbooks) if component is not None else [(alert.alertname, alert.labels)]
         for pb in playbooks:
-            key = pb.match_key(
-                name,
-                labels,
-                conditions,
-                events,
-                playbooks.limits.xid_uncatalogued,
-                component,
-                group,
-            )
-            if key is not None:
-                hits.append((key, pb.id, pb))
+            for name, labels in read:
+                key = pb.match_key(
+                    name,
+                    labels,
+                    conditions,
+                    events,
+                    playbooks.limits.xid_uncatalogued,
+                    component,
+                    group,
+                )
+                if key is not None:
+                    hits.append((key, pb.id, pb))
     return min(hits, key=lambda h: (h[0], h[1]))[2] if hits else None
 
 

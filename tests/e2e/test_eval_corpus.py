@@ -44,6 +44,7 @@ SMOKE = [
     "hard-oomkill-community-rule-name",
     "hard-xid79-pagerduty-default-details",
     "hard-driver-rollout-stock-xid-rule",
+    "hard-rack-cooling-stock-temperature-rule",
 ]
 
 

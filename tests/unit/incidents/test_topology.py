@@ -147,3 +147,70 @@ def test_a_quarter_of_a_pool_over_racks_and_leaves_is_the_pool() -> None:
 def test_every_component_kind_has_a_playbook_and_a_label(kind: str) -> None:
     assert kind in PLAYBOOKS.limits.topology.components
     assert any(kind in pb.topology for pb in PLAYBOOKS)
+
+
+# -- alerts no playbook knows by name (a stock rule's) ------------------------------------------------------
+def _stock(node: str) -> AlertIn:
+    return AlertIn(alertname="GPUXIDError", labels={"Hostname": node, "gpu": "0", "modelName": "H100"})
+
+
+def _shown_as(name: str, calls: list[str]):  # type: ignore[no-untyped-def]
+    def shown(a: AlertIn) -> AlertIn | None:
+        calls.append(a.node or "")
+        labels = {"node": a.node or "", "gpu": "0"} | ({"xid": "119"} if name == "GPUXidError" else {})
+        return AlertIn(alertname=name, labels=labels, source="agent")
+
+    return shown
+
+
+def test_an_unknown_gpu_alert_folds_by_what_the_gpus_show() -> None:
+    fleet = _fleet()
+
+    def size_of(label: str, value: str) -> int:
+        return sum(1 for labels in fleet.values() if labels.get(label) == value)
+
+    alerts = [_stock(f"n{i:02d}") for i in range(6)]  # six nodes of rack-0, the same stock page on each
+    hot: list[str] = []
+    [g], rest = fold_by_component(
+        alerts, PLAYBOOKS, fleet.get, size_of, _shown_as("GPUThermalThrottling", hot)
+    )
+    assert (g.component.kind, g.playbook.id, rest) == ("rack", "rack-cooling", [])
+    assert sorted(set(hot)) == [f"n{i:02d}" for i in range(6)]  # each alerting node's GPU read
+    xid: list[str] = []
+    groups, rest = fold_by_component(alerts, PLAYBOOKS, fleet.get, size_of, _shown_as("GPUXidError", xid))
+    # An XID on six nodes of a rack (under a fifth of the pool) is not the rack's cooling: node by node.
+    assert groups == [] and rest == alerts
+    # Unread (no node-agent), it is either GPU alert: still one incident, the component's.
+    [g], rest = fold_by_component(alerts, PLAYBOOKS, fleet.get, size_of)
+    assert g.playbook.topology and rest == []
+    # A known alert is never read for it.
+    known: list[str] = []
+    fold_by_component(
+        [_a("GPUThermalThrottling", f"n{i:02d}", gpu="0") for i in range(6)],
+        PLAYBOOKS,
+        fleet.get,
+        size_of,
+        _shown_as("GPUXidError", known),
+    )
+    assert known == []
+
+
+def test_the_folds_gpu_reads_never_fail_it_and_stop_at_the_first_failure() -> None:
+    from supply_agent.incidents.fold_reads import FoldReads
+
+    asked: list[str] = []
+
+    def broken(node: str) -> object:
+        asked.append(node)
+        raise TimeoutError("node-agent timed out")
+
+    reads = FoldReads(kube=None, gpu_health=broken)  # type: ignore[arg-type]
+    assert reads.shown(_stock("n00")) is None and reads.shown(_stock("n01")) is None
+    assert asked == ["n00"]  # one node-agent's retries per fold, not one per node
+    lost = {
+        "node": "n02",
+        "available": True,
+        "report": {"gpus": [{"index": 0, "lost": True, "xid_events": []}]},
+    }
+    found = FoldReads(kube=None, gpu_health=lambda node: lost).shown(_stock("n02"))  # type: ignore[arg-type]
+    assert found is not None and (found.alertname, found.labels["xid"]) == ("GPUXidError", "79")

@@ -206,12 +206,17 @@ def test_a_healthy_or_unread_or_other_pod_says_nothing() -> None:
 
 def test_a_shared_component_reads_an_unknown_gpu_alert_as_a_gpu_error_of_unknown_code() -> None:
     stock = AlertIn(alertname="GPUXIDError", labels={"Hostname": "gpu-a-3", "xid": "x", **STOCK})
-    name, labels = as_known(stock, PLAYBOOKS)
-    assert name == "GPUXidError" and "xid" not in labels and labels["node"] == "gpu-a-3"
+    read = as_known(stock, PLAYBOOKS)  # unread: either GPU alert of unknown detail
+    assert [name for name, _ in read] == ["GPUXidError", "GPUThermalThrottling"]
+    assert all("xid" not in labels and labels["node"] == "gpu-a-3" for _, labels in read)
+    hot = AlertIn(alertname="GPUThermalThrottling", labels={"node": "gpu-a-3", "gpu": "7"}, source="agent")
+    assert as_known(stock, PLAYBOOKS, lambda a: hot) == [
+        ("GPUThermalThrottling", hot.labels)
+    ]  # read: what it is
     known = AlertIn(alertname="GPUXidError", labels={"node": "gpu-a-3", "xid": "79", **STOCK})
-    assert as_known(known, PLAYBOOKS) == ("GPUXidError", known.labels)  # a known alert is read as it is
+    assert as_known(known, PLAYBOOKS) == [("GPUXidError", known.labels)]  # a known alert is read as it is
     node_alert = AlertIn(alertname="NodeHighLoad", labels={"node": "gpu-a-3"})
-    assert as_known(node_alert, PLAYBOOKS) == ("NodeHighLoad", node_alert.labels)  # not a GPU's series
+    assert as_known(node_alert, PLAYBOOKS) == [("NodeHighLoad", node_alert.labels)]  # not a GPU's series
     assert match_playbook(PLAYBOOKS, [stock]) is None  # one node's incident reads the GPU instead
     pooled = match_playbook(PLAYBOOKS, [stock], component="pool")
     assert pooled is not None and pooled.id == "pool-wide"
