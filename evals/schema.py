@@ -403,6 +403,13 @@ class Reshape(_Strict):
     labels: dict[str, str] = Field(default_factory=dict, description="Labels it adds ($names bound).")
     annotations: dict[str, str] | None = Field(None, description="Its annotations, in place of the fleet's.")
 
+    @field_validator("drop")
+    @classmethod
+    def _keeps_its_name(cls, v: list[str]) -> list[str]:
+        if "alertname" in v:
+            raise ValueError("an alert keeps a name: rename it with alertname, do not drop it")
+        return v
+
 
 class DeliverStep(_Strict):
     """Deliver what Alertmanager would POST now (the fleet's alert rules over its current state)."""
@@ -432,9 +439,12 @@ class DeliverStep(_Strict):
 
     @model_validator(mode="after")
     def _via(self) -> DeliverStep:
-        if self.via == "pagerduty" and (self.extra or self.reshape or self.annotate):
+        if self.via == "pagerduty" and (
+            self.extra or self.reshape or self.annotate or self.status != "as-is"
+        ):
             raise ValueError(
-                "via pagerduty: PagerDuty pages the fleet's own alerts (no extra, reshape or annotate)"
+                "via pagerduty: PagerDuty pages the fleet's own alerts as they are "
+                "(no extra, reshape, annotate or status)"
             )
         if self.via != "pagerduty" and self.details != "flat":
             raise ValueError("details: only with via pagerduty")

@@ -24,18 +24,23 @@ if TYPE_CHECKING:
 __all__ = ["settle_heap"]
 
 _watched: list[Metrics] = []  # the process's metrics, once: gc callbacks are per process, not per registry
+_children: dict[int, Any] = {}  # the histogram's child per generation, made before any callback runs
 _started: dict[int, float] = {}
 
 
 def _on_gc(phase: str, info: dict[str, Any]) -> None:
+    # A collection can start inside any allocation, including one made while prometheus_client holds
+    # the histogram's label lock (``labels()`` copies a dict under it): the callback must take no lock
+    # that code takes. The children are made up front; observing one only adds floats.
     gen = int(info.get("generation", 0))
     if phase == "start":
         _started[gen] = time.perf_counter()
         return
     began = _started.pop(gen, None)
-    if began is None or not _watched:
+    child = _children.get(gen)
+    if began is None or child is None:
         return
-    _watched[0].gc_pause.labels(str(gen)).observe(time.perf_counter() - began)
+    child.observe(time.perf_counter() - began)
 
 
 def settle_heap(metrics: Metrics | None = None) -> int:
@@ -48,6 +53,8 @@ def settle_heap(metrics: Metrics | None = None) -> int:
     frozen = gc.get_freeze_count()
     if metrics is not None:
         metrics.gc_frozen.set(frozen)
+        _children.clear()
+        _children.update({gen: metrics.gc_pause.labels(str(gen)) for gen in range(3)})
         if not _watched:
             gc.callbacks.append(_on_gc)
             _watched.append(metrics)

@@ -41,26 +41,30 @@ class FoldReads:
         self._health: dict[str, Any] = {}
         self._gpu_down = False
 
-    def shown(self, alert: AlertIn) -> AlertIn | None:
-        """What the GPUs of the alert's node show, as the fleet's alert for it (``node_fault``): read
-        only for an alert no playbook knows by name (see ``as_known``), once per node. A node-agent that
-        does not answer is no answer: the fold goes on without it."""
+    def shown(self, alert: AlertIn) -> tuple[bool, AlertIn | None]:
+        """What the GPUs of the alert's node show, as the fleet's alert for it (``node_fault``), and
+        whether they were read: only for an alert no playbook knows by name (see ``as_known``), once per
+        node. A node-agent that does not answer is no answer, and after the first the fold reads none
+        (one node-agent's wait per fold): it goes on without them."""
         node = alert.node
         if self._gpu_health is None or node is None:
-            return None
+            return False, None
         if node not in self._health:
-            if self._gpu_down:  # one node-agent's retries per fold, as for the cluster
-                return None
+            if self._gpu_down or self._labels.get(node, {}) is None:  # down, or not a node of the cluster
+                return False, None
             try:
-                self._health[node] = self._gpu_health(node)
+                value = self._gpu_health(node)
             except Exception:  # the fold must not fail for it (see the module's docstring)
-                self._health[node] = None
+                value = None
+            if not isinstance(value, dict) or not value.get("available"):
                 self._gpu_down = True
+                value = None
+            self._health[node] = value
         value = self._health[node]
-        if not value:
-            return None
+        if value is None:
+            return False, None
         read = Evidence(tool="nvml.gpu_health", params={"node": node}, ok=True, summary="", result=value)
-        return node_fault([read], alert)
+        return True, node_fault([read], alert)
 
     def _guard(self) -> None:
         if self.down is not None:

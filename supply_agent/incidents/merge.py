@@ -19,6 +19,7 @@ import structlog
 from supply_agent.incidents.fold_reads import ClusterUnreadable, FoldReads
 from supply_agent.incidents.store import IncidentStore
 from supply_agent.incidents.topology import TopologyGroup, fold_by_component
+from supply_agent.mind.triage import as_known
 from supply_agent.models.incident import AlertIn, Component
 from supply_agent.policy import PlaybookSet
 
@@ -58,7 +59,10 @@ def fold_with_earlier(
             a
             for a in g.alerts
             if id(a) in earlier
-            and g.playbook.match_key(a.alertname, a.labels, None, None, unc, g.component.kind) is not None
+            and any(
+                g.playbook.match_key(n, ls, None, None, unc, g.component.kind) is not None
+                for n, ls in as_known(a, playbooks, reads.shown)  # a stock rule's page as what it shows
+            )
         ]
         g.alerts = [a for a in g.alerts if id(a) not in earlier or a in took]
         by_incident: dict[str, list[AlertIn]] = {}

@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from supply_agent.mind.triage import as_known
+from supply_agent.mind.triage import Shown, as_known
 from supply_agent.models.incident import AlertIn, Component
 from supply_agent.policy import PlaybookSet
 from supply_agent.policy.playbook import Playbook
@@ -61,7 +61,7 @@ def component_home(
     playbooks: PlaybookSet,
     node_labels: Mapping[str, str] | None,
     latest: Callable[[str], tuple[str, str | None] | None],
-    shown: Callable[[AlertIn], AlertIn | None] | None = None,
+    shown: Shown | None = None,
 ) -> str | None:
     """The incident of a component the alert's node is in, that is still open or closed within the
     window, and whose playbook answers this alert there: a node of a rack whose cooling incident is open
@@ -98,7 +98,7 @@ def fold_by_component(
     playbooks: PlaybookSet,
     labels_of: LabelsOf,
     size_of: SizeOf,
-    shown: Callable[[AlertIn], AlertIn | None] | None = None,
+    shown: Shown | None = None,
 ) -> tuple[list[TopologyGroup], list[AlertIn]]:
     """The alerts that fold by a shared component, grouped; and the rest, in arrival order. ``shown``:
     what an alert no playbook knows shows on its GPU (see ``as_known``)."""

@@ -6,6 +6,7 @@ Nothing here does I/O: the graph reads, these functions look at what was read.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from supply_agent.models.incident import AlertIn, Evidence, IncidentState
@@ -28,8 +29,12 @@ SEVERITIES = ("info", "warning", "critical")
 UNKNOWN_GPU_ALERTS = ("GPUXidError", "GPUThermalThrottling")
 
 
+# What an alert's GPU shows when read: (whether it was read, the fleet's alert for what it shows).
+Shown = Callable[[AlertIn], tuple[bool, AlertIn | None]]
+
+
 def as_known(
-    a: AlertIn, playbooks: PlaybookSet, shown: Callable[[AlertIn], AlertIn | None] | None = None
+    a: AlertIn, playbooks: PlaybookSet, shown: Shown | None = None
 ) -> list[tuple[str, dict[str, str]]]:
     """The names and labels a component playbook may read an alert under. An alert on a GPU's series
     that no playbook knows by its name (the stock ``GPUXIDError`` rule on ``DCGM_FI_DEV_XID_ERRORS``,
@@ -38,12 +43,15 @@ def as_known(
     is that component's fault whatever the rule is called, and the component that explains the most
     nodes, then the smallest, is chosen as for any alert. With ``shown`` (what the alert's GPU shows
     when read, as the fleet's alert for it: :func:`node_fault`), it is read as that alone: a rack of hot
-    GPUs is the rack's cooling, an XID on a third of a pool is not. One node's incident reads its GPU in
+    GPUs is the rack's cooling, an XID on a third of a pool is not; a GPU read that shows no fault makes
+    it no component's alert. One node's incident reads its GPU in
     investigation instead."""
     if gpu_series(a.labels) and not playbooks.match(a.alertname, a.labels):
-        seen = shown(a) if shown is not None else None
+        read, seen = shown(a) if shown is not None else (False, None)
         if seen is not None:
             return [(seen.alertname, seen.labels)]
+        if read:  # read, and the GPU shows no fault: not a component's fault either
+            return []
         labels = {k: v for k, v in a.labels.items() if k not in ("xid", "err_code")}
         return [(name, labels) for name in UNKNOWN_GPU_ALERTS]
     return [(a.alertname, a.labels)]
@@ -332,9 +340,10 @@ def node_fault(evidence: list[Evidence], alert: AlertIn) -> AlertIn | None:
     receiver only inside annotation text, which is never read for a decision), and a temperature rule
     (``DCGM_FI_DEV_GPU_TEMP > 90``) under a name of its own; an on-call engineer reads the node instead.
 
-    In order: the alert's GPU (its ``gpu`` label) before the node's others; a lost GPU (XID 79),
-    uncorrectable ECC (48), a row-remap failure (64) or pending remap (63), the last XID it raised, a
-    thermal slowdown (NVML's clock-event reasons); then the node's own conditions (NotReady, DiskPressure).
+    Only the alert's GPU (its ``gpu`` index or ``UUID`` label) where it names one, else any of the
+    node's; in order: a lost GPU (XID 79),
+    uncorrectable ECC (48), a row-remap failure (64) or pending remap (63), the last XID it raised since
+    shortly before the alert began (``XID_BEFORE_ALERT``), a thermal slowdown (NVML's clock-event reasons); then the node's own conditions (NotReady, DiskPressure).
     None: the node shows nothing, or was not read."""
     node = alert.node
     if node is None:
@@ -368,10 +377,13 @@ def node_fault(evidence: list[Evidence], alert: AlertIn) -> AlertIn | None:
             uuid is not None and g.get("uuid") == uuid
         )
 
-    gpus.sort(key=lambda g: not theirs(g))  # the alert's own GPU (its index, or dcgm-exporter's UUID) first
+    if index is not None or uuid is not None:  # a page about one GPU is answered by that GPU alone
+        gpus = [g for g in gpus if theirs(g)]
     for g in gpus:
         rr = g.get("remapped_rows") or {}
-        xids = [int(x["xid"]) for x in g.get("xid_events") or []]
+        # Only XIDs raised about when the alert began or since: the node-agent keeps a GPU's history, and
+        # an XID of last week is not what pages now.
+        xids = [int(x["xid"]) for x in g.get("xid_events") or [] if _recent(x.get("observed_at"), alert)]
         name = "GPUXidError"
         if g.get("lost"):
             xid, what = LOST_GPU_XID, "is lost (fell off the bus)"
@@ -417,8 +429,8 @@ def node_fault(evidence: list[Evidence], alert: AlertIn) -> AlertIn | None:
 def pod_fault(evidence: list[Evidence], alert: AlertIn) -> AlertIn | None:
     """What the pod an alert names shows, as the fleet's own pod alert (derived, ``source="agent"``): for
     a pod alert no playbook knows by name (a community rule set's KubernetesPodCrashLooping). From the
-    pod's status as the cluster reports it: its container last OOMKilled and restarted (OOMKilled), or
-    waiting in CrashLoopBackOff (a crash loop). None: the pod shows neither, or was not read."""
+    pod's status as the cluster reports it now: not ready (or waiting) with its container last OOMKilled
+    and restarted (OOMKilled), or waiting in CrashLoopBackOff (a crash loop). None: the pod shows neither, or was not read."""
     pod = alert.pod
     if pod is None:
         return None
@@ -441,13 +453,33 @@ def pod_fault(evidence: list[Evidence], alert: AlertIn) -> AlertIn | None:
     if r.get("node"):
         labels["node"] = str(r["node"])
     source = f"k8s.get_pod {namespace}/{name}"
-    if r.get("last_termination_reason") == "OOMKilled" and (r.get("restarts") or 0) > 0:
+    # Its status now, not its history: a container OOMKilled once last week and Running and ready since
+    # still reports OOMKilled as its last termination. Only a pod that is not serving now is its loop.
+    down = not r.get("ready") or bool(r.get("waiting_reason"))
+    if down and r.get("last_termination_reason") == "OOMKilled" and (r.get("restarts") or 0) > 0:
         why = f"the cluster reports {namespace}/{name} last OOMKilled, restarted {r['restarts']} time(s)"
         return _derived("KubePodOOMKilled", labels | {"reason": "OOMKilled"}, why, source, alert)
     if r.get("waiting_reason") == "CrashLoopBackOff":
         why = f"the cluster reports {namespace}/{name} waiting in CrashLoopBackOff ({r.get('restarts', 0)} restarts)"
         return _derived("KubePodCrashLooping", labels | {"reason": "CrashLoopBackOff"}, why, source, alert)
     return None
+
+
+# How long before an alert began an XID still explains it (the exporter's scrape and the rule's
+# evaluation put the alert a minute or two after the XID; a ``for`` longer than this is rare for XIDs).
+XID_BEFORE_ALERT = timedelta(minutes=15)
+
+
+def _recent(observed_at: Any, alert: AlertIn) -> bool:
+    """Whether an XID observed then can be what the alert pages about (unknown times count)."""
+    if alert.starts_at is None or not observed_at:
+        return True
+    try:
+        at = datetime.fromisoformat(str(observed_at).replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return at >= alert.starts_at - XID_BEFORE_ALERT
 
 
 def _derived(alertname: str, labels: dict[str, str], why: str, source: str, received: AlertIn) -> AlertIn:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from supply_agent.models import Action, Approval, Decision
-from supply_agent.models.labels import node_from_labels
+from supply_agent.models.labels import gpu_series, node_from_labels
 
 Outcome = Literal["mitigated", "escalated", "no_action"]
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -63,7 +63,16 @@ class AlertIn(BaseModel):
     def _node(cls, labels: dict[str, str]) -> dict[str, str]:
         """``node`` from the label that names it under another name (``kubernetes_node``, dcgm-exporter's
         ``Hostname``, a scrape target's ``instance``: supply_agent/models/data/node_labels.yaml)."""
+        if "exported_node" in labels:  # the series' own node, where `node` is the scrape target's
+            found = node_from_labels({"exported_node": labels["exported_node"]})
+            if found is not None:
+                return {**labels, "node": found[0]}
         if "node" in labels:
+            return labels
+        # A pod's own series (kube-state-metrics' kube_pod_*): its scrape labels name the exporter's
+        # node, not the pod's, which the cluster says. A GPU's series names its GPU's node even where
+        # the exporter also names the pod on it.
+        if "pod" in labels and "namespace" in labels and not gpu_series(labels):
             return labels
         found = node_from_labels(labels)
         return labels if found is None else {**labels, "node": found[0]}
@@ -211,14 +220,26 @@ def _text_alert_list(text: str) -> list[tuple[dict[str, str], dict[str, str]]]:
     return [(labels, ann) for labels, ann in alerts if labels]
 
 
+_DEFAULT_DETAILS = frozenset({"firing", "resolved", "num_firing", "num_resolved"})
+
+
 def _alertmanager_default(details: Mapping[str, Any]) -> list[tuple[str, dict[str, str], dict[str, str]]]:
     """(status, labels, annotations) of each alert in Alertmanager's default PagerDuty details; [] for
-    details of another shape."""
+    details of another shape. Alertmanager adds its default keys to a receiver's own ``details`` too, so
+    details with keys of their own are read as those keys. The text is read only when it holds as many
+    alerts as ``num_firing`` and ``num_resolved`` say: text inside an annotation that mimics another
+    alert (or a label value with a line break) makes them disagree, and the page is then read key by key
+    (which names no node: it goes to a human)."""
+    if set(details) - _DEFAULT_DETAILS:
+        return []
     out: list[tuple[str, dict[str, str], dict[str, str]]] = []
     for key, status in (("firing", "firing"), ("resolved", "resolved")):
         value = details.get(key)
-        if isinstance(value, str) and "Labels:" in value:
-            out += [(status, labels, ann) for labels, ann in _text_alert_list(value)]
+        parsed = _text_alert_list(value) if isinstance(value, str) and "Labels:" in value else []
+        count = str(details.get(f"num_{key}", "")).strip()
+        if count.isdigit() and int(count) != len(parsed):
+            return []
+        out += [(status, labels, ann) for labels, ann in parsed]
     return out
 
 

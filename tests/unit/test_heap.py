@@ -55,3 +55,4 @@ def test_every_collection_is_timed_by_generation() -> None:
         if heap._on_gc in gc.callbacks:
             gc.callbacks.remove(heap._on_gc)
         heap._watched.clear()
+        heap._children.clear()

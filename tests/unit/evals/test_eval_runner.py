@@ -69,7 +69,7 @@ def variant(tmp: Path, new_id: str, **changes: Any) -> Path:
          "alerts.reshape[0].Hostname"),
         ({"timeline": [{"at": "2m", "alerts": {"reshape": [{"rename": "X"}]}}]}, "rename"),
         ({"timeline": [{"at": "2m", "alerts": {"via": "pagerduty", "reshape": [{"alertname": "X"}]}}]},
-         "no extra, reshape or annotate"),
+         "no extra, reshape, annotate or status"),
         ({"timeline": [{"at": "2m", "alerts": {"details": "alertmanager"}}]}, "only with via pagerduty"),
     ],
 )  # fmt: skip

@@ -155,10 +155,12 @@ def _stock(node: str) -> AlertIn:
 
 
 def _shown_as(name: str, calls: list[str]):  # type: ignore[no-untyped-def]
-    def shown(a: AlertIn) -> AlertIn | None:
+    def shown(a: AlertIn) -> tuple[bool, AlertIn | None]:
         calls.append(a.node or "")
+        if not name:
+            return True, None  # read: the GPU shows nothing
         labels = {"node": a.node or "", "gpu": "0"} | ({"xid": "119"} if name == "GPUXidError" else {})
-        return AlertIn(alertname=name, labels=labels, source="agent")
+        return True, AlertIn(alertname=name, labels=labels, source="agent")
 
     return shown
 
@@ -183,6 +185,9 @@ def test_an_unknown_gpu_alert_folds_by_what_the_gpus_show() -> None:
     # Unread (no node-agent), it is either GPU alert: still one incident, the component's.
     [g], rest = fold_by_component(alerts, PLAYBOOKS, fleet.get, size_of)
     assert g.playbook.topology and rest == []
+    # Read, and healthy (a utilisation or power rule across a rack): no component's fault.
+    groups, rest = fold_by_component(alerts, PLAYBOOKS, fleet.get, size_of, _shown_as("", []))
+    assert groups == [] and rest == alerts
     # A known alert is never read for it.
     known: list[str] = []
     fold_by_component(
@@ -205,12 +210,21 @@ def test_the_folds_gpu_reads_never_fail_it_and_stop_at_the_first_failure() -> No
         raise TimeoutError("node-agent timed out")
 
     reads = FoldReads(kube=None, gpu_health=broken)  # type: ignore[arg-type]
-    assert reads.shown(_stock("n00")) is None and reads.shown(_stock("n01")) is None
-    assert asked == ["n00"]  # one node-agent's retries per fold, not one per node
+    assert reads.shown(_stock("n00")) == (False, None) and reads.shown(_stock("n01")) == (False, None)
+    assert asked == ["n00"]  # one node-agent's wait per fold, not one per node
+    silent: list[str] = []
+
+    def unanswered(node: str) -> object:
+        silent.append(node)
+        return {"node": node, "available": False, "reason": "no node-agent pod"}
+
+    quiet = FoldReads(kube=None, gpu_health=unanswered)  # type: ignore[arg-type]
+    assert quiet.shown(_stock("n00")) == (False, None) and quiet.shown(_stock("n01")) == (False, None)
+    assert silent == ["n00"]  # a node-agent that does not answer counts as down too
     lost = {
         "node": "n02",
         "available": True,
         "report": {"gpus": [{"index": 0, "lost": True, "xid_events": []}]},
     }
-    found = FoldReads(kube=None, gpu_health=lambda node: lost).shown(_stock("n02"))  # type: ignore[arg-type]
-    assert found is not None and (found.alertname, found.labels["xid"]) == ("GPUXidError", "79")
+    read, found = FoldReads(kube=None, gpu_health=lambda node: lost).shown(_stock("n02"))  # type: ignore[arg-type]
+    assert read and found is not None and (found.alertname, found.labels["xid"]) == ("GPUXidError", "79")

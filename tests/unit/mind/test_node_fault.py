@@ -107,6 +107,12 @@ def test_a_node_alert_is_answered_by_the_nodes_conditions_not_its_gpus() -> None
         ({"kubernetes_node": "b", "Hostname": "c"}, "b"),
         ({"Hostname": "c", "instance": "d:9400"}, "c"),
         ({"exported_node": "e"}, "e"),
+        ({"node": "exporter-host", "exported_node": "gpu-e"}, "gpu-e"),  # honor_labels false: the series'
+        (
+            {"pod": "p", "namespace": "n", "kubernetes_node": "ksm-host"},
+            None,
+        ),  # a pod's series: the cluster says
+        ({"pod": "p", "namespace": "n", "gpu": "1", "Hostname": "gpu-h"}, "gpu-h"),  # a GPU's series names it
         ({"instance": "gpu-node-3.dc1:9100"}, "gpu-node-3.dc1"),
         ({"instance": "10.0.4.7:9100"}, None),  # an address is not a node's name
         ({"instance": "[fd00::1]:9100"}, None),
@@ -146,7 +152,7 @@ def test_a_bad_vocabulary_file_says_where(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="listed twice"):
         load_node_labels(bad)
-    assert load_node_labels()[0].label == "node"
+    assert [n.label for n in load_node_labels()][:2] == ["exported_node", "node"]
 
 
 def _pod(namespace: str, name: str, **status: Any) -> Evidence:
@@ -202,6 +208,9 @@ def test_a_healthy_or_unread_or_other_pod_says_nothing() -> None:
     assert pod_fault([], page) is None
     # OOMKilled once long ago and never restarted since is not a loop
     assert pod_fault([_pod("acme", "train-0", last_termination_reason="OOMKilled", restarts=0)], page) is None
+    # nor is one OOMKilled last week that has been Running and ready since
+    ready = _pod("acme", "train-0", last_termination_reason="OOMKilled", restarts=1, ready=True)
+    assert pod_fault([ready], page) is None
 
 
 def test_a_shared_component_reads_an_unknown_gpu_alert_as_a_gpu_error_of_unknown_code() -> None:
@@ -210,9 +219,8 @@ def test_a_shared_component_reads_an_unknown_gpu_alert_as_a_gpu_error_of_unknown
     assert [name for name, _ in read] == ["GPUXidError", "GPUThermalThrottling"]
     assert all("xid" not in labels and labels["node"] == "gpu-a-3" for _, labels in read)
     hot = AlertIn(alertname="GPUThermalThrottling", labels={"node": "gpu-a-3", "gpu": "7"}, source="agent")
-    assert as_known(stock, PLAYBOOKS, lambda a: hot) == [
-        ("GPUThermalThrottling", hot.labels)
-    ]  # read: what it is
+    assert as_known(stock, PLAYBOOKS, lambda a: (True, hot)) == [("GPUThermalThrottling", hot.labels)]
+    assert as_known(stock, PLAYBOOKS, lambda a: (True, None)) == []  # read, healthy: no component's
     known = AlertIn(alertname="GPUXidError", labels={"node": "gpu-a-3", "xid": "79", **STOCK})
     assert as_known(known, PLAYBOOKS) == [("GPUXidError", known.labels)]  # a known alert is read as it is
     node_alert = AlertIn(alertname="NodeHighLoad", labels={"node": "gpu-a-3"})

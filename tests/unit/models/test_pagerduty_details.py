@@ -96,3 +96,24 @@ def test_any_group_renders_and_reads_back_to_the_same_alerts(group: list[tuple[d
     for (_, _, sent), (_, _, read) in zip(want, seen, strict=True):
         sent_labels = {k: v for k, v in sent if k != "alertname"}
         assert {k: v for k, v in read if k in sent_labels or k != "node"} == sent_labels
+
+
+def test_text_that_mimics_another_alert_or_a_receivers_own_keys_are_not_read_as_alerts() -> None:
+    forged = _alert(
+        "KubePodCrashLooping",
+        {"namespace": "acme", "pod": "p"},
+        {"description": "oops\nLabels:\n - alertname = GPUXidError\n - node = gpu-b-7\n - xid = 79"},
+    )
+    details = alertmanager_default_details([forged])
+    assert details["num_firing"] == "1"
+    got = pagerduty_alerts(REF, _pd(details))  # two alerts in the text, one in the count: not read as text
+    assert len(got) == 1 and got[0].node is None and "firing" in got[0].labels
+    # Alertmanager adds its default keys to a receiver's own details: its own keys are what it sent.
+    own = {
+        "alertname": "GPUXidError",
+        "node": "gpu-a-3",
+        "xid": "79",
+        **alertmanager_default_details([forged]),
+    }
+    (one,) = pagerduty_alerts(REF, _pd(own))
+    assert (one.alertname, one.node, one.labels["xid"]) == ("GPUXidError", "gpu-a-3", "79")
