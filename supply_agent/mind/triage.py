@@ -1,6 +1,11 @@
 """Pure triage: which playbook, how severe, what to read first, and whether the fault is really there.
 
 Nothing here does I/O: the graph reads, these functions look at what was read.
+
+Long because every judgement made from what was read lives here, beside the others it must agree with:
+the playbook match, the second-source checks (is the fault really there), and the diagnosis of an
+alert no playbook knows from its pod, GPU or node (``pod_fault``, ``node_fault``, ``as_known``), which
+the fold uses too. Split, each would import the rest.
 """
 
 from __future__ import annotations
