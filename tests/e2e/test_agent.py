@@ -284,17 +284,22 @@ CRASH_SCRIPT = textwrap.dedent(
 )
 
 
+def _crash_setup(h: Any, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """An XID 79 page written for CRASH_SCRIPT, and the command and environment that run it."""
+    h.inject("xid", node=node(h), gpu=1, code=79)
+    h.admin.advance(1800)
+    (tmp_path / "alerts.json").write_text(json.dumps(h.admin.alerts("alertmanager")[0]))
+    (tmp_path / "kubeconfig").write_text(h.kubeconfig.read_text())
+    env = {**os.environ, "SUPPLY_AGENT_LOG_LEVEL": "warning"}
+    return [sys.executable, "-c", CRASH_SCRIPT, str(tmp_path)], env
+
+
 def test_sigkill_between_a_steps_writes_and_its_checkpoint_is_continued(tmp_path: Path) -> None:
     """LangGraph saves a task's writes as it finishes and the step's checkpoint after: a kill between
     the two leaves a thread whose live state lists no next task (the task is done) and no interrupt.
     It has not ended: it is continued, never taken for finished (which left the page silent)."""
     with harness(tmp_path / "h") as h:
-        h.inject("xid", node=node(h), gpu=1, code=79)
-        h.admin.advance(1800)
-        (tmp_path / "alerts.json").write_text(json.dumps(h.admin.alerts("alertmanager")[0]))
-        (tmp_path / "kubeconfig").write_text(h.kubeconfig.read_text())
-        env = {**os.environ, "SUPPLY_AGENT_LOG_LEVEL": "warning"}
-        cmd = [sys.executable, "-c", CRASH_SCRIPT, str(tmp_path)]
+        cmd, env = _crash_setup(h, tmp_path)
         killed = subprocess.run(
             [*cmd, "start-writes"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
         )
@@ -309,12 +314,7 @@ def test_sigkill_between_a_steps_writes_and_its_checkpoint_is_continued(tmp_path
 
 def test_sigkill_after_an_action_resumes_without_repeating_it(tmp_path: Path) -> None:
     with harness(tmp_path / "h") as h:
-        h.inject("xid", node=node(h), gpu=1, code=79)
-        h.admin.advance(1800)
-        (tmp_path / "alerts.json").write_text(json.dumps(h.admin.alerts("alertmanager")[0]))
-        (tmp_path / "kubeconfig").write_text(h.kubeconfig.read_text())
-        env = {**os.environ, "SUPPLY_AGENT_LOG_LEVEL": "warning"}
-        cmd = [sys.executable, "-c", CRASH_SCRIPT, str(tmp_path)]
+        cmd, env = _crash_setup(h, tmp_path)
         killed = subprocess.run(
             [*cmd, "start"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
         )
