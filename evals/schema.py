@@ -148,6 +148,10 @@ class FleetWorld(_Strict):
     reserved_nodes: int | None = Field(
         None, ge=0, description="Only the first pool's first N nodes are reserved capacity (None: all of it)."
     )
+    dcgm_exporter: bool = Field(
+        False,
+        description="The GPU Operator's dcgm-exporter DaemonSet on every node (gpu-operator/nvidia-dcgm-exporter).",
+    )
     jobsets: list[JobSetWorld] = Field(default_factory=list)
     leaderworkersets: list[LwsWorld] = Field(default_factory=list)
 
@@ -233,6 +237,20 @@ class LwsNodeRef(_Strict):
     worker: int = Field(0, ge=0, description="leaderworkerset.sigs.k8s.io/worker-index (0: the leader)")
 
 
+class DaemonPodRef(_Strict):
+    """The name of a DaemonSet's pod on a bound node (what that pod's hostname is, off the host network)."""
+
+    daemonset: str = Field(
+        description="namespace/name of the DaemonSet, e.g. gpu-operator/nvidia-dcgm-exporter."
+    )
+    on: str = Field(description="A bound node name ($name).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        return _yaml_on_key(data)
+
+
 class ComponentRef(_Strict):
     """A rack or a leaf switch of the generated fleet, by its place among those of its pool (name order)."""
 
@@ -240,7 +258,17 @@ class ComponentRef(_Strict):
     index: int = Field(0, description="The component's place in its pool (negative: from the end).")
 
 
-BINDING_KINDS = ("node", "nodes", "jobset_node", "lws_node", "tenant_pod", "gpu_pod", "rack", "switch")
+BINDING_KINDS = (
+    "node",
+    "nodes",
+    "jobset_node",
+    "lws_node",
+    "tenant_pod",
+    "gpu_pod",
+    "daemon_pod",
+    "rack",
+    "switch",
+)
 
 
 class Binding(_Strict):
@@ -253,6 +281,7 @@ class Binding(_Strict):
     lws_node: LwsNodeRef | None = None
     tenant_pod: PodRef | None = None
     gpu_pod: GpuPodRef | None = None
+    daemon_pod: DaemonPodRef | None = None
     rack: ComponentRef | None = None
     switch: ComponentRef | None = None
 
@@ -268,7 +297,8 @@ class Binding(_Strict):
 
     @property
     def kind(self) -> str:
-        """What the name stands for: node, nodes, pod, rack or switch."""
+        """What the name stands for: node, nodes, pod (namespace/name), daemon_pod (a pod's name), rack or
+        switch."""
         given = next(k for k in BINDING_KINDS if getattr(self, k) is not None)
         return "pod" if given in ("tenant_pod", "gpu_pod") else "node" if given.endswith("_node") else given
 
@@ -674,6 +704,8 @@ class Incident(_Strict):
                 need(f"world.bind.{name}.tenant_pod.on", b.tenant_pod.on, "node")
             if b.gpu_pod:
                 need(f"world.bind.{name}.gpu_pod.on", b.gpu_pod.on, "node")
+            if b.daemon_pod:
+                need(f"world.bind.{name}.daemon_pod.on", b.daemon_pod.on, "node")
         for i, p in enumerate(self.world.pdbs):
             need(f"world.pdbs[{i}].pod", p.pod, "pod")
         for i, s in enumerate(self.timeline):

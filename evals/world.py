@@ -170,6 +170,22 @@ def resolve(incident: Incident, fleet: Fleet) -> Names:
                     f"world.bind.{name}: no tenant pod runs on GPU {b.gpu_pod.gpu} of {node} (the GPU is idle)"
                 )
             return found_pod
+        if b.daemon_pod is not None:
+            dref = b.daemon_pod
+            node = names.get(_bound(dref.on))
+            if not isinstance(node, str):
+                raise ReplayError(f"world.bind.{name}.daemon_pod.on: {dref.on} is not a bound node")
+            ns, _, ds = dref.daemonset.partition("/")
+            for p in fleet.store.pods_on_node(node):
+                owners = p["metadata"].get("ownerReferences") or []
+                if p["metadata"]["namespace"] == ns and any(
+                    o.get("kind") == "DaemonSet" and o.get("name") == ds for o in owners
+                ):
+                    return str(p["metadata"]["name"])
+            raise ReplayError(
+                f"world.bind.{name}: DaemonSet {dref.daemonset} has no pod on {node}"
+                " (world.fleet.dcgm_exporter makes gpu-operator/nvidia-dcgm-exporter)"
+            )
         assert b.tenant_pod is not None
         ref_pod = b.tenant_pod
         on = names.get(_bound(ref_pod.on)) if ref_pod.on else None
@@ -192,7 +208,9 @@ def resolve(incident: Incident, fleet: Fleet) -> Names:
         return pods[ref_pod.index]
 
     binds = incident.world.bind
-    for name, b in sorted(binds.items(), key=lambda item: item[1].kind == "pod"):  # stable: file order
+    for name, b in sorted(
+        binds.items(), key=lambda item: item[1].kind in ("pod", "daemon_pod")
+    ):  # stable: file order
         names[name] = bind(name, b)
     return {name: names[name] for name in binds}
 

@@ -20,6 +20,7 @@ from sandbox.fleet.world.spec import (
     CUSTOMER_LABEL,
     DEFAULT_DRIVER_VERSION,
     DRIVER_LABEL,
+    EXPORTER_NAMESPACE,
     GPU,
     POOL_LABEL,
     PRODUCT_LABEL,
@@ -82,7 +83,9 @@ class GenerateMixin(FleetState):
     def generate(self) -> None:
         spec, at = self.spec, self.stamp()
         pools = [_pool_shape(i) for i in range(spec.pools)]
-        for ns in ["default", "kube-system", AGENT_NAMESPACE]:
+        for ns in ["default", "kube-system", AGENT_NAMESPACE] + (
+            [EXPORTER_NAMESPACE] if spec.dcgm_exporter else []
+        ):
             self._create_namespace(ns, {})
         node_names: dict[str, list[str]] = {p[0]: [] for p in pools}
         for i in range(spec.nodes):
@@ -95,8 +98,9 @@ class GenerateMixin(FleetState):
             self._rebucket(name)
         self._create_daemonset()
         for name in self._gpu_owner:
-            self._ensure_agent_pod(name, refresh=False)
-        self._refresh_daemonset_status()
+            self._ensure_daemon_pods(name, refresh=False)
+        for namespace, ds in self._daemonsets():
+            self._refresh_daemonset_status(namespace, ds)
         taken = self._generate_jobsets(pools, node_names)
         self._generate_lws(pools, node_names, taken)
         self._generate_tenants(pools, node_names, taken)

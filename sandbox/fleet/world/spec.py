@@ -35,6 +35,9 @@ TIER_LABEL = "supply-agent.io/tenant-tier"
 GPU = "nvidia.com/gpu"
 AGENT_NAMESPACE = "supply-agent-system"
 AGENT_NAME = "node-agent"
+# The GPU Operator's dcgm-exporter DaemonSet (FleetSpec.dcgm_exporter), in the operator's namespace.
+EXPORTER_NAMESPACE = "gpu-operator"
+EXPORTER_NAME = "nvidia-dcgm-exporter"
 AGENT_PORT = 9400
 TOLERATION_SECONDS = 300  # the default not-ready/unreachable NoExecute toleration of a pod
 
@@ -111,6 +114,9 @@ class FleetSpec(BaseModel):
     pdb_fraction: float = Field(0.5, ge=0.0, le=1.0, description="Fraction of deployments with a PDB.")
     reserved_nodes: int | None = Field(
         None, ge=0, description="Only the first pool's first N nodes are reserved capacity (None: all of it)."
+    )
+    dcgm_exporter: bool = Field(
+        False, description="Also the GPU Operator's dcgm-exporter DaemonSet: one pod on every node."
     )
 
 

@@ -235,7 +235,7 @@ class WorkloadsMixin(FleetState):
                     if dref.get("kind") == "Deployment":
                         self.reconcile_deployment(ns, dref["name"])
             elif ref.get("kind") == "DaemonSet" and pod["spec"].get("nodeName"):
-                self._ensure_agent_pod(pod["spec"]["nodeName"])
+                self._ensure_daemon_pod(pod["spec"]["nodeName"], ns, ref["name"])
             elif ref.get("kind") == "Job":
                 self._jobset_pod_gone(pod)
             elif ref.get("kind") == "LeaderWorkerSet":

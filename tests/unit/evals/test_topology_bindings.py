@@ -237,7 +237,7 @@ def test_bad_component_fault_steps_say_what_is_missing(
 def test_bad_bindings_say_what_is_wrong(tmp_path: Path) -> None:
     both = incident({"x": {"rack": {"pool": 0}, "switch": {"pool": 0}}})
     assert (
-        "a binding is exactly one of node, nodes, jobset_node, lws_node, tenant_pod, gpu_pod, rack, switch (this one: rack, switch)"
+        "a binding is exactly one of node, nodes, jobset_node, lws_node, tenant_pod, gpu_pod, daemon_pod, rack, switch (this one: rack, switch)"
         in (error_of(tmp_path, both))
     )
     assert "$r is a rack, expected node" in error_of(
@@ -360,3 +360,46 @@ def test_the_holdout_topology_incidents_load_and_resolve_to_their_components() -
     fleet, inc, names = placed("holdout-same-rack-unrelated-faults")
     assert labels(fleet, [names["a"], names["b"]], RACK_LABEL) == {"east-h100-rack-000"}
     assert str(names["victim"]).startswith("tenant-acme/")  # the customer the file expects to be told
+
+
+# -- the GPU Operator's dcgm-exporter ------------------------------------------------------------------
+
+
+def test_a_daemon_pod_binding_names_the_exporter_pod_on_its_node_and_the_api_shows_it_there(
+    tmp_path: Path,
+) -> None:
+    bind = {
+        "n": {"node": {"pool": 1, "index": 2}},
+        "e": {"daemon_pod": {"daemonset": "gpu-operator/nvidia-dcgm-exporter", "on": "$n"}},
+    }
+    inc, path = load(tmp_path, incident(bind, dcgm_exporter=True))
+    fleet = build_fleet(inc, path)
+    names = resolve(inc, fleet)
+    pod = fleet.store.get("pods", "gpu-operator", str(names["e"]))
+    assert pod is not None and pod["spec"]["nodeName"] == names["n"]
+    assert pod["metadata"]["ownerReferences"][0]["name"] == "nvidia-dcgm-exporter"
+    # One exporter pod per node, and its DaemonSet's status counts them.
+    ds = fleet.store.get("daemonsets", "gpu-operator", "nvidia-dcgm-exporter")
+    assert ds is not None and ds["status"]["numberReady"] == FLEET["nodes"]
+    # A deleted exporter pod is replaced on its node by its DaemonSet, under a new name.
+    fleet.delete_pod("gpu-operator", str(names["e"]), grace=0)
+    again = [
+        p for p in fleet.store.pods_on_node(str(names["n"])) if p["metadata"]["namespace"] == "gpu-operator"
+    ]
+    assert len(again) == 1 and again[0]["metadata"]["name"] != names["e"]
+
+
+def test_a_daemon_pod_binding_without_the_exporter_says_which_setting_makes_it(tmp_path: Path) -> None:
+    bind = {
+        "n": {"node": {"pool": 0}},
+        "e": {"daemon_pod": {"daemonset": "gpu-operator/nvidia-dcgm-exporter", "on": "$n"}},
+    }
+    inc, path = load(tmp_path, incident(bind))
+    with pytest.raises(
+        ReplayError,
+        match=r"world.bind.e: DaemonSet gpu-operator/nvidia-dcgm-exporter has no pod on .*dcgm_exporter",
+    ):
+        resolve(inc, build_fleet(inc, path))
+    assert "world.bind.e.daemon_pod.on: $r is a rack, expected node" in error_of(
+        tmp_path, incident({**RACK, "e": {"daemon_pod": {"daemonset": "a/b", "on": "$r"}}})
+    )
