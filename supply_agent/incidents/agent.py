@@ -168,6 +168,11 @@ class Agent:
         finished by the next attempt."""
         now = self.runtime.clock()
         fresh = [a for a in alerts if self.store.record_alert(a, body or a.model_dump(mode="json"), now)]
+        # An alert no playbook knows by name is folded by what its GPU shows (one read per node).
+        reads = FoldReads(
+            self.runtime.kube, lambda node: self.runtime.read("nvml.gpu_health", {"node": node})
+        )
+        fresh = [self._named(a, reads) for a in fresh]
         rest = []
         touched: set[str] = set()
         for a in fresh:
@@ -179,10 +184,6 @@ class Agent:
             elif a.status == "firing":
                 rest.append(a)
         new = []
-        # An alert no playbook knows by name is folded by what its GPU shows (one read per node).
-        reads = FoldReads(
-            self.runtime.kube, lambda node: self.runtime.read("nvml.gpu_health", {"node": node})
-        )
         shared, rest, merged = fold_with_earlier(rest, self.store, self.runtime.playbooks, reads, now)
         rest = self._into_components(rest, reads, now, touched)
         rest, on_dead = self._on_dead_nodes(rest, reads)
@@ -239,6 +240,19 @@ class Agent:
             else:
                 log.info("alerts joined an open incident", incident_id=iid, alerts=len(group))
         return new, touched
+
+    def _named(self, alert: AlertIn, reads: FoldReads) -> AlertIn:
+        """The alert naming its node as the cluster knows it, where the name it carries is not one the
+        cluster has but leads to one (``FoldReads.named``); kept with the stored alert. Otherwise as it came:
+        a name that leads to no node is the investigation's to refuse (it goes to a human)."""
+        found = reads.named(alert) if alert.node else None
+        if found is None:
+            return alert
+        node, how = found
+        assert alert.node is not None
+        self.store.name_node(alert.fingerprint, alert.node, node)
+        log.info("an alert's node named as the cluster knows it", alert_node=alert.node, node=node, how=how)
+        return alert.model_copy(update={"labels": {**alert.labels, "node": node}})
 
     def _into_components(
         self, alerts: list[AlertIn], reads: FoldReads, now: datetime, touched: set[str]

@@ -7,6 +7,12 @@ node-by-node fold is always possible (the gate's mass-failure limit still holds 
 read that fails (the API down, refusing, timing out) marks the cluster unreadable for the rest of this
 fold, and every later question gets :class:`ClusterUnreadable` at once instead of another round of
 retries: an outage costs one read's retries per fold, not one per alert.
+
+It also finds the node an alert means where the name it carries is not one the cluster has
+(:meth:`FoldReads.named`): a host's FQDN for a node registered by its short name, a hostname the node
+carries as its ``kubernetes.io/hostname`` label, or the name of the pod that exported the series (the GPU
+Operator's dcgm-exporter, off the host network, writes its own pod's name as ``Hostname``). Each is at
+most three reads of the names the alert gives, never a list of the cluster.
 """
 
 from __future__ import annotations
@@ -19,7 +25,11 @@ from urllib3.exceptions import HTTPError
 
 from supply_agent.mind.triage import node_fault
 from supply_agent.models.incident import AlertIn, Evidence
+from supply_agent.models.labels import is_node_name
 from tools.kubernetes import KubeTools, ToolError
+
+# The label the kubelet sets to its host's name (well-known labels: kubernetes.io/hostname).
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 # What a read of an unreachable or failing API raises once the client's own retries are spent.
 _CLUSTER_ERRORS: tuple[type[BaseException], ...] = (ToolError, ApiException, HTTPError, OSError)
@@ -40,6 +50,56 @@ class FoldReads:
         self._gpu_health = gpu_health
         self._health: dict[str, Any] = {}
         self._gpu_down = False
+        self._named: dict[tuple[str, str, str], tuple[str, str] | None] = {}
+
+    def named(self, alert: AlertIn) -> tuple[str, str] | None:
+        """The cluster's name for the node a firing alert names, and how it was found, where the name it
+        carries is not a node of the cluster; None where it is one, where nothing the alert says leads to
+        one, or where the cluster cannot be read. Tried in order, each only where the one before found
+        nothing: the node whose ``kubernetes.io/hostname`` label is the name (one label-selected list,
+        O(its matches)); the node of the pod the alert names, where the name is that pod's own (its
+        hostname); the name before its first dot (a host's FQDN, the node registered short)."""
+        node = alert.node
+        if node is None or alert.status != "firing":
+            return None
+        pod = alert.labels.get("pod", "") if alert.labels.get("pod") == node else ""
+        key = (node, alert.labels.get("namespace", "") if pod else "", pod)
+        if key not in self._named:
+            try:
+                self._named[key] = self._find(node, key[1], pod)
+            except ClusterUnreadable:
+                return None
+        return self._named[key]
+
+    def _find(self, node: str, namespace: str, pod: str) -> tuple[str, str] | None:
+        if self.labels_of(node) is not None:
+            return None
+        self._guard()
+        try:
+            hosts = self.kube.list_nodes(label_selector=f"{HOSTNAME_LABEL}={node}") if len(node) <= 63 else []
+        except _CLUSTER_ERRORS as exc:
+            raise self._failed(exc) from exc
+        if len(hosts) == 1:
+            self._labels.setdefault(hosts[0].name, hosts[0].labels)
+            return hosts[0].name, f"the node whose {HOSTNAME_LABEL} label is {node}"
+        if pod and namespace:
+            try:
+                on = self.kube.get_pod(namespace, pod).node
+            except ToolError as exc:
+                if exc.status != 404:
+                    raise self._failed(exc) from exc
+                on = None
+            except _CLUSTER_ERRORS as exc:
+                raise self._failed(exc) from exc
+            if on and self.labels_of(on) is not None:
+                return (
+                    on,
+                    f"the node pod {namespace}/{pod} runs on (the alert names the pod that exported it)",
+                )
+        short = node.split(".", 1)[0]
+        if short != node and is_node_name(short) and self.labels_of(short) is not None:
+            return short, f"{node} without its domain"
+        return None
 
     def shown(self, alert: AlertIn) -> tuple[bool, AlertIn | None]:
         """What the GPUs of the alert's node show, as the fleet's alert for it (``node_fault``), and

@@ -184,6 +184,18 @@ def _with_seq_retry(write: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+def _stored_alert(row: AlertRow) -> AlertIn | None:
+    """A stored alert as received, naming the node the cluster knows it as where the fold found that
+    (``IncidentStore.name_node``); None for a body that no longer parses."""
+    try:
+        alert = AlertIn.model_validate(row.body)
+    except ValueError:
+        return None
+    if row.node and alert.node and row.node != alert.node:
+        alert = alert.model_copy(update={"labels": {**alert.labels, "node": row.node}})
+    return alert
+
+
 def as_utc(t: datetime | None) -> datetime | None:
     if t is None:
         return None
@@ -225,6 +237,16 @@ class IncidentStore:
             )
         return True
 
+    def name_node(self, fingerprint: str, received: str, node: str) -> None:
+        """The node the cluster knows an alert's node as (``FoldReads.named``), kept with the alert as
+        stored: where its stored alerts are read back (a thread rebuilt, alerts that joined, the fold's
+        earlier alerts, the mass-failure count) the alert names that node. Its body stays as received."""
+        with Session(self.engine) as s, s.begin():
+            for row in s.scalars(
+                select(AlertRow).where(AlertRow.fingerprint == fingerprint[:64], AlertRow.node == received)
+            ):
+                row.node = node
+
     def link_alerts(self, alerts: Iterable[AlertIn], incident_id: str) -> None:
         keys = [a.fingerprint[:64] for a in alerts]
         with Session(self.engine) as s, s.begin():
@@ -260,10 +282,9 @@ class IncidentStore:
                     or (inc.status == "closed" and (closed is None or closed < since))
                 ):
                     continue
-                try:
-                    out.append((AlertIn.model_validate(alert_row.body), inc.id))
-                except ValueError:
-                    continue
+                alert = _stored_alert(alert_row)
+                if alert is not None:
+                    out.append((alert, inc.id))
             return out
 
     def merge_into(self, incident_id: str, into: str, fingerprints: Iterable[str] = ()) -> None:
@@ -309,13 +330,7 @@ class IncidentStore:
             rows = s.scalars(
                 select(AlertRow).where(AlertRow.incident_id == incident_id).order_by(AlertRow.id)
             )
-            out = []
-            for r in rows:
-                try:
-                    out.append(AlertIn.model_validate(r.body))
-                except ValueError:
-                    continue
-            return out
+            return [a for r in rows if (a := _stored_alert(r)) is not None]
 
     def alerting_nodes(self, now: datetime, window: timedelta) -> frozenset[str]:
         """Nodes with a firing alert received within the window (the mass-failure short circuit's input)."""

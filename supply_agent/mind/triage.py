@@ -287,6 +287,9 @@ _NOT_CARRIED = frozenset({"xid", "err_code", "pod", "namespace", "container", "j
 # NVML's GpuIsLost is the GPU fallen off the bus: NVIDIA's Xid catalogue XID 79.
 LOST_GPU_XID = 79
 UNCORRECTABLE_ECC_XID = 48
+# The XIDs that say whether an uncorrectable error was contained (NVIDIA Xid catalogue: 94 contained,
+# 95 uncontained): more than the count says, so they name what the GPU shows.
+CONTAINMENT_ECC_XIDS = (94, 95)
 
 
 def _hardware_xid(code: int) -> bool:
@@ -392,8 +395,11 @@ def node_fault(evidence: list[Evidence], alert: AlertIn) -> AlertIn | None:
         name = "GPUXidError"
         if g.get("lost"):
             xid, what = LOST_GPU_XID, "is lost (fell off the bus)"
+        elif (g.get("ecc_uncorrected_volatile") or 0) > 0 and xids and xids[-1] in CONTAINMENT_ECC_XIDS:
+            xid, what = xids[-1], f"raised XID {xids[-1]} with uncorrectable ECC errors"
         elif (g.get("ecc_uncorrected_volatile") or 0) > 0:
-            xid, what = UNCORRECTABLE_ECC_XID, "has uncorrectable ECC errors"
+            # The fleet's own alert for a double-bit count (docs/alerts.md: GPUEccUncorrectable, xid=48).
+            xid, what, name = UNCORRECTABLE_ECC_XID, "has uncorrectable ECC errors", "GPUEccUncorrectable"
         elif rr.get("failure"):
             xid, what, name = 64, "failed to remap a row", "GPURowRemapFailure"
         elif rr.get("pending"):

@@ -13,7 +13,14 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["GPU_SERIES_LABELS", "NodeLabel", "gpu_series", "load_node_labels", "node_from_labels"]
+__all__ = [
+    "GPU_SERIES_LABELS",
+    "NodeLabel",
+    "gpu_series",
+    "is_node_name",
+    "load_node_labels",
+    "node_from_labels",
+]
 
 # The labels dcgm-exporter puts on every GPU series (its README: gpu, UUID, device, modelName), and the
 # XID's, where a rule keeps it: an alert with any of them is about a GPU.
@@ -29,6 +36,11 @@ DATA = Path(__file__).resolve().parent / "data" / "node_labels.yaml"
 # A Kubernetes node's name is a DNS-1123 subdomain (kubernetes.io/docs/concepts/overview/working-with-objects/names).
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _ADDRESS = re.compile(r"^[0-9.]+$|:")  # an IPv4 or IPv6 address, not a name
+
+
+def is_node_name(value: str) -> bool:
+    """Whether a value can be a node's name: a DNS-1123 subdomain that is not an address."""
+    return bool(value) and len(value) <= 253 and bool(_SUBDOMAIN.match(value)) and not _ADDRESS.search(value)
 
 
 class NodeLabel(BaseModel):
@@ -82,6 +94,6 @@ def node_from_labels(labels: dict[str, str]) -> tuple[str, str] | None:
         if entry.strip_port and value:
             host, sep, port = value.rpartition(":")
             value = host if sep and port.isdigit() and not host.endswith(":") else value
-        if value and len(value) <= 253 and _SUBDOMAIN.match(value) and not _ADDRESS.search(value):
+        if is_node_name(value):
             return value, entry.label
     return None

@@ -45,6 +45,8 @@ SMOKE = [
     "hard-xid79-pagerduty-default-details",
     "hard-driver-rollout-stock-xid-rule",
     "hard-rack-cooling-stock-temperature-rule",
+    "hard-xid79-hostname-is-the-exporter-pod",
+    "hard-xid48-hostname-fqdn-node-short",
 ]
 
 

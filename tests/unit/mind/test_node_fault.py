@@ -49,7 +49,11 @@ XID = "xid_events"
     ("gpu", "alertname", "xid", "playbook"),
     [
         ({"lost": True}, "GPUXidError", "79", "xid-fallen-off-bus"),
-        ({"ecc_uncorrected_volatile": 3}, "GPUXidError", "48", "xid-ecc"),
+        ({"ecc_uncorrected_volatile": 3}, "GPUEccUncorrectable", "48", "ecc-uncorrectable"),
+        ({"ecc_uncorrected_volatile": 3, XID: [{"xid": 95, "gpu_index": 7, "observed_at": "2026-01-01T00:00:00Z"}]},
+         "GPUXidError", "95", "xid-ecc"),
+        ({"ecc_uncorrected_volatile": 1, XID: [{"xid": 94, "gpu_index": 7, "observed_at": "2026-01-01T00:00:00Z"}]},
+         "GPUXidError", "94", "xid-ecc-contained"),
         ({"remapped_rows": {"pending": True}}, "GPURowRemapPending", "63", "xid-row-remap"),
         ({"remapped_rows": {"failure": True}}, "GPURowRemapFailure", "64", "xid-row-remap-failure"),
         ({XID: [{"xid": 13, "gpu_index": 7, "observed_at": "2026-01-01T00:00:00Z"}]}, "GPUXidError", "13",
