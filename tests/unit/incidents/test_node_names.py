@@ -19,7 +19,7 @@ from sandbox.fleet.world import FleetSpec
 from supply_agent.incidents.fold_reads import FoldReads
 from supply_agent.incidents.store import IncidentStore
 from supply_agent.models.incident import AlertIn, IncidentState
-from tests.support.api_counter import ApiCounter
+from tests.support.api_counter import COUNTER
 from tools.kubernetes import KubeTools
 
 GPU = {"gpu": "5", "device": "nvidia5", "modelName": "NVIDIA H100 80GB HBM3"}
@@ -83,8 +83,9 @@ def test_a_name_the_node_carries_as_its_hostname_label_is_that_node(
 def test_a_name_the_cluster_has_is_kept_and_costs_one_read(
     fleet_server: FleetServer, kube: KubeTools
 ) -> None:
-    counter = ApiCounter()
+    counter = COUNTER  # the one the client's request is wrapped with, once per process
     counter.install()
+    counter.calls.clear()
     reads = FoldReads(kube)
     counter.on = True
     try:
