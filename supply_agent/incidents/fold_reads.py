@@ -11,8 +11,8 @@ retries: an outage costs one read's retries per fold, not one per alert.
 It also finds the node an alert means where the name it carries is not one the cluster has
 (:meth:`FoldReads.named`): a host's FQDN for a node registered by its short name, a hostname the node
 carries as its ``kubernetes.io/hostname`` label, or the name of the pod that exported the series (the GPU
-Operator's dcgm-exporter, off the host network, writes its own pod's name as ``Hostname``). Each is at
-most three reads of the names the alert gives, never a list of the cluster.
+Operator's dcgm-exporter, off the host network, writes its own pod's name as ``Hostname``). A lookup is at
+most five reads of the names the alert gives (cached per fold), never a list of the cluster.
 """
 
 from __future__ import annotations
