@@ -23,7 +23,8 @@ from sandbox.fleet.world.state import FleetState
 
 
 class DaemonSetMixin(FleetState):
-    """Keeps one node-agent pod per node and the DaemonSet status current."""
+    """Keeps one pod of each DaemonSet per node (the node-agent's, and the exporter's where the fleet runs
+    it) and their status current."""
 
     def _create_daemonset(self) -> None:
         self._put_daemonset(AGENT_NAMESPACE, AGENT_NAME, self._agent_pod_spec())
@@ -95,9 +96,6 @@ class DaemonSetMixin(FleetState):
         """Each DaemonSet's pod on the node (made where it has none)."""
         for namespace, name in self._daemonsets():
             self._ensure_daemon_pod(node_name, namespace, name, refresh)
-
-    def _ensure_agent_pod(self, node_name: str, refresh: bool = True) -> None:
-        self._ensure_daemon_pod(node_name, AGENT_NAMESPACE, AGENT_NAME, refresh)
 
     def _ensure_daemon_pod(self, node_name: str, namespace: str, name: str, refresh: bool = True) -> None:
         ds = self.store.get("daemonsets", namespace, name)
